@@ -1,0 +1,302 @@
+"""The fully convolutional network (after Long, Shelhamer and Darrell, FCN, 2015).
+
+Layout, from input to output (``s`` = stride relative to the input)::
+
+    x (B, in_channels, H, W), padded to a multiple of the stride
+    stem      log2(stem_stride) x [conv3x3 stride 2 - BN - ReLU]            s = stem_stride
+    level 0   [conv3x3 - BN - ReLU] x 2, width channels                        s = stem_stride
+    level i   maxpool 2, [conv3x3 - BN - ReLU] x 2, min(width * 2**i, max_width)  s = stem_stride * 2**i
+    score     1x1 conv (the classifier) on the deepest level
+    fuse      for each skip level, deepest first: upsample x2, add the 1x1 "score" of that level
+    head      upsample to the input size (and classify to num_classes), crop the padding
+    logits (B, num_classes, H, W)
+
+The variant says how many skip levels are fused: ``fcn32s`` none, ``fcn16s`` one, ``fcn8s`` two, ``fcn4s`` three.
+With the default geometry (``stem_stride=2``, ``depth=5``: levels at strides 2, 4, 8, 16, 32) the names mean what
+they meant in the paper: fcn8s fuses the stride-16 and stride-8 levels and upsamples x8 at the end.
+
+``transpose`` upsampling is a transposed convolution initialised to bilinear interpolation; ``resize_conv`` is a
+bilinear resize followed by a 3x3 convolution initialised to the identity (no checkerboard artefacts). Skip score
+layers start at zero, as in the paper, so an untrained fcn8s starts out as an fcn32s.
+
+>>> net = FCN(in_channels=3, num_classes=2, variant="fcn8s")
+>>> net.stride, tuple(net(torch.zeros(1, 3, 33, 37)).shape)
+(32, (1, 2, 33, 37))
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from enum import StrEnum
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfcn.errors import ModelError
+
+__all__ = ["Variant", "Upsampling", "FCNConfig", "FCN", "build_network", "fold_batchnorm", "parse_choice"]
+
+E = TypeVar("E", bound=StrEnum)
+
+
+class Variant(StrEnum):
+    """Which skip levels the network fuses (the finest stride its score map reaches before the last upsample)."""
+
+    FCN32S = "fcn32s"
+    FCN16S = "fcn16s"
+    FCN8S = "fcn8s"
+    FCN4S = "fcn4s"
+
+    @property
+    def skips(self) -> int:
+        """Number of skip levels fused above the deepest one."""
+        return {"fcn32s": 0, "fcn16s": 1, "fcn8s": 2, "fcn4s": 3}[self.value]
+
+
+class Upsampling(StrEnum):
+    """How score maps are upsampled: transposed convolution, or bilinear resize then 3x3 convolution."""
+
+    TRANSPOSE = "transpose"
+    RESIZE_CONV = "resize_conv"
+
+
+def parse_choice(enum: type[E], value: Any, what: str) -> E:
+    """``value`` as a member of ``enum``; raises :class:`ModelError` naming the valid choices."""
+    try:
+        return enum(str(value).lower() if isinstance(value, str) else value)
+    except ValueError:
+        choices = ", ".join(m.value for m in enum)
+        raise ModelError(f"{what} {value!r} is not one of: {choices}") from None
+
+
+@dataclass
+class FCNConfig:
+    """Everything needed to rebuild an :class:`FCN`; :meth:`to_dict` / :meth:`from_dict` round-trip through JSON.
+
+    ``in_channels``: input channels (a slice and its neighbours: ``2 * context + 1``).
+    ``width``: channels of level 0, doubling per level up to ``max_width``.
+    ``depth``: number of encoder levels; the network's stride is ``stem_stride * 2 ** (depth - 1)``.
+    ``stem_stride``: 1, 2 or 4; a strided stem keeps the costly full-resolution layers cheap on the CPU.
+    ``score_channels``: channels of the fused score maps; ``None`` means ``num_classes`` (the paper's FCN).
+    ``dropout``: dropout probability before the deepest classifier (training only).
+    Raises :class:`ModelError` for values out of range, naming the valid ones.
+    """
+
+    in_channels: int = 3
+    num_classes: int = 2
+    variant: str = "fcn8s"
+    upsampling: str = "resize_conv"
+    width: int = 16
+    max_width: int = 256
+    depth: int = 5
+    stem_stride: int = 2
+    score_channels: int | None = None
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.variant = parse_choice(Variant, self.variant, "variant")
+        self.upsampling = parse_choice(Upsampling, self.upsampling, "upsampling")
+        for name, low in (("in_channels", 1), ("num_classes", 2), ("width", 1), ("depth", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ModelError(f"network {name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.max_width, int) or self.max_width < self.width:
+            raise ModelError(f"network max_width must be an integer >= width ({self.width}), got {self.max_width!r}")
+        if self.stem_stride not in (1, 2, 4):
+            raise ModelError(f"network stem_stride {self.stem_stride!r} is not one of: 1, 2, 4")
+        if self.score_channels is not None and (not isinstance(self.score_channels, int) or self.score_channels < 1):
+            raise ModelError(f"network score_channels must be None or an integer >= 1, got {self.score_channels!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ModelError(f"network dropout must be in [0, 1), got {self.dropout!r}")
+        if Variant(self.variant).skips > self.depth - 1:
+            raise ModelError(
+                f"variant {self.variant} fuses {Variant(self.variant).skips} skip levels but depth {self.depth} has "
+                f"only {self.depth - 1}; use depth >= {Variant(self.variant).skips + 1} or a coarser variant"
+            )
+
+    @property
+    def stride(self) -> int:
+        """Total downsampling factor: input sizes are padded to a multiple of it."""
+        return self.stem_stride * 2 ** (self.depth - 1)
+
+    @property
+    def widths(self) -> list[int]:
+        """Channels of each encoder level, shallowest first."""
+        return [min(self.width * 2**i, self.max_width) for i in range(self.depth)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict (enums as their string values)."""
+        out = asdict(self)
+        out["variant"] = str(self.variant)
+        out["upsampling"] = str(self.upsampling)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FCNConfig:
+        """Rebuild from :meth:`to_dict`'s output; raises :class:`ModelError` on unknown keys or bad values."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ModelError(f"unknown network settings {unknown}; known: {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def _conv_bn_relu(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def _bilinear_kernel(size: int) -> torch.Tensor:
+    """2-D bilinear interpolation kernel (size x size) as in the FCN reference code (``upsample_filt``)."""
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    og = torch.arange(size, dtype=torch.float64)
+    k = 1 - (og - center).abs() / factor
+    return (k[:, None] * k[None, :]).float()
+
+
+class _Resize(nn.Module):
+    """Bilinear resize by an integer factor (no parameters)."""
+
+    def __init__(self, factor: int) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=float(self.factor), mode="bilinear", align_corners=False)
+
+
+def _upsample(mode: Upsampling, c_in: int, c_out: int, factor: int) -> nn.Module:
+    """(B, c_in, h, w) -> (B, c_out, h * factor, w * factor), initialised to bilinear interpolation."""
+    if factor == 1:
+        return nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+    if mode == Upsampling.TRANSPOSE:
+        if c_in != c_out:  # classify first, then upsample each class map with its own bilinear kernel
+            return nn.Sequential(nn.Conv2d(c_in, c_out, 1), _upsample(mode, c_out, c_out, factor))
+        up = nn.ConvTranspose2d(c_in, c_out, 2 * factor, stride=factor, padding=factor // 2, bias=False)
+        with torch.no_grad():
+            up.weight.zero_()
+            kernel = _bilinear_kernel(2 * factor)
+            for c in range(c_in):
+                up.weight[c, c] = kernel
+        return up
+    conv = nn.Conv2d(c_in, c_out, 3, padding=1)
+    if c_in == c_out:
+        with torch.no_grad():
+            nn.init.dirac_(conv.weight)
+            conv.bias.zero_()
+    return nn.Sequential(_Resize(factor), conv)
+
+
+class FCN(nn.Module):
+    """Fully convolutional network: (B, in_channels, H, W) float -> logits (B, num_classes, H, W), any H, W.
+
+    Build from an :class:`FCNConfig`, a dict, or keyword arguments (which override ``config``'s fields).
+    Raises :class:`ModelError` for an invalid configuration or an input of the wrong shape.
+    """
+
+    def __init__(self, config: FCNConfig | dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if isinstance(config, dict):
+            config = FCNConfig.from_dict({**config, **kwargs})
+        elif config is None:
+            config = FCNConfig.from_dict(kwargs)
+        elif kwargs:
+            config = replace(config, **kwargs)
+        self.config = config
+        widths = config.widths
+        score = config.score_channels or config.num_classes
+        up = Upsampling(config.upsampling)
+        n_skips = Variant(config.variant).skips
+
+        stem: list[nn.Module] = []
+        c = config.in_channels
+        for _ in range(int(math.log2(config.stem_stride))):
+            stem.append(_conv_bn_relu(c, widths[0], stride=2))
+            c = widths[0]
+        self.stem = nn.Sequential(*stem)
+        self.levels = nn.ModuleList()
+        for i, w in enumerate(widths):
+            pool = [nn.MaxPool2d(2)] if i > 0 else []
+            self.levels.append(nn.Sequential(*pool, _conv_bn_relu(c, w), _conv_bn_relu(w, w)))
+            c = w
+
+        self.score = nn.Sequential(nn.Dropout2d(config.dropout), nn.Conv2d(widths[-1], score, 1))
+        # Skip levels, deepest first: depth-2, depth-3, ...
+        self.skip_levels = [config.depth - 2 - k for k in range(n_skips)]
+        self.skip_scores = nn.ModuleList(nn.Conv2d(widths[j], score, 1) for j in self.skip_levels)
+        for s in self.skip_scores:
+            nn.init.zeros_(s.weight)
+            nn.init.zeros_(s.bias)
+        self.ups = nn.ModuleList(_upsample(up, score, score, 2) for _ in self.skip_levels)
+        finest = config.stem_stride * 2 ** (config.depth - 1 - n_skips)
+        self.head = _upsample(up, score, config.num_classes, finest)
+
+    @property
+    def stride(self) -> int:
+        """Input sizes are padded internally to a multiple of this."""
+        return self.config.stride
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_channels, H, W) -> logits (B, num_classes, H, W). Pads (replicate) to the stride, crops back."""
+        if x.ndim != 4 or x.shape[1] != self.config.in_channels:
+            raise ModelError(f"the network expects input (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        s = self.stride
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+
+        y = self.stem(x)
+        features = []
+        for level in self.levels:
+            y = level(y)
+            features.append(y)
+        score = self.score(features[-1])
+        for j, up, skip_score in zip(self.skip_levels, self.ups, self.skip_scores, strict=True):
+            score = up(score) + skip_score(features[j])
+        out = self.head(score)
+
+        if ph or pw:
+            out = out[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
+        return out
+
+
+def build_network(config: FCNConfig | dict[str, Any]) -> FCN:
+    """An :class:`FCN` from a config or its dict form (as stored beside the weights in a checkpoint)."""
+    return FCN(config)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` in eval mode with every Conv2d directly followed by BatchNorm2d fused into one conv.
+
+    The copy's output equals the original's in eval mode (within float rounding, ~1e-6); the original is untouched.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if not isinstance(module, nn.Sequential):
+            continue
+        names = list(module._modules)
+        for a, b in zip(names, names[1:], strict=False):
+            conv, bn = module._modules[a], module._modules[b]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
+                module._modules[a] = fuse_conv_bn_eval(conv, bn)
+                module._modules[b] = nn.Identity()
+    return model

@@ -1,0 +1,262 @@
+"""Reading scans through MONAI's ``LoadImage`` with a SimpleITK-backed ``ImageReader``.
+
+Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``, ``.mhd``) and DICOM
+series (a folder of slice files; see :mod:`medfcn.dicom`). The geometry is what SimpleITK reads from the file,
+so a label map written on it (:func:`medfcn.writer.write_labels`) overlays the scan in any viewer.
+
+NIfTI voxels are read by nibabel, which detects truncated and corrupt gzip streams that SimpleITK reads
+without complaint; their geometry comes from SimpleITK's reading of the same header.
+
+Non-finite voxels (NaN, +-inf) are *cleaned*, not refused: they are replaced by the lowest finite value of the
+scan (background in MRI and CT) and a warning is recorded in :attr:`Scan.warnings` and logged. A scan with
+no finite voxel is refused.
+
+>>> from medfcn.reader import read_scan
+>>> scan = read_scan("sample_data/colin27_t1.nii.gz")  # doctest: +SKIP
+>>> scan.shape, scan.spacing  # doctest: +SKIP
+((181, 217, 181), (1.0, 1.0, 1.0))
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from monai.data import ImageReader
+from monai.transforms import LoadImage
+from monai.utils import MetaKeys
+
+from medfcn.dicom import find_series
+from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError
+from medfcn.scan import LPS_TO_RAS, Scan
+
+__all__ = ["SimpleITKReader", "read_scan", "SCAN_SUFFIXES", "strip_suffix"]
+
+log = logging.getLogger(__name__)
+
+SCAN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def strip_suffix(name: str) -> str:
+    """``t1.nii.gz`` -> ``t1``; names without a scan suffix are returned unchanged."""
+    low = name.lower()
+    for suffix in SCAN_SUFFIXES:
+        if low.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+class _Volume:
+    """What :meth:`SimpleITKReader.read` returns: voxels (X, Y, Z) and ITK geometry."""
+
+    def __init__(self, array: np.ndarray, spacing, origin, direction, series_uid: str | None = None) -> None:
+        self.array, self.spacing, self.origin, self.direction = array, spacing, origin, direction
+        self.series_uid = series_uid
+
+
+class SimpleITKReader(ImageReader):
+    """A MONAI ``ImageReader`` for NIfTI, NRRD, MetaImage and DICOM series folders, backed by SimpleITK.
+
+    Args:
+        series_uid: for a folder holding several DICOM series, the SeriesInstanceUID to read.
+
+    Raises (from :meth:`read`): :class:`ScanReadError` for unreadable files, :class:`UnsupportedScanError`
+    for images that are not 3-D, :class:`DicomSeriesError` for series that cannot form a volume.
+    """
+
+    def __init__(self, series_uid: str | None = None) -> None:
+        super().__init__()
+        self.series_uid = series_uid
+
+    def verify_suffix(self, filename) -> bool:
+        names = [filename] if isinstance(filename, str | Path) else list(filename)
+        return all(Path(n).is_dir() or str(n).lower().endswith(SCAN_SUFFIXES) for n in names)
+
+    def read(self, data, **kwargs) -> _Volume:
+        names = [data] if isinstance(data, str | Path) else list(data)
+        if len(names) != 1:
+            raise ScanReadError(f"{names}: read one scan at a time")
+        path = Path(names[0])
+        if not path.exists():
+            raise ScanReadError(f"{path}: no such file or folder")
+        if path.is_dir():
+            return self._read_series(path)
+        if path.stat().st_size == 0:
+            raise ScanReadError(f"{path}: empty file")
+        if path.name.lower().endswith((".nii", ".nii.gz")):
+            return self._read_nifti(path)
+        return self._read_itk(path)
+
+    def get_data(self, img: _Volume) -> tuple[np.ndarray, dict]:
+        lps = np.eye(4)
+        lps[:3, :3] = np.asarray(img.direction).reshape(3, 3) * np.asarray(img.spacing)[None, :]
+        lps[:3, 3] = img.origin
+        affine = LPS_TO_RAS @ lps
+        meta = {
+            "affine": affine,
+            "original_affine": affine.copy(),
+            "spatial_shape": np.asarray(img.array.shape),
+            MetaKeys.ORIGINAL_CHANNEL_DIM: float("nan"),
+            "spacing": np.asarray(img.spacing, dtype=float),
+            "origin_lps": np.asarray(img.origin, dtype=float),
+            "direction_lps": np.asarray(img.direction, dtype=float).reshape(3, 3),
+        }
+        if img.series_uid is not None:
+            meta["series_uid"] = img.series_uid
+        return img.array, meta
+
+    # -- formats -----------------------------------------------------------------------------------------
+    def _read_nifti(self, path: Path) -> _Volume:
+        import nibabel as nib
+        import SimpleITK as sitk
+
+        try:
+            nii = nib.load(str(path))
+            array = np.asanyarray(nii.dataobj)
+        except Exception as e:  # nibabel raises many types for corrupt files
+            raise ScanReadError(f"{path}: not a readable NIfTI file ({_first_line(e)})") from None
+        array = _squeeze_to_3d(array, path)
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        try:
+            reader.ReadImageInformation()
+        except RuntimeError as e:
+            raise ScanReadError(f"{path}: SimpleITK cannot read its header ({_itk_message(e)})") from None
+        spacing, origin, direction = _geometry_3d(reader, path)
+        return _Volume(array, spacing, origin, direction)
+
+    def _read_itk(self, path: Path) -> _Volume:
+        import SimpleITK as sitk
+
+        try:
+            image = sitk.ReadImage(str(path))
+        except RuntimeError as e:
+            raise ScanReadError(f"{path}: not a readable image ({_itk_message(e)})") from None
+        return _from_sitk(image, path)
+
+    def _read_series(self, folder: Path) -> _Volume:
+        import SimpleITK as sitk
+
+        series = find_series(folder)
+        if not series:
+            raise ScanReadError(f"{folder}: no DICOM series in this folder")
+        if self.series_uid is not None:
+            chosen = [s for s in series if s.uid == self.series_uid]
+            if not chosen:
+                raise DicomSeriesError(f"{folder}: no DICOM series with SeriesInstanceUID {self.series_uid}")
+            s = chosen[0]
+        elif len(series) == 1:
+            s = series[0]
+        else:
+            raise DicomSeriesError(f"{folder}: holds {len(series)} DICOM series; name one by its SeriesInstanceUID")
+        try:
+            if len(s.files) == 1:  # a multi-frame file
+                image = sitk.ReadImage(str(s.files[0]))
+            else:
+                reader = sitk.ImageSeriesReader()
+                reader.SetFileNames([str(f) for f in s.files])
+                image = reader.Execute()
+        except RuntimeError as e:
+            raise ScanReadError(f"{folder}: DICOM series {s.uid} cannot be read ({_itk_message(e)})") from None
+        vol = _from_sitk(image, folder)
+        vol.series_uid = s.uid
+        return vol
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _itk_message(e: RuntimeError) -> str:
+    """The useful part of an ITK exception: its description, without file and line of the C++ source."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    for ln in lines:
+        if ln.startswith("Description:"):
+            return ln.removeprefix("Description:").strip()
+    return lines[-1] if lines else "unknown error"
+
+
+def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
+    shape = array.shape
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    dims = " x ".join(str(s) for s in shape)
+    if array.ndim > 3:
+        raise UnsupportedScanError(f"{path}: a {array.ndim}-D image ({dims}); medfcn segments 3-D scans, "
+                                   "split it into 3-D volumes first")
+    if array.ndim < 3 or min(array.shape) < 2:
+        raise UnsupportedScanError(f"{path}: a 2-D image ({dims}); medfcn segments 3-D scans")
+    return array
+
+
+def _geometry_3d(reader, path: Path):
+    """Spacing, origin and direction of the first three axes of an image (or its header)."""
+    n = reader.GetDimension()
+    if n < 3:
+        raise UnsupportedScanError(f"{path}: a 2-D image; medfcn segments 3-D scans")
+    spacing = tuple(reader.GetSpacing()[:3])
+    origin = tuple(reader.GetOrigin()[:3])
+    direction = np.asarray(reader.GetDirection()).reshape(n, n)[:3, :3]
+    return spacing, origin, direction
+
+
+def _from_sitk(image, path: Path) -> _Volume:
+    import SimpleITK as sitk
+
+    if image.GetNumberOfComponentsPerPixel() > 1:
+        raise UnsupportedScanError(f"{path}: a vector image ({image.GetNumberOfComponentsPerPixel()} components "
+                                   "per voxel); medfcn segments scalar 3-D scans")
+    array = np.transpose(sitk.GetArrayFromImage(image))  # (Z, Y, X) -> (X, Y, Z); 4-D: (T, Z, Y, X) -> (X, Y, Z, T)
+    array = _squeeze_to_3d(array, path)
+    spacing, origin, direction = _geometry_3d(image, path)
+    return _Volume(array, spacing, origin, direction)
+
+
+def _clean_non_finite(array: np.ndarray, path) -> tuple[np.ndarray, list[str]]:
+    if not np.issubdtype(array.dtype, np.floating):
+        return array, []
+    finite = np.isfinite(array)
+    if finite.all():
+        return array, []
+    if not finite.any():
+        raise UnsupportedScanError(f"{path}: no finite voxel (all NaN or infinite)")
+    n = int(array.size - np.count_nonzero(finite))
+    low = float(array[finite].min())
+    array = np.where(finite, array, low).astype(array.dtype, copy=False)
+    msg = f"{path}: {n} non-finite voxels (NaN or infinite) replaced by the scan's minimum {low:g}"
+    log.warning(msg)
+    return array, [msg]
+
+
+def read_scan(path: str | Path, *, series_uid: str | None = None, case: str | None = None) -> Scan:
+    """Read a 3-D scan with its geometry through MONAI's ``LoadImage``.
+
+    Args:
+        path: a NIfTI, NRRD or MetaImage file, or a folder holding a DICOM series.
+        series_uid: which series to read from a folder holding several.
+        case: the case name (default: the file name without its extension, or the folder's name).
+
+    Returns:
+        A :class:`Scan` with the file's voxel type (label maps stay integer), voxels ``(X, Y, Z)``.
+
+    Raises:
+        ScanReadError, UnsupportedScanError, DicomSeriesError: with a one-line message naming the file.
+    """
+    path = Path(path)
+    loader = LoadImage(image_only=True, dtype=None)
+    image = loader(str(path), reader=SimpleITKReader(series_uid=series_uid))
+    meta = image.meta
+    array = np.asarray(image.numpy())
+    array, warnings = _clean_non_finite(array, path)
+    return Scan(
+        array=array,
+        spacing=tuple(meta["spacing"].tolist()),
+        origin=tuple(meta["origin_lps"].tolist()),
+        direction=np.asarray(meta["direction_lps"]),
+        source=path,
+        case=case if case is not None else strip_suffix(path.name),
+        series_uid=meta.get("series_uid"),
+        warnings=warnings,
+    )

@@ -1,0 +1,143 @@
+"""Writing label maps on a scan's own grid, atomically.
+
+A label map is written as ``.nii.gz`` with the smallest integer type that holds its labels (uint8, else
+uint16, else int32) and exactly the source scan's size, spacing, origin and direction, so it overlays the scan in
+any viewer. Every file is written to a hidden temporary name in the destination folder and renamed into place:
+a process killed part-way never leaves a partial output under the final name. Temporaries left by a killed
+process are removed by :func:`remove_stale_partials`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+
+import numpy as np
+
+from medfcn.errors import OutputError
+from medfcn.scan import Scan
+
+__all__ = ["write_labels", "atomic_write_text", "label_dtype", "partial_path", "remove_stale_partials"]
+
+log = logging.getLogger(__name__)
+
+_PART = ".part"
+
+
+def label_dtype(labels: np.ndarray) -> np.dtype:
+    """uint8 when the labels fit, else uint16, else int32."""
+    if labels.size == 0:
+        return np.dtype(np.uint8)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo >= 0 and hi <= 255:
+        return np.dtype(np.uint8)
+    if lo >= 0 and hi <= 65535:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32)
+
+
+def partial_path(path: Path) -> Path:
+    """The hidden temporary name ``path`` is written under: ``.NAME.HOST.PID.part`` + the same suffix."""
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    host = socket.gethostname().replace(".", "-")
+    return path.with_name(f".{path.name}.{host}.{os.getpid()}{_PART}{suffix}")
+
+
+def _ensure_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create the output folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{folder}: the output folder is not writable")
+
+
+def _commit(tmp: Path, path: Path) -> Path:
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    return path
+
+
+def write_labels(labels: np.ndarray, like: Scan, path: str | Path, *, compression_level: int = 1) -> Path:
+    """Write ``labels`` (X, Y, Z) as a ``.nii.gz`` label map on the grid of ``like``, atomically.
+
+    Raises:
+        ValueError: ``labels`` does not have ``like``'s shape (a programming error, not bad input).
+        OutputError: the folder cannot be created or written.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.name.endswith((".nii.gz", ".nii")):
+        path = path.with_name(path.name + ".nii.gz")
+    labels = np.asarray(labels)
+    image = like.to_sitk(labels.astype(label_dtype(labels), copy=False))
+    _ensure_folder(path.parent)
+    tmp = partial_path(path)
+    try:
+        sitk.WriteImage(image, str(tmp), True, compression_level)
+    except (RuntimeError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({str(e).strip().splitlines()[-1] if str(e).strip() else e})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _commit(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename. Raises :class:`OutputError`."""
+    path = Path(path)
+    _ensure_folder(path.parent)
+    tmp = partial_path(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    return _commit(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Remove temporaries in ``folder`` left by killed medfcn processes of this host; returns them.
+
+    A temporary of a process still running, or of another host (a distributed run), is left alone.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = socket.gethostname().replace(".", "-")
+    removed = []
+    for f in folder.iterdir():
+        name = f.name
+        if not (name.startswith(".") and _PART in name):
+            continue
+        stem = name.split(_PART)[0]
+        parts = stem.rsplit(".", 2)
+        if len(parts) != 3 or parts[1] != host or not parts[2].isdigit():
+            continue
+        if int(parts[2]) != os.getpid() and _pid_alive(int(parts[2])):
+            continue
+        f.unlink(missing_ok=True)
+        removed.append(f)
+        log.info("removed %s, left by an interrupted run", f)
+    return removed

@@ -2,4 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
+
 __version__ = "0.1.0"
+
+# MONAI announces, on every import, that a GPU DICOM decoder plugin is absent: irrelevant to medfcn's readers.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*nvImageCodec.*")

@@ -1,0 +1,251 @@
+"""Model files: weights in safetensors, everything needed to use them as JSON metadata in the same file.
+
+A medfcn model file is a safetensors file (tensors only, no code: loading one never executes anything) whose
+metadata holds ``{"format": "medfcn", "format_version": "1", "card": <ModelCard as JSON>}``. The card records
+the architecture and its constructor arguments (so the network is rebuilt with no guessing), label names and
+ids, modality, intensity normalisation, orientation, target spacing, slice axes, post-processing, how it was
+trained (command, data and its hash) and its validation metrics.
+
+>>> from medfcn.network import FCN
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
+>>> net = FCN(in_channels=3, num_classes=2)
+>>> save_model(path, net, ModelCard(network=net.config.to_dict()))
+>>> load_model(path).card.labels
+{'background': 0, 'brain': 1}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from medfcn import __version__
+from medfcn.errors import ModelError, OutputError
+from medfcn.network import FCN, parse_choice
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "DEFAULT_MODEL_PATH",
+    "Architecture",
+    "ModelCard",
+    "Model",
+    "build_from_card",
+    "save_model",
+    "load_model",
+    "describe",
+    "file_sha256",
+]
+
+FORMAT = "medfcn"
+FORMAT_VERSION = 1
+DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "default.safetensors"
+
+
+class Architecture(StrEnum):
+    """Network families a model file may hold."""
+
+    FCN = "fcn"
+    BASICUNET = "basicunet"  # MONAI's 2-D BasicUNet, the baseline
+
+
+@dataclass
+class ModelCard:
+    """What a model is and how to use it. Serialised as JSON inside the model file.
+
+    ``spacing`` (mm) and ``orientation`` define the model's frame; ``slice_axes`` are axes of that frame along
+    which 2-D slices are taken (probabilities averaged over them); ``normalisation`` is a
+    :class:`medfcn.frame.Normalisation` value; ``postprocess`` lists steps applied per foreground label
+    (``largest_component``, ``fill_holes``).
+    """
+
+    network: dict[str, Any] = field(default_factory=dict)
+    architecture: str = Architecture.FCN.value
+    name: str = "medfcn-model"
+    description: str = ""
+    labels: dict[str, int] = field(default_factory=lambda: {"background": 0, "brain": 1})
+    modality: str = "MRI T1w"
+    normalisation: str = "percentile"
+    orientation: str = "RAS"
+    spacing: tuple[float, float, float] = (1.5, 1.5, 1.5)
+    slice_axes: tuple[int, ...] = (0, 1, 2)
+    postprocess: tuple[str, ...] = ()
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    medfcn_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        self.architecture = parse_choice(Architecture, self.architecture, "architecture").value
+        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
+        self.slice_axes = tuple(int(a) for a in self.slice_axes)
+        self.postprocess = tuple(self.postprocess)
+        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+            raise ModelError(f"model spacing must be three positive numbers (mm), got {self.spacing}")
+        if not self.slice_axes or any(a not in (0, 1, 2) for a in self.slice_axes):
+            raise ModelError(f"model slice_axes must be a non-empty subset of 0, 1, 2, got {self.slice_axes}")
+        ids = sorted(self.labels.values())
+        if ids != list(range(len(ids))):
+            raise ModelError(f"model label ids must be 0..N-1, got {self.labels}")
+
+    @property
+    def context(self) -> int:
+        """Neighbouring slices on each side given to the network as extra channels."""
+        return (int(self.network.get("in_channels", 1)) - 1) // 2
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelCard:
+        data = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Model:
+    """A network in eval mode with its card and where it came from."""
+
+    network: nn.Module
+    card: ModelCard
+    path: Path | None = None
+    sha256: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    def summary(self) -> dict[str, Any]:
+        """A short JSON-able description (for manifests and reports)."""
+        return {
+            "name": self.card.name,
+            "path": str(self.path) if self.path else None,
+            "sha256": self.sha256,
+            "architecture": self.card.architecture,
+            "variant": self.card.network.get("variant"),
+            "labels": self.card.labels,
+            "spacing": list(self.card.spacing),
+        }
+
+
+def build_from_card(card: ModelCard) -> nn.Module:
+    """An untrained network of the card's architecture and constructor arguments."""
+    arch = Architecture(card.architecture)
+    try:
+        if arch is Architecture.FCN:
+            return FCN(dict(card.network))
+        from medfcn.baselines import BasicUNet2D
+
+        return BasicUNet2D(**card.network)
+    except TypeError as exc:
+        raise ModelError(f"model network settings do not fit the {arch.value} architecture: {exc}") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
+    """Write ``network``'s weights and ``card`` to ``path`` (safetensors), atomically. Returns the path."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
+    meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "card": card.to_json()}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write model {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise ModelError(
+            f"{path}: not a medfcn model file (medfcn reads only safetensors files it wrote; "
+            f"pickled checkpoints are refused because loading them can run code): {str(exc).splitlines()[0]}"
+        ) from None
+    return tensors, meta
+
+
+def load_model(path: str | Path | None = None) -> Model:
+    """The model in ``path`` (``None``: the bundled brain-extraction model), in eval mode on the CPU.
+
+    Raises :class:`ModelError` for a missing file, a file that is not a medfcn model (a pickle included: it is
+    never unpickled), an unknown format version, or weights that do not fit the recorded architecture.
+    """
+    path = Path(DEFAULT_MODEL_PATH if path is None else path).expanduser()
+    if not path.is_file():
+        hint = " (the bundled model is missing: reinstall medfcn)" if path == DEFAULT_MODEL_PATH else ""
+        raise ModelError(f"model file {path} does not exist{hint}")
+    tensors, meta = _read(path)
+    if meta.get("format") != FORMAT or "card" not in meta:
+        raise ModelError(f"{path}: a safetensors file, but not a medfcn model (no medfcn metadata)")
+    version = meta.get("format_version", "?")
+    if version != str(FORMAT_VERSION):
+        raise ModelError(
+            f"{path}: medfcn model format version {version}; this medfcn ({__version__}) reads version "
+            f"{FORMAT_VERSION}: upgrade medfcn"
+        )
+    try:
+        card = ModelCard.from_json(meta["card"])
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: damaged model card: {exc}") from None
+    network = build_from_card(card)
+    try:
+        network.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not fit the recorded network: {str(exc).splitlines()[0]}") from None
+    return Model(network=network.eval(), card=card, path=path, sha256=file_sha256(path))
+
+
+def describe(model: Model) -> str:
+    """A readable multi-line description of a model (what ``medfcn info`` prints)."""
+    c = model.card
+    n_params = sum(p.numel() for p in model.network.parameters())
+    lines = [
+        f"model        {c.name}" + (f"  ({model.path})" if model.path else ""),
+        f"description  {c.description}" if c.description else None,
+        f"format       medfcn v{c.format_version}, written by medfcn {c.medfcn_version}",
+        f"architecture {c.architecture} {json.dumps(c.network, sort_keys=True)}",
+        f"parameters   {n_params:,}",
+        f"labels       " + ", ".join(f"{k}={v}" for k, v in sorted(c.labels.items(), key=lambda kv: kv[1])),
+        f"modality     {c.modality}",
+        f"frame        {c.orientation}, {' x '.join(f'{s:g}' for s in c.spacing)} mm, "
+        f"slices along axes {list(c.slice_axes)} with {c.context} neighbour(s) each side",
+        f"intensity    {c.normalisation}",
+        f"postprocess  {', '.join(c.postprocess) or 'none'}",
+    ]
+    for key in ("command", "data", "data_sha256", "seed", "steps", "minutes", "device"):
+        if key in c.training:
+            lines.append(f"training     {key}: {c.training[key]}")
+    for key, value in sorted(c.metrics.items()):
+        lines.append(f"metric       {key}: {value}")
+    if model.sha256:
+        lines.append(f"sha256       {model.sha256}")
+    return "\n".join(line for line in lines if line is not None)

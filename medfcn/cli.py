@@ -1,0 +1,154 @@
+"""The ``medfcn`` command: segment, evaluate, train, info.
+
+Heavy imports happen inside the commands, so ``medfcn --help`` is instant. User errors (:class:`MedfcnError`)
+are caught here, once, and become a one-line message on stderr and an exit status: 0 all cases ok, 1 some case
+failed, 2 usage error (bad arguments, nothing to do, unusable model or output folder). ``--debug`` shows
+tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from medfcn import __version__
+from medfcn.errors import MedfcnError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("medfcn")
+
+
+def _add_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "segment",
+        help="segment scans (files and folders, any mix) into label maps",
+        description="Segment scans: NIfTI, NRRD, MetaImage files and DICOM series folders (searched recursively). "
+        "Writes OUT/<case>.nii.gz on each scan's own grid and OUT/manifest.json. Cases already done are skipped "
+        "(resume); exit status 1 if any case failed.",
+    )
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="scan files and/or folders")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
+    p.add_argument("--model", metavar="MODEL", help="model file (default: the bundled T1 brain-extraction model)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (in-plane flips, 4x slower)")
+    p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="run on a local Dask cluster of N processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
+    p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_segment)
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score label maps against references (Dice, IoU, HD95, ASSD, surface Dice, volumes)",
+        description="Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv, "
+        "REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.",
+    )
+    p.add_argument("pred", metavar="PRED", help="predicted label map file or folder")
+    p.add_argument("ref", metavar="REF", help="reference label map file or folder")
+    p.add_argument("-o", "--output", required=True, metavar="REPORT", help="report folder")
+    p.add_argument("--tolerance", type=float, default=1.0, metavar="MM", help="surface Dice tolerance (default 1 mm)")
+    p.set_defaults(run=_evaluate)
+
+
+def _add_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe a model file", description="Print a model's card.")
+    p.add_argument("model", nargs="?", metavar="MODEL", help="model file (default: the bundled model)")
+    p.set_defaults(run=_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from medfcn.train import add_train_parser
+
+    parser = argparse.ArgumentParser(
+        prog="medfcn", description="Medical image segmentation with slice-wise fully convolutional networks."
+    )
+    parser.add_argument("--version", action="version", version=f"medfcn {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show debug logging and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_segment(sub)
+    _add_evaluate(sub)
+    add_train_parser(sub)
+    _add_info(sub)
+    return parser
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from medfcn.batch import run_batch
+
+    if args.workers < 0:
+        raise MedfcnError("--workers must be >= 0")
+    manifest = run_batch(
+        args.inputs,
+        args.output,
+        model=args.model,
+        device=args.device,
+        tta=args.tta,
+        overwrite=args.overwrite,
+        workers=args.workers,
+        scheduler=args.scheduler,
+        progress=not args.quiet,
+    )
+    code = manifest.exit_code
+    if args.reference:
+        from medfcn.evaluate import evaluate
+
+        report = Path(args.output) / "evaluation"
+        result = evaluate(args.output, args.reference, report)
+        for line in result.summary_lines():
+            print(line)
+        print(f"report: {report / 'report.html'}")
+        code = max(code, 1 if result.failed else 0)
+    return code
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medfcn.evaluate import evaluate
+
+    result = evaluate(args.pred, args.ref, args.output, tolerance_mm=args.tolerance)
+    for line in result.summary_lines():
+        print(line)
+    print(f"report: {Path(args.output) / 'report.html'}")
+    return 1 if result.failed else 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from medfcn.checkpoint import describe, load_model
+
+    print(describe(load_model(args.model)))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (also used by tests)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING, format="medfcn: %(levelname)s: %(message)s"
+    )
+    try:
+        return int(args.run(args))
+    except MedfcnError as exc:
+        if args.debug:
+            raise
+        print(f"medfcn: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("medfcn: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not bad input: still one line, with a way to see more
+        if args.debug:
+            raise
+        text = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"medfcn: internal error: {type(exc).__name__}: {text} (rerun with --debug for details)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

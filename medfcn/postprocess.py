@@ -1,0 +1,65 @@
+"""Clean-ups applied to a label map per foreground label: keep the largest connected component, fill holes.
+
+Applied on the model's frame by editing class probabilities (:func:`apply_to_probabilities`), so that what is
+resampled back onto the scan's grid is still probabilities, never labels.
+
+>>> import numpy as np
+>>> m = np.zeros((9, 9, 9), bool); m[1:5, 1:5, 1:5] = True; m[7, 7, 7] = True; m[2, 2, 2] = False
+>>> int(clean_mask(m, ("largest_component", "fill_holes")).sum())
+64
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from enum import StrEnum
+
+import numpy as np
+from scipy import ndimage
+
+from medfcn.network import parse_choice
+
+__all__ = ["Step", "clean_mask", "apply_to_probabilities"]
+
+
+class Step(StrEnum):
+    LARGEST_COMPONENT = "largest_component"  # 6-connected components; the largest is kept
+    FILL_HOLES = "fill_holes"  # background enclosed by the structure in 3-D becomes the structure
+
+
+def clean_mask(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:
+    """Boolean ``mask`` (any 3-D shape) after ``steps`` in order."""
+    out = np.asarray(mask, dtype=bool)
+    for name in steps:
+        step = parse_choice(Step, name, "post-processing step")
+        if not out.any():
+            break
+        if step is Step.LARGEST_COMPONENT:
+            components, n = ndimage.label(out)
+            if n > 1:
+                sizes = np.bincount(components.ravel())
+                sizes[0] = 0
+                out = components == int(sizes.argmax())
+        else:
+            out = ndimage.binary_fill_holes(out)
+    return out
+
+
+def apply_to_probabilities(probs: np.ndarray, steps: Sequence[str]) -> np.ndarray:
+    """``probs`` (C, X, Y, Z), any numeric dtype, edited in place so that its argmax is the cleaned label map.
+
+    Voxels a step removes from label ``l`` get label 0's highest value; voxels it adds get label ``l``'s.
+    Returns ``probs``.
+    """
+    if not steps or probs.shape[0] < 2:
+        return probs
+    top = np.iinfo(probs.dtype).max if np.issubdtype(probs.dtype, np.integer) else 1.0
+    labels = probs.argmax(0)
+    for label in range(1, probs.shape[0]):
+        mask = labels == label
+        cleaned = clean_mask(mask, steps)
+        for changed, winner in ((mask & ~cleaned, 0), (cleaned & ~mask, label)):
+            if changed.any():
+                probs[:, changed] = 0
+                probs[winner, changed] = top
+    return probs

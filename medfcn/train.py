@@ -1,0 +1,419 @@
+"""``medfcn train``: train a slice-wise model on your own labelled scans and write a medfcn model file.
+
+Cases (image + label map, paired by case name, any format medfcn reads) are brought into the model's frame
+once and cached (a MONAI ``CacheDataset``). Each training volume is then augmented as a whole
+(:class:`medfcn.augment.Augmenter`) and batches of slices are drawn from it along the model's slice axes, with
+foreground oversampling, stacked with their neighbours exactly as at inference (:func:`medfcn.engine.slice_stack`).
+Loss: Dice + cross-entropy (MONAI ``DiceCELoss``); AdamW with warm-up and cosine decay driven by steps or time,
+whichever runs out first; mixed precision on a GPU. After every epoch the model is validated on held-out cases
+(or, with a single case, on fixed augmented copies of it: reoriented, rescaled, re-contrasted) with the same
+multi-axis inference as ``medfcn segment``; the best model is written to OUTPUT, and the full training state to
+OUTPUT's ``.state.pt`` sibling so that ``--resume`` continues where a run stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import logging
+import math
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfcn import __version__
+from medfcn.errors import MedfcnError, NoScansError
+
+__all__ = ["TrainConfig", "find_pairs", "train", "add_train_parser"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (recorded in the model file)."""
+
+    images: str = ""
+    labels: str = ""
+    pairs: str = ""
+    output: str = "model.safetensors"
+    architecture: str = "fcn"
+    variant: str = "fcn8s"
+    upsampling: str = "resize_conv"
+    width: int = 16
+    context: int = 1
+    spacing: float = 1.5
+    axes: tuple[int, ...] = (0, 1, 2)
+    label_names: tuple[str, ...] = ("background", "brain")
+    postprocess: tuple[str, ...] = ("largest_component", "fill_holes")
+    epochs: int = 40
+    steps_per_epoch: int = 100
+    batch_size: int = 16
+    steps_per_volume: int = 4
+    foreground_fraction: float = 0.7
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_minutes: float | None = None
+    val_cases: int = 1
+    val_copies: int = 4
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    name: str = "medfcn-model"
+    description: str = ""
+    modality: str = "MRI T1w"
+    command: str = ""
+    resume: bool = False
+
+
+# -- data ----------------------------------------------------------------------------------------------------
+
+
+def find_pairs(images: str = "", labels: str = "", pairs: str = "") -> list[dict[str, str]]:
+    """``[{"case", "image", "label"}]`` from two folders (paired by case name) or a CSV/JSON list of pairs.
+
+    Raises :class:`NoScansError` when nothing pairs, :class:`MedfcnError` for an unreadable list.
+    """
+    from medfcn.discovery import find_cases
+
+    if pairs:
+        path = Path(pairs)
+        try:
+            text = path.read_text()
+            rows = json.loads(text) if path.suffix.lower() == ".json" else list(csv.DictReader(text.splitlines()))
+        except (OSError, ValueError) as exc:
+            raise MedfcnError(f"cannot read the list of training pairs {path}: {exc}") from None
+        out = []
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict) or "image" not in row or "label" not in row:
+                raise MedfcnError(f"{path}: entry {i + 1} needs 'image' and 'label' (and optionally 'case')")
+            base = path.parent
+            image, label = (str((base / row[k]).resolve()) for k in ("image", "label"))
+            out.append({"case": row.get("case") or Path(image).name.split(".")[0], "image": image, "label": label})
+        if not out:
+            raise NoScansError(f"{path} lists no training pairs")
+        return out
+    if not images or not labels:
+        raise MedfcnError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
+    found_images = {c.case: c for c in find_cases([images]) if c.error is None}
+    found_labels = {c.case: c for c in find_cases([labels]) if c.error is None}
+    common = sorted(set(found_images) & set(found_labels))
+    if not common:
+        raise NoScansError(
+            f"no case names are shared by {images} ({len(found_images)} scans) and {labels} "
+            f"({len(found_labels)} label maps); images and labels pair by case name"
+        )
+    for missing in sorted(set(found_images) ^ set(found_labels)):
+        log.warning("case %s has no %s: left out", missing, "label" if missing in found_images else "image")
+    return [{"case": c, "image": str(found_images[c].path), "label": str(found_labels[c].path)} for c in common]
+
+
+def data_sha256(pairs: list[dict[str, str]]) -> str:
+    """One hash of every training file's bytes (folders: every file in them), in case order."""
+    h = hashlib.sha256()
+    for pair in pairs:
+        for key in ("image", "label"):
+            path = Path(pair[key])
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for f in files:
+                h.update(f.read_bytes())
+    return h.hexdigest()
+
+
+def _prepare(pair: dict[str, str], spacing: float, n_classes: int) -> dict[str, Any]:
+    """Image normalised to [0, 1] and label map, both on the model's frame."""
+    from medfcn.frame import normalise_intensity, to_model_frame
+    from medfcn.reader import read_scan
+
+    image = read_scan(pair["image"], case=pair["case"])
+    label = read_scan(pair["label"], case=pair["case"])
+    diffs = image.grid.differences(label.grid)
+    if diffs:
+        raise MedfcnError(f"case {pair['case']}: label map grid differs from the image's: {diffs[0]}")
+    values = np.unique(label.array)
+    if values.min() < 0 or values.max() >= n_classes or not np.allclose(values, np.round(values)):
+        raise MedfcnError(
+            f"case {pair['case']}: label values {values[:10].tolist()} do not fit {n_classes} classes (0..{n_classes - 1})"
+        )
+    frame = to_model_frame(image, (spacing,) * 3)
+    lab = to_model_frame(image, (spacing,) * 3, array=label.array, mode="nearest").volume
+    return {"case": pair["case"], "image": normalise_intensity(frame.volume), "label": np.rint(lab).astype(np.uint8)}
+
+
+def cache_cases(pairs: list[dict[str, str]], spacing: float, n_classes: int) -> list[dict[str, Any]]:
+    """The pairs loaded once onto the model's frame, through a MONAI ``CacheDataset``."""
+    from monai.data import CacheDataset
+    from monai.transforms import Lambda
+
+    dataset = CacheDataset(pairs, transform=Lambda(lambda p: _prepare(p, spacing, n_classes)), progress=False,
+                           num_workers=0)
+    return [dataset[i] for i in range(len(dataset))]
+
+
+def sample_batch(image: np.ndarray, label: np.ndarray, axis: int, batch_size: int, context: int,
+                 fg_fraction: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 2 * context + 1, H, W) inputs and (B, 1, H, W) labels: slices along ``axis``, foreground-oversampled."""
+    from medfcn.engine import slice_stack
+
+    depth = image.shape[axis]
+    other = tuple(a for a in range(3) if a != axis)
+    fg = np.flatnonzero(label.any(axis=other)) if label.any() else np.arange(0)
+    n_fg = int(round(batch_size * fg_fraction)) if fg.size else 0
+    idx = np.concatenate([rng.choice(fg, n_fg), rng.integers(0, depth, batch_size - n_fg)]).astype(np.int64)
+    vol = torch.from_numpy(image)
+    x = torch.cat([slice_stack(vol, int(i), int(i) + 1, axis=axis, context=context) for i in idx])
+    y = torch.from_numpy(np.stack([np.take(label, int(i), axis=axis) for i in idx]))[:, None].long()
+    return x, y
+
+
+# -- model and evaluation ---------------------------------------------------------------------------------------
+
+
+def _card(config: TrainConfig, n_classes: int):
+    from medfcn.checkpoint import ModelCard
+    from medfcn.network import FCNConfig
+
+    in_channels = 2 * config.context + 1
+    if config.architecture == "fcn":
+        network = FCNConfig(in_channels=in_channels, num_classes=n_classes, variant=config.variant,
+                            upsampling=config.upsampling, width=config.width).to_dict()
+    else:
+        network = {"in_channels": in_channels, "num_classes": n_classes}
+    return ModelCard(
+        network=network, architecture=config.architecture, name=config.name, description=config.description,
+        labels={name: i for i, name in enumerate(config.label_names)}, modality=config.modality,
+        spacing=(config.spacing,) * 3, slice_axes=tuple(config.axes), postprocess=tuple(config.postprocess),
+    )
+
+
+def frame_dice(network: torch.nn.Module, items: list[dict[str, Any]], card, device: torch.device) -> float:
+    """Mean foreground Dice over ``items`` (frame volumes) with the inference path's multi-axis averaging."""
+    from medfcn.engine import SliceEngine
+    from medfcn.postprocess import apply_to_probabilities
+
+    engine = SliceEngine(network, device=device, batch_size=32)
+    scores = []
+    for item in items:
+        image, label = item["image"], item["label"]
+        probs = np.zeros((len(card.labels), *image.shape), np.float32)
+        for axis in card.slice_axes:
+            view = torch.from_numpy(probs).movedim(axis + 1, 1)
+            for start, p in engine.iter_probabilities(image, axis=axis, context=card.context):
+                view[:, start : start + p.shape[0]] += p.permute(1, 0, 2, 3)
+        pred = apply_to_probabilities(probs, card.postprocess).argmax(0)
+        for lab in range(1, len(card.labels)):
+            a, b = pred == lab, label == lab
+            denom = a.sum() + b.sum()
+            scores.append(1.0 if denom == 0 else 2.0 * (a & b).sum() / denom)
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def _lr_factor(progress: float) -> float:
+    warm = 0.03
+    if progress < warm:
+        return max(progress / warm, 0.02)
+    t = min(1.0, (progress - warm) / (1 - warm))
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+# -- the loop ------------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Train as configured; writes the best model to ``config.output``. Returns a summary dict."""
+    from monai.losses import DiceCELoss
+    from tqdm import tqdm
+
+    from medfcn.augment import Augmenter
+    from medfcn.checkpoint import build_from_card, save_model
+    from medfcn.engine import select_device
+
+    torch.manual_seed(config.seed)
+    output = Path(config.output)
+    state_path = output.with_name(output.name + ".state.pt")
+    pairs = find_pairs(config.images, config.labels, config.pairs)
+    n_classes = len(config.label_names)
+    card = _card(config, n_classes)
+    device = select_device(config.device)
+    log.info("training on %d case(s), device %s", len(pairs), device)
+    cases = cache_cases(pairs, config.spacing, n_classes)
+
+    augmenter = Augmenter(spacing=config.spacing) if config.augment else None
+    n_val = min(config.val_cases, len(cases) - 1) if len(cases) > 1 else 0
+    train_items, val_items = cases[n_val:], cases[:n_val]
+    if not val_items:  # one subject: validate on fixed transformed copies of it (and the original)
+        val_rng = np.random.default_rng([config.seed, 99991])
+        base = cases[0]
+        val_items = [base] + [
+            dict(zip(("image", "label"), Augmenter(spacing=config.spacing)(base["image"], base["label"], val_rng),
+                     strict=True))
+            for _ in range(config.val_copies)
+        ]
+
+    network = build_from_card(card).to(device)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+    amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=amp)
+    start_epoch, best, history, elapsed0 = 0, -1.0, [], 0.0
+    if state_path.exists() and config.resume:
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        network.load_state_dict(state["network"])
+        optimiser.load_state_dict(state["optimiser"])
+        start_epoch, best, elapsed0 = int(state["epoch"]), float(state["best"]), float(state["elapsed"])
+        history = json.loads(state["history"])
+        log.info("resuming after epoch %d (best validation Dice %.4f)", start_epoch, best)
+    elif config.resume:
+        log.warning("no training state at %s: starting from scratch", state_path)
+
+    total_steps = config.epochs * config.steps_per_epoch
+    budget = config.max_minutes * 60 if config.max_minutes else math.inf
+    t0 = time.monotonic() - elapsed0
+    epoch = start_epoch
+    stopped_by_time = False
+    for epoch in range(start_epoch, config.epochs):
+        rng = np.random.default_rng([config.seed, epoch])  # same stream whether or not the run was resumed
+        network.train()
+        bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
+                   leave=False, file=sys.stderr)
+        losses = []
+        item = None
+        for step in bar:
+            if step % config.steps_per_volume == 0:
+                case = train_items[int(rng.integers(len(train_items)))]
+                image, label = case["image"], case["label"]
+                if augmenter is not None:
+                    image, label = augmenter(image, label, rng)
+                item = (image, label)
+            axis = int(rng.choice(card.slice_axes))
+            x, y = sample_batch(*item, axis, config.batch_size, card.context, config.foreground_fraction, rng)
+            x, y = x.to(device), y.to(device)
+            done = (epoch * config.steps_per_epoch + step) / total_steps
+            frac = max(done, (time.monotonic() - t0) / budget)
+            for group in optimiser.param_groups:
+                group["lr"] = config.lr * _lr_factor(frac)
+            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
+                loss = loss_fn(network(x), y)
+            optimiser.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimiser)
+            scaler.update()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", best=f"{max(best, 0):.4f}")
+            if time.monotonic() - t0 > budget:
+                stopped_by_time = True
+                break
+        bar.close()
+        network.eval()
+        dice = frame_dice(network, val_items, card, device)
+        elapsed = time.monotonic() - t0
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": dice,
+                        "minutes": round(elapsed / 60, 2)})
+        log.info("epoch %d: loss %.4f, validation Dice %.4f", epoch + 1, np.mean(losses), dice)
+        if True:  # one line per epoch even with --quiet (which hides only the progress bar)
+            print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, validation Dice {dice:.4f}, "
+                  f"{elapsed / 60:.1f} min", file=sys.stderr)
+        if dice > best:
+            best = dice
+            card.metrics = {"validation_dice": round(dice, 4), "epoch": epoch + 1,
+                            "validation": "held-out cases" if n_val else f"original + {config.val_copies} augmented copies"}
+            card.training = _training_record(config, pairs, epoch + 1, elapsed, device)
+            save_model(output, network, card)
+        torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1,
+                    "best": best, "elapsed": elapsed, "history": json.dumps(history)}, state_path)
+        if stopped_by_time:
+            break
+    return {"output": str(output), "best_validation_dice": best, "epochs": epoch + 1, "history": history,
+            "minutes": round((time.monotonic() - t0) / 60, 2), "stopped_by_time": stopped_by_time}
+
+
+def _training_record(config: TrainConfig, pairs, epochs: int, seconds: float, device) -> dict[str, Any]:
+    settings = {k: v for k, v in asdict(config).items() if k not in ("command", "resume")}
+    return {
+        "command": config.command,
+        "data": [{"case": p["case"], "image": Path(p["image"]).name, "label": Path(p["label"]).name} for p in pairs],
+        "data_sha256": data_sha256(pairs),
+        "seed": config.seed,
+        "epochs": epochs,
+        "minutes": round(seconds / 60, 1),
+        "device": str(device),
+        "settings": settings,
+        "medfcn_version": __version__,
+    }
+
+
+# -- command line --------------------------------------------------------------------------------------------
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a model on labelled scans",
+        description="Train a slice-wise model on images and label maps paired by case name and write a model file "
+        "(weights + model card). Augments heavily so that few subjects generalise to other scanners, orientations "
+        "and resolutions.",
+    )
+    p.add_argument("--images", default="", help="folder (or file) of training images")
+    p.add_argument("--labels", default="", help="folder (or file) of label maps, same case names as the images")
+    p.add_argument("--pairs", default="", help="CSV or JSON list of {case, image, label} instead of two folders")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--architecture", default=d.architecture, choices=["fcn", "basicunet"])
+    p.add_argument("--variant", default=d.variant, help="fcn32s, fcn16s, fcn8s (default) or fcn4s")
+    p.add_argument("--upsampling", default=d.upsampling, help="resize_conv (default) or transpose")
+    p.add_argument("--width", type=int, default=d.width, help="channels of the first level (default 16)")
+    p.add_argument("--context", type=int, default=d.context, help="neighbouring slices each side (default 1)")
+    p.add_argument("--spacing", type=float, default=d.spacing, help="model spacing in mm (default 1.5)")
+    p.add_argument("--axes", default="0,1,2", help="slice axes of the RAS frame (default 0,1,2)")
+    p.add_argument("--label-names", default=",".join(d.label_names), help="class names, id order")
+    p.add_argument("--postprocess", default=",".join(d.postprocess),
+                   help="per-label clean-up at inference: largest_component, fill_holes, or 'none'")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--val-cases", type=int, default=d.val_cases, help="cases held out for validation (default 1)")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--name", default=d.name, help="model name recorded in its card")
+    p.add_argument("--description", default="", help="one line recorded in the model card")
+    p.add_argument("--modality", default=d.modality)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.state.pt")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        axes = tuple(int(a) for a in args.axes.split(","))
+    except ValueError:
+        raise MedfcnError(f"--axes must be comma-separated axis numbers, got {args.axes!r}") from None
+    post = () if args.postprocess in ("", "none") else tuple(args.postprocess.split(","))
+    for name, value in (("--epochs", args.epochs), ("--steps-per-epoch", args.steps_per_epoch),
+                        ("--batch-size", args.batch_size)):
+        if value < 1:
+            raise MedfcnError(f"{name} must be >= 1, got {value}")
+    config = TrainConfig(
+        images=args.images, labels=args.labels, pairs=args.pairs, output=args.output, architecture=args.architecture,
+        variant=args.variant, upsampling=args.upsampling, width=args.width, context=args.context,
+        spacing=args.spacing, axes=axes, label_names=tuple(args.label_names.split(",")), postprocess=post,
+        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
+        max_minutes=args.max_minutes, val_cases=args.val_cases, augment=not args.no_augment, seed=args.seed,
+        device=args.device, name=args.name, description=args.description, modality=args.modality,
+        command=shlex.join(["medfcn", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
+        resume=args.resume,
+    )
+    summary = train(config, progress=not args.quiet)
+    print(f"best validation Dice {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
+          f"{summary['minutes']:.1f} min; model written to {summary['output']}")
+    return 0

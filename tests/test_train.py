@@ -1,0 +1,93 @@
+"""Training: the loss goes down on a tiny synthetic set, a run resumes where it stopped, pairs are found."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import affine_from_codes, head_labels, head_volume, write_scan_file
+
+from medfcn.checkpoint import load_model
+from medfcn.errors import MedfcnError, NoScansError
+from medfcn.train import TrainConfig, find_pairs, sample_batch, train
+
+SHAPE = (24, 28, 22)
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    aff = affine_from_codes("LPS", spacing=(3.0, 3.0, 3.0))
+    for i in range(2):
+        write_scan_file(tmp_path / "images" / f"case{i}.nii.gz", head_volume(SHAPE, seed=i), aff)
+        write_scan_file(tmp_path / "labels" / f"case{i}.nii.gz", (head_labels(SHAPE) > 0).astype(np.uint8), aff)
+    return tmp_path
+
+
+def _config(root, **kw) -> TrainConfig:
+    base = dict(images=str(root / "images"), labels=str(root / "labels"), output=str(root / "m.safetensors"),
+                width=4, spacing=3.0, epochs=2, steps_per_epoch=12, batch_size=6, augment=False, device="cpu",
+                lr=5e-3, command="medfcn train (test)")
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_a_few_steps_reduce_the_loss_and_write_a_model_with_its_card(dataset):
+    summary = train(_config(dataset), progress=False)
+    losses = [h["loss"] for h in summary["history"]]
+    assert losses[1] < losses[0]
+    model = load_model(dataset / "m.safetensors")
+    card = model.card
+    assert card.training["command"] == "medfcn train (test)"
+    assert [d["case"] for d in card.training["data"]] == ["case0", "case1"]
+    assert len(card.training["data_sha256"]) == 64
+    assert card.metrics["validation"] == "held-out cases"
+    assert 0.0 <= card.metrics["validation_dice"] <= 1.0
+    assert card.spacing == (3.0, 3.0, 3.0)
+
+
+def test_resume_continues_where_it_stopped(dataset, tmp_path):
+    out = str(tmp_path / "b.safetensors")
+    first = train(_config(dataset, output=out, epochs=1), progress=False)["history"]
+    resumed = train(_config(dataset, output=out, epochs=3, resume=True), progress=False)["history"]
+    assert [h["epoch"] for h in resumed] == [1, 2, 3]
+    assert resumed[0] == first[0]  # restored from the saved state, not trained again
+    fresh = train(_config(dataset, output=str(tmp_path / "c.safetensors"), epochs=3), progress=False)["history"]
+    assert resumed[1]["loss"] < fresh[0]["loss"]  # epoch 2 starts from the trained weights, not from scratch
+
+
+def test_augmented_training_runs_and_single_case_validates_on_copies(dataset, tmp_path):
+    (dataset / "images" / "case1.nii.gz").unlink()
+    summary = train(_config(dataset, augment=True, epochs=1, steps_per_epoch=4, val_copies=2,
+                            output=str(tmp_path / "c.safetensors")), progress=False)
+    assert np.isfinite(summary["history"][0]["loss"])
+    assert "augmented copies" in load_model(tmp_path / "c.safetensors").card.metrics["validation"]
+
+
+def test_find_pairs_from_folders_and_lists(dataset, tmp_path):
+    pairs = find_pairs(str(dataset / "images"), str(dataset / "labels"))
+    assert [p["case"] for p in pairs] == ["case0", "case1"]
+    listing = tmp_path / "pairs.csv"
+    listing.write_text("case,image,label\nx,images/case1.nii.gz,labels/case1.nii.gz\n")
+    assert find_pairs(pairs=str(listing)) == [{"case": "x", "image": str(dataset / "images" / "case1.nii.gz"),
+                                               "label": str(dataset / "labels" / "case1.nii.gz")}]
+    js = tmp_path / "pairs.json"
+    js.write_text(json.dumps([{"image": "images/case0.nii.gz", "label": "labels/case0.nii.gz"}]))
+    assert find_pairs(pairs=str(js))[0]["case"] == "case0"
+    (tmp_path / "empty").mkdir()
+    write_scan_file(tmp_path / "other" / "zzz.nii.gz", head_volume(SHAPE), affine_from_codes("RAS"))
+    with pytest.raises(NoScansError, match="no case names are shared"):
+        find_pairs(str(dataset / "images"), str(tmp_path / "other"))
+    with pytest.raises(MedfcnError, match="--images and --labels"):
+        find_pairs()
+
+
+def test_sample_batch_oversamples_foreground_and_stacks_like_inference():
+    image = np.random.default_rng(0).random((10, 12, 30), dtype=np.float32)
+    label = np.zeros((10, 12, 30), np.uint8)
+    label[:, :, 20] = 1
+    x, y = sample_batch(image, label, 2, 8, 1, 1.0, np.random.default_rng(1))
+    assert x.shape == (8, 3, 10, 12) and y.shape == (8, 1, 10, 12)
+    assert (y.sum(dim=(1, 2, 3)) == 120).all()  # every slice drawn is the foreground slice 20
+    np.testing.assert_array_equal(x[0, 0].numpy(), image[:, :, 19])
+    np.testing.assert_array_equal(x[0, 2].numpy(), image[:, :, 21])

@@ -44,9 +44,25 @@ def slices_per_second(model_path: Path, n: int = 64) -> float:
 
 def train(config: str, out: Path, epochs: int, steps: int, seed: int) -> tuple[Path, float]:
     model = out / f"{config.replace(':', '_')}.safetensors"
-    args = ["medfcn", "train", "--images", "sample_data/images", "--labels", "sample_data/labels", "-o", str(model),
-            "--epochs", str(epochs), "--steps-per-epoch", str(steps), "--seed", str(seed), "--quiet",
-            "--name", f"ablation-{config.replace(':', '-')}"]
+    args = [
+        "medfcn",
+        "train",
+        "--images",
+        "sample_data/images",
+        "--labels",
+        "sample_data/labels",
+        "-o",
+        str(model),
+        "--epochs",
+        str(epochs),
+        "--steps-per-epoch",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--quiet",
+        "--name",
+        f"ablation-{config.replace(':', '-')}",
+    ]
     if config == "basicunet":
         args += ["--architecture", "basicunet"]
     else:
@@ -79,17 +95,24 @@ def main() -> None:
         results = evaluate_model(str(model), copies)
         dice = [r["dice"] for r in results.values()]
         hd = [r["hd95_mm"] for r in results.values()]
-        table[config] = {"mean_dice": round(float(np.mean(dice)), 4), "min_dice": round(float(np.min(dice)), 4),
-                         "mean_hd95_mm": round(float(np.mean(hd)), 2), "slices_per_s": round(slices_per_second(model), 1),
-                         "train_minutes": round(minutes, 1), "per_copy": results}
+        table[config] = {
+            "mean_dice": round(float(np.mean(dice)), 4),
+            "min_dice": round(float(np.min(dice)), 4),
+            "mean_hd95_mm": round(float(np.mean(hd)), 2),
+            "slices_per_s": round(slices_per_second(model), 1),
+            "train_minutes": round(minutes, 1),
+            "per_copy": results,
+        }
         table_path.write_text(json.dumps(table, indent=1))
         print(config, {k: v for k, v in table[config].items() if k != "per_copy"}, flush=True)
     print("\n| model | upsampling | mean Dice | min Dice | mean HD95 (mm) | slices/s (256x256, CPU) | train min |")
     print("|---|---|---|---|---|---|---|")
     for config, row in table.items():
         name, _, up = config.partition(":")
-        print(f"| {name} | {up or '-'} | {row['mean_dice']:.4f} | {row['min_dice']:.4f} | {row['mean_hd95_mm']:.2f} | "
-              f"{row['slices_per_s']:.1f} | {row['train_minutes']:.1f} |")
+        print(
+            f"| {name} | {up or '-'} | {row['mean_dice']:.4f} | {row['min_dice']:.4f} | {row['mean_hd95_mm']:.2f} | "
+            f"{row['slices_per_s']:.1f} | {row['train_minutes']:.1f} |"
+        )
 
 
 if __name__ == "__main__":

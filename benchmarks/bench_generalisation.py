@@ -49,8 +49,11 @@ def evaluate_model(model: str | None, copies: dict[str, tuple[Path, Path]], devi
             "shape": list(scan.shape),
             "spacing": [round(s, 3) for s in scan.spacing],
         }
-        print(f"{name:14s} Dice {results[name]['dice']:.4f}  HD95 {results[name]['hd95_mm']:6.2f} mm  "
-              f"{seconds:6.2f} s  {tuple(scan.shape)}", flush=True)
+        print(
+            f"{name:14s} Dice {results[name]['dice']:.4f}  HD95 {results[name]['hd95_mm']:6.2f} mm  "
+            f"{seconds:6.2f} s  {tuple(scan.shape)}",
+            flush=True,
+        )
     return results
 
 
@@ -64,8 +67,12 @@ def main() -> None:
     args = parser.parse_args()
     folder = Path(args.copies or tempfile.mkdtemp(prefix="medfcn_copies_"))
     names = [n for n in args.only.split(",") if n] or None
-    copies = {"original": (Path(__file__).resolve().parents[1] / "sample_data/images/colin27.nii.gz",
-                           Path(__file__).resolve().parents[1] / "sample_data/labels/colin27.nii.gz")}
+    copies = {
+        "original": (
+            Path(__file__).resolve().parents[1] / "sample_data/images/colin27.nii.gz",
+            Path(__file__).resolve().parents[1] / "sample_data/labels/colin27.nii.gz",
+        )
+    }
     copies.update(make_copies(folder, names))
     if names:
         copies = {k: v for k, v in copies.items() if k in names}

@@ -32,8 +32,10 @@ LSA = (-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0)
 def regrid(img: sitk.Image, spacing, direction, interp) -> sitk.Image:
     """``img`` resampled onto a grid of this spacing and direction covering the same physical box."""
     d = np.array(direction, dtype=float).reshape(3, 3)
-    corners = [img.TransformContinuousIndexToPhysicalPoint([c * (s - 1) for c, s in zip(k, img.GetSize())])
-               for k in np.ndindex(2, 2, 2)]
+    corners = [
+        img.TransformContinuousIndexToPhysicalPoint([c * (s - 1) for c, s in zip(k, img.GetSize(), strict=True)])
+        for k in np.ndindex(2, 2, 2)
+    ]
     local = np.array(corners) @ d
     lo, hi = local.min(0), local.max(0)
     n = [int(np.ceil((h - low) / s)) + 1 for low, h, s in zip(lo, hi, spacing, strict=True)]
@@ -87,10 +89,14 @@ def make_copies(out: Path, names: list[str] | None = None) -> dict[str, tuple[Pa
     recipes = {
         "lsa": lambda: (regrid(t1, (1, 1, 1), LSA, lin), regrid(mask, (1, 1, 1), LSA, nn)),
         "oblique": lambda: (regrid(t1, (1.2, 1.2, 1.5), rot, lin), regrid(mask, (1.2, 1.2, 1.5), rot, nn)),
-        "thick_2x2x3": lambda: (regrid(t1, (2, 2, 3), t1.GetDirection(), lin),
-                                regrid(mask, (2, 2, 3), t1.GetDirection(), nn)),
-        "fine_0.5mm": lambda: (regrid(t1, (0.5,) * 3, t1.GetDirection(), lin),
-                               regrid(mask, (0.5,) * 3, t1.GetDirection(), nn)),
+        "thick_2x2x3": lambda: (
+            regrid(t1, (2, 2, 3), t1.GetDirection(), lin),
+            regrid(mask, (2, 2, 3), t1.GetDirection(), nn),
+        ),
+        "fine_0.5mm": lambda: (
+            regrid(t1, (0.5,) * 3, t1.GetDirection(), lin),
+            regrid(mask, (0.5,) * 3, t1.GetDirection(), nn),
+        ),
         "remapped": lambda: (_remap(t1), mask),
         "bias": lambda: (_bias(t1, rng), mask),
         "noise": lambda: (_noise(t1, rng), mask),
@@ -108,7 +114,13 @@ def make_copies(out: Path, names: list[str] | None = None) -> dict[str, tuple[Pa
         ip, lp = out / "images" / f"{name}.nii.gz", out / "labels" / f"{name}.nii.gz"
         ip.parent.mkdir(parents=True, exist_ok=True)
         lp.parent.mkdir(parents=True, exist_ok=True)
-        if image.GetPixelID() == sitk.sitkFloat32 and name in ("lsa", "oblique", "thick_2x2x3", "fine_0.5mm", "cropped"):
+        if image.GetPixelID() == sitk.sitkFloat32 and name in (
+            "lsa",
+            "oblique",
+            "thick_2x2x3",
+            "fine_0.5mm",
+            "cropped",
+        ):
             image = sitk.Cast(sitk.Round(image), sitk.sitkInt16)
         sitk.WriteImage(image, str(ip))
         sitk.WriteImage(sitk.Cast(label, sitk.sitkUInt8), str(lp))

@@ -170,6 +170,9 @@ def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(state, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files readable by their owner only
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -234,7 +237,7 @@ def describe(model: Model) -> str:
         f"format       medfcn v{c.format_version}, written by medfcn {c.medfcn_version}",
         f"architecture {c.architecture} {json.dumps(c.network, sort_keys=True)}",
         f"parameters   {n_params:,}",
-        f"labels       " + ", ".join(f"{k}={v}" for k, v in sorted(c.labels.items(), key=lambda kv: kv[1])),
+        "labels       " + ", ".join(f"{k}={v}" for k, v in sorted(c.labels.items(), key=lambda kv: kv[1])),
         f"modality     {c.modality}",
         f"frame        {c.orientation}, {' x '.join(f'{s:g}' for s in c.spacing)} mm, "
         f"slices along axes {list(c.slice_axes)} with {c.context} neighbour(s) each side",

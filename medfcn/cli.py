@@ -97,10 +97,14 @@ def _segment(args: argparse.Namespace) -> int:
     )
     code = manifest.exit_code
     if args.reference:
+        from medfcn.checkpoint import load_model
+        from medfcn.discovery import find_cases
         from medfcn.evaluate import evaluate
 
+        names = {i: name for name, i in load_model(args.model).card.labels.items() if i > 0}
+        scans = {c.case: c for c in find_cases(args.inputs) if c.error is None}  # drawn under the overlays
         report = Path(args.output) / "evaluation"
-        result = evaluate(args.output, args.reference, report)
+        result = evaluate(args.output, args.reference, report, label_names=names, images=scans)
         for line in result.summary_lines():
             print(line)
         print(f"report: {report / 'report.html'}")

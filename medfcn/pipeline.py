@@ -62,8 +62,9 @@ class Segmenter:
     def labels(self) -> dict[str, int]:
         return dict(self.model.card.labels)
 
-    def probabilities(self, volume: np.ndarray, *, progress: Progress | None = None, cancel: Cancel | None = None
-                      ) -> np.ndarray:
+    def probabilities(
+        self, volume: np.ndarray, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> np.ndarray:
         """(C, X', Y', Z') uint16 sums over the slice axes of probabilities x 255, for a normalised frame volume."""
         card = self.model.card
         n_classes = len(card.labels)
@@ -73,8 +74,9 @@ class Segmenter:
         for n, axis in enumerate(axes):
             view = torch.from_numpy(acc).movedim(axis + 1, 1)  # (C, D, H, W), writes go into acc
             sub = None if progress is None else (lambda f, n=n: progress((n + f) / len(axes)))
-            for start, probs in self.engine.iter_probabilities(vol, axis=axis, context=card.context,
-                                                               progress=sub, cancel=cancel):
+            for start, probs in self.engine.iter_probabilities(
+                vol, axis=axis, context=card.context, progress=sub, cancel=cancel
+            ):
                 q = probs.mul_(255.0).round_().to(torch.int32).permute(1, 0, 2, 3)
                 block = view[:, start : start + q.shape[1]]
                 block.copy_((block.to(torch.int32) + q).to(torch.uint16))

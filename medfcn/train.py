@@ -141,7 +141,8 @@ def _prepare(pair: dict[str, str], spacing: float, n_classes: int) -> dict[str, 
     values = np.unique(label.array)
     if values.min() < 0 or values.max() >= n_classes or not np.allclose(values, np.round(values)):
         raise MedfcnError(
-            f"case {pair['case']}: label values {values[:10].tolist()} do not fit {n_classes} classes (0..{n_classes - 1})"
+            f"case {pair['case']}: label values {values[:10].tolist()} do not fit "
+            f"{n_classes} classes (0..{n_classes - 1})"
         )
     frame = to_model_frame(image, (spacing,) * 3)
     lab = to_model_frame(image, (spacing,) * 3, array=label.array, mode="nearest").volume
@@ -153,13 +154,21 @@ def cache_cases(pairs: list[dict[str, str]], spacing: float, n_classes: int) -> 
     from monai.data import CacheDataset
     from monai.transforms import Lambda
 
-    dataset = CacheDataset(pairs, transform=Lambda(lambda p: _prepare(p, spacing, n_classes)), progress=False,
-                           num_workers=0)
+    dataset = CacheDataset(
+        pairs, transform=Lambda(lambda p: _prepare(p, spacing, n_classes)), progress=False, num_workers=0
+    )
     return [dataset[i] for i in range(len(dataset))]
 
 
-def sample_batch(image: np.ndarray, label: np.ndarray, axis: int, batch_size: int, context: int,
-                 fg_fraction: float, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_batch(
+    image: np.ndarray,
+    label: np.ndarray,
+    axis: int,
+    batch_size: int,
+    context: int,
+    fg_fraction: float,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 2 * context + 1, H, W) inputs and (B, 1, H, W) labels: slices along ``axis``, foreground-oversampled."""
     from medfcn.engine import slice_stack
 
@@ -183,14 +192,25 @@ def _card(config: TrainConfig, n_classes: int):
 
     in_channels = 2 * config.context + 1
     if config.architecture == "fcn":
-        network = FCNConfig(in_channels=in_channels, num_classes=n_classes, variant=config.variant,
-                            upsampling=config.upsampling, width=config.width).to_dict()
+        network = FCNConfig(
+            in_channels=in_channels,
+            num_classes=n_classes,
+            variant=config.variant,
+            upsampling=config.upsampling,
+            width=config.width,
+        ).to_dict()
     else:
         network = {"in_channels": in_channels, "num_classes": n_classes}
     return ModelCard(
-        network=network, architecture=config.architecture, name=config.name, description=config.description,
-        labels={name: i for i, name in enumerate(config.label_names)}, modality=config.modality,
-        spacing=(config.spacing,) * 3, slice_axes=tuple(config.axes), postprocess=tuple(config.postprocess),
+        network=network,
+        architecture=config.architecture,
+        name=config.name,
+        description=config.description,
+        labels={name: i for i, name in enumerate(config.label_names)},
+        modality=config.modality,
+        spacing=(config.spacing,) * 3,
+        slice_axes=tuple(config.axes),
+        postprocess=tuple(config.postprocess),
     )
 
 
@@ -253,8 +273,13 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         val_rng = np.random.default_rng([config.seed, 99991])
         base = cases[0]
         val_items = [base] + [
-            dict(zip(("image", "label"), Augmenter(spacing=config.spacing)(base["image"], base["label"], val_rng),
-                     strict=True))
+            dict(
+                zip(
+                    ("image", "label"),
+                    Augmenter(spacing=config.spacing)(base["image"], base["label"], val_rng),
+                    strict=True,
+                )
+            )
             for _ in range(config.val_copies)
         ]
 
@@ -282,8 +307,13 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     for epoch in range(start_epoch, config.epochs):
         rng = np.random.default_rng([config.seed, epoch])  # same stream whether or not the run was resumed
         network.train()
-        bar = tqdm(range(config.steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress,
-                   leave=False, file=sys.stderr)
+        bar = tqdm(
+            range(config.steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not progress,
+            leave=False,
+            file=sys.stderr,
+        )
         losses = []
         item = None
         for step in bar:
@@ -315,24 +345,45 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         network.eval()
         dice = frame_dice(network, val_items, card, device)
         elapsed = time.monotonic() - t0
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": dice,
-                        "minutes": round(elapsed / 60, 2)})
+        history.append(
+            {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": dice, "minutes": round(elapsed / 60, 2)}
+        )
         log.info("epoch %d: loss %.4f, validation Dice %.4f", epoch + 1, np.mean(losses), dice)
         if True:  # one line per epoch even with --quiet (which hides only the progress bar)
-            print(f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, validation Dice {dice:.4f}, "
-                  f"{elapsed / 60:.1f} min", file=sys.stderr)
+            print(
+                f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, validation Dice {dice:.4f}, {elapsed / 60:.1f} min",
+                file=sys.stderr,
+            )
         if dice > best:
             best = dice
-            card.metrics = {"validation_dice": round(dice, 4), "epoch": epoch + 1,
-                            "validation": "held-out cases" if n_val else f"original + {config.val_copies} augmented copies"}
+            card.metrics = {
+                "validation_dice": round(dice, 4),
+                "epoch": epoch + 1,
+                "validation": "held-out cases" if n_val else f"original + {config.val_copies} augmented copies",
+            }
             card.training = _training_record(config, pairs, epoch + 1, elapsed, device)
             save_model(output, network, card)
-        torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch + 1,
-                    "best": best, "elapsed": elapsed, "history": json.dumps(history)}, state_path)
+        torch.save(
+            {
+                "network": network.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "epoch": epoch + 1,
+                "best": best,
+                "elapsed": elapsed,
+                "history": json.dumps(history),
+            },
+            state_path,
+        )
         if stopped_by_time:
             break
-    return {"output": str(output), "best_validation_dice": best, "epochs": epoch + 1, "history": history,
-            "minutes": round((time.monotonic() - t0) / 60, 2), "stopped_by_time": stopped_by_time}
+    return {
+        "output": str(output),
+        "best_validation_dice": best,
+        "epochs": epoch + 1,
+        "history": history,
+        "minutes": round((time.monotonic() - t0) / 60, 2),
+        "stopped_by_time": stopped_by_time,
+    }
 
 
 def _training_record(config: TrainConfig, pairs, epochs: int, seconds: float, device) -> dict[str, Any]:
@@ -374,8 +425,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--spacing", type=float, default=d.spacing, help="model spacing in mm (default 1.5)")
     p.add_argument("--axes", default="0,1,2", help="slice axes of the RAS frame (default 0,1,2)")
     p.add_argument("--label-names", default=",".join(d.label_names), help="class names, id order")
-    p.add_argument("--postprocess", default=",".join(d.postprocess),
-                   help="per-label clean-up at inference: largest_component, fill_holes, or 'none'")
+    p.add_argument(
+        "--postprocess",
+        default=",".join(d.postprocess),
+        help="per-label clean-up at inference: largest_component, fill_holes, or 'none'",
+    )
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -399,21 +453,45 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError:
         raise MedfcnError(f"--axes must be comma-separated axis numbers, got {args.axes!r}") from None
     post = () if args.postprocess in ("", "none") else tuple(args.postprocess.split(","))
-    for name, value in (("--epochs", args.epochs), ("--steps-per-epoch", args.steps_per_epoch),
-                        ("--batch-size", args.batch_size)):
+    for name, value in (
+        ("--epochs", args.epochs),
+        ("--steps-per-epoch", args.steps_per_epoch),
+        ("--batch-size", args.batch_size),
+    ):
         if value < 1:
             raise MedfcnError(f"{name} must be >= 1, got {value}")
     config = TrainConfig(
-        images=args.images, labels=args.labels, pairs=args.pairs, output=args.output, architecture=args.architecture,
-        variant=args.variant, upsampling=args.upsampling, width=args.width, context=args.context,
-        spacing=args.spacing, axes=axes, label_names=tuple(args.label_names.split(",")), postprocess=post,
-        epochs=args.epochs, steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
-        max_minutes=args.max_minutes, val_cases=args.val_cases, augment=not args.no_augment, seed=args.seed,
-        device=args.device, name=args.name, description=args.description, modality=args.modality,
+        images=args.images,
+        labels=args.labels,
+        pairs=args.pairs,
+        output=args.output,
+        architecture=args.architecture,
+        variant=args.variant,
+        upsampling=args.upsampling,
+        width=args.width,
+        context=args.context,
+        spacing=args.spacing,
+        axes=axes,
+        label_names=tuple(args.label_names.split(",")),
+        postprocess=post,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_minutes=args.max_minutes,
+        val_cases=args.val_cases,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+        name=args.name,
+        description=args.description,
+        modality=args.modality,
         command=shlex.join(["medfcn", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
         resume=args.resume,
     )
     summary = train(config, progress=not args.quiet)
-    print(f"best validation Dice {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
-          f"{summary['minutes']:.1f} min; model written to {summary['output']}")
+    print(
+        f"best validation Dice {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
+        f"{summary['minutes']:.1f} min; model written to {summary['output']}"
+    )
     return 0

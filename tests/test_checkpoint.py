@@ -23,8 +23,13 @@ def _model(tmp_path, **kw):
         if isinstance(m, torch.nn.BatchNorm2d):
             m.running_mean.uniform_(-0.5, 0.5)
             m.running_var.uniform_(0.5, 2.0)
-    card = ModelCard(network=net.config.to_dict(), labels={"background": 0, "a": 1, "b": 2}, spacing=(1.0, 1.0, 2.0),
-                     slice_axes=(2,), training={"command": "medfcn train x", "data_sha256": "abc"})
+    card = ModelCard(
+        network=net.config.to_dict(),
+        labels={"background": 0, "a": 1, "b": 2},
+        spacing=(1.0, 1.0, 2.0),
+        slice_axes=(2,),
+        training={"command": "medfcn train x", "data_sha256": "abc"},
+    )
     path = save_model(tmp_path / "m.safetensors", net, card)
     return net.eval(), card, path
 
@@ -70,15 +75,21 @@ def test_other_files_are_refused_with_clear_errors(tmp_path):
         load_model(plain)
     net, card, path = _model(tmp_path)
     future = tmp_path / "future.safetensors"
-    save_file(dict(net.state_dict()), str(future),
-              metadata={"format": "medfcn", "format_version": "99", "card": card.to_json()})
+    save_file(
+        dict(net.state_dict()),
+        str(future),
+        metadata={"format": "medfcn", "format_version": "99", "card": card.to_json()},
+    )
     with pytest.raises(ModelError, match="format version 99"):
         load_model(future)
     wrong = tmp_path / "wrong.safetensors"
     other = json.loads(card.to_json())
     other["network"]["width"] = 16
-    save_file(dict(net.state_dict()), str(wrong), metadata={"format": "medfcn", "format_version": "1",
-                                                            "card": json.dumps(other)})
+    save_file(
+        dict(net.state_dict()),
+        str(wrong),
+        metadata={"format": "medfcn", "format_version": "1", "card": json.dumps(other)},
+    )
     with pytest.raises(ModelError, match="do not fit"):
         load_model(wrong)
 

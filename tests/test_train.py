@@ -25,9 +25,20 @@ def dataset(tmp_path):
 
 
 def _config(root, **kw) -> TrainConfig:
-    base = dict(images=str(root / "images"), labels=str(root / "labels"), output=str(root / "m.safetensors"),
-                width=4, spacing=3.0, epochs=2, steps_per_epoch=12, batch_size=6, augment=False, device="cpu",
-                lr=5e-3, command="medfcn train (test)")
+    base = dict(
+        images=str(root / "images"),
+        labels=str(root / "labels"),
+        output=str(root / "m.safetensors"),
+        width=4,
+        spacing=3.0,
+        epochs=2,
+        steps_per_epoch=12,
+        batch_size=6,
+        augment=False,
+        device="cpu",
+        lr=5e-3,
+        command="medfcn train (test)",
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -58,8 +69,12 @@ def test_resume_continues_where_it_stopped(dataset, tmp_path):
 
 def test_augmented_training_runs_and_single_case_validates_on_copies(dataset, tmp_path):
     (dataset / "images" / "case1.nii.gz").unlink()
-    summary = train(_config(dataset, augment=True, epochs=1, steps_per_epoch=4, val_copies=2,
-                            output=str(tmp_path / "c.safetensors")), progress=False)
+    summary = train(
+        _config(
+            dataset, augment=True, epochs=1, steps_per_epoch=4, val_copies=2, output=str(tmp_path / "c.safetensors")
+        ),
+        progress=False,
+    )
     assert np.isfinite(summary["history"][0]["loss"])
     assert "augmented copies" in load_model(tmp_path / "c.safetensors").card.metrics["validation"]
 
@@ -69,8 +84,13 @@ def test_find_pairs_from_folders_and_lists(dataset, tmp_path):
     assert [p["case"] for p in pairs] == ["case0", "case1"]
     listing = tmp_path / "pairs.csv"
     listing.write_text("case,image,label\nx,images/case1.nii.gz,labels/case1.nii.gz\n")
-    assert find_pairs(pairs=str(listing)) == [{"case": "x", "image": str(dataset / "images" / "case1.nii.gz"),
-                                               "label": str(dataset / "labels" / "case1.nii.gz")}]
+    assert find_pairs(pairs=str(listing)) == [
+        {
+            "case": "x",
+            "image": str(dataset / "images" / "case1.nii.gz"),
+            "label": str(dataset / "labels" / "case1.nii.gz"),
+        }
+    ]
     js = tmp_path / "pairs.json"
     js.write_text(json.dumps([{"image": "images/case0.nii.gz", "label": "labels/case0.nii.gz"}]))
     assert find_pairs(pairs=str(js))[0]["case"] == "case0"

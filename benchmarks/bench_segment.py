@@ -1,0 +1,346 @@
+"""Segment a real-size head: ``medfcn segment`` end to end against a plain MONAI pipeline; the engine against the
+bare network forward pass on the same slices.
+
+The scan is the sample T1 (Colin27) resampled to 0.5 mm (362 x 434 x 362, int16) with its brain mask, written to
+a working folder. Each pipeline runs in its own process, so its peak resident memory (``os.wait4``'s
+``ru_maxrss``, which includes the Python, torch and MONAI imports every pipeline pays) is its own:
+
+    medfcn-cli     ``medfcn segment IMAGE -o OUT --device cpu`` (a real process of the CLI)
+    medfcn-stages  the same function path (read_scan -> Segmenter.segment -> write_labels), timed stage by stage:
+                   read, into the model's frame, normalise, inference, post-processing, back onto the scan's
+                   grid, write (the stages mirror ``Segmenter.segment``, whose own time is printed beside them)
+    monai          LoadImage, ScaleIntensity, SliceInferer over axial slices (the whole slice as the ROI) with
+                   MONAI's default 2-D BasicUNet, argmax, nibabel save
+    engine         ``SliceEngine.iter_probabilities`` against the network's forward pass on prebuilt batches
+                   (batch-norm folded and channels-last, as the engine runs it; and as stored), on the model
+                   frame's slices along the model's slice axes, and on the 0.5 mm axial slices; best of 3
+
+Dice against the resampled reference mask is printed for both outputs. The default BasicUNet is untrained: its
+Dice means nothing until ``--monai-weights`` gives trained weights (a state dict of
+``BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)``, or a medfcn model file of architecture
+``basicunet`` with context 0, whose frame -- orientation, spacing, normalisation -- the MONAI pipeline then uses).
+
+Run: ``python benchmarks/bench_segment.py [--model M] [--monai-weights W] [--workdir DIR] [--skip-monai]``.
+Targets (issue 3, 2-core CPU): medfcn >= 5x faster than MONAI at <= 0.5x its peak memory; engine within 15% of
+the forward pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
+SAMPLE_LABEL = ROOT / "sample_data" / "labels" / "colin27.nii.gz"
+SPACING = 0.5
+
+
+def prepare(workdir: Path) -> tuple[Path, Path]:
+    """The sample T1 and its mask resampled to 0.5 mm over the same field of view (cached in ``workdir``)."""
+    import SimpleITK as sitk
+
+    image_path, ref_path = workdir / "colin27_05mm.nii.gz", workdir / "colin27_05mm_ref.nii.gz"
+    if image_path.exists() and ref_path.exists():
+        return image_path, ref_path
+    image = sitk.ReadImage(str(SAMPLE_IMAGE), sitk.sitkFloat32)
+    size = [round(n * s / SPACING) for n, s in zip(image.GetSize(), image.GetSpacing(), strict=True)]
+    # Keep the outer voxel edges where they were: the first new centre is half a new voxel inside the old edge.
+    shift = np.array(image.GetDirection()).reshape(3, 3) @ ((SPACING - np.array(image.GetSpacing())) / 2)
+    ref = sitk.Image(size, sitk.sitkFloat32)
+    ref.SetSpacing((SPACING,) * 3)
+    ref.SetOrigin(tuple(np.array(image.GetOrigin()) + shift))
+    ref.SetDirection(image.GetDirection())
+    fine = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkLinear, 0.0)
+    sitk.WriteImage(sitk.Cast(sitk.Round(fine), sitk.sitkInt16), str(image_path), True)
+    mask = sitk.Resample(sitk.ReadImage(str(SAMPLE_LABEL), sitk.sitkFloat32), ref, sitk.Transform(), sitk.sitkLinear)
+    sitk.WriteImage(sitk.Cast(mask >= 0.5, sitk.sitkUInt8), str(ref_path), True)
+    return image_path, ref_path
+
+
+# -- children: each runs in its own process and writes a JSON result ----------------------------------------------
+
+
+def _child_medfcn_stages(image: str, output: str, model: str | None) -> dict:
+    import torch
+
+    from medfcn.frame import normalise_intensity, probabilities_to_labels, to_model_frame
+    from medfcn.pipeline import Segmenter
+    from medfcn.postprocess import apply_to_probabilities
+    from medfcn.reader import read_scan
+    from medfcn.writer import write_labels
+
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        times[name] = now - t
+        t = now
+
+    segmenter = Segmenter(model, device="cpu")
+    lap("load model")
+    scan = read_scan(image)
+    lap("read")
+    card = segmenter.model.card
+    frame = to_model_frame(scan, card.spacing, orientation=card.orientation)
+    lap("into model frame")
+    volume = normalise_intensity(frame.volume, card.normalisation)
+    lap("normalise")
+    probs = segmenter.probabilities(volume)
+    lap("inference (all slice axes)")
+    apply_to_probabilities(probs, card.postprocess)
+    lap("post-process")
+    labels = probabilities_to_labels(probs, frame)
+    lap("back onto scan grid")
+    write_labels(labels, scan, output)
+    lap("write")
+    t0 = time.perf_counter()
+    again = segmenter.segment(scan)
+    whole = time.perf_counter() - t0
+    slices = sum(frame.volume.shape[a] for a in card.slice_axes)
+    return {
+        "stages": times,
+        "segment_call": whole,
+        "same_labels": bool(np.array_equal(again, labels)),
+        "frame_shape": list(frame.volume.shape),
+        "scan_shape": list(scan.shape),
+        "slices": slices,
+        "threads": torch.get_num_threads(),
+    }
+
+
+def _monai_network(weights: str | None):
+    """MONAI's default 2-D BasicUNet and the frame it expects (None: the scan's own grid) from ``weights``."""
+    import torch
+    from monai.networks.nets import BasicUNet
+
+    net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)
+    card = None
+    if weights:
+        from safetensors import safe_open
+
+        if weights.endswith(".safetensors"):
+            with safe_open(weights, "pt") as f:
+                meta = f.metadata() or {}
+            if meta.get("format") == "medfcn":
+                from medfcn.checkpoint import load_model
+
+                model = load_model(weights)
+                card = model.card
+                if card.architecture != "basicunet" or card.context != 0:
+                    raise SystemExit(f"{weights}: the plain MONAI pipeline needs a basicunet model with context 0")
+                net = model.network.unet
+            else:
+                from safetensors.torch import load_file
+
+                net.load_state_dict({k.removeprefix("unet."): v for k, v in load_file(weights).items()})
+        else:
+            state = torch.load(weights, map_location="cpu", weights_only=True)
+            net.load_state_dict({k.removeprefix("unet."): v for k, v in state.items()})
+    return net.eval(), card
+
+
+def _child_monai(image: str, output: str, weights: str | None, batch: int) -> dict:
+    import nibabel as nib
+    import torch
+    from monai.inferers import SliceInferer
+    from monai.transforms import LoadImage, Orientation, ScaleIntensity, Spacing, SpatialResample
+
+    net, card = _monai_network(weights)
+    t0 = time.perf_counter()
+    img = LoadImage(image_only=True, ensure_channel_first=True)(image)  # (1, X, Y, Z), RAS affine
+    original_affine, original_shape = img.affine.clone(), tuple(img.shape[1:])
+    if card is not None:  # a trained baseline from medfcn's trainer: bring the scan into its frame
+        img = Spacing(pixdim=card.spacing, mode="bilinear")(Orientation(axcodes=card.orientation)(img))
+    img = ScaleIntensity()(img)
+    inferer = SliceInferer(roi_size=(-1, -1), sw_batch_size=batch, spatial_dim=2, progress=False)
+    with torch.inference_mode():
+        logits = inferer(img[None], net)  # (1, 2, X, Y, Z)
+    labels = logits.argmax(1).to(torch.uint8)  # (1, X, Y, Z)
+    if card is not None:
+        labels.affine = img.affine
+        labels = SpatialResample(mode="nearest")(labels, dst_affine=original_affine, spatial_size=original_shape)
+    array = np.asarray(labels[0].numpy(), dtype=np.uint8)
+    nib.save(nib.Nifti1Image(array, original_affine.numpy()), output)
+    return {"seconds": time.perf_counter() - t0, "slices": int(img.shape[-1]), "slice_hw": list(img.shape[1:3])}
+
+
+def _time_best(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _child_engine(image: str, model: str | None, repeat: int) -> dict:
+    import torch
+
+    from medfcn.checkpoint import load_model
+    from medfcn.engine import SliceEngine, slice_stack
+    from medfcn.frame import normalise_intensity, to_model_frame
+    from medfcn.reader import read_scan
+
+    loaded = load_model(model)
+    card = loaded.card
+    engine = SliceEngine(loaded.network, device="cpu", batch_size=16)
+    raw = loaded.network.eval()
+    scan = read_scan(image)
+    frame_vol = normalise_intensity(to_model_frame(scan, card.spacing, orientation=card.orientation).volume)
+    native = normalise_intensity(scan.array)
+    cases = {
+        f"model frame {tuple(frame_vol.shape)}, axes {list(card.slice_axes)}": (frame_vol, tuple(card.slice_axes)),
+        f"native 0.5 mm, axial {tuple(native.shape[:2])}": (native, (2,)),
+    }
+    out = {}
+    for name, (vol, axes) in cases.items():
+        t = torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))
+        batches = [
+            slice_stack(t, s, min(s + engine.batch_size, t.shape[a]), axis=a, context=card.context)
+            for a in axes
+            for s in range(0, t.shape[a], engine.batch_size)
+        ]
+        cl = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+        slices = sum(b.shape[0] for b in batches)
+
+        def run_engine() -> None:
+            for a in axes:
+                for _ in engine.iter_probabilities(t, axis=a, context=card.context):
+                    pass
+
+        def forward(net, xs) -> None:
+            with torch.inference_mode():
+                for x in xs:
+                    net(x)
+
+        run_engine()  # warm-up
+        timings = {"engine": [], "forward (folded, channels-last)": [], "forward (as stored)": []}
+        for _ in range(repeat):  # interleaved, so a busy neighbour slows all three alike
+            timings["engine"].append(_time_best(run_engine, 1))
+            timings["forward (folded, channels-last)"].append(_time_best(lambda: forward(engine.model, cl), 1))
+            timings["forward (as stored)"].append(_time_best(lambda: forward(raw, batches), 1))
+        out[name] = {"slices": slices, **{k: min(v) for k, v in timings.items()}}
+    return {"cases": out, "threads": torch.get_num_threads()}
+
+
+# -- the parent: run each child, measure it, compare ---------------------------------------------------------------
+
+
+def run_child(argv: list[str], result_path: Path | None) -> dict:
+    """Run ``argv`` as a process; its wall time, peak RSS (MB) and, if it wrote one, its JSON result."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    log = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{log[-3000:]}")
+    result = json.loads(result_path.read_text()) if result_path is not None and result_path.exists() else {}
+    return {"wall": wall, "peak_mb": usage.ru_maxrss / 1024, **result}
+
+
+def dice(pred_path: Path, ref_path: Path) -> float:
+    import nibabel as nib
+
+    pred, ref = nib.load(str(pred_path)), nib.load(str(ref_path))
+    if pred.shape != ref.shape or not np.allclose(pred.affine, ref.affine, atol=1e-3):
+        raise SystemExit(f"{pred_path} is not on the reference grid: {pred.shape} {pred.affine} vs {ref.shape}")
+    a, b = np.asarray(pred.dataobj) == 1, np.asarray(ref.dataobj) == 1
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="medfcn model file (default: the bundled model)")
+    parser.add_argument("--monai-weights", help="trained weights for the MONAI BasicUNet (see the module docstring)")
+    parser.add_argument("--monai-batch", type=int, default=8, help="SliceInferer sw_batch_size (default 8)")
+    parser.add_argument("--workdir", help="folder for the scan and outputs (default: a new temporary folder)")
+    parser.add_argument("--skip-monai", action="store_true", help="skip the MONAI pipeline (minutes on a CPU)")
+    parser.add_argument("--repeat", type=int, default=3, help="engine/forward repeats, best taken (default 3)")
+    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, result, *rest = args.child
+        fn = {"stages": _child_medfcn_stages, "monai": _child_monai, "engine": _child_engine}[kind]
+        params = json.loads(rest[0])
+        Path(result).write_text(json.dumps(fn(**params)))
+        return
+
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_segment_"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    image, ref = prepare(workdir)
+    me = [sys.executable, str(Path(__file__).resolve()), "--child"]
+    print(f"scan {image} ({os.path.getsize(image) / 1e6:.1f} MB); load average {os.getloadavg()[0]:.1f}")
+
+    cli_out = workdir / "medfcn_cli"
+    cli = [sys.executable, "-c", "import sys; from medfcn.cli import main; sys.exit(main())", "segment", str(image),
+           "-o", str(cli_out), "--device", "cpu", "--overwrite", "--quiet"]
+    if args.model:
+        cli += ["--model", args.model]
+    rows = {"medfcn-cli": run_child(cli, None)}
+    cli_labels = cli_out / f"{image.name.removesuffix('.nii.gz')}.nii.gz"
+    rows["medfcn-cli"]["dice"] = dice(cli_labels, ref)
+
+    stages_json = workdir / "stages.json"
+    params = {"image": str(image), "output": str(workdir / "medfcn_stages.nii.gz"), "model": args.model}
+    rows["medfcn-stages"] = run_child([*me, "stages", str(stages_json), json.dumps(params)], stages_json)
+    slices = rows["medfcn-stages"]["slices"]
+
+    if not args.skip_monai:
+        monai_json, monai_out = workdir / "monai.json", workdir / "monai_labels.nii.gz"
+        params = {"image": str(image), "output": str(monai_out), "weights": args.monai_weights,
+                  "batch": args.monai_batch}
+        rows["monai"] = run_child([*me, "monai", str(monai_json), json.dumps(params)], monai_json)
+        rows["monai"]["dice"] = dice(monai_out, ref)
+
+    engine_json = workdir / "engine.json"
+    params = {"image": str(image), "model": args.model, "repeat": args.repeat}
+    engine = run_child([*me, "engine", str(engine_json), json.dumps(params)], engine_json)
+
+    print(f"\n== end to end on {rows['medfcn-stages']['scan_shape']} at {SPACING} mm (CPU, "
+          f"{rows['medfcn-stages']['threads']} threads; load average now {os.getloadavg()[0]:.1f})")
+    print(f"{'pipeline':<14} {'seconds':>8} {'slices':>7} {'slices/s':>9} {'peak RSS MB':>12} {'Dice':>7}")
+    counts = {"medfcn-cli": slices, "medfcn-stages": slices}
+    if "monai" in rows:
+        counts["monai"] = rows["monai"]["slices"]
+    for name, row in rows.items():
+        d = f"{row['dice']:.4f}" if "dice" in row else "-"
+        print(f"{name:<14} {row['wall']:>8.1f} {counts[name]:>7} {counts[name] / row['wall']:>9.1f} "
+              f"{row['peak_mb']:>12.0f} {d:>7}")
+    st = rows["medfcn-stages"]
+    print("\nmedfcn stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in st["stages"].items()))
+    print(f"  Segmenter.segment alone {st['segment_call']:.2f} s (same labels as the stages: {st['same_labels']}); "
+          f"model frame {st['frame_shape']}, {slices} slices over the model's axes")
+    if "monai" in rows:
+        m, c = rows["monai"], rows["medfcn-cli"]
+        print(f"\nmedfcn vs MONAI: {m['wall'] / c['wall']:.1f}x faster (target >= 5), "
+              f"{c['peak_mb'] / m['peak_mb']:.2f}x the peak memory (target <= 0.5); MONAI inference alone "
+              f"{m['seconds']:.1f} s for {m['slices']} slices of {m['slice_hw']}")
+        if not args.monai_weights:
+            print("  (MONAI's BasicUNet is untrained here: its Dice is meaningless; pass --monai-weights)")
+
+    print("\n== engine vs bare forward pass (best of", args.repeat, "interleaved runs, batch 16)")
+    for name, case in engine["cases"].items():
+        n = case["slices"]
+        folded = case["forward (folded, channels-last)"]
+        print(f"{name}: {n} slices")
+        for key in ("engine", "forward (folded, channels-last)", "forward (as stored)"):
+            print(f"  {key:<34} {case[key]:>7.2f} s {n / case[key]:>8.1f} slices/s")
+        print(f"  engine / forward (folded) = {case['engine'] / folded:.3f} (target <= 1.15); "
+              f"engine / forward (as stored) = {case['engine'] / case['forward (as stored)']:.3f}")
+    print(f"\noutputs in {workdir}")
+
+
+if __name__ == "__main__":
+    main()

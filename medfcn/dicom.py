@@ -23,25 +23,37 @@ import numpy as np
 
 from medfcn.errors import DicomSeriesError
 
-__all__ = ["DicomSeries", "find_series", "is_dicom_file", "sorted_series_files"]
+__all__ = ["DicomSeries", "find_series", "list_series", "is_dicom_file", "sorted_series_files"]
 
 log = logging.getLogger(__name__)
 
 _HEADER_TAGS = [
-    "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "ImagePositionPatient", "ImageOrientationPatient",
-    "Rows", "Columns", "NumberOfFrames", "InstanceNumber", "Modality",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "SeriesDescription",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "InstanceNumber",
+    "Modality",
 ]
 
 
 @dataclass
 class DicomSeries:
-    """One series: its UID and the files holding its slices, ordered along the slice normal."""
+    """One series: its UID and the files holding its slices, ordered along the slice normal.
+
+    ``error`` says why the series cannot form a volume (then ``files`` are in name order), else ``None``.
+    """
 
     uid: str
     folder: Path
     files: list[Path] = field(default_factory=list)
     number: int | None = None
     description: str = ""
+    error: str | None = None
 
 
 def is_dicom_file(path: Path) -> bool:
@@ -73,6 +85,18 @@ def find_series(folder: Path) -> list[DicomSeries]:
     Each series' files are ordered along the slice normal (see :func:`sorted_series_files`).
     Raises :class:`DicomSeriesError` for a series that cannot form a regular volume.
     """
+    series = list_series(folder)
+    for s in series:
+        if s.error is not None:
+            raise DicomSeriesError(s.error)
+    return series
+
+
+def list_series(folder: Path) -> list[DicomSeries]:
+    """Like :func:`find_series`, but a series that cannot form a volume is returned with its ``error`` set.
+
+    One broken series in a folder then does not hide the others.
+    """
     folder = Path(folder)
     groups: dict[str, list[tuple[Path, object]]] = {}
     for name in sorted(os.listdir(folder)):
@@ -88,9 +112,16 @@ def find_series(folder: Path) -> list[DicomSeries]:
     for uid, items in groups.items():
         first = items[0][1]
         number = getattr(first, "SeriesNumber", None)
-        s = DicomSeries(uid=uid, folder=folder, number=int(number) if number not in (None, "") else None,
-                        description=str(getattr(first, "SeriesDescription", "") or ""))
-        s.files = sorted_series_files(items, folder)
+        s = DicomSeries(
+            uid=uid,
+            folder=folder,
+            number=int(number) if number not in (None, "") else None,
+            description=str(getattr(first, "SeriesDescription", "") or ""),
+        )
+        try:
+            s.files = sorted_series_files(items, folder)
+        except DicomSeriesError as e:
+            s.files, s.error = [path for path, _ in items], str(e)
         series.append(s)
     series.sort(key=lambda s: (s.number if s.number is not None else 1 << 30, s.uid))
     return series

@@ -20,8 +20,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from medfcn.dicom import find_series, is_dicom_file
-from medfcn.errors import DicomSeriesError, NoScansError
+from medfcn.dicom import is_dicom_file, list_series
+from medfcn.errors import NoScansError
 from medfcn.reader import SCAN_SUFFIXES, strip_suffix
 
 __all__ = ["CaseSpec", "find_cases", "case_name"]
@@ -52,13 +52,10 @@ def _is_scan_file(path: Path) -> bool:
 
 
 def _series_cases(folder: Path) -> list[CaseSpec]:
-    try:
-        series = find_series(folder)
-    except DicomSeriesError as e:
-        return [CaseSpec(folder, folder.name, None, str(e))]
+    series = list_series(folder)  # a broken series is a failed case of its own; it does not hide the others
     if len(series) == 1:
-        return [CaseSpec(folder, folder.name, series[0].uid)]
-    return [CaseSpec(folder, f"{folder.name}_{i}", s.uid) for i, s in enumerate(series, 1)]
+        return [CaseSpec(folder, folder.name, series[0].uid, series[0].error)]
+    return [CaseSpec(folder, f"{folder.name}_{i}", s.uid, s.error) for i, s in enumerate(series, 1)]
 
 
 def _cases_in_folder(root: Path) -> list[CaseSpec]:
@@ -106,8 +103,9 @@ def find_cases(inputs: str | Path | list[str | Path]) -> list[CaseSpec]:
         if path.is_dir():
             found = _cases_in_folder(path)
             if not found:
-                raise NoScansError(f"{path}: no scans found (looked for {', '.join(SCAN_SUFFIXES)} files "
-                                   "and DICOM series)")
+                raise NoScansError(
+                    f"{path}: no scans found (looked for {', '.join(SCAN_SUFFIXES)} files and DICOM series)"
+                )
             cases += found
         elif path.is_file():
             cases.append(CaseSpec(path, case_name(path)))

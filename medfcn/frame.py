@@ -11,7 +11,7 @@ frame, returns to the scan's own grid by the exact inverse mapping of voxel cent
 >>> scan = Scan(np.random.rand(20, 30, 12).astype(np.float32), (2.0, 2.0, 3.0), (0, 0, 0), np.diag([-1, 1, 1]))
 >>> frame = to_model_frame(scan, spacing=(1.5, 1.5, 1.5))
 >>> frame.volume.shape
-(26, 39, 23)
+(26, 40, 23)
 """
 
 from __future__ import annotations
@@ -26,8 +26,14 @@ import torch.nn.functional as F
 
 from medfcn.scan import Scan
 
-__all__ = ["ModelFrame", "Normalisation", "to_model_frame", "normalise_intensity", "probabilities_to_labels",
-           "frame_to_scan_coordinates"]
+__all__ = [
+    "ModelFrame",
+    "Normalisation",
+    "to_model_frame",
+    "normalise_intensity",
+    "probabilities_to_labels",
+    "frame_to_scan_coordinates",
+]
 
 
 class Normalisation(StrEnum):
@@ -71,8 +77,14 @@ def _orientation(axcodes: str):
         return Orientation(axcodes=axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")))
 
 
-def to_model_frame(scan: Scan, spacing: tuple[float, float, float], *, orientation: str = "RAS",
-                   mode: str = "bilinear", array: np.ndarray | None = None) -> ModelFrame:
+def to_model_frame(
+    scan: Scan,
+    spacing: tuple[float, float, float],
+    *,
+    orientation: str = "RAS",
+    mode: str = "bilinear",
+    array: np.ndarray | None = None,
+) -> ModelFrame:
     """Reorient ``scan`` to ``orientation`` and resample it to ``spacing`` (mm) with MONAI transforms.
 
     Args:
@@ -82,8 +94,10 @@ def to_model_frame(scan: Scan, spacing: tuple[float, float, float], *, orientati
     from monai.transforms import Spacing
 
     data = scan.array if array is None else array
-    x = MetaTensor(torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None],
-                   affine=torch.as_tensor(scan.affine, dtype=torch.float64))
+    x = MetaTensor(
+        torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None],
+        affine=torch.as_tensor(scan.affine, dtype=torch.float64),
+    )
     x = _orientation(orientation)(x)
     x = Spacing(pixdim=tuple(float(s) for s in spacing), mode=mode, padding_mode="border")(x)
     return ModelFrame(
@@ -141,7 +155,7 @@ def probabilities_to_labels(
     out = np.empty((nx, ny, nz), dtype=np.uint8)
     i = torch.arange(nx, dtype=torch.float64)
     j = torch.arange(ny, dtype=torch.float64)
-    base = (m[:3, 0, None, None] * i[None, :, None] + m[:3, 1, None, None] * j[None, None, :])  # (3, X, Y)
+    base = m[:3, 0, None, None] * i[None, :, None] + m[:3, 1, None, None] * j[None, None, :]  # (3, X, Y)
     limits = torch.tensor(fshape, dtype=torch.float64) - 1
     for k0 in range(0, nz, slab):
         k = torch.arange(k0, min(k0 + slab, nz), dtype=torch.float64)
@@ -149,13 +163,13 @@ def probabilities_to_labels(
         coords = torch.minimum(torch.clamp(coords, min=0), limits[:, None, None, None])
         lo = torch.floor(coords.reshape(3, -1).amin(1)).long()
         hi = torch.ceil(coords.reshape(3, -1).amax(1)).long()
-        block = probs[:, lo[0]:hi[0] + 1, lo[1]:hi[1] + 1, lo[2]:hi[2] + 1].float()
+        block = probs[:, lo[0] : hi[0] + 1, lo[1] : hi[1] + 1, lo[2] : hi[2] + 1].float()
         size = (hi - lo).double().clamp(min=1)
         rel = (coords - lo.double()[:, None, None, None]) / size[:, None, None, None] * 2 - 1
         # grid_sample takes (x, y, z) = (W, H, D) order: the block's last axis first.
         grid = torch.stack([rel[2], rel[1], rel[0]], dim=-1)[None].float()  # (1, X, Y, K, 3)
         sampled = F.grid_sample(block[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out[:, :, k0:k0 + len(k)] = sampled[0].argmax(0).to(torch.uint8).numpy()
+        out[:, :, k0 : k0 + len(k)] = sampled[0].argmax(0).to(torch.uint8).numpy()
         if progress is not None:
             progress(min(1.0, (k0 + len(k)) / nz))
     return out

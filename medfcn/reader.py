@@ -12,7 +12,7 @@ scan (background in MRI and CT) and a warning is recorded in :attr:`Scan.warning
 no finite voxel is refused.
 
 >>> from medfcn.reader import read_scan
->>> scan = read_scan("sample_data/colin27_t1.nii.gz")  # doctest: +SKIP
+>>> scan = read_scan("sample_data/images/colin27.nii.gz")  # doctest: +SKIP
 >>> scan.shape, scan.spacing  # doctest: +SKIP
 ((181, 217, 181), (1.0, 1.0, 1.0))
 """
@@ -20,6 +20,7 @@ no finite voxel is refused.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,7 @@ from monai.data import ImageReader
 from monai.transforms import LoadImage
 from monai.utils import MetaKeys
 
-from medfcn.dicom import find_series
+from medfcn.dicom import list_series
 from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError
 from medfcn.scan import LPS_TO_RAS, Scan
 
@@ -113,7 +114,10 @@ class SimpleITKReader(ImageReader):
 
         try:
             nii = nib.load(str(path))
-            array = np.asanyarray(nii.dataobj)
+            proxy = nii.dataobj
+            scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
+            # scl_slope/scl_inter applied in float32 (as SimpleITK does), not nibabel's default float64
+            array = nii.get_fdata(dtype=np.float32) if scaled else np.asanyarray(proxy)
         except Exception as e:  # nibabel raises many types for corrupt files
             raise ScanReadError(f"{path}: not a readable NIfTI file ({_first_line(e)})") from None
         array = _squeeze_to_3d(array, path)
@@ -138,7 +142,7 @@ class SimpleITKReader(ImageReader):
     def _read_series(self, folder: Path) -> _Volume:
         import SimpleITK as sitk
 
-        series = find_series(folder)
+        series = list_series(folder)
         if not series:
             raise ScanReadError(f"{folder}: no DICOM series in this folder")
         if self.series_uid is not None:
@@ -150,6 +154,8 @@ class SimpleITKReader(ImageReader):
             s = series[0]
         else:
             raise DicomSeriesError(f"{folder}: holds {len(series)} DICOM series; name one by its SeriesInstanceUID")
+        if s.error is not None:
+            raise DicomSeriesError(s.error)
         try:
             if len(s.files) == 1:  # a multi-frame file
                 image = sitk.ReadImage(str(s.files[0]))
@@ -171,11 +177,21 @@ def _first_line(e: BaseException) -> str:
 
 def _itk_message(e: RuntimeError) -> str:
     """The useful part of an ITK exception: its description, without file and line of the C++ source."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    text = str(e)
+    if "Unable to determine ImageIO reader" in text:
+        return "no image reader recognises its contents"
+    if "MetaImageIO" in text and "File cannot be read" in text:
+        # MetaIO adds a stale errno ("No such file or directory") even when the file is there but truncated.
+        return "its header or voxel data cannot be read: truncated, or its data file is missing"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     for ln in lines:
         if ln.startswith("Description:"):
             return ln.removeprefix("Description:").strip()
-    return lines[-1] if lines else "unknown error"
+    for ln in lines:
+        if "ITK ERROR:" in ln:  # "ITK ERROR: SomeImageIO(0x55...): what went wrong"
+            return re.sub(r"^.*ITK ERROR:\s*\w+\(0x[0-9a-fA-F]+\):\s*", "", ln)
+    last = lines[-1] if lines else "unknown error"
+    return last.removeprefix("sitk::ERROR:").strip()
 
 
 def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
@@ -184,8 +200,9 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
         array = array[..., 0]
     dims = " x ".join(str(s) for s in shape)
     if array.ndim > 3:
-        raise UnsupportedScanError(f"{path}: a {array.ndim}-D image ({dims}); medfcn segments 3-D scans, "
-                                   "split it into 3-D volumes first")
+        raise UnsupportedScanError(
+            f"{path}: a {array.ndim}-D image ({dims}); medfcn segments 3-D scans, split it into 3-D volumes first"
+        )
     if array.ndim < 3 or min(array.shape) < 2:
         raise UnsupportedScanError(f"{path}: a 2-D image ({dims}); medfcn segments 3-D scans")
     return array
@@ -206,8 +223,10 @@ def _from_sitk(image, path: Path) -> _Volume:
     import SimpleITK as sitk
 
     if image.GetNumberOfComponentsPerPixel() > 1:
-        raise UnsupportedScanError(f"{path}: a vector image ({image.GetNumberOfComponentsPerPixel()} components "
-                                   "per voxel); medfcn segments scalar 3-D scans")
+        raise UnsupportedScanError(
+            f"{path}: a vector image ({image.GetNumberOfComponentsPerPixel()} components "
+            "per voxel); medfcn segments scalar 3-D scans"
+        )
     array = np.transpose(sitk.GetArrayFromImage(image))  # (Z, Y, X) -> (X, Y, Z); 4-D: (T, Z, Y, X) -> (X, Y, Z, T)
     array = _squeeze_to_3d(array, path)
     spacing, origin, direction = _geometry_3d(image, path)

@@ -48,8 +48,9 @@ class Grid:
         lps[:3, 3] = self.origin
         return LPS_TO_RAS @ lps
 
-    def differences(self, other: Grid, *, spacing_tol: float = 1e-4, origin_tol: float = 1e-3,
-                    direction_tol: float = 1e-5) -> list[str]:
+    def differences(
+        self, other: Grid, *, spacing_tol: float = 1e-4, origin_tol: float = 1e-3, direction_tol: float = 1e-5
+    ) -> list[str]:
         """The properties in which ``other`` differs from this grid: ``[]`` when they are the same grid."""
         out = []
         if tuple(self.size) != tuple(other.size):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medfcn.errors import OutputError
-from medfcn.scan import Scan
+from medfcn.scan import Grid, Scan
 
 __all__ = ["write_labels", "atomic_write_text", "label_dtype", "partial_path", "remove_stale_partials"]
 
@@ -64,8 +64,8 @@ def _commit(tmp: Path, path: Path) -> Path:
     return path
 
 
-def write_labels(labels: np.ndarray, like: Scan, path: str | Path, *, compression_level: int = 1) -> Path:
-    """Write ``labels`` (X, Y, Z) as a ``.nii.gz`` label map on the grid of ``like``, atomically.
+def write_labels(labels: np.ndarray, like: Scan | Grid, path: str | Path, *, compression_level: int = 1) -> Path:
+    """Write ``labels`` (X, Y, Z) as a ``.nii.gz`` label map on the grid of ``like`` (a scan or its grid), atomically.
 
     Raises:
         ValueError: ``labels`` does not have ``like``'s shape (a programming error, not bad input).
@@ -77,6 +77,8 @@ def write_labels(labels: np.ndarray, like: Scan, path: str | Path, *, compressio
     if not path.name.endswith((".nii.gz", ".nii")):
         path = path.with_name(path.name + ".nii.gz")
     labels = np.asarray(labels)
+    if isinstance(like, Grid):
+        like = Scan(np.broadcast_to(np.uint8(0), like.size), like.spacing, like.origin, like.direction_matrix)
     image = like.to_sitk(labels.astype(label_dtype(labels), copy=False))
     _ensure_folder(path.parent)
     tmp = partial_path(path)
@@ -84,7 +86,8 @@ def write_labels(labels: np.ndarray, like: Scan, path: str | Path, *, compressio
         sitk.WriteImage(image, str(tmp), True, compression_level)
     except (RuntimeError, OSError) as e:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({str(e).strip().splitlines()[-1] if str(e).strip() else e})") from None
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise OutputError(f"{path}: cannot write ({lines[-1]})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -131,7 +134,7 @@ def remove_stale_partials(folder: str | Path) -> list[Path]:
         name = f.name
         if not (name.startswith(".") and _PART in name):
             continue
-        stem = name.split(_PART)[0]
+        stem = name.rsplit(_PART, 1)[0]  # the case name itself may hold ".part"
         parts = stem.rsplit(".", 2)
         if len(parts) != 3 or parts[1] != host or not parts[2].isdigit():
             continue

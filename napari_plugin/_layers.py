@@ -1,0 +1,246 @@
+"""Scans as napari layers and back, with no Qt and no napari import.
+
+Display convention (what a radiologist expects, in napari's default right-handed camera):
+
+- the voxel array is reordered (transposed and flipped, never resampled) so that its axes point, as closely as the
+  scan's direction allows, to (inferior, posterior, left) of the patient. napari shows the last two axes of a 3-D
+  layer, so an axial slice appears with anterior at the top and the patient's right on the screen's left, as seen
+  from the feet; rolling the axes gives coronal (superior up, patient's right on the left) and sagittal (superior
+  up, anterior on the left) views, and the 3-D view is not mirrored;
+- napari's world coordinates are patient coordinates in mm on those axes: ``world = LPS_TO_DISPLAY @ lps``,
+  so scans of one patient on different grids overlay. A residual rotation (an oblique scan) goes into the
+  layer's ``rotate``; scale is the voxel spacing of the reordered axes.
+
+The layer's metadata keeps what is needed to write a label map on the *source* grid exactly:
+``grid`` (:class:`medfcn.scan.Grid` as a dict), ``display_axes`` and ``display_flip`` (the reordering),
+``source``, ``case`` and ``series_uid``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+
+from medfcn.errors import GridMismatchError, UnsupportedScanError
+from medfcn.scan import Grid, Scan
+
+__all__ = [
+    "LPS_TO_DISPLAY",
+    "AXIS_LABELS",
+    "display_order",
+    "to_display",
+    "from_display",
+    "scan_layer_data",
+    "layer_geometry",
+    "layer_scan",
+    "labels_to_display",
+    "looks_like_labels",
+]
+
+log = logging.getLogger(__name__)
+
+# Rows: the napari world axes (inferior, posterior, left); columns: LPS x, y, z. A proper rotation (det +1).
+LPS_TO_DISPLAY = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+# The slices each world axis steps through (the slider of axis 0 moves through axial slices, head to feet).
+AXIS_LABELS = ("axial", "coronal", "sagittal")
+_MAX_LABELS = 64  # an integer volume with at most this many distinct values opens as a Labels layer
+
+
+def display_order(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """The reordering of a scan's index axes for display: ``(axes, flip)``.
+
+    Display axis ``a`` is index axis ``axes[a]``, reversed when ``flip[a]``; ``direction`` is the 3 x 3 LPS
+    direction matrix (column ``n``: index axis ``n``). Axes are matched greedily by the largest cosine, so an
+    oblique scan gets its nearest orientation.
+    """
+    m = LPS_TO_DISPLAY @ np.asarray(direction, float).reshape(3, 3)
+    axes = [-1, -1, -1]
+    used: set[int] = set()
+    for flat in np.argsort(-np.abs(m), axis=None, kind="stable"):
+        a, n = divmod(int(flat), 3)
+        if axes[a] < 0 and n not in used:
+            axes[a] = n
+            used.add(n)
+    flip = tuple(bool(m[a, axes[a]] < 0) for a in range(3))
+    return tuple(axes), flip
+
+
+def to_display(array: np.ndarray, axes, flip) -> np.ndarray:
+    """Index-ordered ``(X, Y, Z)`` voxels -> display-ordered voxels (a contiguous copy)."""
+    out = np.transpose(array, axes)
+    out = np.flip(out, axis=[a for a in range(3) if flip[a]]) if any(flip) else out
+    return np.ascontiguousarray(out)
+
+
+def from_display(array: np.ndarray, axes, flip) -> np.ndarray:
+    """The exact inverse of :func:`to_display`: display-ordered voxels -> ``(X, Y, Z)`` (contiguous)."""
+    out = np.flip(array, axis=[a for a in range(3) if flip[a]]) if any(flip) else array
+    return np.ascontiguousarray(np.transpose(out, np.argsort(axes)))
+
+
+def _grid_dict(grid: Grid) -> dict[str, list]:
+    return {k: [v for v in val] for k, val in dataclasses.asdict(grid).items()}
+
+
+def _display_transform(grid: Grid, axes, flip) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(scale, translate, rotate)`` of the display array in napari world mm (see the module docstring)."""
+    d = grid.direction_matrix
+    spacing = np.asarray(grid.spacing, float)
+    size = np.asarray(grid.size)
+    signed = np.zeros((3, 3))  # index = corner + signed @ display index
+    corner = np.zeros(3)
+    for a in range(3):
+        n = axes[a]
+        signed[n, a] = -1.0 if flip[a] else 1.0
+        corner[n] = size[n] - 1 if flip[a] else 0
+    rotate = LPS_TO_DISPLAY @ d @ signed
+    translate = LPS_TO_DISPLAY @ (np.asarray(grid.origin) + d @ (spacing * corner))
+    return spacing[list(axes)], translate, rotate
+
+
+def looks_like_labels(array: np.ndarray) -> bool:
+    """True for a bool or integer volume with at most 64 distinct values (a label map, not an image)."""
+    if array.dtype == bool:
+        return True
+    if not np.issubdtype(array.dtype, np.integer) or array.size == 0:
+        return False
+    lo, hi = int(array.min()), int(array.max())
+    if hi - lo > 1 << 16:
+        return False
+    return int(np.count_nonzero(np.bincount((array.ravel() - lo).astype(np.int64, copy=False)))) <= _MAX_LABELS
+
+
+def scan_layer_data(scan: Scan, *, layer_type: str | None = None, name: str | None = None) -> tuple:
+    """A napari ``LayerDataTuple`` ``(data, kwargs, type)`` of a scan, displayed as described above.
+
+    ``layer_type``: ``"image"`` or ``"labels"`` (default: :func:`looks_like_labels`).
+    """
+    grid = scan.grid
+    axes, flip = display_order(scan.direction)
+    scale, translate, rotate = _display_transform(grid, axes, flip)
+    if layer_type is None:
+        layer_type = "labels" if looks_like_labels(scan.array) else "image"
+    data = to_display(scan.array, axes, flip)
+    if layer_type == "labels" and data.dtype == bool:
+        data = data.astype(np.uint8)
+    metadata = {
+        "grid": _grid_dict(grid),
+        "display_axes": list(axes),
+        "display_flip": list(flip),
+        "source": str(scan.source) if scan.source is not None else None,
+        "case": scan.case,
+        "series_uid": scan.series_uid,
+    }
+    kwargs: dict[str, Any] = {
+        "name": name or scan.case,
+        "scale": tuple(scale.tolist()),
+        "translate": tuple(translate.tolist()),
+        "metadata": metadata,
+        "units": "mm",
+        "axis_labels": AXIS_LABELS,
+    }
+    if not np.allclose(rotate, np.eye(3), atol=1e-9):
+        kwargs["rotate"] = rotate
+    if layer_type == "image":
+        kwargs["colormap"] = "gray"
+    return data, kwargs, layer_type
+
+
+def _transform_grid(shape: tuple[int, ...], attributes: dict) -> Grid:
+    """The grid of a display array from its napari transforms alone (scale, translate, rotate, shear, affine)."""
+    scale = np.asarray(attributes.get("scale", np.ones(3)), float)
+    translate = np.asarray(attributes.get("translate", np.zeros(3)), float)
+    rotate = np.asarray(attributes.get("rotate", np.eye(3)), float)
+    shear = attributes.get("shear")
+    linear = rotate.reshape(3, 3)
+    if shear is not None and np.size(shear) == 3:
+        sh = np.eye(3)
+        sh[np.triu_indices(3, 1)] = np.asarray(shear, float)
+        linear = linear @ sh
+    elif shear is not None:
+        linear = linear @ np.asarray(shear, float).reshape(3, 3)
+    linear = linear @ np.diag(scale)
+    offset = translate
+    affine = attributes.get("affine")
+    if affine is not None:
+        a = np.asarray(affine, float).reshape(4, 4)
+        linear, offset = a[:3, :3] @ linear, a[:3, :3] @ offset + a[:3, 3]
+    to_lps = LPS_TO_DISPLAY.T
+    columns = to_lps @ linear
+    spacing = np.linalg.norm(columns, axis=0)
+    direction = columns / spacing
+    origin = to_lps @ offset
+    return Grid(
+        tuple(int(s) for s in shape),
+        tuple(spacing.tolist()),
+        tuple(origin.tolist()),
+        tuple(direction.flatten().tolist()),
+    )
+
+
+def layer_geometry(shape: tuple[int, ...], attributes: dict) -> tuple[Grid, tuple[int, ...], tuple[bool, ...]]:
+    """The source grid of a display array of ``shape`` and the reordering that maps it there.
+
+    ``attributes`` are the layer's (``layer.as_layer_data_tuple()[1]`` or the kwargs of a layer data tuple).
+    From the metadata the reader stored when it is there (the exact source grid); otherwise (a layer napari made,
+    e.g. with its "New labels" button, which copies transforms but not metadata) from the layer's transforms, on
+    the display array's own axes.
+
+    Raises:
+        UnsupportedScanError: the array is not 3-D.
+        GridMismatchError: the metadata's grid does not fit the array.
+    """
+    if len(shape) != 3:
+        raise UnsupportedScanError(f"a {len(shape)}-D layer; medfcn reads and writes 3-D volumes")
+    meta = attributes.get("metadata") or {}
+    if "grid" in meta:
+        g = meta["grid"]
+        grid = Grid(
+            tuple(int(v) for v in g["size"]),
+            tuple(float(v) for v in g["spacing"]),
+            tuple(float(v) for v in g["origin"]),
+            tuple(float(v) for v in g["direction"]),
+        )
+        axes = tuple(int(a) for a in meta.get("display_axes", (0, 1, 2)))
+        flip = tuple(bool(f) for f in meta.get("display_flip", (False, False, False)))
+        expected = tuple(grid.size[a] for a in axes)
+        if tuple(shape) != expected:
+            name = attributes.get("name", "layer")
+            raise GridMismatchError(
+                f"{name}: data of shape {tuple(shape)} does not fit its scan's grid "
+                f"(displayed as {expected}); draw labels on a layer of the scan's shape"
+            )
+        return grid, axes, flip
+    log.info("layer %r has no medfcn grid in its metadata; using its transforms", attributes.get("name"))
+    return _transform_grid(shape, attributes), (0, 1, 2), (False, False, False)
+
+
+def layer_scan(data: np.ndarray, attributes: dict) -> Scan:
+    """The scan a layer displays: voxels back in the source's ``(X, Y, Z)`` order, on the source grid.
+
+    Raises:
+        UnsupportedScanError, GridMismatchError: see :func:`layer_geometry`.
+    """
+    data = np.asarray(data)
+    grid, axes, flip = layer_geometry(data.shape, attributes)
+    meta = attributes.get("metadata") or {}
+    return Scan(
+        array=from_display(data, axes, flip),
+        spacing=grid.spacing,
+        origin=grid.origin,
+        direction=grid.direction_matrix,
+        source=meta.get("source"),
+        case=meta.get("case") or attributes.get("name") or "scan",
+        series_uid=meta.get("series_uid"),
+    )
+
+
+def labels_to_display(labels: np.ndarray, attributes: dict) -> np.ndarray:
+    """A label map ``(X, Y, Z)`` on a layer's source grid, reordered like that layer's data."""
+    meta = attributes.get("metadata") or {}
+    axes = tuple(int(a) for a in meta.get("display_axes", (0, 1, 2))) if "grid" in meta else (0, 1, 2)
+    flip = tuple(bool(f) for f in meta.get("display_flip", (False,) * 3)) if "grid" in meta else (False,) * 3
+    return to_display(labels, axes, flip)

@@ -1,0 +1,38 @@
+"""napari writer: a Labels layer to ``.nii.gz`` on its source scan's grid, through :func:`medfcn.writer.write_labels`.
+
+The grid comes from the layer's metadata (what the reader stored: exactly the grid SimpleITK reads from the source
+file). A Labels layer drawn by hand on a scan opened with the reader works the same when it carries the scan's
+metadata; one napari made itself (its "New labels" button copies shape and transforms, not metadata) is written
+on its own axes with the physical placement of its transforms, which overlays the scan in any viewer.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ._layers import layer_scan
+
+__all__ = ["write_labels", "save_labels_layer"]
+
+
+def write_labels(path: str | os.PathLike, data: Any, attributes: dict) -> list[str]:
+    """Write one Labels layer (``data``, ``attributes`` as napari passes them) to ``path``; returns ``[path]``.
+
+    ``path`` without ``.nii``/``.nii.gz`` gets ``.nii.gz`` appended.
+
+    Raises:
+        UnsupportedScanError: the layer is not 3-D.  GridMismatchError: its data does not fit its metadata's grid.
+        OutputError: the file cannot be written.
+    """
+    from medfcn.writer import write_labels as write
+
+    scan = layer_scan(data, attributes)
+    return [str(write(scan.array, scan, Path(path)))]
+
+
+def save_labels_layer(layer, path: str | os.PathLike) -> Path:
+    """Write a napari Labels layer to ``path`` on its source grid (see :func:`write_labels`)."""
+    data, attributes, _ = layer.as_layer_data_tuple()
+    return Path(write_labels(path, data, attributes)[0])

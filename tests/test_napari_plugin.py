@@ -1,0 +1,290 @@
+"""The napari plugin's manifest, reader, writer and sample data, in a real viewer (run under ``xvfb-run -a``).
+
+Placement is checked against SimpleITK: the napari world position of a displayed voxel (``layer.data_to_world``),
+taken back to LPS, must be the physical point of a SimpleITK voxel holding the same value.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import affine_from_codes, head_labels, head_volume, oblique_affine, voxels_on, write_scan_file
+from napari import save_layers
+
+import napari_plugin
+from medfcn.reader import read_scan
+from napari_plugin._layers import LPS_TO_DISPLAY
+from napari_plugin._reader import get_reader
+
+MANIFEST = Path(napari_plugin.__file__).parent / "napari.yaml"
+
+
+NO_DISPLAY = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def gui(test):
+    """Mark a test that opens a viewer; skip it with no display (a marker, not a fixture: Qt aborts the process
+    when an application is made with no display)."""
+    skip = pytest.mark.skipif(NO_DISPLAY, reason="a napari viewer needs a display: run under xvfb-run -a")
+    return pytest.mark.gui(skip(test))
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    return make_napari_viewer()
+
+
+def world_to_lps(world) -> np.ndarray:
+    return LPS_TO_DISPLAY.T @ np.asarray(world, float)
+
+
+def sitk_image(path: Path):
+    if path.is_dir():
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(path)))
+        return reader.Execute()
+    return sitk.ReadImage(str(path))
+
+
+def assert_placed_like_sitk(layer, image, n: int = 60, seed: int = 0) -> None:
+    """Random displayed voxels sit where SimpleITK puts a voxel of the same value."""
+    array = np.transpose(sitk.GetArrayFromImage(image), (2, 1, 0))
+    rng = np.random.default_rng(seed)
+    for d in rng.integers(0, layer.data.shape, size=(n, 3)):
+        p = world_to_lps(layer.data_to_world(d))
+        idx = image.TransformPhysicalPointToContinuousIndex(tuple(p.tolist()))
+        np.testing.assert_allclose(idx, np.round(idx), atol=1e-3)
+        assert layer.data[tuple(d)] == array[tuple(int(v) for v in np.round(idx))]
+
+
+def grid(image) -> tuple:
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
+def assert_same_grid(a, b) -> None:
+    assert a.GetSize() == b.GetSize()
+    for get in ("GetSpacing", "GetOrigin", "GetDirection"):
+        np.testing.assert_allclose(getattr(a, get)(), getattr(b, get)(), atol=1e-5, err_msg=get)
+
+
+# -- manifest ------------------------------------------------------------------------------------------------------
+def test_manifest_validates_and_every_python_name_imports():
+    from npe2 import PluginManager, PluginManifest
+
+    manifest = PluginManifest.from_file(MANIFEST)
+    assert manifest.name == "medfcn" == importlib.metadata.metadata("medfcn")["Name"]
+    manifest.validate_imports()
+    for command in manifest.contributions.commands:
+        module, _, attr = command.python_name.partition(":")
+        assert callable(getattr(importlib.import_module(module), attr)), command.python_name
+    pm = PluginManager()
+    pm.discover(include_npe1=False)
+    assert pm.get_manifest("medfcn").name == "medfcn"  # found through the napari.manifest entry point
+    assert [s.display_name for s in manifest.contributions.sample_data] == ["Brain MRI (Colin27)"]
+
+
+# -- reader --------------------------------------------------------------------------------------------------------
+def test_reader_declines_what_it_does_not_read(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text_only").mkdir()
+    (tmp_path / "text_only" / "a.txt").write_text("x")
+    for path in ("notes.txt", "empty", "text_only", "missing.nii.gz"):
+        assert get_reader(str(tmp_path / path)) is None
+    assert get_reader(12345) is None  # not a path at all: declined, not raised
+    assert get_reader([str(tmp_path / "notes.txt"), str(tmp_path / "empty")]) is None
+
+
+@gui
+def test_reader_nifti_ras_is_shown_radiologically(viewer, tmp_path):
+    """Hand-worked: a RAS-stored scan (i to the right, j forward, k up) is shown as (k reversed, j reversed,
+    i reversed): slices from the top of the head down, anterior at the top, the patient's right on the left."""
+    array = head_volume()
+    path = write_scan_file(tmp_path / "t1.nii.gz", array, affine_from_codes("RAS", spacing=(1.0, 1.2, 1.5)))
+    (layer,) = viewer.open(str(path), plugin="medfcn")
+    assert layer.name == "t1" and layer._type_string == "image"
+    np.testing.assert_array_equal(layer.data, np.transpose(array, (2, 1, 0))[::-1, ::-1, ::-1])
+    np.testing.assert_allclose(layer.scale, (1.5, 1.2, 1.0))
+    np.testing.assert_allclose(layer.rotate, np.eye(3))
+    assert layer.metadata["source"] == str(path) and layer.metadata["case"] == "t1"
+    assert layer.metadata["grid"]["size"] == [33, 37, 34]
+    assert_placed_like_sitk(layer, sitk.ReadImage(str(path)))
+
+
+@gui
+@pytest.mark.parametrize("name,codes", [("ct.nrrd", "LSA"), ("a.mha", "PIR")])
+def test_reader_sitk_formats_shape_scale_placement(viewer, tmp_path, name, codes):
+    spacing = (1.0, 1.2, 1.5)
+    path = write_scan_file(tmp_path / name, head_volume(), affine_from_codes(codes, spacing=spacing))
+    (layer,) = viewer.open(str(path), plugin="medfcn")
+    # LSA: display (I, P, L) = (j reversed, k reversed, i); PIR: (j, i, k reversed)
+    axes = {"LSA": (1, 2, 0), "PIR": (1, 0, 2)}[codes]
+    assert layer.data.shape == tuple(head_volume().shape[a] for a in axes)
+    np.testing.assert_allclose(layer.scale, [spacing[a] for a in axes])
+    assert_placed_like_sitk(layer, sitk.ReadImage(str(path)))
+
+
+@gui
+def test_reader_oblique_scan_keeps_its_rotation(viewer, tmp_path):
+    path = write_scan_file(tmp_path / "obl.nii.gz", head_volume(), oblique_affine())
+    (layer,) = viewer.open(str(path), plugin="medfcn")
+    assert not np.allclose(layer.rotate, np.eye(3))
+    assert_placed_like_sitk(layer, sitk.ReadImage(str(path)))
+
+
+@gui
+def test_reader_dicom_folder(viewer, tmp_path):
+    from conftest import shuffled_names
+
+    spacing = (0.9, 0.9, 2.0)
+    folder = write_scan_file(
+        tmp_path / "series", head_volume(), affine_from_codes("LPS", spacing=spacing), names=shuffled_names(34)
+    )
+    (layer,) = viewer.open(str(folder), plugin="medfcn")
+    assert layer.name == "series" and layer.data.shape == (34, 37, 33)
+    np.testing.assert_allclose(layer.scale, (2.0, 0.9, 0.9))
+    assert layer.metadata["series_uid"]
+    assert_placed_like_sitk(layer, sitk_image(folder))
+
+
+@gui
+def test_reader_folder_with_two_series_gives_two_layers(viewer, tmp_path):
+    from conftest import write_dicom_pydicom
+
+    folder = tmp_path / "study"
+    aff = affine_from_codes("LPS", spacing=(1.0, 1.0, 2.0))
+    write_dicom_pydicom(folder, head_volume(), aff, series_number=1, names=[f"a{k:03d}.dcm" for k in range(34)])
+    small = head_volume((20, 24, 10), seed=3)
+    write_dicom_pydicom(folder, small, aff, series_number=2, names=[f"b{k:03d}.dcm" for k in range(10)])
+    (folder / "README.txt").write_text("not DICOM")
+    assert get_reader(str(folder)) is not None
+    layers = viewer.open(str(folder), plugin="medfcn")
+    assert [la.name for la in layers] == ["study_1", "study_2"]
+    assert layers[0].data.shape == (34, 37, 33) and layers[1].data.shape == (10, 24, 20)
+    assert layers[0].metadata["series_uid"] != layers[1].metadata["series_uid"]
+
+
+@gui
+def test_reader_opens_a_label_map_as_labels(viewer, tmp_path):
+    path = write_scan_file(tmp_path / "ref.nii.gz", head_labels(), affine_from_codes("LSA"))
+    (layer,) = viewer.open(str(path), plugin="medfcn")
+    assert layer._type_string == "labels"
+    assert set(np.unique(layer.data)) == {0, 1, 2}
+
+
+@gui
+def test_reader_error_names_the_file(viewer, tmp_path):
+    from medfcn.errors import ScanReadError
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not a scan")
+    assert get_reader(str(bad)) is not None  # ours by its name: reading it says what is wrong
+    with pytest.raises(Exception, match="bad.nii.gz") as info:
+        viewer.open(str(bad), plugin="medfcn")
+    assert isinstance(info.value, ScanReadError) or isinstance(info.value.__cause__, ScanReadError)
+
+
+# -- writer --------------------------------------------------------------------------------------------------------
+@gui
+@pytest.mark.parametrize("codes", ["LSA", "oblique"])
+def test_writer_hand_drawn_labels_overlay_the_source_grid(viewer, tmp_path, codes):
+    aff = oblique_affine() if codes == "oblique" else affine_from_codes("LSA", spacing=(0.8, 1.1, 1.6))
+    source = write_scan_file(tmp_path / "scan.nii.gz", head_volume(), aff)
+    (image,) = viewer.open(str(source), plugin="medfcn")
+    drawn = viewer.add_labels(
+        np.zeros(image.data.shape, np.uint8),
+        name="drawn",
+        scale=image.scale,
+        translate=image.translate,
+        rotate=image.rotate,
+        metadata=image.metadata,
+    )
+    drawn.brush_size = 1
+    painted = [(3, 4, 5), (10, 20, 7), (image.data.shape[0] - 1, 0, image.data.shape[2] - 1)]
+    for d in painted:
+        drawn.paint(d, 2)
+    assert np.count_nonzero(drawn.data) == len(painted)
+    out = tmp_path / "drawn.nii.gz"
+    save_layers(str(out), [drawn], plugin="medfcn")
+    written, src = sitk.ReadImage(str(out)), sitk.ReadImage(str(source))
+    assert_same_grid(written, src)
+    assert written.GetPixelID() == sitk.sitkUInt8
+    labels = np.transpose(sitk.GetArrayFromImage(written), (2, 1, 0))
+    assert np.count_nonzero(labels) == len(painted)
+    for d in painted:  # each painted voxel lands on the source voxel at the same physical point
+        idx = written.TransformPhysicalPointToIndex(tuple(world_to_lps(drawn.data_to_world(d)).tolist()))
+        assert labels[idx] == 2
+        assert np.transpose(sitk.GetArrayFromImage(src), (2, 1, 0))[idx] == image.data[d]
+
+
+@gui
+@pytest.mark.parametrize("codes", ["LSA", "oblique"])
+def test_writer_without_metadata_writes_the_same_physical_grid(viewer, tmp_path, codes):
+    """A Labels layer napari makes itself ("New labels": transforms, no metadata) still overlays the scan."""
+    aff = oblique_affine() if codes == "oblique" else affine_from_codes("LSA")
+    source = write_scan_file(tmp_path / "scan.nii.gz", head_volume(), aff)
+    (image,) = viewer.open(str(source), plugin="medfcn")
+    viewer.layers.selection.active = image
+    viewer._new_labels()
+    drawn = viewer.layers[-1]
+    assert not drawn.metadata and drawn.data.shape == image.data.shape
+    drawn.data[5:9, 10:20, 3:30] = 1
+    out = tmp_path / "new.nii.gz"
+    save_layers(str(out), [drawn], plugin="medfcn")
+    scan = read_scan(source)
+    on_source = voxels_on(sitk.ReadImage(str(out)), scan)  # asserts the same physical grid, any axis order
+    expected = np.zeros(image.data.shape, np.uint8)
+    expected[5:9, 10:20, 3:30] = 1
+    from napari_plugin._layers import from_display
+
+    np.testing.assert_array_equal(
+        on_source, from_display(expected, image.metadata["display_axes"], image.metadata["display_flip"])
+    )
+
+
+def test_writer_refuses_a_layer_that_does_not_fit_its_grid(tmp_path):
+    from medfcn.errors import GridMismatchError
+    from napari_plugin._writer import write_labels
+
+    meta = {
+        "grid": {
+            "size": [4, 5, 6],
+            "spacing": [1, 1, 1],
+            "origin": [0, 0, 0],
+            "direction": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+        },
+        "display_axes": [2, 1, 0],
+        "display_flip": [False, False, False],
+    }
+    with pytest.raises(GridMismatchError, match="does not fit"):
+        write_labels(tmp_path / "x.nii.gz", np.zeros((4, 5, 6), np.uint8), {"name": "x", "metadata": meta})
+    assert write_labels(tmp_path / "y", np.zeros((6, 5, 4), np.uint8), {"metadata": meta}) == [
+        str(tmp_path / "y.nii.gz")
+    ]
+
+
+# -- sample data ---------------------------------------------------------------------------------------------------
+@gui
+def test_sample_opens_t1_and_brain_mask(viewer):
+    layers = viewer.open_sample("medfcn", "colin27")
+    assert [la._type_string for la in layers] == ["image", "labels"]
+    t1, mask = layers
+    assert t1.data.shape == mask.data.shape == (181, 217, 181)
+    np.testing.assert_allclose(t1.scale, (1.0, 1.0, 1.0))
+    assert set(np.unique(mask.data)) == {0, 1}
+    image = sitk.ReadImage(str(Path(t1.metadata["source"])))
+    assert Path(t1.metadata["source"]).name == "colin27.nii.gz"
+    assert_placed_like_sitk(t1, image, n=20)
+    # anatomy as a radiologist expects: the brain's front (anterior, low axis-1 index) is at the top of an axial
+    # slice, and the mask's first slices (axis 0) are the top of the head (superior)
+    zs = np.nonzero(mask.data.any(axis=(1, 2)))[0]
+    top = world_to_lps(t1.data_to_world((zs[0], 0, 0)))[2]
+    bottom = world_to_lps(t1.data_to_world((zs[-1], 0, 0)))[2]
+    assert top > bottom  # LPS z is superior

@@ -45,7 +45,9 @@ def slices_per_second(model_path: Path, n: int = 64) -> float:
 def train(config: str, out: Path, epochs: int, steps: int, seed: int) -> tuple[Path, float]:
     model = out / f"{config.replace(':', '_')}.safetensors"
     args = [
-        "medfcn",
+        sys.executable,
+        "-m",
+        "medfcn.cli",
         "train",
         "--images",
         "sample_data/images",

@@ -8,17 +8,19 @@ a working folder. Each pipeline runs in its own process, so its peak resident me
     medfcn-cli     ``medfcn segment IMAGE -o OUT --device cpu`` (a real process of the CLI)
     medfcn-stages  the same function path (read_scan -> Segmenter.segment -> write_labels), timed stage by stage:
                    read, into the model's frame, normalise, inference, post-processing, back onto the scan's
-                   grid, write (the stages mirror ``Segmenter.segment``, whose own time is printed beside them)
+                   grid, write (the stages mirror ``Segmenter.segment``; the labels are checked against the CLI's)
     monai          LoadImage, ScaleIntensity, SliceInferer over axial slices (the whole slice as the ROI) with
                    MONAI's default 2-D BasicUNet, argmax, nibabel save
     engine         ``SliceEngine.iter_probabilities`` against the network's forward pass on prebuilt batches
                    (batch-norm folded and channels-last, as the engine runs it; and as stored), on the model
                    frame's slices along the model's slice axes, and on the 0.5 mm axial slices; best of 3
 
-Dice against the resampled reference mask is printed for both outputs. The default BasicUNet is untrained: its
-Dice means nothing until ``--monai-weights`` gives trained weights (a state dict of
-``BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)``, or a medfcn model file of architecture
-``basicunet`` with context 0, whose frame -- orientation, spacing, normalisation -- the MONAI pipeline then uses).
+Dice against the resampled reference mask is printed for every output. The default BasicUNet is untrained: its
+Dice means nothing until ``--monai-weights`` gives trained weights: a state dict of
+``BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)``; a medfcn model file of architecture ``basicunet``
+with context 0 (the MONAI pipeline then works in its frame: orientation and spacing); or one with context > 0
+(``medfcn train --architecture basicunet``), which single slices cannot feed: it then runs through medfcn's
+pipeline (row ``basicunet-in-medfcn``, for Dice) and the plain pipeline is timed untrained.
 
 Run: ``python benchmarks/bench_segment.py [--model M] [--monai-weights W] [--workdir DIR] [--skip-monai]``.
 Targets (issue 3, 2-core CPU): medfcn >= 5x faster than MONAI at <= 0.5x its peak memory; engine within 15% of
@@ -69,7 +71,7 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
 # -- children: each runs in its own process and writes a JSON result ----------------------------------------------
 
 
-def _child_medfcn_stages(image: str, output: str, model: str | None) -> dict:
+def _child_medfcn_stages(image: str, output: str, model: str | None, compare: str | None = None) -> dict:
     import torch
 
     from medfcn.frame import normalise_intensity, probabilities_to_labels, to_model_frame
@@ -104,14 +106,15 @@ def _child_medfcn_stages(image: str, output: str, model: str | None) -> dict:
     lap("back onto scan grid")
     write_labels(labels, scan, output)
     lap("write")
-    t0 = time.perf_counter()
-    again = segmenter.segment(scan)
-    whole = time.perf_counter() - t0
+    same = None
+    if compare:  # the CLI's output: the stages must give what `medfcn segment` gave
+        import nibabel as nib
+
+        same = bool(np.array_equal(np.asarray(nib.load(compare).dataobj), labels))
     slices = sum(frame.volume.shape[a] for a in card.slice_axes)
     return {
         "stages": times,
-        "segment_call": whole,
-        "same_labels": bool(np.array_equal(again, labels)),
+        "same_labels": same,
         "frame_shape": list(frame.volume.shape),
         "scan_shape": list(scan.shape),
         "slices": slices,
@@ -119,34 +122,41 @@ def _child_medfcn_stages(image: str, output: str, model: str | None) -> dict:
     }
 
 
+def medfcn_card(path: str | None):
+    """The model card of ``path`` if it is a medfcn model file, else ``None``."""
+    if not path or not path.endswith(".safetensors"):
+        return None
+    from safetensors import safe_open
+
+    with safe_open(path, "pt") as f:
+        if (f.metadata() or {}).get("format") != "medfcn":
+            return None
+    from medfcn.checkpoint import load_model
+
+    return load_model(path).card
+
+
 def _monai_network(weights: str | None):
-    """MONAI's default 2-D BasicUNet and the frame it expects (None: the scan's own grid) from ``weights``."""
+    """MONAI's default 2-D BasicUNet and the medfcn card whose frame it expects (None: the scan's own grid)."""
     import torch
     from monai.networks.nets import BasicUNet
 
     net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)
-    card = None
-    if weights:
-        from safetensors import safe_open
+    card = medfcn_card(weights)
+    if card is not None:
+        from medfcn.checkpoint import load_model
 
+        if card.architecture != "basicunet" or card.context != 0:
+            raise SystemExit(f"{weights}: the plain MONAI pipeline feeds single slices: needs basicunet, context 0")
+        net = load_model(weights).network.unet
+    elif weights:
         if weights.endswith(".safetensors"):
-            with safe_open(weights, "pt") as f:
-                meta = f.metadata() or {}
-            if meta.get("format") == "medfcn":
-                from medfcn.checkpoint import load_model
+            from safetensors.torch import load_file
 
-                model = load_model(weights)
-                card = model.card
-                if card.architecture != "basicunet" or card.context != 0:
-                    raise SystemExit(f"{weights}: the plain MONAI pipeline needs a basicunet model with context 0")
-                net = model.network.unet
-            else:
-                from safetensors.torch import load_file
-
-                net.load_state_dict({k.removeprefix("unet."): v for k, v in load_file(weights).items()})
+            state = load_file(weights)
         else:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-            net.load_state_dict({k.removeprefix("unet."): v for k, v in state.items()})
+        net.load_state_dict({k.removeprefix("unet."): v for k, v in state.items()})
     return net.eval(), card
 
 
@@ -175,20 +185,51 @@ def _child_monai(image: str, output: str, weights: str | None, batch: int) -> di
     return {"seconds": time.perf_counter() - t0, "slices": int(img.shape[-1]), "slice_hw": list(img.shape[1:3])}
 
 
-def _time_best(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+def _engine_vs_forward(engine, raw, volume: np.ndarray, axes: tuple[int, ...], context: int, repeat: int) -> dict:
+    """Best-of-``repeat`` seconds of the engine and of bare forward passes over the same batches of slices."""
+    import torch
+
+    from medfcn.engine import slice_stack
+
+    t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+    bs = engine.batch_size
+    batches = [
+        slice_stack(t, s, min(s + bs, t.shape[a]), axis=a, context=context)
+        for a in axes
+        for s in range(0, t.shape[a], bs)
+    ]
+    channels_last = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+
+    def run_engine() -> None:
+        for a in axes:
+            for _ in engine.iter_probabilities(t, axis=a, context=context):
+                pass
+
+    def forward(net, xs) -> None:
+        with torch.inference_mode():
+            for x in xs:
+                net(x)
+
+    runs = {
+        "engine": run_engine,
+        "forward (folded, channels-last)": lambda: forward(engine.model, channels_last),
+        "forward (as stored)": lambda: forward(raw, batches),
+    }
+    run_engine()  # warm-up
+    best = dict.fromkeys(runs, float("inf"))
+    for _ in range(repeat):  # interleaved, so a busy neighbour slows all three alike
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {"slices": sum(b.shape[0] for b in batches), **best}
 
 
 def _child_engine(image: str, model: str | None, repeat: int) -> dict:
     import torch
 
     from medfcn.checkpoint import load_model
-    from medfcn.engine import SliceEngine, slice_stack
+    from medfcn.engine import SliceEngine
     from medfcn.frame import normalise_intensity, to_model_frame
     from medfcn.reader import read_scan
 
@@ -203,34 +244,7 @@ def _child_engine(image: str, model: str | None, repeat: int) -> dict:
         f"model frame {tuple(frame_vol.shape)}, axes {list(card.slice_axes)}": (frame_vol, tuple(card.slice_axes)),
         f"native 0.5 mm, axial {tuple(native.shape[:2])}": (native, (2,)),
     }
-    out = {}
-    for name, (vol, axes) in cases.items():
-        t = torch.from_numpy(np.ascontiguousarray(vol, dtype=np.float32))
-        batches = [
-            slice_stack(t, s, min(s + engine.batch_size, t.shape[a]), axis=a, context=card.context)
-            for a in axes
-            for s in range(0, t.shape[a], engine.batch_size)
-        ]
-        cl = [b.contiguous(memory_format=torch.channels_last) for b in batches]
-        slices = sum(b.shape[0] for b in batches)
-
-        def run_engine() -> None:
-            for a in axes:
-                for _ in engine.iter_probabilities(t, axis=a, context=card.context):
-                    pass
-
-        def forward(net, xs) -> None:
-            with torch.inference_mode():
-                for x in xs:
-                    net(x)
-
-        run_engine()  # warm-up
-        timings = {"engine": [], "forward (folded, channels-last)": [], "forward (as stored)": []}
-        for _ in range(repeat):  # interleaved, so a busy neighbour slows all three alike
-            timings["engine"].append(_time_best(run_engine, 1))
-            timings["forward (folded, channels-last)"].append(_time_best(lambda: forward(engine.model, cl), 1))
-            timings["forward (as stored)"].append(_time_best(lambda: forward(raw, batches), 1))
-        out[name] = {"slices": slices, **{k: min(v) for k, v in timings.items()}}
+    out = {name: _engine_vs_forward(engine, raw, v, axes, card.context, repeat) for name, (v, axes) in cases.items()}
     return {"cases": out, "threads": torch.get_num_threads()}
 
 
@@ -238,7 +252,8 @@ def _child_engine(image: str, model: str | None, repeat: int) -> dict:
 
 
 def run_child(argv: list[str], result_path: Path | None) -> dict:
-    """Run ``argv`` as a process; its wall time, peak RSS (MB) and, if it wrote one, its JSON result."""
+    """Run ``argv`` as a process: its wall and CPU seconds, peak RSS (MB), the 1-minute load average when it
+    ended (other work on the machine inflates wall time, much less CPU time) and, if it wrote one, its result."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -247,7 +262,8 @@ def run_child(argv: list[str], result_path: Path | None) -> dict:
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{log[-3000:]}")
     result = json.loads(result_path.read_text()) if result_path is not None and result_path.exists() else {}
-    return {"wall": wall, "peak_mb": usage.ru_maxrss / 1024, **result}
+    cpu = usage.ru_utime + usage.ru_stime
+    return {"wall": wall, "cpu": cpu, "peak_mb": usage.ru_maxrss / 1024, "load": os.getloadavg()[0], **result}
 
 
 def dice(pred_path: Path, ref_path: Path) -> float:
@@ -284,8 +300,19 @@ def main() -> None:
     print(f"scan {image} ({os.path.getsize(image) / 1e6:.1f} MB); load average {os.getloadavg()[0]:.1f}")
 
     cli_out = workdir / "medfcn_cli"
-    cli = [sys.executable, "-c", "import sys; from medfcn.cli import main; sys.exit(main())", "segment", str(image),
-           "-o", str(cli_out), "--device", "cpu", "--overwrite", "--quiet"]
+    cli = [
+        sys.executable,
+        "-c",
+        "import sys; from medfcn.cli import main; sys.exit(main())",
+        "segment",
+        str(image),
+        "-o",
+        str(cli_out),
+        "--device",
+        "cpu",
+        "--overwrite",
+        "--quiet",
+    ]
     if args.model:
         cli += ["--model", args.model]
     rows = {"medfcn-cli": run_child(cli, None)}
@@ -294,13 +321,24 @@ def main() -> None:
 
     stages_json = workdir / "stages.json"
     params = {"image": str(image), "output": str(workdir / "medfcn_stages.nii.gz"), "model": args.model}
+    params["compare"] = str(cli_labels)
     rows["medfcn-stages"] = run_child([*me, "stages", str(stages_json), json.dumps(params)], stages_json)
     slices = rows["medfcn-stages"]["slices"]
 
+    baseline = medfcn_card(args.monai_weights)
+    plain_weights = args.monai_weights
+    if baseline is not None and baseline.context != 0:
+        # A BasicUNet trained by `medfcn train --architecture basicunet` on stacked neighbours: the plain pipeline
+        # cannot feed it, so its Dice comes from medfcn's pipeline and the plain pipeline is timed untrained.
+        out_json = workdir / "basicunet.json"
+        params = {"image": str(image), "output": str(workdir / "basicunet_labels.nii.gz"), "model": args.monai_weights}
+        rows["basicunet-in-medfcn"] = run_child([*me, "stages", str(out_json), json.dumps(params)], out_json)
+        rows["basicunet-in-medfcn"]["dice"] = dice(workdir / "basicunet_labels.nii.gz", ref)
+        plain_weights = None
+
     if not args.skip_monai:
         monai_json, monai_out = workdir / "monai.json", workdir / "monai_labels.nii.gz"
-        params = {"image": str(image), "output": str(monai_out), "weights": args.monai_weights,
-                  "batch": args.monai_batch}
+        params = {"image": str(image), "output": str(monai_out), "weights": plain_weights, "batch": args.monai_batch}
         rows["monai"] = run_child([*me, "monai", str(monai_json), json.dumps(params)], monai_json)
         rows["monai"]["dice"] = dice(monai_out, ref)
 
@@ -308,27 +346,43 @@ def main() -> None:
     params = {"image": str(image), "model": args.model, "repeat": args.repeat}
     engine = run_child([*me, "engine", str(engine_json), json.dumps(params)], engine_json)
 
-    print(f"\n== end to end on {rows['medfcn-stages']['scan_shape']} at {SPACING} mm (CPU, "
-          f"{rows['medfcn-stages']['threads']} threads; load average now {os.getloadavg()[0]:.1f})")
-    print(f"{'pipeline':<14} {'seconds':>8} {'slices':>7} {'slices/s':>9} {'peak RSS MB':>12} {'Dice':>7}")
+    print(
+        f"\n== end to end on {rows['medfcn-stages']['scan_shape']} at {SPACING} mm (CPU, "
+        f"{rows['medfcn-stages']['threads']} threads; load average now {os.getloadavg()[0]:.1f})"
+    )
+    print(
+        f"{'pipeline':<20} {'seconds':>8} {'CPU s':>7} {'slices':>7} {'slices/s':>9} {'peak RSS MB':>12} "
+        f"{'Dice':>7} {'load':>5}"
+    )
     counts = {"medfcn-cli": slices, "medfcn-stages": slices}
+    if "basicunet-in-medfcn" in rows:
+        counts["basicunet-in-medfcn"] = rows["basicunet-in-medfcn"]["slices"]
     if "monai" in rows:
         counts["monai"] = rows["monai"]["slices"]
     for name, row in rows.items():
         d = f"{row['dice']:.4f}" if "dice" in row else "-"
-        print(f"{name:<14} {row['wall']:>8.1f} {counts[name]:>7} {counts[name] / row['wall']:>9.1f} "
-              f"{row['peak_mb']:>12.0f} {d:>7}")
+        print(
+            f"{name:<20} {row['wall']:>8.1f} {row['cpu']:>7.1f} {counts[name]:>7} {counts[name] / row['wall']:>9.1f} "
+            f"{row['peak_mb']:>12.0f} {d:>7} {row['load']:>5.1f}"
+        )
     st = rows["medfcn-stages"]
     print("\nmedfcn stages (s): " + ", ".join(f"{k} {v:.2f}" for k, v in st["stages"].items()))
-    print(f"  Segmenter.segment alone {st['segment_call']:.2f} s (same labels as the stages: {st['same_labels']}); "
-          f"model frame {st['frame_shape']}, {slices} slices over the model's axes")
+    print(
+        f"  labels equal to the CLI's: {st['same_labels']}; model frame {st['frame_shape']}, {slices} slices over "
+        "the model's axes"
+    )
     if "monai" in rows:
         m, c = rows["monai"], rows["medfcn-cli"]
-        print(f"\nmedfcn vs MONAI: {m['wall'] / c['wall']:.1f}x faster (target >= 5), "
-              f"{c['peak_mb'] / m['peak_mb']:.2f}x the peak memory (target <= 0.5); MONAI inference alone "
-              f"{m['seconds']:.1f} s for {m['slices']} slices of {m['slice_hw']}")
-        if not args.monai_weights:
-            print("  (MONAI's BasicUNet is untrained here: its Dice is meaningless; pass --monai-weights)")
+        print(
+            f"\nmedfcn vs MONAI: {m['wall'] / c['wall']:.1f}x faster (CPU {m['cpu'] / c['cpu']:.1f}x; target >= 5),"
+            f" {c['peak_mb'] / m['peak_mb']:.2f}x the peak memory (target <= 0.5); MONAI inference alone "
+            f"{m['seconds']:.1f} s for {m['slices']} slices of {m['slice_hw']}"
+        )
+        if not plain_weights:
+            print(
+                "  (MONAI's BasicUNet is untrained here: its Dice is meaningless; the trained baseline's Dice is "
+                "the basicunet-in-medfcn row when --monai-weights gives one)"
+            )
 
     print("\n== engine vs bare forward pass (best of", args.repeat, "interleaved runs, batch 16)")
     for name, case in engine["cases"].items():
@@ -337,8 +391,10 @@ def main() -> None:
         print(f"{name}: {n} slices")
         for key in ("engine", "forward (folded, channels-last)", "forward (as stored)"):
             print(f"  {key:<34} {case[key]:>7.2f} s {n / case[key]:>8.1f} slices/s")
-        print(f"  engine / forward (folded) = {case['engine'] / folded:.3f} (target <= 1.15); "
-              f"engine / forward (as stored) = {case['engine'] / case['forward (as stored)']:.3f}")
+        print(
+            f"  engine / forward (folded) = {case['engine'] / folded:.3f} (target <= 1.15); "
+            f"engine / forward (as stored) = {case['engine'] / case['forward (as stored)']:.3f}"
+        )
     print(f"\noutputs in {workdir}")
 
 

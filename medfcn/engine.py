@@ -21,6 +21,7 @@ from enum import StrEnum
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from medfcn.errors import CancelledError, MedfcnError, ModelError, UnsupportedScanError
@@ -90,28 +91,45 @@ def select_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device(kind.value)
 
 
-def slice_stack(volume: torch.Tensor, start: int, stop: int, *, axis: int = 2, context: int = 1) -> torch.Tensor:
+def slice_stack(
+    volume: torch.Tensor,
+    start: int,
+    stop: int,
+    *,
+    axis: int = 2,
+    context: int = 1,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
     """Slices ``start..stop-1`` along ``axis`` of a 3-D ``volume``, each with its neighbours, as a float32 batch.
 
     Returns (B, 2 * context + 1, H, W) with B = stop - start, where (H, W) are the two other axes in order;
     channel ``k`` of item ``b`` is slice ``start + b - context + k`` clamped to the volume (replicate padding).
-    The same stacking must be used in training and inference.
+    The same stacking must be used in training and inference. ``memory_format``: the layout of the result
+    (``torch.channels_last`` for a channels-last network); the voxels are copied once, into it.
     """
-    depth = volume.shape[axis]
-    offsets = torch.arange(-context, context + 1)
-    index = (torch.arange(start, stop)[:, None] + offsets[None, :]).clamp_(0, depth - 1)
-    x = torch.index_select(volume, axis, index.reshape(-1)).movedim(axis, 0)  # (B * K, H, W), a strided view
-    return x.reshape(stop - start, 2 * context + 1, *x.shape[1:]).to(torch.float32)
+    depth, k = volume.shape[axis], 2 * context + 1
+    if start - context >= 0 and stop + context <= depth:  # no padding: overlapping windows, a view
+        windows = volume.narrow(axis, start - context, stop - start + 2 * context).unfold(axis, k, 1)
+    else:
+        index = (torch.arange(start, stop)[:, None] + torch.arange(-context, context + 1)[None, :]).clamp_(0, depth - 1)
+        windows = torch.index_select(volume, axis, index.reshape(-1)).unflatten(axis, (stop - start, k))
+        windows = windows.movedim(axis + 1, -1)
+    # windows: the volume's axes with ``axis`` holding B, then K last -> (B, K, H, W)
+    view = windows.movedim(axis, 0).movedim(-1, 1)
+    out = torch.empty(view.shape, dtype=torch.float32, device=volume.device, memory_format=memory_format)
+    return out.copy_(view)
 
 
-def tile_starts(size: int, window: int, overlap: float) -> list[int]:
+def tile_starts(size: int, window: int, overlap: float, align: int = 1) -> list[int]:
     """Start offsets of windows of ``window`` along an axis of ``size`` with fractional ``overlap``.
 
     One window at 0 when ``window >= size``; otherwise evenly stepped windows, the last one flush with the end.
+    Steps are multiples of ``align`` (at least one ``align``), so with ``size`` and ``window`` multiples of it too,
+    every start is: each tile then meets the network's pooling grid exactly as the whole slice does.
     """
     if window >= size:
         return [0]
-    step = max(1, int(window * (1.0 - overlap)))
+    step = max(align, int(window * (1.0 - overlap)) // align * align)
     starts = list(range(0, size - window + 1, step))
     if starts[-1] != size - window:
         starts.append(size - window)
@@ -172,6 +190,7 @@ class SliceEngine:
         self.amp = self.device.type in ("cuda", "mps") if amp is None else bool(amp)
         self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         self.in_channels: int | None = getattr(network, "in_channels", None)
+        self.stride = int(getattr(network, "stride", 1))
         model = fold_batchnorm(network).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
         log.debug(
@@ -185,38 +204,53 @@ class SliceEngine:
 
     # -- one batch -------------------------------------------------------------------------------------------
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _softmax(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, K, h, w) input on the device -> (B, C, h, w) float32 probabilities, flip-averaged with TTA."""
+        """(B, K, h, w) input on the device -> (B, C, h, w) float32 probabilities, flip-averaged with TTA.
+
+        The network runs in inference mode; its softmax is a plain tensor that callers may modify in place.
+        """
         flips = TTA_FLIPS if self.tta else ((),)
         total = None
         for dims in flips:
             xi = x.flip(dims) if dims else x
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
                 logits = self.model(xi.contiguous(memory_format=torch.channels_last))
             p = torch.softmax(logits.float(), dim=1)
             p = p.flip(dims) if dims else p
             total = p if total is None else total.add_(p)
         return total if len(flips) == 1 else total.mul_(1.0 / len(flips))
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _blend(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, K, H, W) -> (B, C, H, W) probabilities; Gaussian-blended over tiles where a slice exceeds the window."""
+        """(B, K, H, W) -> (B, C, H, W) probabilities; Gaussian-blended over tiles where a slice exceeds the window.
+
+        Tiled slices are first padded to the network's stride exactly as the network pads a whole slice, and tiles
+        are multiples of the stride placed at multiples of it, so every tile sees the pooling grid of the untiled
+        pass: tiling changes a result only through the context a tile lacks at its (down-weighted) borders.
+        """
         h, w = x.shape[-2:]
         if self.window is None or (h <= self.window[0] and w <= self.window[1]):
             return self._softmax(x)
-        th, tw = min(self.window[0], h), min(self.window[1], w)
+        s = self.stride
+        ph, pw = (-h) % s, (-w) % s
+        if ph or pw:
+            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        hp, wp = x.shape[-2:]
+        th, tw = (min(max(s, win // s * s), n) for win, n in zip(self.window, (hp, wp), strict=True))
         g = gaussian_weights((th, tw)).to(self.device)
-        tiles = [(y, z) for y in tile_starts(h, th, self.overlap) for z in tile_starts(w, tw, self.overlap)]
+        ys, zs = tile_starts(hp, th, self.overlap, s), tile_starts(wp, tw, self.overlap, s)
         acc = weight = None
-        for y, z in tiles:
-            p = self._softmax(x[:, :, y : y + th, z : z + tw])
-            if acc is None:
-                acc = torch.zeros((*p.shape[:2], h, w), device=self.device)
-                weight = torch.zeros((h, w), device=self.device)
-            acc[:, :, y : y + th, z : z + tw].addcmul_(p, g)
-            weight[y : y + th, z : z + tw] += g
-        return acc.div_(weight)
+        for y in ys:
+            for z in zs:
+                p = self._softmax(x[:, :, y : y + th, z : z + tw])
+                if acc is None:
+                    acc = torch.zeros((*p.shape[:2], hp, wp), device=self.device)
+                    weight = torch.zeros((hp, wp), device=self.device)
+                acc[:, :, y : y + th, z : z + tw].addcmul_(p, g)
+                weight[y : y + th, z : z + tw] += g
+        acc.div_(weight)
+        return acc[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
 
     # -- volumes ---------------------------------------------------------------------------------------------
 
@@ -250,7 +284,8 @@ class SliceEngine:
             if cancel is not None and cancel():
                 raise CancelledError(f"inference cancelled after {start} of {depth} slices")
             stop = min(start + self.batch_size, depth)
-            x = slice_stack(vol, start, stop, axis=axis, context=context)
+            with torch.no_grad():
+                x = slice_stack(vol, start, stop, axis=axis, context=context, memory_format=torch.channels_last)
             yield start, self._blend(x.to(self.device, non_blocking=True))
             if progress is not None:
                 progress(stop / depth)
@@ -272,7 +307,7 @@ class SliceEngine:
         """
         vol, context = self._check(volume, axis, context)
         for start, probs in self._batches(vol, axis, context, progress, cancel):
-            yield start, probs.to("cpu").clone()  # a plain (not inference-mode) tensor the caller may modify
+            yield start, probs.to("cpu")
 
     def predict(
         self,
@@ -296,9 +331,9 @@ class SliceEngine:
         for start, probs in self._batches(vol, axis, context, progress, cancel):
             if probs.shape[1] > 256:
                 raise ModelError(f"the network has {probs.shape[1]} classes; uint8 labels hold at most 256")
-            if sink is not None:
-                sink(start, probs.to("cpu").clone())
             out[start : start + probs.shape[0]] = probs.argmax(dim=1).to(torch.uint8).cpu()
+            if sink is not None:  # after the argmax: the sink may modify the probabilities in place
+                sink(start, probs.to("cpu"))
         return labels
 
 

@@ -1,0 +1,359 @@
+"""Batch segmentation of many scans: resumable, fault-isolated, and optionally spread over a Dask cluster.
+
+:func:`run_batch` finds the cases in its inputs (:func:`medfcn.discovery.find_cases`), segments each with one
+model loaded once, writes ``OUT/<case>.nii.gz`` atomically, and keeps ``OUT/manifest.json`` up to date.
+
+- **Local** (``workers=0``, no scheduler): the next case is read in a background thread while the current one is
+  segmented, and each label map is written in another thread while the next case is segmented, so reading and
+  writing hide behind inference.
+- **Distributed** (``workers=N`` starts a local cluster of N worker processes; ``scheduler="tcp://HOST:PORT"``
+  joins an existing Dask cluster; see :mod:`medfcn.cluster`): each worker process loads the model once and reads,
+  segments and writes its cases itself (inputs and ``OUT`` must be on a filesystem the workers share); the client
+  records the manifest as results arrive. Outputs and manifest are the same as a local run's.
+- **Resume**: a case whose output already exists with a readable header is ``skipped`` (``overwrite=True`` redoes
+  it). Outputs are renamed into place complete, so a batch killed at any moment is finished by running the same
+  command again.
+- **Fault isolation**: a case that cannot be read, segmented or written is ``failed`` with a one-line error in
+  the manifest, leaves no output file, and the batch goes on.
+
+>>> manifest = run_batch(["scans/"], "out/", device="cpu")  # doctest: +SKIP
+>>> manifest.exit_code, [c.status for c in manifest.cases]  # doctest: +SKIP
+(0, [<Status.OK: 'ok'>, <Status.SKIPPED: 'skipped'>])
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medfcn.discovery import CaseSpec, find_cases
+from medfcn.errors import MedfcnError, OutputError
+from medfcn.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
+from medfcn.writer import remove_stale_partials, write_labels
+
+if TYPE_CHECKING:
+    from medfcn.checkpoint import Model
+    from medfcn.pipeline import Segmenter
+    from medfcn.scan import Scan
+
+__all__ = [
+    "run_batch",
+    "Job",
+    "Record",
+    "output_path",
+    "output_complete",
+    "process_case",
+    "failed_result",
+    "error_message",
+]
+
+log = logging.getLogger(__name__)
+
+Record = Callable[[int, CaseResult], None]  # record(index in discovery order, entry), called as cases finish
+
+
+@dataclass(frozen=True)
+class Job:
+    """A case to segment: its position in discovery order, what to read and where its label map goes."""
+
+    index: int
+    spec: CaseSpec
+    output: Path
+
+
+@dataclass
+class _Step:
+    """What one case produced so far: the scan, its labels, the first error, and seconds per stage."""
+
+    scan: Scan | None = None
+    labels: np.ndarray | None = None
+    error: str | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+
+
+def output_path(out_dir: str | Path, case: str) -> Path:
+    """Where the label map of ``case`` is written: ``OUT/<case>.nii.gz``."""
+    return Path(out_dir) / f"{case}.nii.gz"
+
+
+def output_complete(path: str | Path) -> bool:
+    """Whether ``path`` is a finished label map: it exists and nibabel reads its 3-D header.
+
+    Outputs are renamed into place only when fully written, so a readable header means a complete file.
+    """
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        return len(nib.load(str(path)).header.get_data_shape()) >= 3
+    except Exception:  # nibabel raises many types for a damaged file: treat it as absent and redo the case
+        log.warning("%s: exists but its header cannot be read; segmenting that case again", path)
+        return False
+
+
+def error_message(exc: BaseException) -> str:
+    """A one-line error for the manifest: a MedfcnError's own message, else the type and its first line."""
+    if isinstance(exc, MedfcnError):
+        return str(exc)
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _prepare_output(out_dir: Path) -> None:
+    """Create ``out_dir`` and prove a file can be written there. Raises :class:`OutputError`."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir, prefix=".medfcn-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from None
+
+
+# -- the three stages of a case --------------------------------------------------------------------------------
+def _read(job: Job) -> _Step:
+    from medfcn.reader import read_scan
+
+    step = _Step()
+    if job.spec.error:
+        step.error = job.spec.error
+        return step
+    start = time.perf_counter()
+    try:
+        step.scan = read_scan(job.spec.path, series_uid=job.spec.series_uid, case=job.spec.case)
+    except Exception as exc:  # a broken case never stops the batch
+        step.error = error_message(exc)
+    step.timing["read"] = time.perf_counter() - start
+    return step
+
+
+def _segment(segmenter: Segmenter, step: _Step) -> _Step:
+    if step.error is None and step.scan is not None:
+        start = time.perf_counter()
+        try:
+            step.labels = segmenter.segment(step.scan)
+        except Exception as exc:
+            step.error = error_message(exc)
+        step.timing["segment"] = time.perf_counter() - start
+    return step
+
+
+def _write(job: Job, step: _Step) -> _Step:
+    if step.error is None and step.labels is not None and step.scan is not None:
+        start = time.perf_counter()
+        try:
+            write_labels(step.labels, step.scan, job.output)
+        except Exception as exc:
+            step.error = error_message(exc)
+        step.timing["write"] = time.perf_counter() - start
+        step.labels = None
+    return step
+
+
+def _result(job: Job, step: _Step, device: str) -> CaseResult:
+    """The manifest entry of a processed case. A failed case's output (from an earlier run) is removed."""
+    if step.error is not None:
+        job.output.unlink(missing_ok=True)
+    scan = step.scan
+    return CaseResult(
+        input=str(job.spec.path),
+        case=job.spec.case,
+        series_uid=job.spec.series_uid or (scan.series_uid if scan is not None else None),
+        output=None if step.error is not None else str(job.output),
+        status=Status.FAILED if step.error is not None else Status.OK,
+        error=step.error,
+        seconds=round(sum(step.timing.values()), 3),
+        shape=list(scan.shape) if scan is not None else None,
+        spacing=[round(s, 6) for s in scan.spacing] if scan is not None else None,
+        device=device,
+        timing={k: round(v, 3) for k, v in step.timing.items()},
+    )
+
+
+def _skipped(job: Job) -> CaseResult:
+    import nibabel as nib
+
+    header = nib.load(str(job.output)).header
+    return CaseResult(
+        input=str(job.spec.path),
+        case=job.spec.case,
+        series_uid=job.spec.series_uid,
+        output=str(job.output),
+        status=Status.SKIPPED,
+        shape=[int(s) for s in header.get_data_shape()[:3]],
+        spacing=[round(float(z), 6) for z in header.get_zooms()[:3]],
+    )
+
+
+def failed_result(job: Job, error: str, device: str) -> CaseResult:
+    """The manifest entry of a case that failed before it was read (e.g. its worker died); removes its output."""
+    return _result(job, _Step(error=error), device)
+
+
+def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
+    """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
+    step = _write(job, _segment(segmenter, _read(job)))
+    return _result(job, step, str(segmenter.device))
+
+
+# -- local: one process, reading and writing in background threads ---------------------------------------------
+def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: Callable[[str], None]) -> None:
+    """Segment ``jobs`` in order; case i+1 is read and case i-1 written while case i is segmented."""
+    device = str(segmenter.device)
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="medfcn-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="medfcn-write") as writer,
+    ):
+        reads = [reader.submit(_read, jobs[0])] if jobs else []
+        writing: tuple[Job, Future[_Step]] | None = None
+        for i, job in enumerate(jobs):
+            step = reads.pop().result()
+            if i + 1 < len(jobs):
+                reads.append(reader.submit(_read, jobs[i + 1]))
+            current(job.spec.case)
+            step = _segment(segmenter, step)
+            if writing is not None:  # long finished in the background; wait so at most one write is pending
+                record(writing[0].index, _result(writing[0], writing[1].result(), device))
+                writing = None
+            if step.error is None:
+                writing = (job, writer.submit(_write, job, step))
+            else:
+                record(job.index, _result(job, step, device))
+        if writing is not None:
+            record(writing[0].index, _result(writing[0], writing[1].result(), device))
+
+
+# -- the entry point ----------------------------------------------------------------------------------------------
+def run_batch(
+    inputs: Sequence[str | Path] | str | Path,
+    out_dir: str | Path,
+    *,
+    model: Model | str | Path | None = None,
+    device: str = "auto",
+    tta: bool = False,
+    overwrite: bool = False,
+    workers: int = 0,
+    scheduler: str | None = None,
+    progress: bool = True,
+) -> Manifest:
+    """Segment every case in ``inputs`` into ``out_dir/<case>.nii.gz`` and record ``out_dir/manifest.json``.
+
+    Args:
+        inputs: files and folders in any mix (see :func:`medfcn.discovery.find_cases`).
+        out_dir: created if missing.
+        model: a :class:`medfcn.checkpoint.Model`, a model file, or ``None`` for the bundled model.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (on each worker for a distributed run).
+        tta: average the predictions of flipped slices.
+        overwrite: segment cases whose output exists (default: skip them, which resumes an interrupted batch).
+        workers: N > 0 starts a local Dask cluster of N worker processes.
+        scheduler: address of an existing Dask scheduler (``tcp://HOST:PORT``).
+        progress: show a progress bar on stderr.
+
+    Returns:
+        The :class:`Manifest`; ``manifest.exit_code`` is 1 if any case failed.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be created or written (raised before anything else is done).
+        NoScansError: an input does not exist or holds no scan.
+        ModelError: the model file cannot be loaded.
+        MedfcnError: both ``workers`` and ``scheduler`` given, or the scheduler cannot be reached.
+    """
+    out_dir = Path(out_dir)
+    _prepare_output(out_dir)
+    if workers and scheduler:
+        raise MedfcnError(
+            "give either workers (a local cluster) or a scheduler address (an existing cluster), not both"
+        )
+    if workers < 0:
+        raise MedfcnError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
+    remove_stale_partials(out_dir)
+    specs = find_cases(list(inputs) if not isinstance(inputs, str | Path) else [inputs])
+    jobs = [Job(i, spec, output_path(out_dir, spec.case)) for i, spec in enumerate(specs)]
+    distributed = bool(workers or scheduler)
+
+    segmenter = None
+    if distributed:
+        from medfcn.checkpoint import Model, load_model
+        from medfcn.cluster import model_file
+
+        model_path = model_file(model)
+        info = (model if isinstance(model, Model) else load_model(model_path)).summary()
+        device_name = str(device)
+    else:
+        from medfcn.pipeline import Segmenter
+
+        segmenter = Segmenter(model, device=device, tta=tta)
+        info, device_name = segmenter.model.summary(), str(segmenter.device)
+
+    manifest = Manifest(path=out_dir / MANIFEST_NAME, model=info, device=device_name, total=len(jobs))
+    results: dict[int, CaseResult] = {}
+    todo = []
+    for job in jobs:
+        if not overwrite and output_complete(job.output):
+            results[job.index] = _skipped(job)
+        else:
+            todo.append(job)
+    manifest.cases = [results[i] for i in sorted(results)]
+    manifest.write()
+    log.info("%d cases: %d to segment, %d already done", len(jobs), len(todo), len(results))
+
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    with ExitStack() as stack:
+        bar = stack.enter_context(
+            tqdm(
+                total=len(jobs),
+                initial=len(results),
+                unit="case",
+                file=sys.stderr,
+                disable=not progress,
+                dynamic_ncols=True,
+            )
+        )
+        stack.enter_context(logging_redirect_tqdm() if progress else nullcontext())
+
+        def record(index: int, result: CaseResult) -> None:
+            if result.status == Status.FAILED:
+                log.warning("%s failed: %s", result.case, result.error)
+            results[index] = result
+            manifest.cases = [results[i] for i in sorted(results)]
+            if distributed:  # the devices the workers used
+                devices = sorted({c.device for c in manifest.cases if c.device and c.status == Status.OK})
+                manifest.device = ", ".join(devices) or device_name
+            manifest.write()
+            bar.update(1)
+
+        def current(case: str) -> None:
+            bar.set_postfix_str(case, refresh=True)
+
+        if segmenter is not None:
+            _run_local(todo, segmenter, record, current)
+        elif todo:
+            from medfcn.cluster import run_on_cluster
+
+            run_on_cluster(
+                todo,
+                record,
+                current,
+                model_path=model_path,
+                sha256=info.get("sha256"),
+                device=device_name,
+                tta=tta,
+                workers=workers,
+                scheduler=scheduler,
+            )
+    manifest.finished = now_iso()
+    manifest.write()
+    return manifest

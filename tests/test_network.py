@@ -1,0 +1,154 @@
+"""The FCN: shapes for any H x W, every variant trains, bilinear initialisation, batch-norm folding, options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfcn.errors import ModelError
+from medfcn.network import FCN, FCNConfig, Upsampling, Variant, build_network, fold_batchnorm
+
+VARIANTS = [v.value for v in Variant]
+UPSAMPLINGS = [u.value for u in Upsampling]
+SMALL = {"width": 4, "max_width": 16, "depth": 5}
+
+
+def _disc_batch(n: int = 4, h: int = 33, w: int = 37, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n, 3, h, w) noisy images of bright discs and (n, h, w) long targets (1 inside the disc)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    images, targets = [], []
+    for _ in range(n):
+        cy, cx, r = torch.rand(3, generator=g) * torch.tensor([h / 2, w / 2, 6.0]) + torch.tensor([h / 4, w / 4, 6])
+        mask = ((yy - cy) ** 2 + (xx - cx) ** 2 <= r**2).float()
+        img = mask + 0.2 * torch.randn(3, h, w, generator=g)
+        images.append(img)
+        targets.append(mask.long())
+    return torch.stack(images), torch.stack(targets)
+
+
+@pytest.mark.parametrize("upsampling", UPSAMPLINGS)
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("size", [(33, 37), (1, 5), (64, 65)])
+def test_output_shape_equals_input_for_odd_sizes(variant: str, upsampling: str, size: tuple[int, int]) -> None:
+    net = FCN(in_channels=3, num_classes=3, variant=variant, upsampling=upsampling, **SMALL).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, 3, *size))
+    assert tuple(out.shape) == (2, 3, *size)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("upsampling", UPSAMPLINGS)
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_trains_a_step(variant: str, upsampling: str) -> None:
+    torch.manual_seed(0)
+    net = FCN(in_channels=3, num_classes=2, variant=variant, upsampling=upsampling, **SMALL)
+    x, y = _disc_batch()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(6):
+        opt.zero_grad()
+        loss = F.cross_entropy(net(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0], losses
+    # Every parameter takes part in the loss (the skip score layers start at zero but get gradients).
+    assert all(p.grad is not None for p in net.parameters())
+
+
+@pytest.mark.parametrize("factor", [2, 4, 8, 16, 32])
+def test_transposed_conv_starts_as_bilinear_interpolation(factor: int) -> None:
+    """The transposed-convolution upsampler equals F.interpolate (bilinear, half-pixel centres) on interior pixels."""
+    depth = factor.bit_length() - 1  # fcn32s with stem_stride 2: the head upsamples by 2 * 2 ** (depth - 1)
+    net = FCN(in_channels=1, num_classes=3, variant="fcn32s", upsampling="transpose", width=4, depth=depth)
+    head = net.head
+    assert isinstance(head, nn.ConvTranspose2d) and head.stride == (factor, factor)
+    x = torch.randn(2, 3, 7, 9)
+    with torch.no_grad():
+        got = head(x)
+    expected = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+    assert got.shape == expected.shape == (2, 3, 7 * factor, 9 * factor)
+    # Pixels within half an input pixel of the border differ: there bilinear interpolation clamps, the
+    # transposed convolution sees zeros.
+    b = factor // 2
+    torch.testing.assert_close(got[..., b:-b, b:-b], expected[..., b:-b, b:-b], atol=1e-5, rtol=1e-5)
+
+
+def test_skip_upsamplers_start_as_bilinear() -> None:
+    for upsampling in UPSAMPLINGS:
+        net = FCN(in_channels=1, num_classes=2, variant="fcn8s", upsampling=upsampling, **SMALL)
+        assert len(net.ups) == 2
+        x = torch.randn(1, 2, 5, 6)
+        with torch.no_grad():
+            got = net.ups[0](x)
+        expected = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        if upsampling == "resize_conv":  # resize then identity 3x3 conv: equal everywhere
+            torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+        else:
+            torch.testing.assert_close(got[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], atol=1e-6, rtol=1e-6)
+        # Skip score layers start at zero, as in the paper.
+        assert all(float(s.weight.detach().abs().sum()) == 0.0 for s in net.skip_scores)
+
+
+@pytest.mark.parametrize("upsampling", UPSAMPLINGS)
+def test_fold_batchnorm_equals_unfolded_eval_output(upsampling: str) -> None:
+    torch.manual_seed(1)
+    net = FCN(in_channels=3, num_classes=2, variant="fcn8s", upsampling=upsampling, **SMALL)
+    x, _ = _disc_batch(n=3, seed=2)
+    net.train()
+    with torch.no_grad():  # a few training-mode passes give the batch norms non-trivial running statistics
+        for _ in range(3):
+            net(x * 3.0 + 1.0)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    folded = fold_batchnorm(net)
+    assert net.training, "the original keeps its mode"
+    assert any(isinstance(m, nn.BatchNorm2d) for m in net.modules()), "the original is untouched"
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    assert not folded.training
+    net.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_option_errors_name_the_choices() -> None:
+    with pytest.raises(ModelError) as err:
+        FCN(variant="fcn2s")
+    assert all(v in str(err.value) for v in VARIANTS) and "fcn2s" in str(err.value)
+    with pytest.raises(ModelError) as err:
+        FCN(upsampling="nearest")
+    assert all(u in str(err.value) for u in UPSAMPLINGS)
+    with pytest.raises(ModelError, match="1, 2, 4"):
+        FCN(stem_stride=3)
+    with pytest.raises(ModelError, match="depth >= 4"):
+        FCN(variant="fcn4s", depth=3)
+    with pytest.raises(ModelError, match="known:"):
+        FCNConfig.from_dict({"widht": 8})
+    with pytest.raises(ModelError, match=r"\(B, 3, H, W\)"):
+        FCN(in_channels=3)(torch.zeros(1, 1, 8, 8))
+    assert FCNConfig(variant="FCN16S").variant == Variant.FCN16S  # case-insensitive
+
+
+def test_config_round_trips_through_its_dict() -> None:
+    config = FCNConfig(in_channels=5, num_classes=4, variant="fcn4s", upsampling="transpose", width=8, depth=5)
+    data = config.to_dict()
+    assert data["variant"] == "fcn4s" and isinstance(data["variant"], str)
+    rebuilt = build_network(data)
+    assert rebuilt.config == config
+    original = FCN(config)
+    rebuilt.load_state_dict(original.state_dict())  # same parameter names and shapes
+    assert rebuilt.stride == 32 and rebuilt.in_channels == 5 and rebuilt.num_classes == 4
+
+
+def test_stride_follows_stem_and_depth() -> None:
+    """A hand-worked case: stem stride 4 and 3 levels give 4 * 2**2 = 16; an input of 16 needs no padding."""
+    net = FCN(in_channels=1, num_classes=2, variant="fcn16s", stem_stride=4, depth=3, width=4).eval()
+    assert net.stride == 16
+    with torch.no_grad():
+        assert tuple(net(torch.zeros(1, 1, 16, 17)).shape) == (1, 2, 16, 17)

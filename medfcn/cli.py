@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medfcn import __version__
-from medfcn.errors import MedfcnError
+from medfcn.errors import MedfcnError, UsageError
 
 __all__ = ["main", "build_parser"]
 
@@ -83,7 +83,7 @@ def _segment(args: argparse.Namespace) -> int:
     from medfcn.batch import run_batch
 
     if args.workers < 0:
-        raise MedfcnError("--workers must be >= 0")
+        raise UsageError("--workers must be >= 0")
     manifest = run_batch(
         args.inputs,
         args.output,

@@ -16,6 +16,7 @@ __all__ = [
     "GridMismatchError",
     "ModelError",
     "CancelledError",
+    "UsageError",
 ]
 
 
@@ -65,3 +66,9 @@ class ModelError(MedfcnError):
 
 class CancelledError(MedfcnError):
     """A long computation was cancelled by its caller (the napari widget's cancel button)."""
+
+
+class UsageError(MedfcnError):
+    """Options that cannot work together or are out of range (exit status 2, like argparse's own errors)."""
+
+    exit_code = 2

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from medfcn.discovery import CaseSpec, find_cases
-from medfcn.errors import MedfcnError, NoScansError
+from medfcn.errors import MedfcnError, NoScansError, UsageError
 from medfcn.metrics import METRIC_NAMES, LabelMetrics, compute_metrics
 from medfcn.reader import read_scan
 from medfcn.report import Thumbnail, case_thumbnails, render_html
@@ -352,7 +352,7 @@ def evaluate(
         MedfcnError: ``tolerance_mm`` is negative or not finite.
     """
     if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
-        raise MedfcnError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
+        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
     pred, ref, out_dir = Path(pred), Path(ref), Path(out_dir)
     names = _label_map(label_names)
     pairs, unmatched_pred, unmatched_ref = _pair(pred, ref)

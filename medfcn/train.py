@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from medfcn import __version__
-from medfcn.errors import MedfcnError, NoScansError
+from medfcn.errors import MedfcnError, NoScansError, UsageError
 
 __all__ = ["TrainConfig", "find_pairs", "train", "add_train_parser"]
 
@@ -102,7 +102,7 @@ def find_pairs(images: str = "", labels: str = "", pairs: str = "") -> list[dict
             raise NoScansError(f"{path} lists no training pairs")
         return out
     if not images or not labels:
-        raise MedfcnError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
+        raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
     found_images = {c.case: c for c in find_cases([images]) if c.error is None}
     found_labels = {c.case: c for c in find_cases([labels]) if c.error is None}
     common = sorted(set(found_images) & set(found_labels))
@@ -451,7 +451,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         axes = tuple(int(a) for a in args.axes.split(","))
     except ValueError:
-        raise MedfcnError(f"--axes must be comma-separated axis numbers, got {args.axes!r}") from None
+        raise UsageError(f"--axes must be comma-separated axis numbers, got {args.axes!r}") from None
     post = () if args.postprocess in ("", "none") else tuple(args.postprocess.split(","))
     for name, value in (
         ("--epochs", args.epochs),
@@ -459,7 +459,7 @@ def _run(args: argparse.Namespace) -> int:
         ("--batch-size", args.batch_size),
     ):
         if value < 1:
-            raise MedfcnError(f"{name} must be >= 1, got {value}")
+            raise UsageError(f"{name} must be >= 1, got {value}")
     config = TrainConfig(
         images=args.images,
         labels=args.labels,

@@ -1,0 +1,88 @@
+"""The command line as a user meets it: help, exit statuses, one-line errors, the sample run end to end."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from medfcn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "medfcn.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "info"])
+def test_every_subcommand_answers_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: medfcn " + command in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "words"),
+    [
+        (["segment", "no_such_scan.nii.gz", "-o", "{tmp}/out"], 2, "no such file"),
+        (["segment", "sample_data/images", "-o", "README.md/sub"], 2, "cannot write"),
+        (["info", "README.md"], 2, "not a medfcn model"),
+        (["train", "-o", "{tmp}/m.safetensors"], 2, "--images and --labels"),
+        (
+            ["evaluate", "sample_data/labels", "sample_data/labels", "-o", "{tmp}/r", "--tolerance", "-1"],
+            2,
+            "tolerance",
+        ),
+        (["segment", "sample_data/images"], 2, "-o/--output"),
+    ],
+)
+def test_bad_usage_gives_one_line_and_status_2(tmp_path, args, code, words):
+    result = _cli(*[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.returncode == code
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and words in errors[0], result.stderr
+
+
+def test_info_describes_the_bundled_model():
+    result = _cli("info")
+    assert result.returncode == 0
+    assert "medfcn-brain-t1" in result.stdout and "background=0, brain=1" in result.stdout
+    assert "medfcn train" in result.stdout
+
+
+def test_segment_then_dice_report_on_a_small_copy_of_the_sample(tmp_path):
+    """The README's main job, on a 2 mm copy of the sample to stay fast."""
+    for kind, interp in (("images", sitk.sitkLinear), ("labels", sitk.sitkNearestNeighbor)):
+        img = sitk.ReadImage(str(ROOT / "sample_data" / kind / "colin27.nii.gz"))
+        small = sitk.Resample(
+            img, [91, 109, 91], sitk.Transform(), interp, img.GetOrigin(), (2.0, 2.0, 2.0), img.GetDirection()
+        )
+        (tmp_path / kind).mkdir()
+        sitk.WriteImage(small, str(tmp_path / kind / "head.nii.gz"))
+    result = _cli(
+        "segment",
+        str(tmp_path / "images"),
+        "-o",
+        str(tmp_path / "out"),
+        "--reference",
+        str(tmp_path / "labels"),
+        "--quiet",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "brain (1): Dice" in result.stdout
+    out = sitk.ReadImage(str(tmp_path / "out" / "head.nii.gz"))
+    ref = sitk.ReadImage(str(tmp_path / "labels" / "head.nii.gz"))
+    assert out.GetSize() == ref.GetSize() and np.allclose(out.GetOrigin(), ref.GetOrigin())
+    overlap = sitk.LabelOverlapMeasuresImageFilter()
+    overlap.Execute(sitk.Cast(ref, sitk.sitkUInt8), sitk.Cast(out, sitk.sitkUInt8))
+    assert overlap.GetDiceCoefficient() > 0.93  # the bundled model's floor on a 2 mm copy of its training subject
+    rows = list(csv.DictReader(open(tmp_path / "out" / "evaluation" / "metrics.csv")))
+    assert rows[0]["case"] == "head" and abs(float(rows[0]["dice"]) - overlap.GetDiceCoefficient()) < 1e-4

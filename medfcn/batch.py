@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medfcn.discovery import CaseSpec, find_cases
-from medfcn.errors import MedfcnError, OutputError
+from medfcn.errors import MedfcnError, OutputError, UsageError
 from medfcn.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.writer import remove_stale_partials, write_labels
 
@@ -264,19 +264,17 @@ def run_batch(
         The :class:`Manifest`; ``manifest.exit_code`` is 1 if any case failed.
 
     Raises:
-        OutputError: ``out_dir`` cannot be created or written (raised before anything else is done).
+        OutputError: ``out_dir`` cannot be created or written (checked before any input is looked at).
         NoScansError: an input does not exist or holds no scan.
         ModelError: the model file cannot be loaded.
-        MedfcnError: both ``workers`` and ``scheduler`` given, or the scheduler cannot be reached.
+        UsageError: both ``workers`` and ``scheduler`` given, ``workers`` < 0, or the scheduler cannot be reached.
     """
+    if workers and scheduler:
+        raise UsageError("give either workers (a local cluster) or a scheduler address (an existing cluster), not both")
+    if workers < 0:
+        raise UsageError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
     out_dir = Path(out_dir)
     _prepare_output(out_dir)
-    if workers and scheduler:
-        raise MedfcnError(
-            "give either workers (a local cluster) or a scheduler address (an existing cluster), not both"
-        )
-    if workers < 0:
-        raise MedfcnError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
     remove_stale_partials(out_dir)
     specs = find_cases(list(inputs) if not isinstance(inputs, str | Path) else [inputs])
     jobs = [Job(i, spec, output_path(out_dir, spec.case)) for i, spec in enumerate(specs)]

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medfcn.batch import Job, Record, error_message, failed_result, process_case
-from medfcn.errors import MedfcnError, ModelError
+from medfcn.errors import ModelError, UsageError
 from medfcn.manifest import CaseResult
 
 if TYPE_CHECKING:
@@ -59,13 +59,13 @@ class _Settings:
 def model_file(model: Model | str | Path | None) -> str:
     """The absolute path of the model file the workers load (``None``: the bundled model).
 
-    Raises :class:`MedfcnError` for a :class:`Model` that was not loaded from a file.
+    Raises :class:`UsageError` for a :class:`Model` that was not loaded from a file.
     """
     from medfcn.checkpoint import DEFAULT_MODEL_PATH, Model
 
     if isinstance(model, Model):
         if model.path is None:
-            raise MedfcnError("a distributed run needs the model as a file the workers can read; save it first")
+            raise UsageError("a distributed run needs the model as a file the workers can read; save it first")
         return str(Path(model.path).absolute())
     return str(Path(DEFAULT_MODEL_PATH if model is None else model).expanduser().absolute())
 
@@ -141,7 +141,7 @@ def _connect(scheduler: str | None, workers: int, stack: ExitStack) -> tuple[Any
     try:
         client = stack.enter_context(Client(scheduler, timeout="30s"))
     except (OSError, TimeoutError, ValueError) as exc:
-        raise MedfcnError(f"cannot reach the Dask scheduler at {scheduler} ({error_message(exc)})") from None
+        raise UsageError(f"cannot reach the Dask scheduler at {scheduler} ({error_message(exc)})") from None
     if not client.scheduler_info(n_workers=-1).get("workers"):
         log.warning("the Dask cluster at %s has no workers yet; cases wait until one joins", scheduler)
     return client, None
@@ -165,7 +165,7 @@ def run_on_cluster(
     died is recorded ``failed``. ``current(case)`` names the case last finished (for a progress bar).
 
     Raises:
-        MedfcnError: the scheduler cannot be reached.
+        UsageError: the scheduler cannot be reached.
     """
     from distributed import as_completed
 

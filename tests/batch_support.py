@@ -22,6 +22,8 @@ def train_tiny_model(path: Path, shape: tuple[int, int, int] = SHAPE) -> Path:
     from medfcn.frame import normalise_intensity
     from medfcn.network import FCN
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and robust to a busy machine
     torch.manual_seed(0)
     net = FCN(in_channels=3, num_classes=2, width=4, max_width=8, depth=2, variant="fcn16s", stem_stride=1)
     vol = normalise_intensity(head_volume(shape))
@@ -29,10 +31,13 @@ def train_tiny_model(path: Path, shape: tuple[int, int, int] = SHAPE) -> Path:
     x = torch.from_numpy(np.stack([vol[:, :, k - 1 : k + 2].transpose(2, 0, 1) for k in range(1, shape[2] - 1)]))
     y = torch.from_numpy(np.stack([brain[:, :, k] for k in range(1, shape[2] - 1)])).long()
     opt = torch.optim.Adam(net.parameters(), lr=0.03)
-    for _ in range(40):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x.float()), y).backward()
-        opt.step()
+    try:
+        for _ in range(40):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x.float()), y).backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     card = ModelCard(network=net.config.to_dict(), name="tiny-test-model", spacing=(1.5, 1.5, 1.5))
     return save_model(path, net.eval(), card)
 

@@ -16,7 +16,7 @@ import pytest
 from batch_support import partial_files, read_labels, train_tiny_model, write_cases
 
 from medfcn.batch import run_batch
-from medfcn.errors import MedfcnError
+from medfcn.errors import UsageError
 from medfcn.manifest import Status
 
 pytest.importorskip("distributed")
@@ -144,7 +144,8 @@ def test_worker_refuses_a_different_model_file(tmp_path, model_file, inputs, clu
 
 
 def test_workers_and_scheduler_together_are_refused(tmp_path, model_file, inputs):
-    with pytest.raises(MedfcnError, match="not both"):
+    with pytest.raises(UsageError, match="not both") as info:
         run_batch(
             [inputs], tmp_path / "out", model=model_file, workers=2, scheduler="tcp://127.0.0.1:8786", progress=False
         )
+    assert info.value.exit_code == 2 and not (tmp_path / "out").exists()  # refused before anything is done

@@ -193,12 +193,12 @@ def _engine_vs_forward(engine, raw, volume: np.ndarray, axes: tuple[int, ...], c
 
     t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
     bs = engine.batch_size
-    batches = [
-        slice_stack(t, s, min(s + bs, t.shape[a]), axis=a, context=context)
+    channels_last = [
+        slice_stack(t, s, min(s + bs, t.shape[a]), axis=a, context=context, memory_format=torch.channels_last)
         for a in axes
         for s in range(0, t.shape[a], bs)
     ]
-    channels_last = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+    batches = [b.contiguous() for b in channels_last]
 
     def run_engine() -> None:
         for a in axes:

@@ -108,14 +108,13 @@ def slice_stack(
     (``torch.channels_last`` for a channels-last network); the voxels are copied once, into it.
     """
     depth, k = volume.shape[axis], 2 * context + 1
-    if start - context >= 0 and stop + context <= depth:  # no padding: overlapping windows, a view
-        windows = volume.narrow(axis, start - context, stop - start + 2 * context).unfold(axis, k, 1)
-    else:
-        index = (torch.arange(start, stop)[:, None] + torch.arange(-context, context + 1)[None, :]).clamp_(0, depth - 1)
-        windows = torch.index_select(volume, axis, index.reshape(-1)).unflatten(axis, (stop - start, k))
-        windows = windows.movedim(axis + 1, -1)
-    # windows: the volume's axes with ``axis`` holding B, then K last -> (B, K, H, W)
-    view = windows.movedim(axis, 0).movedim(-1, 1)
+    lo, hi = start - context, stop + context
+    if lo >= 0 and hi <= depth:
+        slab = volume.narrow(axis, lo, hi - lo)  # the B + 2 * context slices, a view
+    else:  # at the ends, replicate-padded (a small copy)
+        slab = torch.index_select(volume, axis, torch.arange(lo, hi).clamp_(0, depth - 1))
+    # Overlapping windows of k slices (a view): ``axis`` holds B, the window is last -> (B, K, H, W).
+    view = slab.unfold(axis, k, 1).movedim(axis, 0).movedim(-1, 1)
     out = torch.empty(view.shape, dtype=torch.float32, device=volume.device, memory_format=memory_format)
     return out.copy_(view)
 
@@ -145,6 +144,16 @@ def gaussian_weights(shape: tuple[int, int], sigma_scale: float = 0.125) -> torc
         axes.append(torch.exp(-0.5 * (r / sigma) ** 2))
     g = axes[0][:, None] * axes[1][None, :]
     return (g / g.max()).clamp_min(1e-4).float()  # no zero weights: every pixel stays covered
+
+
+def _argmax_classes(probs: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W) index of the largest class of ``probs`` (B, C, H, W), the first on ties: a running maximum,
+    ~10x faster on the CPU than ``argmax(dim=1)``, which reduces over a strided axis."""
+    best, labels = probs[:, 0], torch.zeros((probs.shape[0], *probs.shape[2:]), dtype=torch.uint8, device=probs.device)
+    for c in range(1, probs.shape[1]):
+        labels.masked_fill_(probs[:, c] > best, c)
+        best = torch.maximum(best, probs[:, c])
+    return labels
 
 
 def _window_pair(window: int | tuple[int, int] | None) -> tuple[int, int] | None:
@@ -331,7 +340,7 @@ class SliceEngine:
         for start, probs in self._batches(vol, axis, context, progress, cancel):
             if probs.shape[1] > 256:
                 raise ModelError(f"the network has {probs.shape[1]} classes; uint8 labels hold at most 256")
-            out[start : start + probs.shape[0]] = probs.argmax(dim=1).to(torch.uint8).cpu()
+            out[start : start + probs.shape[0]] = _argmax_classes(probs).cpu()
             if sink is not None:  # after the argmax: the sink may modify the probabilities in place
                 sink(start, probs.to("cpu"))
         return labels

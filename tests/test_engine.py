@@ -77,6 +77,13 @@ def test_slice_stack_context_and_replicate_padding(axis: int, context: int) -> N
         for k in range(2 * context + 1):
             source = min(max(start + b - context + k, 0), depth - 1)
             np.testing.assert_array_equal(got[b, k].numpy(), np.take(volume, source, axis=axis))
+    assert got.is_contiguous()
+    for lo, hi in [(1, depth - 1), (0, 1), (depth - 1, depth)]:  # interior (a view) and end batches (padded)
+        cl = slice_stack(
+            torch.from_numpy(volume), lo, hi, axis=axis, context=context, memory_format=torch.channels_last
+        )
+        assert cl.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(cl, got[lo:hi], rtol=0, atol=0)
 
 
 def test_slice_stack_hand_worked() -> None:

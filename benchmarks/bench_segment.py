@@ -5,7 +5,7 @@ The scan is the sample T1 (Colin27) resampled to 0.5 mm (362 x 434 x 362, int16)
 a working folder. Each pipeline runs in its own process, so its peak resident memory (``os.wait4``'s
 ``ru_maxrss``, which includes the Python, torch and MONAI imports every pipeline pays) is its own:
 
-    medfcn-cli     ``medfcn segment IMAGE -o OUT --device cpu`` (a real process of the CLI)
+    medfcn-cli     ``medfcn segment IMAGE -o OUT --device D`` (a real process of the CLI; ``--device``, default cpu)
     medfcn-stages  the same function path (read_scan -> Segmenter.segment -> write_labels), timed stage by stage:
                    read, into the model's frame, normalise, inference, post-processing, back onto the scan's
                    grid, write (the stages mirror ``Segmenter.segment``; the labels are checked against the CLI's)
@@ -71,7 +71,9 @@ def prepare(workdir: Path) -> tuple[Path, Path]:
 # -- children: each runs in its own process and writes a JSON result ----------------------------------------------
 
 
-def _child_medfcn_stages(image: str, output: str, model: str | None, compare: str | None = None) -> dict:
+def _child_medfcn_stages(
+    image: str, output: str, model: str | None, compare: str | None = None, device: str = "cpu"
+) -> dict:
     import torch
 
     from medfcn.frame import normalise_intensity, probabilities_to_labels, to_model_frame
@@ -89,7 +91,7 @@ def _child_medfcn_stages(image: str, output: str, model: str | None, compare: st
         times[name] = now - t
         t = now
 
-    segmenter = Segmenter(model, device="cpu")
+    segmenter = Segmenter(model, device=device)
     lap("load model")
     scan = read_scan(image)
     lap("read")
@@ -192,23 +194,31 @@ def _engine_vs_forward(engine, raw, volume: np.ndarray, axes: tuple[int, ...], c
     from medfcn.engine import slice_stack
 
     t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
-    bs = engine.batch_size
+    bs, device = engine.batch_size, engine.device
     channels_last = [
-        slice_stack(t, s, min(s + bs, t.shape[a]), axis=a, context=context, memory_format=torch.channels_last)
+        slice_stack(t, s, min(s + bs, t.shape[a]), axis=a, context=context, memory_format=torch.channels_last).to(
+            device
+        )
         for a in axes
         for s in range(0, t.shape[a], bs)
     ]
     batches = [b.contiguous() for b in channels_last]
+    raw = raw.to(device)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
     def run_engine() -> None:
         for a in axes:
             for _ in engine.iter_probabilities(t, axis=a, context=context):
                 pass
 
-    def forward(net, xs) -> None:
-        with torch.inference_mode():
+    def forward(net, xs) -> None:  # with the engine's mixed precision, if any
+        with torch.inference_mode(), torch.autocast(device.type, dtype=engine.amp_dtype, enabled=engine.amp):
             for x in xs:
                 net(x)
+        sync()
 
     runs = {
         "engine": run_engine,
@@ -227,7 +237,7 @@ def _engine_vs_forward(engine, raw, volume: np.ndarray, axes: tuple[int, ...], c
     return {"slices": sum(b.shape[0] for b in batches), **best, "cpu": cpu}
 
 
-def _child_engine(image: str, model: str | None, repeat: int, threads: int = 0) -> dict:
+def _child_engine(image: str, model: str | None, repeat: int, threads: int = 0, device: str = "cpu") -> dict:
     import torch
 
     if threads:
@@ -240,7 +250,7 @@ def _child_engine(image: str, model: str | None, repeat: int, threads: int = 0) 
 
     loaded = load_model(model)
     card = loaded.card
-    engine = SliceEngine(loaded.network, device="cpu", batch_size=16)
+    engine = SliceEngine(loaded.network, device=device, batch_size=16)
     raw = loaded.network.eval()
     scan = read_scan(image)
     frame_vol = normalise_intensity(to_model_frame(scan, card.spacing, orientation=card.orientation).volume)
@@ -250,7 +260,7 @@ def _child_engine(image: str, model: str | None, repeat: int, threads: int = 0) 
         f"native 0.5 mm, axial {tuple(native.shape[:2])}": (native, (2,)),
     }
     out = {name: _engine_vs_forward(engine, raw, v, axes, card.context, repeat) for name, (v, axes) in cases.items()}
-    return {"cases": out, "threads": torch.get_num_threads()}
+    return {"cases": out, "threads": torch.get_num_threads(), "device": str(engine.device), "amp": engine.amp}
 
 
 # -- the parent: run each child, measure it, compare ---------------------------------------------------------------
@@ -287,6 +297,9 @@ def main() -> None:
     parser.add_argument("--monai-weights", help="trained weights for the MONAI BasicUNet (see the module docstring)")
     parser.add_argument("--monai-batch", type=int, default=8, help="SliceInferer sw_batch_size (default 8)")
     parser.add_argument("--workdir", help="folder for the scan and outputs (default: a new temporary folder)")
+    parser.add_argument(
+        "--device", default="cpu", help="device for medfcn and the engine: cpu, cuda, auto (AMP on GPU)"
+    )
     parser.add_argument("--skip-monai", action="store_true", help="skip the MONAI pipeline (minutes on a CPU)")
     parser.add_argument("--repeat", type=int, default=3, help="engine/forward repeats, best taken (default 3)")
     parser.add_argument(
@@ -321,7 +334,7 @@ def main() -> None:
         "-o",
         str(cli_out),
         "--device",
-        "cpu",
+        args.device,
         "--overwrite",
         "--quiet",
     ]
@@ -333,7 +346,7 @@ def main() -> None:
 
     stages_json = workdir / "stages.json"
     params = {"image": str(image), "output": str(workdir / "medfcn_stages.nii.gz"), "model": args.model}
-    params["compare"] = str(cli_labels)
+    params["compare"], params["device"] = str(cli_labels), args.device
     rows["medfcn-stages"] = run_child([*me, "stages", str(stages_json), json.dumps(params)], stages_json)
     slices = rows["medfcn-stages"]["slices"]
 
@@ -344,6 +357,7 @@ def main() -> None:
         # cannot feed it, so its Dice comes from medfcn's pipeline and the plain pipeline is timed untrained.
         out_json = workdir / "basicunet.json"
         params = {"image": str(image), "output": str(workdir / "basicunet_labels.nii.gz"), "model": args.monai_weights}
+        params["device"] = args.device
         rows["basicunet-in-medfcn"] = run_child([*me, "stages", str(out_json), json.dumps(params)], out_json)
         rows["basicunet-in-medfcn"]["dice"] = dice(workdir / "basicunet_labels.nii.gz", ref)
         plain_weights = None
@@ -356,6 +370,7 @@ def main() -> None:
 
     engine_json = workdir / "engine.json"
     params = {"image": str(image), "model": args.model, "repeat": args.repeat, "threads": args.engine_threads}
+    params["device"] = args.device
     engine = run_child([*me, "engine", str(engine_json), json.dumps(params)], engine_json)
 
     print(
@@ -397,7 +412,8 @@ def main() -> None:
             )
 
     print(
-        f"\n== engine vs bare forward pass (best of {args.repeat} interleaved runs, batch 16, {engine['threads']} thr.)"
+        f"\n== engine vs bare forward pass (best of {args.repeat}, batch 16, {engine['device']}, "
+        f"AMP {engine['amp']}, {engine['threads']} threads)"
     )
     folded, stored = "forward (folded, channels-last)", "forward (as stored)"
     for name, case in engine["cases"].items():

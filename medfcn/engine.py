@@ -166,8 +166,9 @@ def _window_pair(window: int | tuple[int, int] | None) -> tuple[int, int] | None
 
 
 class SliceEngine:
-    """A 2-D network prepared once for inference over volumes: eval mode, batch norm folded, channels-last,
-    on the chosen device, mixed precision on a GPU.
+    """A 2-D network prepared once for inference over volumes: eval mode, batch norm folded, channels-last
+    (inputs are stacked straight into that layout), on the chosen device, mixed precision on a GPU, run under
+    ``torch.inference_mode``.
 
     ``batch_size`` slices go through the network together; slices larger than ``window`` (pixels, int or
     (h, w); ``None``: never tile) are tiled with fractional ``overlap`` and Gaussian blending. ``amp``:
@@ -308,7 +309,9 @@ class SliceEngine:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """Yield ``(start, probs)`` per batch: probs (B, C, H, W) float32 on the CPU for slices start..start+B-1.
+        """Yield ``(start, probs)`` per batch: probs (B, C, H, W) float32 on the CPU for slices start..start+B-1,
+        a fresh tensor per batch that the caller may modify in place (the network runs in inference mode, the
+        softmax outside it).
 
         ``volume`` (X, Y, Z) float, normalised as in training; slices along ``axis``; ``context`` neighbours
         each side (default: from the network's ``in_channels``). ``progress(fraction)`` after each batch;

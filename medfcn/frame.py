@@ -16,7 +16,7 @@ frame, returns to the scan's own grid by the exact inverse mapping of voxel cent
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -67,14 +67,84 @@ class ModelFrame:
     scan_shape: tuple[int, int, int]
 
 
-def _orientation(axcodes: str):
+def _orientation(axcodes: str, lazy: bool = False):
     import warnings
 
     from monai.transforms import Orientation
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return Orientation(axcodes=axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")))
+        return Orientation(axcodes=axcodes, labels=(("L", "R"), ("P", "A"), ("I", "S")), lazy=lazy)
+
+
+def _frame_geometry(
+    scan: Scan, spacing: tuple[float, float, float], orientation: str
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The affine and shape MONAI's ``Orientation`` + ``Spacing`` give ``scan``, computed lazily (no voxels)."""
+    from monai.data import MetaTensor
+    from monai.transforms import Spacing
+
+    empty = torch.zeros((1, 1, 1, 1)).expand(1, *scan.shape)  # a stride-0 stand-in: never read
+    x = MetaTensor(empty, affine=torch.as_tensor(scan.affine, dtype=torch.float64))
+    x = _orientation(orientation, lazy=True)(x)
+    x = Spacing(pixdim=tuple(float(s) for s in spacing), mode="bilinear", padding_mode="border", lazy=True)(x)
+    shape = tuple(int(n) for n in x.peek_pending_shape())
+    return np.asarray(x.peek_pending_affine(), dtype=np.float64), shape  # type: ignore[return-value]
+
+
+def _axis_sources(m: np.ndarray, tol: float = 1e-6) -> list[int] | None:
+    """For ``m`` (output voxel indices -> input voxel indices): the input axis each output axis runs along, when
+    ``m`` is a scaled permutation (grids with parallel axes); ``None`` otherwise."""
+    a = np.abs(m[:3, :3])
+    sources = a.argmax(0)
+    if sorted(sources.tolist()) != [0, 1, 2]:
+        return None
+    off = a.copy()
+    off[sources, np.arange(3)] = 0.0
+    return None if off.max() > tol * a.max() else sources.tolist()
+
+
+def _lerp_table(scale: float, offset: float, n_out: int, n_in: int) -> tuple[torch.Tensor, ...]:
+    """Indices i0, i1 and weights w (n_out,) of linear interpolation at ``scale * i + offset``, clamped to the ends."""
+    c = np.clip(scale * np.arange(n_out, dtype=np.float64) + offset, 0.0, n_in - 1.0)
+    i0 = np.floor(c).astype(np.int64)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return torch.from_numpy(i0), torch.from_numpy(i1), torch.from_numpy((c - i0).astype(np.float32))
+
+
+def _lerp(x: torch.Tensor, dim: int, i0: torch.Tensor, i1: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Linear interpolation of ``x`` along ``dim`` at the positions of a :func:`_lerp_table`."""
+    shape = [1] * x.ndim
+    shape[dim] = -1
+    a = x.index_select(dim, i0)
+    return a.add_(x.index_select(dim, i1).sub_(a).mul_(w.view(shape)))
+
+
+def _argmax_classes(x: torch.Tensor) -> torch.Tensor:
+    """uint8 index of the largest of ``x`` (C, ...) along its first axis, the first on ties; a running maximum,
+    ~10x faster than ``x.argmax(0)``, which reduces over a strided axis slowly on the CPU."""
+    best, labels = x[0], torch.zeros(x.shape[1:], dtype=torch.uint8, device=x.device)
+    for c in range(1, x.shape[0]):
+        labels.masked_fill_(x[c] > best, c)
+        best = torch.maximum(best, x[c])
+    return labels
+
+
+def _resample_slabs(
+    values: torch.Tensor, m: np.ndarray, sources: list[int], shape: tuple[int, int, int], slab: int
+) -> Iterator[tuple[int, int, torch.Tensor]]:
+    """Trilinear resampling (border-clamped) of ``values`` (C, *in_shape) onto ``shape``, for an axis-parallel
+    ``m`` (output indices -> input indices; see :func:`_axis_sources`): three 1-D linear interpolations, the same
+    numbers as a 3-D ``grid_sample``. Yields ``(k0, k1, block)``: block (C, X, Y, k1 - k0) float32, slab by slab
+    along the output's last axis; only the input slices a slab needs are converted to float."""
+    v = values.permute(0, *(1 + s for s in sources))  # input axes in output order, a view
+    tables = [_lerp_table(m[s, o], m[s, 3], shape[o], v.shape[1 + o]) for o, s in enumerate(sources)]
+    z0, z1, wz = tables[2]
+    for k0 in range(0, shape[2], slab):
+        k1 = min(k0 + slab, shape[2])
+        lo, hi = int(z0[k0:k1].min()), int(z1[k0:k1].max())
+        block = _lerp(v[..., lo : hi + 1].to(torch.float32), 3, z0[k0:k1] - lo, z1[k0:k1] - lo, wz[k0:k1])
+        yield k0, k1, _lerp(_lerp(block, 1, *tables[0]), 2, *tables[1])
 
 
 def to_model_frame(
@@ -87,6 +157,11 @@ def to_model_frame(
 ) -> ModelFrame:
     """Reorient ``scan`` to ``orientation`` and resample it to ``spacing`` (mm) with MONAI transforms.
 
+    The frame's grid is MONAI's (``Orientation`` then ``Spacing``). For ``bilinear`` resampling of an axis-parallel
+    grid (every scan: the frame keeps the scan's rotation) the voxels are interpolated separably, slab by slab,
+    straight from the scan's own voxel type: the same numbers as MONAI's ``Spacing`` without its float copies of
+    the whole scan (~0.8 GB for a 0.5 mm head).
+
     Args:
         array: voxels to bring instead of the scan's own, on the same grid (e.g. a label map, ``mode="nearest"``).
     """
@@ -94,6 +169,15 @@ def to_model_frame(
     from monai.transforms import Spacing
 
     data = scan.array if array is None else array
+    if mode == "bilinear":
+        affine, shape = _frame_geometry(scan, spacing, orientation)
+        m = np.linalg.inv(scan.affine) @ affine  # frame indices -> scan indices
+        sources = _axis_sources(m)
+        if sources is not None:
+            volume = np.empty(shape, dtype=np.float32)
+            for k0, k1, block in _resample_slabs(torch.from_numpy(np.asarray(data))[None], m, sources, shape, 8):
+                volume[:, :, k0:k1] = block[0].numpy()
+            return ModelFrame(volume=volume, affine=affine, scan_affine=scan.affine, scan_shape=scan.shape)
     x = MetaTensor(
         torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None],
         affine=torch.as_tensor(scan.affine, dtype=torch.float64),
@@ -151,6 +235,14 @@ def probabilities_to_labels(
     probs = torch.as_tensor(probabilities)
     n_classes, *fshape = probs.shape
     nx, ny, nz = frame.scan_shape
+    sources = _axis_sources(frame_to_scan_coordinates(frame))
+    if sources is not None:  # parallel axes (every scan): separable, ~4x faster and ~8x less memory
+        out = np.empty((nx, ny, nz), dtype=np.uint8)
+        for k0, k1, block in _resample_slabs(probs, frame_to_scan_coordinates(frame), sources, (nx, ny, nz), slab):
+            out[:, :, k0:k1] = _argmax_classes(block).numpy()
+            if progress is not None:
+                progress(k1 / nz)
+        return out
     m = torch.as_tensor(frame_to_scan_coordinates(frame), dtype=torch.float64)
     out = np.empty((nx, ny, nz), dtype=np.uint8)
     i = torch.arange(nx, dtype=torch.float64)
@@ -169,7 +261,7 @@ def probabilities_to_labels(
         # grid_sample takes (x, y, z) = (W, H, D) order: the block's last axis first.
         grid = torch.stack([rel[2], rel[1], rel[0]], dim=-1)[None].float()  # (1, X, Y, K, 3)
         sampled = F.grid_sample(block[None], grid, mode="bilinear", padding_mode="border", align_corners=True)
-        out[:, :, k0 : k0 + len(k)] = sampled[0].argmax(0).to(torch.uint8).numpy()
+        out[:, :, k0 : k0 + len(k)] = _argmax_classes(sampled[0]).numpy()
         if progress is not None:
             progress(min(1.0, (k0 + len(k)) / nz))
     return out

@@ -215,24 +215,19 @@ def _card(config: TrainConfig, n_classes: int):
 
 
 def frame_dice(network: torch.nn.Module, items: list[dict[str, Any]], card, device: torch.device) -> float:
-    """Mean foreground Dice over ``items`` (frame volumes) with the inference path's multi-axis averaging."""
-    from medfcn.engine import SliceEngine
+    """Mean foreground Dice over ``items`` (frame volumes) through the inference path's own multi-axis averaging
+    and post-processing (:meth:`medfcn.pipeline.Segmenter.probabilities`)."""
+    from medfcn.checkpoint import Model
+    from medfcn.metrics import dice
+    from medfcn.pipeline import Segmenter
     from medfcn.postprocess import apply_to_probabilities
 
-    engine = SliceEngine(network, device=device, batch_size=32)
+    segmenter = Segmenter(Model(network=network, card=card), device=device, batch_size=32)
     scores = []
     for item in items:
-        image, label = item["image"], item["label"]
-        probs = np.zeros((len(card.labels), *image.shape), np.float32)
-        for axis in card.slice_axes:
-            view = torch.from_numpy(probs).movedim(axis + 1, 1)
-            for start, p in engine.iter_probabilities(image, axis=axis, context=card.context):
-                view[:, start : start + p.shape[0]] += p.permute(1, 0, 2, 3)
+        probs = segmenter.probabilities(item["image"])
         pred = apply_to_probabilities(probs, card.postprocess).argmax(0)
-        for lab in range(1, len(card.labels)):
-            a, b = pred == lab, label == lab
-            denom = a.sum() + b.sum()
-            scores.append(1.0 if denom == 0 else 2.0 * (a & b).sum() / denom)
+        scores += [dice(pred == lab, item["label"] == lab) for lab in range(1, len(card.labels))]
     return float(np.mean(scores)) if scores else float("nan")
 
 

@@ -320,3 +320,9 @@ def write_scan(tmp_path) -> Callable[..., Path]:
         return write_scan_file(tmp_path / name, arr, aff, **kwargs)
 
     return make
+
+
+@pytest.fixture
+def viewer(make_napari_viewer):
+    """A napari viewer (from napari's ``make_napari_viewer``), closed after the test; for ``gui``-marked tests."""
+    return make_napari_viewer()

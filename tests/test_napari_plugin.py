@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 from conftest import affine_from_codes, head_labels, head_volume, oblique_affine, voxels_on, write_scan_file
 from napari import save_layers
+from napari_support import gui
 
 import napari_plugin
 from medfcn.reader import read_scan
@@ -24,21 +23,6 @@ from napari_plugin._layers import LPS_TO_DISPLAY
 from napari_plugin._reader import get_reader
 
 MANIFEST = Path(napari_plugin.__file__).parent / "napari.yaml"
-
-
-NO_DISPLAY = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def gui(test):
-    """Mark a test that opens a viewer; skip it with no display (a marker, not a fixture: Qt aborts the process
-    when an application is made with no display)."""
-    skip = pytest.mark.skipif(NO_DISPLAY, reason="a napari viewer needs a display: run under xvfb-run -a")
-    return pytest.mark.gui(skip(test))
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
 
 
 def world_to_lps(world) -> np.ndarray:

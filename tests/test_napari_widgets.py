@@ -8,13 +8,12 @@ and a per-slice Dice written out here slice by slice.
 from __future__ import annotations
 
 import csv
-import os
-import sys
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 from conftest import affine_from_codes, head_labels, head_volume, write_scan_file
+from napari_support import gui
 from scipy import ndimage
 
 from medfcn.checkpoint import DEFAULT_MODEL_PATH, ModelCard, save_model
@@ -27,21 +26,6 @@ from napari_plugin._widgets.review import ReviewWidget
 from napari_plugin._widgets.segment import ModelSource, SegmentWidget
 
 TIMEOUT_MS = 30_000
-
-
-NO_DISPLAY = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-
-
-def gui(test):
-    """Mark a test that opens a viewer; skip it with no display (a marker, not a fixture: Qt aborts the process
-    when an application is made with no display)."""
-    skip = pytest.mark.skipif(NO_DISPLAY, reason="a napari viewer needs a display: run under xvfb-run -a")
-    return pytest.mark.gui(skip(test))
-
-
-@pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
 
 
 @pytest.fixture(scope="module")

@@ -72,6 +72,8 @@ class TrainConfig:
     modality: str = "MRI T1w"
     command: str = ""
     resume: bool = False
+    synth: float = 0.0
+    init: str = ""
 
 
 # -- data ----------------------------------------------------------------------------------------------------
@@ -279,6 +281,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         ]
 
     network = build_from_card(card).to(device)
+    if config.init:
+        _load_init(network, card, config.init)
+    synthesise = _synthesiser(train_items, config)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
     amp = device.type == "cuda"
@@ -315,7 +320,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             if step % config.steps_per_volume == 0:
                 case = train_items[int(rng.integers(len(train_items)))]
                 image, label = case["image"], case["label"]
-                if augmenter is not None:
+                if synthesise is not None and rng.random() < config.synth:
+                    image, label = synthesise(case, rng)
+                elif augmenter is not None:
                     image, label = augmenter(image, label, rng)
                 item = (image, label)
             axis = int(rng.choice(card.slice_axes))
@@ -381,8 +388,40 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     }
 
 
+def _load_init(network: torch.nn.Module, card, path: str) -> None:
+    """Start from the weights of the model file ``path`` (fine-tuning); its network must match ``card``'s."""
+    from medfcn.checkpoint import load_model
+    from medfcn.errors import ModelError
+
+    init = load_model(path)
+    if init.card.architecture != card.architecture or init.card.network != card.network:
+        raise ModelError(
+            f"--init {path}: its network ({init.card.architecture} {init.card.network}) differs from the one "
+            f"configured here ({card.architecture} {card.network}); give the same --width/--variant/--context"
+        )
+    network.load_state_dict(init.network.state_dict())
+    log.info("starting from the weights of %s (%s)", path, init.sha256[:12])
+
+
+def _synthesiser(items: list[dict[str, Any]], config: TrainConfig):
+    """``draw(case, rng) -> (image, label)`` over tissue maps built once per training case, or None (--synth 0)."""
+    if config.synth <= 0:
+        return None
+    from medfcn.synth import Synthesiser, tissue_map
+
+    for item in items:
+        item["tissue"] = tissue_map(item["image"], item["label"])
+    synthesiser = Synthesiser(spacing=config.spacing)
+    log.info("synthesising %.0f%% of the training volumes from tissue maps", 100 * config.synth)
+    return lambda case, rng: synthesiser(case["image"], case["tissue"], rng)
+
+
 def _training_record(config: TrainConfig, pairs, epochs: int, seconds: float, device) -> dict[str, Any]:
     settings = {k: v for k, v in asdict(config).items() if k not in ("command", "resume")}
+    if config.init:
+        from medfcn.checkpoint import file_sha256
+
+        settings["init_sha256"] = file_sha256(config.init)
     return {
         "command": config.command,
         "data": [{"case": p["case"], "image": Path(p["image"]).name, "label": Path(p["label"]).name} for p in pairs],
@@ -438,6 +477,15 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--description", default="", help="one line recorded in the model card")
     p.add_argument("--modality", default=d.modality)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT.state.pt")
+    p.add_argument(
+        "--synth",
+        type=float,
+        default=d.synth,
+        metavar="FRACTION",
+        help="fraction (0-1) of training volumes synthesised from tissue maps of the labelled scans: deformed, "
+        "each tissue class given a random intensity (other contrasts), blurred, biased, noisy (default 0)",
+    )
+    p.add_argument("--init", default="", metavar="MODEL", help="start from this model file's weights (fine-tune)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_run)
 
@@ -455,6 +503,8 @@ def _run(args: argparse.Namespace) -> int:
     ):
         if value < 1:
             raise UsageError(f"{name} must be >= 1, got {value}")
+    if not 0 <= args.synth <= 1:
+        raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
     config = TrainConfig(
         images=args.images,
         labels=args.labels,
@@ -483,6 +533,8 @@ def _run(args: argparse.Namespace) -> int:
         modality=args.modality,
         command=shlex.join(["medfcn", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
         resume=args.resume,
+        synth=args.synth,
+        init=args.init,
     )
     summary = train(config, progress=not args.quiet)
     print(

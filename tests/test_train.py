@@ -111,3 +111,40 @@ def test_sample_batch_oversamples_foreground_and_stacks_like_inference():
     assert (y.sum(dim=(1, 2, 3)) == 120).all()  # every slice drawn is the foreground slice 20
     np.testing.assert_array_equal(x[0, 0].numpy(), image[:, :, 19])
     np.testing.assert_array_equal(x[0, 2].numpy(), image[:, :, 21])
+
+
+def test_synth_fraction_trains_on_synthesised_volumes_and_is_recorded(dataset, tmp_path, monkeypatch):
+    import medfcn.synth
+
+    calls = []
+    real_call = medfcn.synth.Synthesiser.__call__
+
+    def counting(self, image, tissue, rng):
+        calls.append(tissue.n_classes)
+        return real_call(self, image, tissue, rng)
+
+    monkeypatch.setattr(medfcn.synth.Synthesiser, "__call__", counting)
+    out = tmp_path / "s.safetensors"
+    summary = train(_config(dataset, output=str(out), epochs=1, steps_per_epoch=8, synth=1.0), progress=False)
+    assert np.isfinite(summary["history"][0]["loss"])
+    assert calls == [8, 8]  # one synthesised volume per 4 steps: 1 air + 3 brain + 4 non-brain classes
+    assert load_model(out).card.training["settings"]["synth"] == 1.0
+    calls.clear()
+    train(_config(dataset, output=str(tmp_path / "n.safetensors"), epochs=1, steps_per_epoch=8), progress=False)
+    assert calls == []  # --synth 0: never
+
+
+def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, tmp_path):
+    first = tmp_path / "first.safetensors"
+    train(_config(dataset, output=str(first), epochs=1), progress=False)
+    tuned = tmp_path / "tuned.safetensors"
+    # lr 0: whatever the steps do, the weights stay those of --init
+    train(_config(dataset, output=str(tuned), epochs=1, lr=0.0, init=str(first)), progress=False)
+    a, b = load_model(first).network.state_dict(), load_model(tuned).network.state_dict()
+    weights = [k for k in a if "running" not in k and "num_batches" not in k]
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in weights)
+    assert len(load_model(tuned).card.training["settings"]["init_sha256"]) == 64
+    from medfcn.errors import ModelError
+
+    with pytest.raises(ModelError, match="differs from the one configured here"):
+        train(_config(dataset, output=str(tmp_path / "x.safetensors"), width=8, init=str(first)), progress=False)

@@ -281,8 +281,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
         ]
 
     network = build_from_card(card).to(device)
-    if config.init:
-        _load_init(network, card, config.init)
+    init_sha256 = _load_init(network, card, config.init) if config.init else ""
     synthesise = _synthesiser(train_items, config)
     optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
@@ -363,7 +362,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                 "epoch": epoch + 1,
                 "validation": "held-out cases" if n_val else f"original + {config.val_copies} augmented copies",
             }
-            card.training = _training_record(config, pairs, epoch + 1, elapsed, device)
+            card.training = _training_record(config, pairs, epoch + 1, elapsed, device, init_sha256)
             save_model(output, network, card)
         torch.save(
             {
@@ -388,8 +387,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     }
 
 
-def _load_init(network: torch.nn.Module, card, path: str) -> None:
-    """Start from the weights of the model file ``path`` (fine-tuning); its network must match ``card``'s."""
+def _load_init(network: torch.nn.Module, card, path: str) -> str:
+    """Start from the weights of the model file ``path`` (fine-tuning); its network must match ``card``'s.
+    Returns the file's SHA-256 (taken now: OUTPUT may be the same file and is overwritten later)."""
     from medfcn.checkpoint import load_model
     from medfcn.errors import ModelError
 
@@ -401,6 +401,7 @@ def _load_init(network: torch.nn.Module, card, path: str) -> None:
         )
     network.load_state_dict(init.network.state_dict())
     log.info("starting from the weights of %s (%s)", path, init.sha256[:12])
+    return init.sha256
 
 
 def _synthesiser(items: list[dict[str, Any]], config: TrainConfig):
@@ -416,12 +417,12 @@ def _synthesiser(items: list[dict[str, Any]], config: TrainConfig):
     return lambda case, rng: synthesiser(case["image"], case["tissue"], rng)
 
 
-def _training_record(config: TrainConfig, pairs, epochs: int, seconds: float, device) -> dict[str, Any]:
+def _training_record(
+    config: TrainConfig, pairs, epochs: int, seconds: float, device, init_sha256: str = ""
+) -> dict[str, Any]:
     settings = {k: v for k, v in asdict(config).items() if k not in ("command", "resume")}
-    if config.init:
-        from medfcn.checkpoint import file_sha256
-
-        settings["init_sha256"] = file_sha256(config.init)
+    if init_sha256:
+        settings["init_sha256"] = init_sha256
     return {
         "command": config.command,
         "data": [{"case": p["case"], "image": Path(p["image"]).name, "label": Path(p["label"]).name} for p in pairs],

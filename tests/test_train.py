@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import affine_from_codes, head_labels, head_volume, write_scan_file
 
-from medfcn.checkpoint import load_model
+from medfcn.checkpoint import file_sha256, load_model
 from medfcn.errors import MedfcnError, NoScansError
 from medfcn.train import TrainConfig, find_pairs, sample_batch, train
 
@@ -138,12 +138,13 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, 
     first = tmp_path / "first.safetensors"
     train(_config(dataset, output=str(first), epochs=1), progress=False)
     tuned = tmp_path / "tuned.safetensors"
-    # lr 0: whatever the steps do, the weights stay those of --init
-    train(_config(dataset, output=str(tuned), epochs=1, lr=0.0, init=str(first)), progress=False)
+    tuned.write_bytes(first.read_bytes())
+    # lr 0: whatever the steps do, the weights stay those of --init; --init may be OUTPUT itself (overwritten)
+    train(_config(dataset, output=str(tuned), epochs=1, lr=0.0, init=str(tuned)), progress=False)
     a, b = load_model(first).network.state_dict(), load_model(tuned).network.state_dict()
     weights = [k for k in a if "running" not in k and "num_batches" not in k]
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in weights)
-    assert len(load_model(tuned).card.training["settings"]["init_sha256"]) == 64
+    assert load_model(tuned).card.training["settings"]["init_sha256"] == file_sha256(first)  # before overwriting
     from medfcn.errors import ModelError
 
     with pytest.raises(ModelError, match="differs from the one configured here"):

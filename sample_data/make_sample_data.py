@@ -2,7 +2,8 @@
 
     python sample_data/make_sample_data.py /path/to/colin27 sample_data
 
-- images/colin27.nii.gz, labels/colin27.nii.gz: the T1 and its brain mask, unchanged.
+- images/colin27.nii.gz, labels/colin27.nii.gz: the T1 and BET's brain mask, unchanged (``make_reference_mask.py``
+  then moves that mask to labels_bet/ and writes the training label, brain + CSF, in labels/).
 - dicom/colin27_dicom/: the T1 resampled to 1.5 x 1.5 x 2.0 mm as a DICOM MR series (int16, one file per
   slice, shuffled file names), and labels/colin27_dicom.nii.gz: the mask resampled (nearest) onto that grid.
 """

@@ -33,6 +33,7 @@ import torch
 from scipy import ndimage
 
 from medfcn.augment import Augmenter
+from medfcn.errors import MedfcnError
 from medfcn.frame import normalise_intensity
 
 __all__ = ["TissueMap", "kmeans_1d", "tissue_map", "draw_contrast", "paint", "blur", "render", "Synthesiser"]
@@ -129,6 +130,8 @@ def tissue_map(image: np.ndarray, label: np.ndarray, per_label: int = 3, outside
     to_label = [0]
     head = head_mask(image) | (label > 0)
     regions = [(label == v, int(v), per_label) for v in np.unique(label) if v > 0]
+    if 1 + per_label * len(regions) + outside > 255:
+        raise MedfcnError(f"{len(regions)} labels x {per_label} tissue classes do not fit 255 classes: use fewer")
     regions.append((head & (label == 0), 0, outside))
     for region, value, k in regions:
         vals = image[region]

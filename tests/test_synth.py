@@ -149,3 +149,11 @@ def test_synthesiser_deforms_image_and_label_together():
         assert 0.5 < lab.sum() / label.sum() < 2.0  # scaled 0.85-1.18 per axis, elastic: still one brain
         assert ndimage.label(lab)[1] == 1
         assert 0 <= out.min() and out.max() <= 1
+
+
+def test_tissue_map_refuses_more_classes_than_fit():
+    from medfcn.errors import MedfcnError
+
+    label = np.arange(6 * 6 * 6, dtype=np.uint16).reshape(6, 6, 6) % 85  # 84 labels > 0: 1 + 84 * 3 + 4 = 257
+    with pytest.raises(MedfcnError, match="do not fit 255 classes"):
+        tissue_map(np.random.default_rng(0).random((6, 6, 6)).astype(np.float32), label)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medfcn._monai import import_monai
 from medfcn.scan import Scan
 
 __all__ = [
@@ -70,6 +71,7 @@ class ModelFrame:
 def _orientation(axcodes: str, lazy: bool = False):
     import warnings
 
+    import_monai()
     from monai.transforms import Orientation
 
     with warnings.catch_warnings():
@@ -81,6 +83,7 @@ def _frame_geometry(
     scan: Scan, spacing: tuple[float, float, float], orientation: str
 ) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The affine and shape MONAI's ``Orientation`` + ``Spacing`` give ``scan``, computed lazily (no voxels)."""
+    import_monai()
     from monai.data import MetaTensor
     from monai.transforms import Spacing
 
@@ -165,6 +168,7 @@ def to_model_frame(
     Args:
         array: voxels to bring instead of the scan's own, on the same grid (e.g. a label map, ``mode="nearest"``).
     """
+    import_monai()
     from monai.data import MetaTensor
     from monai.transforms import Spacing
 

@@ -23,7 +23,16 @@ from types import ModuleType
 __all__ = ["import_monai", "DEFERRED"]
 
 # Packages MONAI imports at import time only for features medfcn does not use.
-DEFERRED = ("matplotlib", "pandas", "scipy.signal", "skimage.morphology")
+DEFERRED = (
+    "matplotlib",  # monai.utils.jupyter_utils, monai.visualize
+    "pandas",  # monai.utils.profiling, monai.data.dataset (CSV)
+    "scipy.signal",  # monai.data.ultrasound_confidence_map
+    "scipy.sparse.linalg",  # the same
+    "scipy.optimize",  # monai.metrics.panoptic_quality
+    "skimage.morphology",  # monai.transforms.utils (RemoveSmallObjects)
+    "requests",  # monai.apps.tcia (downloads)
+    "jsonschema",  # monai.bundle (config validation)
+)
 
 
 class _Refuse:

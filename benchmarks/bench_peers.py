@@ -199,10 +199,10 @@ def main() -> None:
     refs = colin_references(work, python, args.field_ref)
     cases = build_cases(work / "cases", refs, python, BATCH)
     runs = {
-        "single": {"sample_1mm": SAMPLE_IMAGE},
+        "single": {"colin27": SAMPLE_IMAGE},
         "batch": {name: cases[name].image for name in BATCH},
     }
-    case_info = {"sample_1mm": {"group": "training subject (1 mm head)", "refs": {k: v for k, v in refs.items()}}}
+    case_info = {"colin27": {"group": "training subject (1 mm head)", "refs": {k: v for k, v in refs.items()}}}
     case_info.update({n: {"group": cases[n].group, "refs": cases[n].references} for n in BATCH})
     tools = [t for t in args.tools.split(",") if t]
     results: dict = {"model": args.model or "bundled", "references": {k: str(v) for k, v in refs.items()}, "runs": {}}

@@ -161,7 +161,7 @@ def markdown(results: dict) -> str:
                 f"| {run} ({row['n_cases']} scans) | {tool} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | "
                 f"{row['peak_mb']} | {row['load']} |"
             )
-    tools = list(next(iter(results["runs"].values())).keys())
+    tools = [t for t in TOOLS if any(t in rows for rows in results["runs"].values())]
     head = " | ".join(f"{t} Dice / HD95 / vol %" for t in tools)
     lines += ["", f"| case | what it measures | reference | {head} |", "|---|---|---|" + "---|" * len(tools)]
     for case, info in results["cases"].items():
@@ -191,7 +191,7 @@ def main() -> None:
     parser.add_argument("--runs", default="single,batch", help="comma-separated: single, batch")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated: " + ", ".join(TOOLS))
     parser.add_argument("--field-ref", default=None, help="Colin27 mask, brain + CSF (default: see heads.py)")
-    parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--json", default=None, help="write the results here (and resume from them)")
     parser.add_argument("--markdown", default=None, help="write the tables here")
     args = parser.parse_args()
     python = peers_python(Path(args.peers_venv))
@@ -209,14 +209,22 @@ def main() -> None:
     results["cases"] = {
         n: {"group": i["group"], "references": list(i["refs"]), "scores": {}} for n, i in case_info.items()
     }
+    saved = Path(args.json) if args.json else None
+    if saved is not None and saved.exists():  # resume: keep the runs already measured with the same model
+        previous = json.loads(saved.read_text())
+        if previous.get("model") == results["model"] and previous.get("references") == results["references"]:
+            results["runs"] = previous["runs"]
+            for n, info in previous["cases"].items():
+                results["cases"].setdefault(n, info)["scores"].update(info["scores"])
     for run in [r for r in args.runs.split(",") if r]:
         images = runs[run]
-        results["runs"][run] = {}
         for tool in tools:
+            if tool in results["runs"].get(run, {}):
+                print(f"{run} {tool}: measured already ({saved})")
+                continue
             out = work / "out" / run / tool
             row = run_tool(tool, images, out, python, args.model)
             row["n_cases"] = len(images)
-            results["runs"][run][tool] = row
             print(
                 f"{run:6s} {tool:8s} {row['wall_s']:7.1f} s wall {row['cpu_s']:7.1f} s CPU "
                 f"{row['peak_mb']:6d} MB peak (load {row['load']})",
@@ -233,11 +241,14 @@ def main() -> None:
                     ),
                     flush=True,
                 )
+            results["runs"].setdefault(run, {})[tool] = row
+            if saved is not None:  # after each tool: a long run can be resumed
+                saved.write_text(json.dumps(results, indent=1))
     results["cases"] = {n: i for n, i in results["cases"].items() if i["scores"]}
     table = markdown(results)
     print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    if saved is not None:
+        saved.write_text(json.dumps(results, indent=1))
     if args.markdown:
         Path(args.markdown).write_text(table)
 

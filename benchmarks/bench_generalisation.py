@@ -40,9 +40,16 @@ CASES = (
 ).split()
 
 
-def evaluate_cases(model: str | None, cases: dict[str, Case], device: str = "cpu") -> dict[str, dict]:
-    """{case: {"group", "seconds", "shape", "spacing", reference: {"dice", "hd95_mm", "volume_error_pct"}}}."""
+def evaluate_cases(
+    model: str | None, cases: dict[str, Case], device: str = "cpu", axes: tuple[int, ...] | None = None
+) -> dict[str, dict]:
+    """{case: {"group", "seconds", "shape", "spacing", reference: {"dice", "hd95_mm", "volume_error_pct"}}}.
+
+    ``axes``: slice axes of the model's frame to average over instead of the card's (a speed/quality trade-off).
+    """
     segmenter = Segmenter(model, device=device)
+    if axes is not None:
+        segmenter.model.card.slice_axes = tuple(axes)
     results = {}
     for name, case in cases.items():
         scan = read_scan(case.image)
@@ -109,14 +116,16 @@ def main() -> None:
     default_venv = os.environ.get("MEDFCN_PEERS_VENV", str(Path(__file__).resolve().parent / ".peers-venv"))
     parser.add_argument("--peers-venv", default=default_venv, help="the peers' environment (see bench_peers.py)")
     parser.add_argument("--field-ref", default=None, help="Colin27 mask, brain + CSF (default: see heads.py)")
+    parser.add_argument("--axes", default=None, help="slice axes to use instead of the model's, e.g. 2 or 0,2")
     args = parser.parse_args()
+    axes = tuple(int(a) for a in args.axes.split(",")) if args.axes else None
     names = [n for n in args.only.split(",") if n] or ["original", *CASES]
     work = Path(args.workdir)
     python = peers_python(Path(args.peers_venv))
     refs = colin_references(work, python, args.field_ref)
     cases = {"original": Case(SAMPLE_IMAGE, dict(refs), "training subject itself")} if "original" in names else {}
     cases.update(build_cases(work / "cases", refs, python, [n for n in names if n != "original"]))
-    results = evaluate_cases(args.model, cases, args.device)
+    results = evaluate_cases(args.model, cases, args.device, axes)
     for ref in ("field", "bet"):
         dice = [r[ref]["dice"] for r in results.values() if ref in r]
         if dice:
@@ -124,7 +133,8 @@ def main() -> None:
     table = markdown(results)
     print(table)
     if args.json:
-        out = {"model": args.model or "bundled", "references": {k: str(v) for k, v in refs.items()}, "results": results}
+        out = {"model": args.model or "bundled", "axes": args.axes or "the model's", "results": results}
+        out["references"] = {k: str(v) for k, v in refs.items()}
         Path(args.json).write_text(json.dumps(out, indent=1))
     if args.markdown:
         Path(args.markdown).write_text(table)

@@ -242,8 +242,13 @@ def probabilities_to_labels(
     sources = _axis_sources(frame_to_scan_coordinates(frame))
     if sources is not None:  # parallel axes (every scan): separable, ~4x faster and ~8x less memory
         out = np.empty((nx, ny, nz), dtype=np.uint8)
-        for k0, k1, block in _resample_slabs(probs, frame_to_scan_coordinates(frame), sources, (nx, ny, nz), slab):
-            out[:, :, k0:k1] = _argmax_classes(block).numpy()
+        m = frame_to_scan_coordinates(frame)
+        if n_classes == 2:  # interpolation is linear: class 1 wins where the interpolated p1 - p0 is positive
+            values = (probs[1].to(torch.float32) - probs[0].to(torch.float32))[None]  # half the work and memory
+        else:
+            values = probs
+        for k0, k1, block in _resample_slabs(values, m, sources, (nx, ny, nz), slab):
+            out[:, :, k0:k1] = (block[0] > 0).numpy() if n_classes == 2 else _argmax_classes(block).numpy()
             if progress is not None:
                 progress(k1 / nz)
         return out

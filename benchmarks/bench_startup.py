@@ -34,6 +34,7 @@ SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
 def export_revision(rev: str, into: Path) -> Path:
     """The ``medfcn`` package of git revision ``rev`` extracted under ``into``; returns the folder to put on
     ``PYTHONPATH``."""
+    into.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "medfcn"], capture_output=True, check=True)
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
     return into
@@ -42,7 +43,8 @@ def export_revision(rev: str, into: Path) -> Path:
 def run(argv: list[str], env: dict[str, str]) -> dict:
     """Wall and CPU seconds and peak RSS (MB) of one process; raises SystemExit if it fails."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    # cwd: a neutral folder, so `python -c` does not import the medfcn of the current directory
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=tempfile.gettempdir())
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
@@ -78,7 +80,7 @@ def commands(out: Path) -> dict[str, list[str]]:
 def import_breakdown(env: dict[str, str], out: Path, top: int = 15) -> list[tuple[float, str, str]]:
     """(seconds, module, importer) of the largest third-party imports made by a MONAI or medfcn module."""
     argv = [sys.executable, "-X", "importtime", *commands(out)["segment 1 mm"][1:]]
-    text = subprocess.run(argv, capture_output=True, text=True, env=env, check=True).stderr
+    text = subprocess.run(argv, capture_output=True, text=True, env=env, check=True, cwd=tempfile.gettempdir()).stderr
     rows = [re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line) for line in text.splitlines()]
     rows = [(int(m[2]) / 1e6, len(m[3]), m[4]) for m in rows if m]
     found = []

@@ -234,14 +234,16 @@ def probabilities_to_labels(
         probabilities: (C, X', Y', Z') on the model frame; uint8 (probability x 255) or float.
 
     Returns:
-        uint8 labels (X, Y, Z) on the scan's grid (class index of the highest probability).
+        uint8 labels (X, Y, Z) on the scan's grid (class index of the highest probability), Fortran-ordered: the
+        (Z, Y, X) memory order of NIfTI and SimpleITK, so writing them takes no transposed copy (57 MB for a
+        0.5 mm head), and each slab is written to contiguous memory.
     """
     probs = torch.as_tensor(probabilities)
     n_classes, *fshape = probs.shape
     nx, ny, nz = frame.scan_shape
     sources = _axis_sources(frame_to_scan_coordinates(frame))
     if sources is not None:  # parallel axes (every scan): separable, ~4x faster and ~8x less memory
-        out = np.empty((nx, ny, nz), dtype=np.uint8)
+        out = np.empty((nx, ny, nz), dtype=np.uint8, order="F")
         m = frame_to_scan_coordinates(frame)
         if n_classes == 2:  # interpolation is linear: class 1 wins where the interpolated p1 - p0 is positive
             values = (probs[1].to(torch.float32) - probs[0].to(torch.float32))[None]  # half the work and memory
@@ -253,7 +255,7 @@ def probabilities_to_labels(
                 progress(k1 / nz)
         return out
     m = torch.as_tensor(frame_to_scan_coordinates(frame), dtype=torch.float64)
-    out = np.empty((nx, ny, nz), dtype=np.uint8)
+    out = np.empty((nx, ny, nz), dtype=np.uint8, order="F")
     i = torch.arange(nx, dtype=torch.float64)
     j = torch.arange(ny, dtype=torch.float64)
     base = m[:3, 0, None, None] * i[None, :, None] + m[:3, 1, None, None] * j[None, None, :]  # (3, X, Y)

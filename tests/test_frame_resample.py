@@ -95,3 +95,16 @@ def test_a_rotated_frame_takes_the_general_path() -> None:
     expected = np.stack([map_coordinates(p, coords, order=1) for p in probs]).reshape(2, *scan.shape)
     clear = np.abs(expected[1] - expected[0]) > 1e-5
     np.testing.assert_array_equal(labels[clear], expected.argmax(0)[clear])
+
+
+@pytest.mark.parametrize("name", ["RAS", "oblique"])
+def test_labels_come_back_in_the_memory_order_of_the_writers(name: str) -> None:
+    """Fortran order: ``labels.T`` is C-contiguous, what SimpleITK's GetImageFromArray takes without a copy."""
+    scan = _scan(AFFINES[name])
+    frame = to_model_frame(scan, (1.5, 1.5, 1.5))
+    probs = np.zeros((2, *frame.volume.shape), np.uint16)
+    probs[1, 5:-5, 5:-5, 5:-5] = 600
+    labels = probabilities_to_labels(probs, frame)
+    assert labels.shape == scan.shape and labels.flags.f_contiguous
+    assert np.transpose(labels, (2, 1, 0)).flags.c_contiguous
+    assert 0 < labels.mean() < 1

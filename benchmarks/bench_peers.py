@@ -1,7 +1,8 @@
 """The peers side by side: deepbet, brainextractor (a Python port of FSL's BET) and medfcn on the same cases.
 
 Each tool runs as its own process over a whole set of cases, loading its model once, with 2 CPU threads
-(``OMP_NUM_THREADS=2``, and ``torch.set_num_threads(2)`` for deepbet); the parent measures the process's wall
+(``OMP_NUM_THREADS=2``, and ``torch.set_num_threads(2)`` for deepbet) and ``OMP_WAIT_POLICY=PASSIVE`` for all (what
+``medfcn``'s command line sets for itself: idle threads sleep rather than spin); the parent measures the process's wall
 and CPU seconds and peak resident memory (``os.wait4``: ``ru_maxrss`` of the process and its children). Two runs:
 
     single  one 1 mm head (the sample T1, 181 x 217 x 181) as one process: what a user's first run costs
@@ -116,6 +117,7 @@ def run_tool(tool: str, images: dict[str, Path], out: Path, python: Path, model:
     """Segment ``images`` ({case: file}) with ``tool`` as one process; masks to OUT/<case>.nii.gz."""
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **{k: str(THREADS) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # what medfcn's CLI sets: the same for every tool
     pairs = [(str(p), str(out / f"{case}.nii.gz")) for case, p in images.items()]
     if tool == "medfcn":
         exe = Path(sys.executable).with_name("medfcn")

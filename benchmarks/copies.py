@@ -12,7 +12,7 @@ Each copy is an image and its reference mask on the copy's own grid, written as 
     cropped        the top 40 mm of the volume (into the brain) outside the field of view
     combined       LSA, 1.2 x 1.2 x 2 mm, remapped, bias field and noise together
 
-Usage: ``python benchmarks/copies.py OUT_DIR`` (writes OUT_DIR/images/<name>.nii.gz and OUT_DIR/labels/...).
+Usage: ``python benchmarks/copies.py OUT_DIR`` (writes OUT_DIR/images/<name>.nii.gz and OUT_DIR/labels/sample/...).
 """
 
 from __future__ import annotations
@@ -79,53 +79,62 @@ def _crop_top(img: sitk.Image, mm: float = 40.0) -> sitk.Image:
     return sitk.RegionOfInterest(img, size, [0, 0, 0])  # sample is RAS-like: the top of the head is at high z
 
 
-def make_copies(out: Path, names: list[str] | None = None) -> dict[str, tuple[Path, Path]]:
-    """Write the copies; returns {name: (image path, label path)}."""
-    t1 = sitk.ReadImage(str(SAMPLE_IMAGE), sitk.sitkFloat32)
-    mask = sitk.ReadImage(str(SAMPLE_LABEL), sitk.sitkUInt8)
+def _recipes() -> dict[str, tuple]:
+    """{name: (geometry(img, interp) applied to the image and its masks, intensity(img) for the image only)}."""
     rng = np.random.default_rng(7)
-    lin, nn = sitk.sitkLinear, sitk.sitkNearestNeighbor
     rot = sitk.Euler3DTransform((0, 0, 0), np.deg2rad(15), 0, np.deg2rad(15)).GetMatrix()
-    recipes = {
-        "lsa": lambda: (regrid(t1, (1, 1, 1), LSA, lin), regrid(mask, (1, 1, 1), LSA, nn)),
-        "oblique": lambda: (regrid(t1, (1.2, 1.2, 1.5), rot, lin), regrid(mask, (1.2, 1.2, 1.5), rot, nn)),
-        "thick_2x2x3": lambda: (
-            regrid(t1, (2, 2, 3), t1.GetDirection(), lin),
-            regrid(mask, (2, 2, 3), t1.GetDirection(), nn),
-        ),
-        "fine_0.5mm": lambda: (
-            regrid(t1, (0.5,) * 3, t1.GetDirection(), lin),
-            regrid(mask, (0.5,) * 3, t1.GetDirection(), nn),
-        ),
-        "remapped": lambda: (_remap(t1), mask),
-        "bias": lambda: (_bias(t1, rng), mask),
-        "noise": lambda: (_noise(t1, rng), mask),
-        "cropped": lambda: (_crop_top(t1), _crop_top(mask)),
-        "combined": lambda: (
-            _noise(_bias(_remap(regrid(t1, (1.2, 1.2, 2.0), LSA, lin)), rng), rng, 0.03),
-            regrid(mask, (1.2, 1.2, 2.0), LSA, nn),
+    same = None
+    return {
+        "lsa": (lambda x, i: regrid(x, (1, 1, 1), LSA, i), same),
+        "oblique": (lambda x, i: regrid(x, (1.2, 1.2, 1.5), rot, i), same),
+        "thick_2x2x3": (lambda x, i: regrid(x, (2, 2, 3), x.GetDirection(), i), same),
+        "fine_0.5mm": (lambda x, i: regrid(x, (0.5,) * 3, x.GetDirection(), i), same),
+        "remapped": (same, _remap),
+        "bias": (same, lambda x: _bias(x, rng)),
+        "noise": (same, lambda x: _noise(x, rng)),
+        "cropped": (lambda x, i: _crop_top(x), same),
+        "combined": (
+            lambda x, i: regrid(x, (1.2, 1.2, 2.0), LSA, i),
+            lambda x: _noise(_bias(_remap(x), rng), rng, 0.03),
         ),
     }
+
+
+def make_copy_cases(
+    out: Path, references: dict[str, Path], names: list[str] | None = None, image: Path = SAMPLE_IMAGE
+) -> dict[str, tuple[Path, dict[str, Path]]]:
+    """Write the copies of ``image`` and of each reference mask ({definition: mask file}, same grid as the image):
+    OUT/images/<name>.nii.gz and OUT/labels/<definition>/<name>.nii.gz. Returns {name: (image, {definition: mask})}.
+    """
+    t1 = sitk.ReadImage(str(image), sitk.sitkFloat32)
+    masks = {ref: sitk.ReadImage(str(path), sitk.sitkUInt8) for ref, path in references.items()}
     written = {}
-    for name, make in recipes.items():
+    for name, (geometry, intensity) in _recipes().items():
         if names and name not in names:
             continue
-        image, label = make()
-        ip, lp = out / "images" / f"{name}.nii.gz", out / "labels" / f"{name}.nii.gz"
+        img = t1 if geometry is None else geometry(t1, sitk.sitkLinear)
+        if intensity is not None:
+            img = intensity(img)
+        elif img.GetPixelID() == sitk.sitkFloat32:  # geometry only: stored as integers, as scanners do
+            img = sitk.Cast(sitk.Round(img), sitk.sitkInt16)
+        ip = out / "images" / f"{name}.nii.gz"
         ip.parent.mkdir(parents=True, exist_ok=True)
-        lp.parent.mkdir(parents=True, exist_ok=True)
-        if image.GetPixelID() == sitk.sitkFloat32 and name in (
-            "lsa",
-            "oblique",
-            "thick_2x2x3",
-            "fine_0.5mm",
-            "cropped",
-        ):
-            image = sitk.Cast(sitk.Round(image), sitk.sitkInt16)
-        sitk.WriteImage(image, str(ip))
-        sitk.WriteImage(sitk.Cast(label, sitk.sitkUInt8), str(lp))
-        written[name] = (ip, lp)
+        sitk.WriteImage(img, str(ip))
+        labels = {}
+        for ref, mask in masks.items():
+            lp = out / "labels" / ref / f"{name}.nii.gz"
+            lp.parent.mkdir(parents=True, exist_ok=True)
+            m = mask if geometry is None else geometry(mask, sitk.sitkNearestNeighbor)
+            sitk.WriteImage(sitk.Cast(m, sitk.sitkUInt8), str(lp))
+            labels[ref] = lp
+        written[name] = (ip, labels)
     return written
+
+
+def make_copies(out: Path, names: list[str] | None = None) -> dict[str, tuple[Path, Path]]:
+    """Write the copies with the sample's own mask; returns {name: (image path, label path)}."""
+    cases = make_copy_cases(out, {"sample": SAMPLE_LABEL}, names)
+    return {name: (image, labels["sample"]) for name, (image, labels) in cases.items()}
 
 
 if __name__ == "__main__":

@@ -24,13 +24,18 @@ import re
 from pathlib import Path
 
 import numpy as np
-from monai.data import ImageReader
-from monai.transforms import LoadImage
-from monai.utils import MetaKeys
 
-from medfcn.dicom import list_series
-from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError
-from medfcn.scan import LPS_TO_RAS, Scan
+from medfcn._monai import import_monai
+
+import_monai()  # before any MONAI import below: without the optional packages it would drag in
+
+from monai.data import ImageReader  # noqa: E402
+from monai.transforms import LoadImage  # noqa: E402
+from monai.utils import MetaKeys  # noqa: E402
+
+from medfcn.dicom import list_series  # noqa: E402
+from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError  # noqa: E402
+from medfcn.scan import LPS_TO_RAS, Scan  # noqa: E402
 
 __all__ = ["SimpleITKReader", "read_scan", "SCAN_SUFFIXES", "strip_suffix"]
 

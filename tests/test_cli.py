@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,27 @@ def test_segment_then_dice_report_on_a_small_copy_of_the_sample(tmp_path):
     assert overlap.GetDiceCoefficient() > 0.93  # the bundled model's floor on a 2 mm copy of its training subject
     rows = list(csv.DictReader(open(tmp_path / "out" / "evaluation" / "metrics.csv")))
     assert rows[0]["case"] == "head" and abs(float(rows[0]["dice"]) - overlap.GetDiceCoefficient()) < 1e-4
+
+
+def test_a_process_started_by_the_command_line_lets_idle_openmp_threads_sleep():
+    """OMP_WAIT_POLICY is read when torch loads its OpenMP runtime: the CLI sets it first, unless the user did."""
+    code = (
+        "import os, sys; from medfcn.cli import main; os.environ.pop('OMP_WAIT_POLICY', None); "
+        "assert 'torch' not in sys.modules; main(['info']); print(os.environ['OMP_WAIT_POLICY'])"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "PASSIVE"
+    env = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"}
+    kept = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import os; from medfcn.cli import main; main(['info']); print(os.environ['OMP_WAIT_POLICY'])",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+    )
+    assert kept.stdout.strip().splitlines()[-1] == "ACTIVE"

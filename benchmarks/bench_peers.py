@@ -1,0 +1,259 @@
+"""The peers side by side: deepbet, brainextractor (a Python port of FSL's BET) and medfcn on the same cases.
+
+Each tool runs as its own process over a whole set of cases, loading its model once, with 2 CPU threads
+(``OMP_NUM_THREADS=2``, and ``torch.set_num_threads(2)`` for deepbet) and ``OMP_WAIT_POLICY=PASSIVE`` for all (what
+``medfcn``'s command line sets for itself: idle threads sleep rather than spin); the parent measures the process's wall
+and CPU seconds and peak resident memory (``os.wait4``: ``ru_maxrss`` of the process and its children). Two runs:
+
+    single  one 1 mm head (the sample T1, 181 x 217 x 181) as one process: what a user's first run costs
+    batch   a dozen scans as one process: the transformed copies of ``copies.py`` (less the 0.5 mm one) and the
+            held-out MNI152 anatomy rendered T1/T2/PD/FLAIR-like (``heads.py``)
+
+medfcn runs as its command line (``medfcn segment INPUTS -o OUT --device cpu --quiet``, a real process with its
+imports); deepbet through ``deepbet.BrainExtraction`` (its weights ship in its wheel); BET through
+``brainextractor.BrainExtractor`` (default parameters). Each output mask is scored against each of the case's
+references (``heads.py``: ``field``, brain + CSF inside the skull; ``bet``, BET's cortex-tight ``ch2bet``) with
+Dice (SimpleITK ``LabelOverlapMeasuresImageFilter``), HD95 (``medfcn.metrics.hd95``) and the volume error.
+
+The peers live in their own virtual environment, not the project's dependencies: ``--peers-venv DIR`` (default
+``$MEDFCN_PEERS_VENV`` or ``benchmarks/.peers-venv``); a missing one is created there with torch 2.13.0 (CPU),
+deepbet, brainextractor and nilearn (whose wheel ships the MNI152 templates).
+
+Run: ``python benchmarks/bench_peers.py [--workdir DIR] [--model M] [--runs single,batch] [--tools ...]
+[--field-ref MASK] [--json OUT.json] [--markdown OUT.md]``. Wall seconds depend on what else the machine runs:
+the 1-minute load average at each run's end is recorded beside them, and CPU seconds are less affected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from heads import build_cases, colin_references  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
+TOOLS = ("medfcn", "deepbet", "bet")
+BATCH = "lsa oblique thick_2x2x3 remapped bias noise cropped combined mni_t1 mni_t2 mni_pd mni_flair".split()
+THREADS = 2
+
+DEEPBET = """
+import json, sys, time
+import torch
+torch.set_num_threads({threads})
+from deepbet import BrainExtraction
+t0 = time.perf_counter()
+bet = BrainExtraction(no_gpu=True)
+seconds = {{"load model": time.perf_counter() - t0}}
+for src, dst in json.loads(sys.argv[1]):
+    t = time.perf_counter()
+    bet.run(src, mask_path=dst)
+    seconds[dst] = time.perf_counter() - t
+print("RESULT" + json.dumps(seconds))
+"""
+
+BET = """
+import contextlib, io, json, sys, time
+import nibabel as nib
+from brainextractor import BrainExtractor
+seconds = {}
+for src, dst in json.loads(sys.argv[1]):
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()):
+        bet = BrainExtractor(img=nib.load(src))
+        bet.run()
+        bet.save_mask(dst)
+    seconds[dst] = time.perf_counter() - t
+print("RESULT" + json.dumps(seconds))
+"""
+
+
+def peers_python(venv: Path) -> Path:
+    """The peers' interpreter in ``venv``, creating the environment when it is missing (minutes)."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import deepbet, brainextractor, nilearn"]
+    if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    print(f"installing the peers into {venv} (torch 2.13.0 CPU first, then deepbet, brainextractor, nilearn)")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)  # a bare torch requirement would pull a CUDA build
+    subprocess.run([*pip, "deepbet", "brainextractor", "nilearn"], check=True)
+    subprocess.run(check, check=True)
+    return python
+
+
+def run_process(argv: list[str], env: dict[str, str]) -> dict:
+    """Run ``argv``; its wall and CPU seconds, peak RSS (MB), load average at its end and its RESULT json."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(argv[:3])} ... failed:\n{out[-3000:]}")
+    result = {}
+    for line in out.splitlines():
+        if line.startswith("RESULT"):
+            result = json.loads(line[len("RESULT") :])
+    return {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "peak_mb": round(usage.ru_maxrss / 1024),
+        "load": round(os.getloadavg()[0], 1),
+        "per_case_s": {Path(k).name.removesuffix(".nii.gz"): round(v, 2) for k, v in result.items()},
+    }
+
+
+def run_tool(tool: str, images: dict[str, Path], out: Path, python: Path, model: str | None) -> dict:
+    """Segment ``images`` ({case: file}) with ``tool`` as one process; masks to OUT/<case>.nii.gz."""
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **{k: str(THREADS) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
+    env["OMP_WAIT_POLICY"] = "PASSIVE"  # what medfcn's CLI sets: the same for every tool
+    pairs = [(str(p), str(out / f"{case}.nii.gz")) for case, p in images.items()]
+    if tool == "medfcn":
+        exe = Path(sys.executable).with_name("medfcn")
+        argv = [str(exe), "segment", *[src for src, _ in pairs], "-o", str(out), "--device", "cpu", "--quiet"]
+        argv += ["--overwrite"] + (["--model", model] if model else [])
+        row = run_process(argv, env)
+        manifest = json.loads((out / "manifest.json").read_text())
+        row["per_case_s"] = {c["case"]: c["seconds"] for c in manifest["cases"]}
+        return row
+    code = DEEPBET.format(threads=THREADS) if tool == "deepbet" else BET
+    return run_process([str(python), "-c", code, json.dumps(pairs)], env)
+
+
+def score(pred_path: Path, ref_path: Path) -> dict:
+    """Dice, HD95 (mm) and volume error (%) of a predicted mask against a reference on the same grid."""
+    import SimpleITK as sitk
+
+    from medfcn.metrics import hd95
+
+    ref = sitk.ReadImage(str(ref_path), sitk.sitkUInt8) > 0
+    pred = sitk.ReadImage(str(pred_path), sitk.sitkUInt8) > 0
+    same = np.allclose(pred.GetOrigin(), ref.GetOrigin(), atol=1e-3) and pred.GetSize() == ref.GetSize()
+    if not same or not np.allclose(pred.GetDirection(), ref.GetDirection(), atol=1e-4):
+        raise SystemExit(f"{pred_path} is not on the grid of {ref_path}")
+    pred.CopyInformation(ref)
+    overlap = sitk.LabelOverlapMeasuresImageFilter()
+    overlap.Execute(ref, pred)
+    p = sitk.GetArrayFromImage(pred).transpose(2, 1, 0) > 0
+    r = sitk.GetArrayFromImage(ref).transpose(2, 1, 0) > 0
+    return {
+        "dice": round(overlap.GetDiceCoefficient(), 4),
+        "hd95_mm": round(hd95(p, r, ref.GetSpacing()), 2),
+        "volume_error_pct": round(100.0 * (p.sum() - r.sum()) / r.sum(), 1),
+    }
+
+
+def markdown(results: dict) -> str:
+    """Tables: time and memory per run, and quality per case (``field`` reference; ``bet`` where defined)."""
+    lines = ["| run | tool | wall s | CPU s | peak memory MB | load avg |", "|---|---|---:|---:|---:|---:|"]
+    for run, rows in results["runs"].items():
+        for tool, row in rows.items():
+            lines.append(
+                f"| {run} ({row['n_cases']} scans) | {tool} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | "
+                f"{row['peak_mb']} | {row['load']} |"
+            )
+    tools = [t for t in TOOLS if any(t in rows for rows in results["runs"].values())]
+    head = " | ".join(f"{t} Dice / HD95 / vol %" for t in tools)
+    lines += ["", f"| case | what it measures | reference | {head} |", "|---|---|---|" + "---|" * len(tools)]
+    for case, info in results["cases"].items():
+        for ref in info["references"]:
+            cells = []
+            for t in tools:
+                s = info["scores"].get(t, {}).get(ref)
+                cells.append(
+                    "-" if s is None else f"{s['dice']:.3f} / {s['hd95_mm']:.1f} / {s['volume_error_pct']:+.1f}"
+                )
+            lines.append(f"| {case} | {info['group']} | {ref} | " + " | ".join(cells) + " |")
+    for ref in ("field", "bet"):
+        means = []
+        for t in tools:
+            d = [i["scores"][t][ref]["dice"] for i in results["cases"].values() if ref in i["scores"].get(t, {})]
+            means.append(f"{np.mean(d):.3f} (min {min(d):.3f}, n={len(d)})" if d else "-")
+        lines.append(f"| **mean Dice** | | {ref} | " + " | ".join(means) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    default_venv = os.environ.get("MEDFCN_PEERS_VENV", str(ROOT / "benchmarks" / ".peers-venv"))
+    parser.add_argument("--peers-venv", default=default_venv, help="the peers' virtual environment (made if missing)")
+    parser.add_argument("--workdir", default="/tmp/medfcn_bench_peers", help="cases and outputs (cases are reused)")
+    parser.add_argument("--model", default=None, help="medfcn model file (default: the bundled model)")
+    parser.add_argument("--runs", default="single,batch", help="comma-separated: single, batch")
+    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated: " + ", ".join(TOOLS))
+    parser.add_argument("--field-ref", default=None, help="Colin27 mask, brain + CSF (default: see heads.py)")
+    parser.add_argument("--json", default=None, help="write the results here (and resume from them)")
+    parser.add_argument("--markdown", default=None, help="write the tables here")
+    args = parser.parse_args()
+    python = peers_python(Path(args.peers_venv))
+    work = Path(args.workdir)
+    refs = colin_references(work, python, args.field_ref)
+    cases = build_cases(work / "cases", refs, python, BATCH)
+    runs = {
+        "single": {"colin27": SAMPLE_IMAGE},
+        "batch": {name: cases[name].image for name in BATCH},
+    }
+    case_info = {"colin27": {"group": "training subject (1 mm head)", "refs": {k: v for k, v in refs.items()}}}
+    case_info.update({n: {"group": cases[n].group, "refs": cases[n].references} for n in BATCH})
+    tools = [t for t in args.tools.split(",") if t]
+    results: dict = {"model": args.model or "bundled", "references": {k: str(v) for k, v in refs.items()}, "runs": {}}
+    results["cases"] = {
+        n: {"group": i["group"], "references": list(i["refs"]), "scores": {}} for n, i in case_info.items()
+    }
+    saved = Path(args.json) if args.json else None
+    if saved is not None and saved.exists():  # resume: keep the runs already measured with the same model
+        previous = json.loads(saved.read_text())
+        if previous.get("model") == results["model"] and previous.get("references") == results["references"]:
+            results["runs"] = previous["runs"]
+            for n, info in previous["cases"].items():
+                results["cases"].setdefault(n, info)["scores"].update(info["scores"])
+    for run in [r for r in args.runs.split(",") if r]:
+        images = runs[run]
+        for tool in tools:
+            if tool in results["runs"].get(run, {}):
+                print(f"{run} {tool}: measured already ({saved})")
+                continue
+            out = work / "out" / run / tool
+            row = run_tool(tool, images, out, python, args.model)
+            row["n_cases"] = len(images)
+            print(
+                f"{run:6s} {tool:8s} {row['wall_s']:7.1f} s wall {row['cpu_s']:7.1f} s CPU "
+                f"{row['peak_mb']:6d} MB peak (load {row['load']})",
+                flush=True,
+            )
+            for case in images:
+                scores = {ref: score(out / f"{case}.nii.gz", path) for ref, path in case_info[case]["refs"].items()}
+                results["cases"][case]["scores"][tool] = scores
+                print(
+                    f"    {case:14s} "
+                    + "  ".join(
+                        f"{r}: Dice {s['dice']:.4f} HD95 {s['hd95_mm']:5.1f} vol {s['volume_error_pct']:+5.1f}%"
+                        for r, s in scores.items()
+                    ),
+                    flush=True,
+                )
+            results["runs"].setdefault(run, {})[tool] = row
+            if saved is not None:  # after each tool: a long run can be resumed
+                saved.write_text(json.dumps(results, indent=1))
+    results["cases"] = {n: i for n, i in results["cases"].items() if i["scores"]}
+    table = markdown(results)
+    print(table)
+    if saved is not None:
+        saved.write_text(json.dumps(results, indent=1))
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+
+
+if __name__ == "__main__":
+    main()

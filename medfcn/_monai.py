@@ -1,0 +1,65 @@
+"""MONAI, imported without the optional packages its package ``__init__`` drags in.
+
+``import monai`` (or any ``from monai.x import y``) imports every MONAI submodule, and with them each optional
+package that happens to be installed: ``matplotlib.pyplot`` (``monai.utils.jupyter_utils``), ``pandas``
+(``monai.utils.profiling``), ``scipy.signal`` and through it ``scipy.stats`` (``monai.data.ultrasound_confidence_map``)
+and ``skimage.morphology`` (``monai.transforms.utils``). Measured with ``python -X importtime -c "import monai"``
+they are about 80 % of MONAI's own import time (torch aside). medfcn uses none of the MONAI features that need them
+(reading with ``LoadImage``, ``MetaTensor``, ``Orientation``, ``Spacing``, the trainer's transforms and loss).
+
+:func:`import_monai` imports MONAI with those packages refused *in the importing thread, for the duration of
+that import*: MONAI records them as absent optional packages (its ``optional_import`` and ``try/except
+ImportError``) and works on. Nothing else changes: other threads, and every later ``import matplotlib`` or
+``import pandas``, get the real package. If MONAI was imported already, this does nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import threading
+from types import ModuleType
+
+__all__ = ["import_monai", "DEFERRED"]
+
+# Packages MONAI imports at import time only for features medfcn does not use.
+DEFERRED = (
+    "matplotlib",  # monai.utils.jupyter_utils, monai.visualize
+    "pandas",  # monai.utils.profiling, monai.data.dataset (CSV)
+    "scipy.signal",  # monai.data.ultrasound_confidence_map
+    "scipy.sparse.linalg",  # the same
+    "scipy.optimize",  # monai.metrics.panoptic_quality
+    "skimage.morphology",  # monai.transforms.utils (RemoveSmallObjects)
+    "requests",  # monai.apps.tcia (downloads)
+    "jsonschema",  # monai.bundle (config validation)
+)
+
+
+class _Refuse:
+    """A ``sys.meta_path`` finder that refuses :data:`DEFERRED` (and their submodules) in one thread."""
+
+    def __init__(self, thread: int) -> None:
+        self.thread = thread
+
+    def find_spec(self, name: str, path=None, target=None):  # noqa: ANN001 (the finder protocol)
+        if threading.get_ident() == self.thread and any(name == d or name.startswith(d + ".") for d in DEFERRED):
+            raise ModuleNotFoundError(f"{name} deferred while MONAI imports (medfcn._monai)", name=name)
+        return None
+
+
+_lock = threading.Lock()
+
+
+def import_monai() -> ModuleType:
+    """The ``monai`` package, imported (once) without the optional packages in :data:`DEFERRED`."""
+    if "monai" in sys.modules:
+        return sys.modules["monai"]
+    with _lock:
+        if "monai" in sys.modules:
+            return sys.modules["monai"]
+        finder = _Refuse(threading.get_ident())
+        sys.meta_path.insert(0, finder)
+        try:
+            return importlib.import_module("monai")
+        finally:
+            sys.meta_path.remove(finder)

@@ -1,0 +1,41 @@
+"""Moving a napari viewer to a place in a layer: the slice, the camera's centre and its zoom."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["slicing_axis", "go_to_box", "MIN_FIELD_MM"]
+
+MIN_FIELD_MM = 40.0  # the smallest field of view a jump zooms to, so a one-voxel speck keeps its surroundings
+_FIELD_PER_BOX = 3.0  # the field of view is this many times the box (the box fills a third of the view)
+
+
+def slicing_axis(viewer, ndim: int) -> int:
+    """The layer data axis the viewer's slider steps through (the first axis of the dims order) in 2-D."""
+    offset = viewer.dims.ndim - ndim
+    axis = viewer.dims.order[0] - offset
+    return axis if 0 <= axis < ndim else 0
+
+
+def go_to_box(viewer, layer, box: Sequence[tuple[float, float]], focus: Sequence[float] | None = None) -> np.ndarray:
+    """Show the data box ``((start, stop), ...)`` of ``layer``: the slice through ``focus`` (default: the box's
+    centre) on the slider, the camera centred on it and zoomed so that the box fills about a third of the view.
+    Returns the world point moved to."""
+    lo = np.array([b[0] for b in box], float)
+    hi = np.array([b[1] for b in box], float) - 1
+    focus = (lo + hi) / 2 if focus is None else np.asarray(focus, float)
+    world = np.asarray(layer.data_to_world(focus), float)
+    offset = viewer.dims.ndim - layer.ndim
+    displayed = list(viewer.dims.displayed)
+    for axis in range(layer.ndim):
+        if axis + offset not in displayed:
+            viewer.dims.set_point(axis + offset, world[axis])
+    viewer.camera.center = tuple(world[d - offset] for d in displayed)
+    corners = np.array([layer.data_to_world(c) for c in (lo - 0.5, hi + 0.5)], float)
+    extent = np.abs(corners[1] - corners[0])
+    field = np.maximum(np.array([extent[d - offset] for d in displayed[-2:]]) * _FIELD_PER_BOX, MIN_FIELD_MM)
+    canvas = np.asarray(getattr(viewer, "_canvas_size", (600, 800)), float)
+    viewer.camera.zoom = float(np.min(canvas[-2:] / field))
+    return world

@@ -258,3 +258,12 @@ def test_reader_writer_and_manifest_modules_import_without_torch_or_monai():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == ""
+
+
+# -- a supported Qt ------------------------------------------------------------------------------------------------
+@gui
+def test_the_viewer_runs_on_a_qt6_binding_without_the_pyqt5_deprecation(viewer):
+    import qtpy
+
+    assert qtpy.API_NAME in ("PyQt6", "PySide6") and qtpy.QT6 and not qtpy.QT5  # napari warns only on Qt 5
+    viewer.window._qt_window.show()

@@ -13,7 +13,6 @@ the overlay names what a voxel is.
 
 from __future__ import annotations
 
-import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from .._layers import layer_geometry, layer_scan
 from .._writer import save_labels_layer
 from . import _scan_views
 from ._camera import go_to_box, slicing_axis
+from ._overlay import OVERLAP_COLORS, OVERLAP_NAMES, legend_html, show_overlap
 from ._plot import SliceDicePlot
 
 if TYPE_CHECKING:
@@ -42,14 +42,6 @@ __all__ = ["ReviewWidget", "Review", "review", "OVERLAP_COLORS", "OVERLAP_NAMES"
 
 log = logging.getLogger(__name__)
 
-OVERLAP_COLORS = {
-    None: "transparent",
-    Overlap.NONE: "transparent",
-    Overlap.TP: (0.17, 0.63, 0.17, 0.22),  # agreement: faint, so the anatomy shows through
-    Overlap.FP: (0.93, 0.16, 0.12, 1.0),
-    Overlap.FN: (0.15, 0.55, 1.0, 1.0),
-}
-OVERLAP_NAMES = {Overlap.TP: "in both (TP)", Overlap.FP: "predicted only (FP)", Overlap.FN: "missed (FN)"}
 _RECOMPUTE_DELAY_MS = 400
 _LISTED_ERRORS = 50
 TABLE_COLUMNS = ("label", "Dice", "IoU", "HD95 mm")
@@ -76,15 +68,6 @@ def review(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> Review:
     return Review(metrics, codes, axis, per_slice, errors, worst_slices(codes, axis, 1))
 
 
-def _legend_html() -> str:
-    def swatch(rgba) -> str:
-        r, g, b, _ = (int(255 * c) for c in rgba)
-        return f"<span style='background:rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;&nbsp;</span>"
-
-    items = [f"{swatch(OVERLAP_COLORS[c])} {OVERLAP_NAMES[c]}" for c in (Overlap.FN, Overlap.FP, Overlap.TP)]
-    return "&nbsp; ".join(items) + "&nbsp; <b>&#9634;</b> reference (contour)"
-
-
 class ReviewWidget(Container):
     """Dice, IoU and HD95 per label, an error overlay, the error blobs largest first, worst slice, save, report."""
 
@@ -95,7 +78,7 @@ class ReviewWidget(Container):
         self.reference = create_widget(label="Reference", annotation="napari.layers.Labels")
         self.compute_button = PushButton(text="Compute")
         self.auto = CheckBox(text="Recompute after edits", value=True)
-        self.legend = Label(value=_legend_html())
+        self.legend = Label(value=legend_html())
         self.table = Table(value={"data": [], "index": [], "columns": list(TABLE_COLUMNS)})
         self.plot = SliceDicePlot()
         self.error_list = Select(label="Errors", choices=[], allow_multiple=False)
@@ -338,34 +321,7 @@ class ReviewWidget(Container):
             self.go_to_error(choices.index(chosen))
 
     def _update_overlay(self, pred, ref, overlap: np.ndarray) -> None:
-        from napari.utils.colormaps import DirectLabelColormap
-
-        name = f"{pred.name} vs {ref.name}"
-        ref.contour = max(1, ref.contour)  # the reference as an outline, the prediction filled
-        pred.contour = 0
-        if name in self._viewer.layers and self._viewer.layers[name].data.shape == overlap.shape:
-            self._viewer.layers[name].data = overlap
-        else:
-            meta = copy.deepcopy(dict(pred.metadata))
-            meta = {k: v for k, v in meta.items() if k not in ("model", "labels_sha1", "label_names")}
-            meta["overlap_codes"] = {int(c): c.name for c in Overlap}
-            self._viewer.add_labels(
-                overlap,
-                name=name,
-                scale=pred.scale,
-                translate=pred.translate,
-                rotate=pred.rotate,
-                affine=pred.affine,
-                units=pred.units,
-                axis_labels=pred.axis_labels,
-                metadata=meta,
-                opacity=0.9,
-                colormap=DirectLabelColormap(color_dict=OVERLAP_COLORS),
-                features={"index": [int(c) for c in OVERLAP_NAMES], "overlap": list(OVERLAP_NAMES.values())},
-            )
-            layers = self._viewer.layers
-            layers.move(layers.index(ref), len(layers))  # the reference's contour over the overlay
-        self._viewer.layers.selection.active = pred
+        show_overlap(self._viewer, pred, ref, overlap)
 
     def _computed(self) -> None:
         self.compute_button.enabled, self._computing = True, False

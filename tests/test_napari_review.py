@@ -22,11 +22,14 @@ from napari_plugin._widgets.review import OVERLAP_NAMES, ReviewWidget
 from napari_plugin._widgets.segment import is_unedited
 
 
-def open_review(viewer, pred, ref) -> ReviewWidget:
+def open_review(viewer, pred_path, ref_path):
+    """Open two label files and a Review dock on them: ``(pred layer, ref layer, widget)``."""
+    (pred,) = viewer.open(str(pred_path), plugin="medfcn")
+    (ref,) = viewer.open(str(ref_path), plugin="medfcn")
     widget = ReviewWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.prediction.value, widget.reference.value = pred, ref
-    return widget
+    return pred, ref, widget
 
 
 def computed(widget, qtbot):
@@ -83,17 +86,14 @@ def test_a_second_segment_keeps_an_edited_layer_and_records_its_provenance(viewe
 
 @gui
 def test_undo_and_redo_recompute_the_dice_shown(viewer, qtbot, blobs):
-    pred_path, ref_path = blobs
-    (pred,) = viewer.open(str(pred_path), plugin="medfcn")
-    (ref,) = viewer.open(str(ref_path), plugin="medfcn")
-    widget = open_review(viewer, pred, ref)
+    pred, ref, widget = open_review(viewer, *blobs)
     original = computed(widget, qtbot).metrics[1].dice
     pred.brush_size = 5
     pred.paint((27, 3, 3), 1)  # two strokes in the background: spurious voxels
     pred.paint((3, 33, 3), 1)
     qtbot.waitUntil(lambda: widget.result.metrics[1].dice != original and not widget.stale, timeout=TIMEOUT_MS)
     painted = widget.result.metrics[1].dice
-    r = read_scan(ref_path)
+    r = read_scan(blobs[1])
     now = from_display(pred.data, pred.metadata["display_axes"], pred.metadata["display_flip"])
     assert painted == pytest.approx(compute_metrics(now, r.array, r.spacing)[1].dice, abs=1e-12)
     assert widget.table.data.to_list()[0][1] == pytest.approx(painted, abs=1e-4)
@@ -121,10 +121,7 @@ def test_undo_and_redo_recompute_the_dice_shown(viewer, qtbot, blobs):
 # -- errors are findable -------------------------------------------------------------------------------------------
 @gui
 def test_next_error_goes_to_the_largest_blob_centred_and_zoomed(viewer, qtbot, blobs):
-    pred_path, ref_path = blobs
-    (pred,) = viewer.open(str(pred_path), plugin="medfcn")
-    (ref,) = viewer.open(str(ref_path), plugin="medfcn")
-    widget = open_review(viewer, pred, ref)
+    pred, ref, widget = open_review(viewer, *blobs)
     result = computed(widget, qtbot)
     assert [(b.kind, b.voxels) for b in result.errors] == [("missed", 216), ("spurious", 27), ("spurious", 1)]
     assert len(widget.error_list.choices) == 3
@@ -148,10 +145,7 @@ def test_next_error_goes_to_the_largest_blob_centred_and_zoomed(viewer, qtbot, b
 
 @gui
 def test_worst_slice_has_the_most_wrong_voxels_and_is_centred(viewer, qtbot, blobs):
-    pred_path, ref_path = blobs
-    (pred,) = viewer.open(str(pred_path), plugin="medfcn")
-    (ref,) = viewer.open(str(ref_path), plugin="medfcn")
-    widget = open_review(viewer, pred, ref)
+    pred, ref, widget = open_review(viewer, *blobs)
     computed(widget, qtbot)
     wrong = np.count_nonzero(pred.data != ref.data, axis=(1, 2))
     k = widget.go_to_worst_slice()
@@ -234,14 +228,12 @@ def test_labels_drawn_on_a_dicom_series_save_on_its_grid(viewer, tmp_path, tiny_
 # -- the report from the dock --------------------------------------------------------------------------------------
 @gui
 def test_report_from_the_dock_names_the_layers_and_scans(viewer, qtbot, tmp_path, blobs):
-    pred_path, ref_path = blobs
-    (pred,) = viewer.open(str(pred_path), plugin="medfcn")
-    (ref,) = viewer.open(str(ref_path), plugin="medfcn")
-    widget = open_review(viewer, pred, ref)
+    pred, ref, widget = open_review(viewer, *blobs)
     widget.report_dir.value = tmp_path / "report"
     assert widget.export_report() is not None
     qtbot.waitUntil(lambda: widget.report_button.enabled, timeout=TIMEOUT_MS)
     text = (tmp_path / "report" / "report.html").read_text()
+    pred_path, ref_path = blobs
     assert f"layer &#x27;pred&#x27; ({pred_path})" in text and f"layer &#x27;ref&#x27; ({ref_path})" in text
     assert "medfcn-review" not in text  # no temporary files
     r, p = read_scan(ref_path), read_scan(pred_path)

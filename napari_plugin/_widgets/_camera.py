@@ -36,6 +36,8 @@ def go_to_box(viewer, layer, box: Sequence[tuple[float, float]], focus: Sequence
     corners = np.array([layer.data_to_world(c) for c in (lo - 0.5, hi + 0.5)], float)
     extent = np.abs(corners[1] - corners[0])
     field = np.maximum(np.array([extent[d - offset] for d in displayed[-2:]]) * _FIELD_PER_BOX, MIN_FIELD_MM)
-    canvas = np.asarray(getattr(viewer, "_canvas_size", (600, 800)), float)
+    from ._scan_views import unwrap
+
+    canvas = np.asarray(getattr(unwrap(viewer), "_canvas_size", (600, 800)), float)
     viewer.camera.zoom = float(np.min(canvas[-2:] / field))
     return world

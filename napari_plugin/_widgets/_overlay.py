@@ -10,6 +10,8 @@ import numpy as np
 
 from medfcn.metrics import Overlap
 
+from ._scan_views import add_labels_like
+
 __all__ = ["OVERLAP_COLORS", "OVERLAP_NAMES", "legend_html", "show_overlap"]
 
 OVERLAP_COLORS = {
@@ -24,6 +26,7 @@ OVERLAP_NAMES = {Overlap.TP: "in both (TP)", Overlap.FP: "predicted only (FP)", 
 
 def legend_html() -> str:
     """The legend of the overlay (rich text for a Qt label)."""
+
     def swatch(rgba) -> str:
         r, g, b, _ = (int(255 * c) for c in rgba)
         return f"<span style='background:rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;&nbsp;</span>"
@@ -47,15 +50,11 @@ def show_overlap(viewer, pred, ref, overlap: np.ndarray):
         meta = copy.deepcopy(dict(pred.metadata))
         meta = {k: v for k, v in meta.items() if k in ("grid", "display_axes", "display_flip", "source", "case")}
         meta["overlap_codes"] = {int(c): c.name for c in Overlap}
-        layer = viewer.add_labels(
+        layer = add_labels_like(
+            viewer,
+            pred,
             overlap,
             name=name,
-            scale=pred.scale,
-            translate=pred.translate,
-            rotate=pred.rotate,
-            affine=pred.affine,
-            units=pred.units,
-            axis_labels=pred.axis_labels,
             metadata=meta,
             opacity=0.9,
             colormap=DirectLabelColormap(color_dict=OVERLAP_COLORS),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import weakref
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,11 +23,24 @@ from medfcn.display import AXIS_LABELS, screen_letters
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["install", "orientation_text", "adopt_scan_grid", "new_labels_on_scan", "scan_image_of"]
+__all__ = [
+    "unwrap",
+    "install",
+    "add_labels_like",
+    "orientation_text",
+    "adopt_scan_grid",
+    "new_labels_on_scan",
+    "scan_image_of",
+]
 
 log = logging.getLogger(__name__)
 
-_INSTALLED = "_medfcn_hooks"  # attribute set on a viewer once its hooks are connected
+_INSTALLED: weakref.WeakSet = weakref.WeakSet()  # the viewers whose hooks are connected
+
+
+def unwrap(viewer):
+    """The viewer itself behind the proxy napari hands plugin widgets (which warns on private attributes)."""
+    return getattr(viewer, "__wrapped__", viewer)
 
 
 def orientation_text(viewer: napari.viewer.Viewer) -> str:
@@ -93,27 +107,26 @@ def adopt_scan_grid(viewer, layer) -> bool:
     return True
 
 
+def add_labels_like(viewer, like, data: np.ndarray, **kwargs):
+    """Add a Labels layer of ``data`` placed exactly as layer ``like`` (its transforms, units and axis names);
+    ``kwargs`` go to ``viewer.add_labels`` (name, metadata, features, colormap, ...)."""
+    transforms = {t: getattr(like, t) for t in ("scale", "translate", "rotate", "affine", "units", "axis_labels")}
+    return viewer.add_labels(data, **transforms, **kwargs)
+
+
 def new_labels_on_scan(viewer, image, name: str | None = None):
     """An empty Labels layer on ``image``'s scan grid (its shape, transforms and grid metadata)."""
     name = name or f"{image.name}_drawn"
-    return viewer.add_labels(
-        np.zeros(image.data.shape, np.uint8),
-        name=name,
-        scale=image.scale,
-        translate=image.translate,
-        rotate=image.rotate,
-        affine=image.affine,
-        units=image.units,
-        axis_labels=image.axis_labels,
-        metadata=_scan_metadata(image, name),
+    return add_labels_like(
+        viewer, image, np.zeros(image.data.shape, np.uint8), name=name, metadata=_scan_metadata(image, name)
     )
 
 
 def install(viewer: napari.viewer.Viewer) -> None:
     """Connect the orientation letters and the grid adoption to ``viewer`` (once per viewer)."""
-    if getattr(viewer, _INSTALLED, False):
+    if unwrap(viewer) in _INSTALLED:
         return
-    setattr(viewer, _INSTALLED, True)
+    _INSTALLED.add(unwrap(viewer))
 
     def on_inserted(event) -> None:
         adopt_scan_grid(viewer, event.value)

@@ -34,6 +34,7 @@ from . import _scan_views
 from ._camera import go_to_box, slicing_axis
 from ._overlay import OVERLAP_COLORS, OVERLAP_NAMES, legend_html, show_overlap
 from ._plot import SliceDicePlot
+from ._scan_views import unwrap
 
 if TYPE_CHECKING:
     import napari
@@ -135,17 +136,25 @@ class ReviewWidget(Container):
         self.reference.changed.connect(self._watch)
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.dims.events.order.connect(self._on_order)
-        viewer.layers.events.inserted.connect(self._choose_default_pair)
+        viewer.layers.events.inserted.connect(lambda _: QTimer.singleShot(0, self._default_pair_later))
         self._choose_default_pair()
         self._watch()
 
     # -- inputs --------------------------------------------------------------------------------------------------
+    def _default_pair_later(self) -> None:
+        try:
+            self._choose_default_pair()
+        except RuntimeError:  # the dock was closed in the meantime
+            log.debug("review dock gone", exc_info=True)
+
     def _choose_default_pair(self, *_) -> None:
         """Prediction: the newest Labels layer a model made (else the newest); reference: another one, preferably
         not a model's. Applied when both choices are the same layer (a new dock, or layers added after it)."""
+        for combo in (self.prediction, self.reference):
+            combo.reset_choices()
         if self.prediction.value is not self.reference.value:
             return
-        labels = [la for la in self._viewer.layers if la.__class__.__name__ == "Labels"]
+        labels = [la for la in self.prediction.choices if la is not None]
         labels = [la for la in labels if "overlap_codes" not in la.metadata]
         if len(labels) < 2:
             return
@@ -352,13 +361,14 @@ class ReviewWidget(Container):
             layer.events.paint.disconnect(self._edited)
             layer.events.data.disconnect(self._edited)
             for name in ("undo", "redo"):
-                layer.__dict__.pop(name, None)
+                unwrap(layer).__dict__.pop(name, None)
         self._watched = [w for w in dict.fromkeys((self.prediction.value, self.reference.value)) if w is not None]
         for layer in self._watched:
             layer.events.paint.connect(self._edited)
             layer.events.data.connect(self._edited)
+            real = unwrap(layer)
             for name in ("undo", "redo"):  # napari's undo and redo change the data without an event
-                setattr(layer, name, self._notifying(getattr(type(layer), name).__get__(layer)))
+                setattr(real, name, self._notifying(getattr(type(real), name).__get__(real)))
 
     def _notifying(self, method):
         def run(*args, **kwargs):

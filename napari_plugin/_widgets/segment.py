@@ -205,17 +205,8 @@ class SegmentWidget(Container):
         else:
             if target is not None:
                 name, kept = _free_name(self._viewer, name), f"; {target.name} was edited, so it is kept"
-            out = self._viewer.add_labels(
-                display,
-                name=name,
-                scale=layer.scale,
-                translate=layer.translate,
-                rotate=layer.rotate,
-                affine=layer.affine,
-                units=layer.units,
-                axis_labels=layer.axis_labels,
-                metadata=metadata,
-                features=features,
+            out = _scan_views.add_labels_like(
+                self._viewer, layer, display, name=name, metadata=metadata, features=features
             )
         self.progress.value = 100
         found = ", ".join(f"{n} {np.count_nonzero(display == v):,} voxels" for n, v in card_labels.items() if v != 0)

@@ -37,8 +37,9 @@ KIND_NAMES = {Overlap.FP: "spurious", Overlap.FN: "missed"}
 class ErrorComponent:
     """One connected blob of wrong voxels.
 
-    ``centroid`` and ``box`` are in array indices (``box``: ``(start, stop)`` per axis, stop exclusive);
-    ``volume_ml`` = voxels x voxel volume.
+    ``centroid``, ``anchor`` and ``box`` are in array indices (``box``: ``(start, stop)`` per axis, stop
+    exclusive); ``anchor`` is the blob's voxel nearest its centroid (the centroid of a shell, e.g. a rim around an
+    organ, lies outside the blob: the anchor is where to look); ``volume_ml`` = voxels x voxel volume.
     """
 
     kind: str  # "spurious" (FP) or "missed" (FN)
@@ -46,6 +47,7 @@ class ErrorComponent:
     volume_ml: float
     centroid: tuple[float, ...]
     box: tuple[tuple[int, int], ...]
+    anchor: tuple[int, ...] = ()
 
     def describe(self, axis_names: Sequence[str] | None = None) -> str:
         """``"missed 1,234 voxels (1.23 mL) at (12, 40, 33)"``; indices rounded, named by ``axis_names``."""
@@ -87,7 +89,7 @@ def error_components(
         sizes = ndimage.sum_labels(mask, labelled, index).astype(np.int64)
         centroids = ndimage.center_of_mass(mask, labelled, index)
         boxes = ndimage.find_objects(labelled)
-        for size, centroid, box in zip(sizes, centroids, boxes, strict=True):
+        for i, (size, centroid, box) in enumerate(zip(sizes, centroids, boxes, strict=True), 1):
             out.append(
                 ErrorComponent(
                     KIND_NAMES[code],
@@ -95,10 +97,17 @@ def error_components(
                     int(size) * voxel_ml,
                     tuple(float(c) for c in centroid),
                     tuple((int(s.start), int(s.stop)) for s in box),
+                    _nearest_voxel(labelled[box] == i, box, centroid),
                 )
             )
     out.sort(key=lambda c: (-c.voxels, c.kind != "missed", c.centroid))
     return out[:limit] if limit is not None else out
+
+
+def _nearest_voxel(mask: np.ndarray, box: tuple[slice, ...], point) -> tuple[int, ...]:
+    """The voxel of ``mask`` (a crop at ``box``) nearest ``point`` (full-array indices)."""
+    voxels = np.argwhere(mask) + np.array([s.start for s in box])
+    return tuple(int(v) for v in voxels[np.argmin(((voxels - np.asarray(point)) ** 2).sum(axis=1))])
 
 
 def wrong_per_slice(pred: np.ndarray, ref: np.ndarray, axis: int, *, codes: np.ndarray | None = None) -> np.ndarray:

@@ -77,3 +77,14 @@ def test_worst_slice_counts_wrong_voxels_not_dice():
     assert wrong_per_slice(pred, ref, axis=2).tolist() == [0] * 6 + [30] + [0] * 4 + [1]
     assert worst_slices(overlap_map(pred, ref), axis=2, n=1) == [6]
     assert worst_slices(overlap_map(pred, ref), axis=2, n=2) == [6, 11]
+
+
+def test_the_anchor_of_a_shell_is_on_the_shell_not_at_its_empty_centre():
+    ref = np.zeros((21, 21, 21), np.uint8)
+    ref[5:16, 5:16, 5:16] = 1
+    pred = np.zeros_like(ref)
+    pred[4:17, 4:17, 4:17] = 1  # a one-voxel rim all round: one spurious shell
+    (shell,) = error_components(pred, ref, (1, 1, 1))
+    assert shell.centroid == pytest.approx((10.0, 10.0, 10.0)) and ref[10, 10, 10] == 1  # the centre is not wrong
+    assert overlap_map(pred, ref)[shell.anchor] == Overlap.FP
+    assert min(abs(a - 10) for a in shell.anchor) == 0 and max(abs(a - 10) for a in shell.anchor) == 6

@@ -17,9 +17,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import napari
-from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QApplication
+os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")  # root in a container
+try:  # Qt WebEngine must be imported before the application exists
+    from qtpy.QtWebEngineWidgets import QWebEngineView
+except ImportError:
+    QWebEngineView = None
+
+import napari  # noqa: E402
+from qtpy.QtCore import Qt  # noqa: E402
+from qtpy.QtWidgets import QApplication  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,9 +48,7 @@ def settle(n: int = 20) -> None:
 
 def render_html(html: Path, out: Path, size=(1400, 1500)) -> bool:
     """Screenshot an HTML file with Qt WebEngine; ``False`` when it is not installed."""
-    try:
-        from qtpy.QtWebEngineWidgets import QWebEngineView
-    except ImportError:
+    if QWebEngineView is None:
         print("Qt WebEngine is not installed: no report screenshot")
         return False
     from qtpy.QtCore import QUrl
@@ -63,7 +67,6 @@ def render_html(html: Path, out: Path, size=(1400, 1500)) -> bool:
 
 
 def main() -> int:
-    os.environ.setdefault("QTWEBENGINE_DISABLE_SANDBOX", "1")
     viewer = napari.Viewer(title="medfcn")
     viewer.window._qt_window.resize(1680, 1050)
     t1, mask = viewer.open_sample("medfcn", "colin27")
@@ -94,7 +97,6 @@ def main() -> int:
         wait(lambda: review.report_button.enabled and "Report written" in review.status.value)
         if render_html(Path(tmp) / "report.html", HERE / "report.png"):
             print(f"wrote {HERE / 'report.png'}")
-    viewer.close()
     return 0
 
 

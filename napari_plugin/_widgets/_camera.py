@@ -9,7 +9,7 @@ import numpy as np
 __all__ = ["slicing_axis", "go_to_box", "MIN_FIELD_MM"]
 
 MIN_FIELD_MM = 40.0  # the smallest field of view a jump zooms to, so a one-voxel speck keeps its surroundings
-_FIELD_PER_BOX = 3.0  # the field of view is this many times the box (the box fills a third of the view)
+MARGIN_MM = 15.0  # the view shows this much around the box on each side
 
 
 def slicing_axis(viewer, ndim: int) -> int:
@@ -21,7 +21,7 @@ def slicing_axis(viewer, ndim: int) -> int:
 
 def go_to_box(viewer, layer, box: Sequence[tuple[float, float]], focus: Sequence[float] | None = None) -> np.ndarray:
     """Show the data box ``((start, stop), ...)`` of ``layer``: the slice through ``focus`` (default: the box's
-    centre) on the slider, the camera centred on it and zoomed so that the box fills about a third of the view.
+    centre) on the slider, the camera centred on it and zoomed to the box with a 15 mm margin (at least 40 mm).
     Returns the world point moved to."""
     lo = np.array([b[0] for b in box], float)
     hi = np.array([b[1] for b in box], float) - 1
@@ -35,7 +35,7 @@ def go_to_box(viewer, layer, box: Sequence[tuple[float, float]], focus: Sequence
     viewer.camera.center = tuple(world[d - offset] for d in displayed)
     corners = np.array([layer.data_to_world(c) for c in (lo - 0.5, hi + 0.5)], float)
     extent = np.abs(corners[1] - corners[0])
-    field = np.maximum(np.array([extent[d - offset] for d in displayed[-2:]]) * _FIELD_PER_BOX, MIN_FIELD_MM)
+    field = np.maximum(np.array([extent[d - offset] for d in displayed[-2:]]) + 2 * MARGIN_MM, MIN_FIELD_MM)
     from ._scan_views import unwrap
 
     canvas = np.asarray(getattr(unwrap(viewer), "_canvas_size", (600, 800)), float)

@@ -22,6 +22,7 @@ import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, Select, Table, create_widget
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QSizePolicy
 
 from medfcn.components import ErrorComponent, error_components, worst_slices
 from medfcn.display import AXIS_LABELS
@@ -113,6 +114,7 @@ class ReviewWidget(Container):
         for label in (self.status, self.legend):  # long messages wrap instead of widening the dock
             label.native.setWordWrap(True)
             label.native.setMinimumWidth(10)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.error_list.native.setMaximumHeight(110)
         self.native.layout().insertWidget(6, self.plot)
         self.result: Review | None = None
@@ -214,7 +216,7 @@ class ReviewWidget(Container):
         k %= len(self.result.errors)
         self.error_index = k
         blob = self.result.errors[k]
-        go_to_box(self._viewer, self.prediction.value, blob.box, blob.centroid)
+        go_to_box(self._viewer, self.prediction.value, blob.box, blob.anchor)
         if self.error_list.value != self._error_choices()[k]:
             self.error_list.value = self._error_choices()[k]
         self.status.value = f"Error {k + 1} of {len(self.result.errors)}: {self._describe(blob)}"

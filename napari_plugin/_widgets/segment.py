@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, create_widget
 from napari.qt.threading import thread_worker
+from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import ensure_main_thread
 
 from medfcn import __version__
@@ -112,6 +113,7 @@ class SegmentWidget(Container):
         )
         self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
         self.status.native.setMinimumWidth(10)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         _scan_views.install(viewer)
         self.new_labels_button.clicked.connect(self.new_labels)
         self.model_source.changed.connect(self._on_source)

@@ -263,6 +263,9 @@ def _summary_table(ev: Evaluation) -> list[str]:
         cells = []
         for c in cols:
             s = stats[c]
+            if s["n"] == 1:  # one case: its value, no spread
+                cells.append(f"<td>{_fmt(c, s['mean'])}</td>")
+                continue
             cells.append(
                 f"<td title='median {_fmt(c, s['median'])}, min {_fmt(c, s['min'])}, max "
                 f"{_fmt(c, s['max'])}'>{_fmt(c, s['mean'])} &plusmn; {_fmt(c, s['std'])}<br>"

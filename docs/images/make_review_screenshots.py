@@ -83,7 +83,7 @@ def main() -> int:
     wait(lambda: review.result is not None and review.compute_button.enabled)
     print(review.status.value)
     labels.opacity = 0.35
-    viewer.window._qt_window.resizeDocks([segment_dock, review_dock], [200, 820], Qt.Vertical)
+    viewer.window._qt_window.resizeDocks([segment_dock, review_dock], [250, 770], Qt.Vertical)
     settle()
     blob = review.next_error()  # the largest error blob, centred and zoomed
     print(review.status.value, blob)

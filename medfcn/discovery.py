@@ -22,7 +22,7 @@ from pathlib import Path
 
 from medfcn.dicom import is_dicom_file, list_series
 from medfcn.errors import NoScansError
-from medfcn.reader import SCAN_SUFFIXES, strip_suffix
+from medfcn.filenames import SCAN_SUFFIXES, strip_suffix
 
 __all__ = ["CaseSpec", "find_cases", "case_name"]
 

@@ -41,7 +41,16 @@ from medfcn.report import Thumbnail, case_thumbnails, render_html
 from medfcn.scan import Scan
 from medfcn.writer import atomic_write_text
 
-__all__ = ["evaluate", "Evaluation", "MetricRow", "aligned_to", "CSV_COLUMNS", "STAT_NAMES"]
+__all__ = [
+    "evaluate",
+    "evaluate_scans",
+    "score_scans",
+    "Evaluation",
+    "MetricRow",
+    "aligned_to",
+    "CSV_COLUMNS",
+    "STAT_NAMES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -297,30 +306,92 @@ def _label_map(label_names: Mapping | None) -> dict[int, str]:
     return {int(k): str(v) for k, v in items}
 
 
-def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm) -> tuple[dict, list[Thumbnail]]:
-    pred_scan, ref_scan = _read(pred_spec), _read(ref_spec)
-    pred = pred_scan.array
-    if ref_scan.grid.differences(pred_scan.grid):
-        pred = aligned_to(pred_scan, ref_scan)
-        if pred is None:
-            raise MedfcnError(_grid_error(case, pred_scan, ref_scan))
+def score_scans(
+    case: str, pred: Scan, ref: Scan, *, image: Scan | None = None, tolerance_mm: float = 1.0
+) -> tuple[dict[int, LabelMetrics], list[Thumbnail]]:
+    """Score one prediction against its reference, in memory: ``({label: metrics}, thumbnails)``.
+
+    ``pred`` may store the reference's voxels in another index order (reordered exactly); ``image`` (drawn under
+    the thumbnails) is left out when it is on another grid.
+
+    Raises:
+        MedfcnError: the grids differ, or a map holds non-integer values; the message starts with ``case``.
+    """
+    pred_array = pred.array
+    if ref.grid.differences(pred.grid):
+        pred_array = aligned_to(pred, ref)
+        if pred_array is None:
+            raise MedfcnError(_grid_error(case, pred, ref))
         log.info("%s: the prediction stores the reference's voxels in another index order; reordered", case)
     try:
-        metrics = compute_metrics(pred, ref_scan.array, ref_scan.spacing, tolerance_mm=tolerance_mm)
+        metrics = compute_metrics(pred_array, ref.array, ref.spacing, tolerance_mm=tolerance_mm)
     except ValueError as e:
         raise MedfcnError(f"{case}: {e}") from None
+    under = None
+    if image is not None:
+        under = image.array if not ref.grid.differences(image.grid) else None
+        if under is None:
+            log.warning("%s: the image %s is on another grid; overlays drawn on the masks", case, image.source)
+    thumbnails = case_thumbnails(
+        pred_array, ref.array, ref.spacing, direction=ref.direction, image=under, labels=sorted(metrics)
+    )
+    return metrics, thumbnails
+
+
+def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm) -> tuple[dict, list[Thumbnail]]:
+    pred_scan, ref_scan = _read(pred_spec), _read(ref_spec)
     image = None
     if image_spec is not None:
         try:
-            img = _read(image_spec)
-            image = img.array if not ref_scan.grid.differences(img.grid) else None
-            if image is None:
-                log.warning("%s: the image %s is on another grid; overlays drawn on the masks", case, image_spec.path)
+            image = _read(image_spec)
         except MedfcnError as e:
             log.warning("%s: image not used (%s)", case, e)
-    return metrics, case_thumbnails(
-        pred, ref_scan.array, ref_scan.spacing, direction=ref_scan.direction, image=image, labels=sorted(metrics)
+    return score_scans(case, pred_scan, ref_scan, image=image, tolerance_mm=tolerance_mm)
+
+
+def _finish(ev: Evaluation, results: dict[str, dict[int, LabelMetrics]], out_dir: Path) -> Evaluation:
+    """Fill ``ev.rows`` (every label of any case, in every case) and write the three files atomically."""
+    labels = sorted({k for k in ev.label_names if k != 0}.union(*results.values()))
+    ev.rows = [
+        MetricRow.of(case, label, m.get(label) or LabelMetrics.both_empty())
+        for case, m in results.items()
+        for label in labels
+    ]
+    atomic_write_text(out_dir / "metrics.csv", ev.to_csv())
+    atomic_write_text(out_dir / "metrics.json", json.dumps(ev.to_json(), indent=1) + "\n")
+    atomic_write_text(out_dir / "report.html", render_html(ev))
+    return ev
+
+
+def evaluate_scans(
+    case: str,
+    pred: Scan,
+    ref: Scan,
+    out_dir: str | Path,
+    *,
+    image: Scan | None = None,
+    tolerance_mm: float = 1.0,
+    label_names: Mapping[int, str] | Mapping[str, int] | None = None,
+    pred_source: str = "",
+    ref_source: str = "",
+) -> Evaluation:
+    """:func:`evaluate` of one case held in memory (e.g. two napari layers): no temporary files.
+
+    ``pred_source`` and ``ref_source`` are what the report names as the prediction and the reference (a layer
+    and its scan file, say).
+
+    Raises:
+        MedfcnError: the grids differ or a map holds non-integer values (nothing is written then).
+        OutputError: the report cannot be written.
+    """
+    if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
+    out_dir = Path(out_dir)
+    metrics, thumbnails = score_scans(case, pred, ref, image=image, tolerance_mm=tolerance_mm)
+    ev = Evaluation(
+        [], [], [], [], _label_map(label_names), tolerance_mm, {case: thumbnails}, pred_source, ref_source, out_dir
     )
+    return _finish(ev, {case: metrics}, out_dir)
 
 
 def evaluate(
@@ -357,7 +428,6 @@ def evaluate(
     names = _label_map(label_names)
     pairs, unmatched_pred, unmatched_ref = _pair(pred, ref)
     image_specs = _image_specs(images, ref)
-    wanted = {k for k in names if k != 0}
     results: dict[str, dict[int, LabelMetrics]] = {}
     ev = Evaluation([], [], unmatched_pred, unmatched_ref, names, tolerance_mm, {}, str(pred), str(ref), out_dir)
     for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
@@ -369,13 +439,4 @@ def evaluate(
             msg = str(e) if str(e).startswith(f"{case}:") else f"{case}: {e}"
             log.info("failed: %s", msg)  # reported in .failed, not logged twice
             ev.failed.append(msg)
-    labels = sorted(wanted.union(*results.values()))
-    ev.rows = [
-        MetricRow.of(case, label, m.get(label) or LabelMetrics.both_empty())
-        for case, m in results.items()
-        for label in labels
-    ]
-    atomic_write_text(out_dir / "metrics.csv", ev.to_csv())
-    atomic_write_text(out_dir / "metrics.json", json.dumps(ev.to_json(), indent=1) + "\n")
-    atomic_write_text(out_dir / "report.html", render_html(ev))
-    return ev
+    return _finish(ev, results, out_dir)

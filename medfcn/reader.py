@@ -35,22 +35,12 @@ from monai.utils import MetaKeys  # noqa: E402
 
 from medfcn.dicom import list_series  # noqa: E402
 from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError  # noqa: E402
+from medfcn.filenames import SCAN_SUFFIXES, strip_suffix  # noqa: E402
 from medfcn.scan import LPS_TO_RAS, Scan  # noqa: E402
 
 __all__ = ["SimpleITKReader", "read_scan", "SCAN_SUFFIXES", "strip_suffix"]
 
 log = logging.getLogger(__name__)
-
-SCAN_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
-
-
-def strip_suffix(name: str) -> str:
-    """``t1.nii.gz`` -> ``t1``; names without a scan suffix are returned unchanged."""
-    low = name.lower()
-    for suffix in SCAN_SUFFIXES:
-        if low.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
 
 
 class _Volume:

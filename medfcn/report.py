@@ -1,8 +1,12 @@
 """One self-contained HTML report of an evaluation: every image embedded as a base64 PNG, no script, no link.
 
 Sections: the problems (failed and unmatched cases), a summary table per label (mean +- std, median, min, max, n),
-the per-label distributions of Dice, HD95, surface Dice and ASSD, and the cases sorted worst first, each with its
-metrics and overlay thumbnails of its worst slices (green: in both, red: predicted only, blue: missed).
+the per-label distributions of Dice, HD95, surface Dice and ASSD (box plots from five cases on, the cases as dots
+below that), and the cases sorted worst first, each with its metrics and overlay thumbnails of its worst slices
+(green: in both, red: predicted only, blue: missed; a yellow box around the slice's errors). Thumbnails show the
+whole slice as napari shows it (:mod:`medfcn.display`): named by plane and by the slice number napari's slider
+shows, with the patient's directions at the edges. Worst slices are the ones with the most wrong voxels
+(:func:`medfcn.components.worst_slices`, the rule of the napari Review dock too).
 
 Every name that comes from a file (cases, labels, paths) is escaped with :func:`html.escape`; plots name labels
 by id. Figures are drawn with matplotlib's Agg canvas (no display, no global pyplot state).
@@ -22,26 +26,58 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medfcn import __version__
+from medfcn.components import worst_slices
+from medfcn.display import AXIS_LABELS, display_index, display_order, plane_letters, to_display
 from medfcn.metrics import Overlap, dice_per_slice, overlap_map
 
 if TYPE_CHECKING:
     from medfcn.evaluate import Evaluation
 
-__all__ = ["Thumbnail", "case_thumbnails", "render_html", "slice_axis", "worst_slices", "OVERLAY_COLOURS"]
+__all__ = [
+    "Thumbnail",
+    "case_thumbnails",
+    "render_html",
+    "slice_axis",
+    "worst_slices",
+    "OVERLAY_COLOURS",
+    "BOX_COLOUR",
+    "COLUMN_TITLES",
+    "MIN_CASES_FOR_BOXES",
+]
 
 OVERLAY_COLOURS = {Overlap.TP: (40, 200, 90), Overlap.FP: (235, 60, 50), Overlap.FN: (40, 130, 240)}
-_PLOTTED = (("dice", "Dice"), ("hd95_mm", "HD95 (mm)"), ("surface_dice", "surface Dice"), ("assd_mm", "ASSD (mm)"))
+BOX_COLOUR = (255, 214, 0)  # the box around a thumbnail's errors
+MIN_CASES_FOR_BOXES = 5  # below this many cases a box plot says less than the dots themselves
+COLUMN_TITLES = {
+    "dice": "Dice",
+    "iou": "IoU",
+    "hd95_mm": "HD95 (mm)",
+    "assd_mm": "mean surface distance (mm)",
+    "surface_dice": "surface Dice",
+    "vol_ref_ml": "reference volume (mL)",
+    "vol_pred_ml": "predicted volume (mL)",
+    "vol_diff_ml": "volume difference (mL)",
+}
+"""How the report titles each metric (the CSV and JSON keep the field names)."""
+_PLOTTED = ("dice", "hd95_mm", "surface_dice", "assd_mm")
 
 
 @dataclass(frozen=True)
 class Thumbnail:
-    """An overlay of one slice: ``index`` across array ``axis``, the Dice of each label in it, a base64 PNG."""
+    """An overlay of one whole slice: ``index`` across array ``axis``, the Dice of each label in it, a base64 PNG.
+
+    ``plane`` and ``display_index`` name the slice as napari shows it (e.g. axial slice 90 on the slider);
+    ``letters`` are the patient directions at its (top, bottom, left, right) edges.
+    """
 
     axis: int
     index: int
     dice: dict[int, float]
     errors: int  # voxels predicted but not in the reference, or missed, in this slice
     png_base64: str
+    plane: str = ""
+    display_index: int = 0
+    letters: tuple[str, str, str, str] = ("", "", "", "")
 
 
 def _e(text: object) -> str:
@@ -60,41 +96,6 @@ def slice_axis(spacing: Sequence[float]) -> int:
     """The axis thumbnails slice across: the one with the coarsest spacing (the last of equals)."""
     sp = np.asarray(spacing, float)
     return int(np.flatnonzero(sp >= sp.max() - 1e-6)[-1])
-
-
-def worst_slices(codes: np.ndarray, axis: int, n: int = 3) -> list[int]:
-    """Up to ``n`` slices across ``axis`` of an :func:`overlap_map`, the worst first, kept apart from each other.
-
-    A slice scores ``wrong x (1 - its Dice)`` with ``wrong`` its FP + FN voxels, so a small structure missed
-    outright outranks a thin rim of disagreement around a large one. When nothing disagrees: the slice with the
-    most agreeing voxels; ``[]`` when both maps are empty.
-    """
-    others = tuple(a for a in range(codes.ndim) if a != axis)
-    wrong = np.count_nonzero(codes >= Overlap.FP, axis=others).astype(np.float64)
-    agree = np.count_nonzero(codes == Overlap.TP, axis=others)
-    if not wrong.any():
-        return [int(np.argmax(agree))] if agree.any() else []
-    score = wrong * wrong / np.maximum(2 * agree + wrong, 1)
-    gap = max(1, codes.shape[axis] // (4 * n))
-    chosen: list[int] = []
-    for i in np.argsort(-score, kind="stable"):
-        if wrong[i] == 0 or len(chosen) == n:
-            break
-        if all(abs(int(i) - c) >= gap for c in chosen):
-            chosen.append(int(i))
-    return chosen
-
-
-def _crop_box(fg: np.ndarray, margin: float) -> tuple[slice, slice]:
-    rows, cols = np.nonzero(fg)
-    if rows.size == 0:
-        return slice(0, fg.shape[0]), slice(0, fg.shape[1])
-    out = []
-    for idx, n in ((rows, fg.shape[0]), (cols, fg.shape[1])):
-        lo, hi = int(idx.min()), int(idx.max()) + 1
-        pad = max(4, int(margin * (hi - lo)), (24 - (hi - lo)) // 2)
-        out.append(slice(max(0, lo - pad), min(n, hi + pad)))
-    return out[0], out[1]
 
 
 def _to_display(plane: np.ndarray, sp_rows: float, sp_cols: float, size_px: int) -> np.ndarray:
@@ -121,25 +122,16 @@ def _overlay_rgb(codes: np.ndarray, image: np.ndarray | None) -> np.ndarray:
     return rgb.round().astype(np.uint8)
 
 
-# (rows, cols) of a slice as LPS world directions (axis, sign), radiological display, by the slice's normal axis
-_SCREEN = {2: ((1, 1), (0, 1)), 1: ((2, -1), (0, 1)), 0: ((2, -1), (1, 1))}
-
-
-def _screen_axes(direction: np.ndarray, axis: int) -> tuple[tuple[int, bool], tuple[int, bool]]:
-    """The array axes shown as rows and as columns of a slice across ``axis``, each with whether to flip it, so
-    that slices look as radiologists show them (axial: anterior up, the patient's left on the right)."""
-    dom = np.argmax(np.abs(direction), axis=0)  # the world axis each array axis mostly runs along
-    sign = np.sign(direction[dom, range(3)])
-    keep = [a for a in range(3) if a != axis]
-    (row_world, row_sign), (_, col_sign) = _SCREEN[int(dom[axis])]
-    rows = next((a for a in keep if dom[a] == row_world), keep[1])
-    cols = keep[0] if rows == keep[1] else keep[1]
-    return (rows, bool(sign[rows] != row_sign)), (cols, bool(sign[cols] != col_sign))
-
-
-def _orient(plane: np.ndarray, transpose: bool, flip_rows: bool, flip_cols: bool) -> np.ndarray:
-    plane = plane.T if transpose else plane
-    return plane[:: -1 if flip_rows else 1, :: -1 if flip_cols else 1]
+def _draw_box(rgb: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], width: int = 2) -> None:
+    """Draw a rectangle of :data:`BOX_COLOUR` just outside pixel rows ``[r0, r1)`` and columns ``[c0, c1)``."""
+    h, w = rgb.shape[:2]
+    r0, r1 = max(0, rows[0] - width - 1), min(h, rows[1] + width + 1)
+    c0, c1 = max(0, cols[0] - width - 1), min(w, cols[1] + width + 1)
+    colour = np.asarray(BOX_COLOUR, np.uint8)
+    rgb[r0 : r0 + width, c0:c1] = colour
+    rgb[max(r0, r1 - width) : r1, c0:c1] = colour
+    rgb[r0:r1, c0 : c0 + width] = colour
+    rgb[r0:r1, max(c0, c1 - width) : c1] = colour
 
 
 def case_thumbnails(
@@ -151,9 +143,10 @@ def case_thumbnails(
     image: np.ndarray | None = None,
     labels: Sequence[int] | None = None,
     n: int = 3,
-    size_px: int = 200,
+    size_px: int = 240,
 ) -> list[Thumbnail]:
-    """Overlays of the worst slices of a case (see :func:`worst_slices`), zoomed on the labels, square pixels.
+    """Overlays of the worst slices of a case (see :func:`worst_slices`): whole slices, square pixels, oriented
+    and numbered as napari shows them, with a box around the slice's errors.
 
     Args:
         pred, ref: label maps ``(X, Y, Z)`` of the same shape.
@@ -166,23 +159,41 @@ def case_thumbnails(
     """
     codes = overlap_map(pred, ref)
     axis = slice_axis(spacing)
-    (rows, flip_rows), (cols, flip_cols) = _screen_axes(np.eye(3) if direction is None else direction, axis)
+    axes, flip = display_order(np.eye(3) if direction is None else direction)
+    shown = to_display(codes, axes, flip)
+    shown_image = None if image is None else to_display(np.asarray(image), axes, flip)
+    shown_spacing = [float(spacing[a]) for a in axes]
     if labels is None:
         labels = sorted(int(v) for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0)
     per_label = {label: dice_per_slice(pred, ref, label, axis) for label in labels}
     out = []
     for index in worst_slices(codes, axis, n):
-        planes = [
-            _orient(np.take(a, index, axis=axis), rows > cols, flip_rows, flip_cols)
-            for a in (codes, image)
-            if a is not None
-        ]
-        plane, img = planes[0], planes[1] if image is not None else None
-        box = _crop_box(plane != Overlap.NONE, 0.25 if img is not None else 0.1)
-        rgb = _overlay_rgb(plane[box], None if img is None else img[box])
-        rgb = _to_display(rgb, spacing[rows], spacing[cols], size_px)
+        d_axis, d_index = display_index(index, axis, codes.shape, axes, flip)
+        rows_axis, cols_axis = (a for a in range(3) if a != d_axis)
+        plane = np.take(shown, d_index, axis=d_axis)
+        img = None if shown_image is None else np.take(shown_image, d_index, axis=d_axis)
+        rgb = _to_display(_overlay_rgb(plane, img), shown_spacing[rows_axis], shown_spacing[cols_axis], size_px)
+        wrong_rows, wrong_cols = np.nonzero(plane >= Overlap.FP)
+        if wrong_rows.size:
+            fr, fc = rgb.shape[0] / plane.shape[0], rgb.shape[1] / plane.shape[1]
+            _draw_box(
+                rgb,
+                (int(wrong_rows.min() * fr), int(np.ceil((wrong_rows.max() + 1) * fr))),
+                (int(wrong_cols.min() * fc), int(np.ceil((wrong_cols.max() + 1) * fc))),
+            )
         dice = {k: float(v[index]) for k, v in per_label.items() if not math.isnan(v[index])}
-        out.append(Thumbnail(axis, index, dice, int(np.count_nonzero(plane >= Overlap.FP)), _png_base64(rgb)))
+        out.append(
+            Thumbnail(
+                axis,
+                index,
+                dice,
+                int(wrong_rows.size),
+                _png_base64(rgb),
+                AXIS_LABELS[d_axis],
+                int(d_index),
+                plane_letters(d_axis),
+            )
+        )
     return out
 
 
@@ -190,24 +201,28 @@ def case_thumbnails(
 
 
 def distribution_png(ev: Evaluation) -> str:
-    """Box plots (with every case as a dot) of Dice, HD95, surface Dice and ASSD per label: a base64 PNG."""
+    """Dice, HD95, surface Dice and mean surface distance per label, every case a dot; box plots from
+    :data:`MIN_CASES_FOR_BOXES` cases on. A base64 PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     labels = ev.labels
+    boxes = len(ev.cases) >= MIN_CASES_FOR_BOXES
     fig = Figure(figsize=(3.1 * len(_PLOTTED), 2.9), dpi=90, layout="constrained")
     FigureCanvasAgg(fig)
     rng = np.random.default_rng(0)
-    for k, (metric, title) in enumerate(_PLOTTED):
+    for k, metric in enumerate(_PLOTTED):
         ax = fig.add_subplot(1, len(_PLOTTED), k + 1)
         data = [[getattr(r, metric) for r in ev.rows if r.label == label] for label in labels]
         if data:
-            ax.boxplot(data, widths=0.5, showfliers=False)
+            if boxes:
+                ax.boxplot(data, widths=0.5, showfliers=False)
+            jitter = 0.12 if boxes or len(ev.cases) > 1 else 0.0
             for i, values in enumerate(data, 1):
-                ax.plot(i + rng.uniform(-0.12, 0.12, len(values)), values, "o", ms=3, alpha=0.6, color="#1f5fa8")
-            ax.set_xticks(range(1, len(labels) + 1), [str(label) for label in labels])
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("label", fontsize=9)
+                ax.plot(i + rng.uniform(-jitter, jitter, len(values)), values, "o", ms=4, alpha=0.7, color="#1f5fa8")
+            ax.set_xticks(range(1, len(labels) + 1), [ev.label_name(label) for label in labels], fontsize=8)
+            ax.set_xlim(0.4, len(labels) + 0.6)
+        ax.set_title(f"{COLUMN_TITLES[metric]}", fontsize=10)
         ax.grid(axis="y", alpha=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -218,20 +233,39 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:2em;color:#222;max-width:
 table{border-collapse:collapse;margin:.5em 0 1.2em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f2f2f2}td.name,th.name{text-align:left}tr.bad td{background:#fde8e6}.note{color:#666}
 .case{border-top:2px solid #ddd;padding-top:.6em;margin-top:1em}figure{display:inline-block;margin:4px 10px 4px 0}
-figcaption{font-size:85%;color:#444;max-width:220px}.key span{padding:0 6px;margin-right:8px;color:#fff}"""
+figcaption{font-size:85%;color:#444;max-width:260px}.key span{padding:0 6px;margin-right:8px;color:#fff}
+.thumb{position:relative;display:inline-block;padding:14px;background:#111;line-height:0}
+.thumb b{position:absolute;color:#ffd600;font:bold 12px/12px monospace}.thumb .t{top:1px;left:50%}
+.thumb .b{bottom:1px;left:50%}.thumb .l{left:2px;top:50%}.thumb .r{right:2px;top:50%}"""
 
 
 def _fmt(metric: str, value: float) -> str:
     return f"{value:.4f}" if metric in ("dice", "iou", "surface_dice") else f"{value:.2f}"
 
 
+def _title(ev: Evaluation, metric: str) -> str:
+    title = COLUMN_TITLES[metric]
+    return f"{title} @ {ev.tolerance_mm:g} mm" if metric == "surface_dice" else title
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
 def _summary_table(ev: Evaluation) -> list[str]:
     cols = ("dice", "iou", "hd95_mm", "assd_mm", "surface_dice", "vol_ref_ml", "vol_pred_ml", "vol_diff_ml")
-    out = ["<table><tr><th class=name>label</th><th>n</th>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
+    out = [
+        "<table><tr><th class=name>label</th><th>cases</th>"
+        + "".join(f"<th>{_e(_title(ev, c))}</th>" for c in cols)
+        + "</tr>"
+    ]
     for label, stats in ev.label_stats().items():
         cells = []
         for c in cols:
             s = stats[c]
+            if s["n"] == 1:  # one case: its value, no spread
+                cells.append(f"<td>{_fmt(c, s['mean'])}</td>")
+                continue
             cells.append(
                 f"<td title='median {_fmt(c, s['median'])}, min {_fmt(c, s['min'])}, max "
                 f"{_fmt(c, s['max'])}'>{_fmt(c, s['mean'])} &plusmn; {_fmt(c, s['std'])}<br>"
@@ -244,38 +278,50 @@ def _summary_table(ev: Evaluation) -> list[str]:
             + "</tr>"
         )
     out.append(
-        "</table><p class=note>mean &plusmn; sample std; below: median [min, max]. Distances in mm, "
-        f"volumes in mL; surface Dice at {ev.tolerance_mm:g} mm. A missed or spurious structure counts "
-        "Dice 0 and the grid's diagonal as its distances.</p>"
+        "</table><p class=note>mean &plusmn; sample std; below: median [min, max]. HD95: the 95th percentile "
+        "of the distances between the two surfaces; surface Dice: the share of both surfaces within "
+        f"{ev.tolerance_mm:g} mm of the other. A missed or spurious structure counts Dice 0 and the grid's "
+        "diagonal as its distances.</p>"
     )
     return out
+
+
+_CASE_COLUMNS = ("dice", "iou", "hd95_mm", "assd_mm", "surface_dice", "vol_ref_ml", "vol_pred_ml")
+
+
+def _thumbnail_html(case: str, t: Thumbnail, caption: str) -> str:
+    top, bottom, left, right = t.letters
+    letters = "".join(f"<b class={c}>{_e(v)}</b>" for c, v in zip("tblr", (top, bottom, left, right), strict=True) if v)
+    return (
+        f"<figure><div class=thumb><img src='data:image/png;base64,{t.png_base64}' "
+        f"alt='{_e(case)} {_e(t.plane)} slice {t.display_index}'>{letters}</div>"
+        f"<figcaption>{caption}</figcaption></figure>"
+    )
 
 
 def _case_section(ev: Evaluation, rank: int, case: str, score: float, rows: list) -> list[str]:
     out = [
         f"<div class=case><h3>{rank}. {_e(case)} <span class=note>mean Dice {score:.4f}</span></h3>",
-        "<table><tr><th class=name>label</th><th>status</th><th>Dice</th><th>IoU</th><th>HD95 mm</th>"
-        "<th>ASSD mm</th><th>surface Dice</th><th>ref mL</th><th>pred mL</th></tr>",
+        "<table><tr><th class=name>label</th><th>status</th>"
+        + "".join(f"<th>{_e(_title(ev, c))}</th>" for c in _CASE_COLUMNS)
+        + "</tr>",
     ]
     for r in rows:
         bad = " class=bad" if r.status in ("missed", "spurious") else ""
         out.append(
             f"<tr{bad}><td class=name>{_e(ev.label_title(r.label))}</td><td>{r.status}</td>"
-            + "".join(
-                f"<td>{_fmt(c, getattr(r, c))}</td>"
-                for c in ("dice", "iou", "hd95_mm", "assd_mm", "surface_dice", "vol_ref_ml", "vol_pred_ml")
-            )
+            + "".join(f"<td>{_fmt(c, getattr(r, c))}</td>" for c in _CASE_COLUMNS)
             + "</tr>"
         )
     out.append("</table>")
     for t in ev.thumbnails.get(case, []):
         worst = sorted(t.dice.items(), key=lambda kv: kv[1])
         dice = ", ".join(f"{_e(ev.label_title(k))} {v:.3f}" for k, v in worst[:4]) + (", ..." if len(worst) > 4 else "")
-        caption = f"slice {t.index} across axis {t.axis}: {t.errors} voxels wrong; Dice {dice}"
-        out.append(
-            f"<figure><img src='data:image/png;base64,{t.png_base64}' alt='{_e(case)} slice {t.index}'>"
-            f"<figcaption>{caption}</figcaption></figure>"
+        caption = (
+            f"{_e(t.plane)} slice {t.display_index} (napari's slider; array index {t.index} along axis {t.axis}): "
+            f"{t.errors:,} voxels wrong, boxed; Dice {dice}"
         )
+        out.append(_thumbnail_html(case, t, caption))
     out.append("</div>")
     return out
 
@@ -292,8 +338,8 @@ def render_html(ev: Evaluation) -> str:
         f"<title>medfcn evaluation: {_e(ev.pred_source)}</title><style>{_CSS}</style></head><body>",
         "<h1>Segmentation evaluation</h1>",
         f"<p>prediction <code>{_e(ev.pred_source)}</code> against reference <code>{_e(ev.ref_source)}</code>:"
-        f" {len(ev.cases)} cases, {len(ev.labels)} labels. <span class=note>medfcn {_e(__version__)}, "
-        f"{_e(when)}</span></p>",
+        f" {_plural(len(ev.cases), 'case')}, {_plural(len(ev.labels), 'label')}. "
+        f"<span class=note>medfcn {_e(__version__)}, {_e(when)}</span></p>",
     ]
     problems = [
         ("failed", ev.failed),
@@ -307,7 +353,7 @@ def render_html(ev: Evaluation) -> str:
         parts += [
             "<h2>Summary per label</h2>",
             *_summary_table(ev),
-            "<h2>Distributions over cases</h2>",
+            "<h2>Distributions over cases</h2>" if len(ev.cases) >= MIN_CASES_FOR_BOXES else "<h2>Per case</h2>",
             f"<img src='data:image/png;base64,{distribution_png(ev)}' alt='distributions per label'>",
             f"<h2>Cases, worst first</h2><p class=key>{key}</p>",
         ]

@@ -1,6 +1,7 @@
 """Scans as napari layers and back, with no Qt and no napari import.
 
-Display convention (what a radiologist expects, in napari's default right-handed camera):
+Display convention (what a radiologist expects, in napari's default right-handed camera; the rule itself lives in
+:mod:`medfcn.display`, which the HTML report follows too):
 
 - the voxel array is reordered (transposed and flipped, never resampled) so that its axes point, as closely as the
   scan's direction allows, to (inferior, posterior, left) of the patient. napari shows the last two axes of a 3-D
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from medfcn.display import AXIS_LABELS, LPS_TO_DISPLAY, display_order, from_display, to_display
 from medfcn.errors import GridMismatchError, UnsupportedScanError
 from medfcn.scan import Grid, Scan
 
@@ -38,47 +40,12 @@ __all__ = [
     "layer_scan",
     "labels_to_display",
     "looks_like_labels",
+    "auto_contrast",
 ]
 
 log = logging.getLogger(__name__)
 
-# Rows: the napari world axes (inferior, posterior, left); columns: LPS x, y, z. A proper rotation (det +1).
-LPS_TO_DISPLAY = np.array([[0.0, 0.0, -1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-# The slices each world axis steps through (the slider of axis 0 moves through axial slices, head to feet).
-AXIS_LABELS = ("axial", "coronal", "sagittal")
 _MAX_LABELS = 64  # an integer volume with at most this many distinct values opens as a Labels layer
-
-
-def display_order(direction: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
-    """The reordering of a scan's index axes for display: ``(axes, flip)``.
-
-    Display axis ``a`` is index axis ``axes[a]``, reversed when ``flip[a]``; ``direction`` is the 3 x 3 LPS
-    direction matrix (column ``n``: index axis ``n``). Axes are matched greedily by the largest cosine, so an
-    oblique scan gets its nearest orientation.
-    """
-    m = LPS_TO_DISPLAY @ np.asarray(direction, float).reshape(3, 3)
-    axes = [-1, -1, -1]
-    used: set[int] = set()
-    for flat in np.argsort(-np.abs(m), axis=None, kind="stable"):
-        a, n = divmod(int(flat), 3)
-        if axes[a] < 0 and n not in used:
-            axes[a] = n
-            used.add(n)
-    flip = tuple(bool(m[a, axes[a]] < 0) for a in range(3))
-    return tuple(axes), flip
-
-
-def to_display(array: np.ndarray, axes, flip) -> np.ndarray:
-    """Index-ordered ``(X, Y, Z)`` voxels -> display-ordered voxels (a contiguous copy)."""
-    out = np.transpose(array, axes)
-    out = np.flip(out, axis=[a for a in range(3) if flip[a]]) if any(flip) else out
-    return np.ascontiguousarray(out)
-
-
-def from_display(array: np.ndarray, axes, flip) -> np.ndarray:
-    """The exact inverse of :func:`to_display`: display-ordered voxels -> ``(X, Y, Z)`` (contiguous)."""
-    out = np.flip(array, axis=[a for a in range(3) if flip[a]]) if any(flip) else array
-    return np.ascontiguousarray(np.transpose(out, np.argsort(axes)))
 
 
 def _grid_dict(grid: Grid) -> dict[str, list]:
@@ -146,7 +113,22 @@ def scan_layer_data(scan: Scan, *, layer_type: str | None = None, name: str | No
         kwargs["rotate"] = rotate
     if layer_type == "image":
         kwargs["colormap"] = "gray"
+        kwargs["contrast_limits"] = auto_contrast(data)
     return data, kwargs, layer_type
+
+
+def auto_contrast(array: np.ndarray, percentiles: tuple[float, float] = (0.5, 99.5)) -> tuple[float, float]:
+    """Contrast limits at the 0.5th and 99.5th percentiles of the voxels (of at most ~1 M of them, evenly
+    strided), so a few very bright voxels (vessels, metal, a marker) do not leave the anatomy grey on black."""
+    flat = np.asarray(array).ravel()
+    flat = flat[:: max(1, flat.size // 1_000_000)]
+    flat = flat[np.isfinite(flat)] if np.issubdtype(flat.dtype, np.floating) else flat
+    if flat.size == 0:
+        return 0.0, 1.0
+    lo, hi = (float(v) for v in np.percentile(flat, percentiles))
+    if hi <= lo:
+        lo, hi = float(flat.min()), float(flat.max())
+    return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 
 def _transform_grid(shape: tuple[int, ...], attributes: dict) -> Grid:

@@ -1,9 +1,7 @@
 """napari sample data: File > Open Sample > medfcn > "Brain MRI (Colin27)".
 
-The files are the repository's ``sample_data/`` (``images/colin27.nii.gz`` and ``labels/colin27.nii.gz``), found
-beside the package: in a source checkout and in an editable install (``pip install -e .``) the package is the
-checkout's ``napari_plugin/`` folder, so ``sample_data/`` is its sibling. A copy inside the package
-(``napari_plugin/sample_data/``) is used first when one is shipped.
+The two files ship inside the package (``napari_plugin/sample_data/``, package data; attribution in the README
+beside them), so the sample opens from an installed wheel as from a source checkout.
 """
 
 from __future__ import annotations
@@ -12,24 +10,23 @@ from pathlib import Path
 
 from medfcn.errors import NoScansError
 
-__all__ = ["sample_data_folder", "colin27"]
+__all__ = ["SAMPLE_FOLDER", "sample_files", "colin27"]
 
-_HERE = Path(__file__).resolve().parent
+SAMPLE_FOLDER = Path(__file__).resolve().parent / "sample_data"
+_T1, _MASK = "colin27_t1.nii.gz", "colin27_brain_mask.nii.gz"
 
 
-def sample_data_folder() -> Path:
-    """The folder holding ``images/`` and ``labels/`` of the sample data.
+def sample_files() -> tuple[Path, Path]:
+    """The sample's T1 and brain-mask files.
 
     Raises:
-        NoScansError: it is in neither place (a wheel installed without the repository).
+        NoScansError: they are missing (a broken installation).
     """
-    for folder in (_HERE / "sample_data", _HERE.parent / "sample_data"):
-        if (folder / "images" / "colin27.nii.gz").is_file():
-            return folder
-    raise NoScansError(
-        f"medfcn's sample data is not installed (looked in {_HERE / 'sample_data'} and "
-        f"{_HERE.parent / 'sample_data'}); install medfcn from a clone with `pip install -e .`"
-    )
+    t1, mask = SAMPLE_FOLDER / _T1, SAMPLE_FOLDER / _MASK
+    for path in (t1, mask):
+        if not path.is_file():
+            raise NoScansError(f"{path}: medfcn's sample data is missing; reinstall medfcn")
+    return t1, mask
 
 
 def colin27() -> list[tuple]:
@@ -38,7 +35,7 @@ def colin27() -> list[tuple]:
 
     from ._layers import scan_layer_data
 
-    folder = sample_data_folder()
-    t1 = read_scan(folder / "images" / "colin27.nii.gz")
-    mask = read_scan(folder / "labels" / "colin27.nii.gz", case="colin27_brain_mask")
+    t1_path, mask_path = sample_files()
+    t1 = read_scan(t1_path, case="colin27")
+    mask = read_scan(mask_path, case="colin27_brain_mask")
     return [scan_layer_data(t1, layer_type="image"), scan_layer_data(mask, layer_type="labels")]

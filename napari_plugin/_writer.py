@@ -1,9 +1,11 @@
 """napari writer: a Labels layer to ``.nii.gz`` on its source scan's grid, through :func:`medfcn.writer.write_labels`.
 
 The grid comes from the layer's metadata (what the reader stored: exactly the grid SimpleITK reads from the source
-file). A Labels layer drawn by hand on a scan opened with the reader works the same when it carries the scan's
-metadata; one napari made itself (its "New labels" button copies shape and transforms, not metadata) is written
-on its own axes with the physical placement of its transforms, which overlays the scan in any viewer.
+file). A Labels layer drawn by hand works the same when it carries the scan's metadata: one made with the Segment
+dock's "New labels on this scan" does, and one made with napari's own "New labels" button (which copies shape and
+transforms, not metadata) is given the metadata of the scan it was made on as it is added to a viewer where a scan
+was opened with this plugin (:mod:`napari_plugin._widgets._scan_views`). A layer with no scan behind it at all is
+written on its own axes with the physical placement of its transforms, which overlays the scan in any viewer.
 """
 
 from __future__ import annotations

@@ -210,27 +210,47 @@ def test_writer_hand_drawn_labels_overlay_the_source_grid(viewer, tmp_path, code
 
 @gui
 @pytest.mark.parametrize("codes", ["LSA", "oblique"])
-def test_writer_without_metadata_writes_the_same_physical_grid(viewer, tmp_path, codes):
-    """A Labels layer napari makes itself ("New labels": transforms, no metadata) still overlays the scan."""
+def test_writer_napari_new_labels_layer_saves_on_the_source_grid(viewer, tmp_path, codes):
+    """A Labels layer napari makes itself ("New labels": transforms, no metadata) takes the scan's grid as it is
+    added, and saves exactly on the source file's grid."""
     aff = oblique_affine() if codes == "oblique" else affine_from_codes("LSA")
     source = write_scan_file(tmp_path / "scan.nii.gz", head_volume(), aff)
     (image,) = viewer.open(str(source), plugin="medfcn")
     viewer.layers.selection.active = image
     viewer._new_labels()
     drawn = viewer.layers[-1]
-    assert not drawn.metadata and drawn.data.shape == image.data.shape
+    assert drawn.data.shape == image.data.shape and drawn.metadata["grid"] == image.metadata["grid"]
     drawn.data[5:9, 10:20, 3:30] = 1
     out = tmp_path / "new.nii.gz"
     save_layers(str(out), [drawn], plugin="medfcn")
-    scan = read_scan(source)
-    on_source = voxels_on(sitk.ReadImage(str(out)), scan)  # asserts the same physical grid, any axis order
+    written = sitk.ReadImage(str(out))
+    assert_same_grid(written, sitk.ReadImage(str(source)))
     expected = np.zeros(image.data.shape, np.uint8)
     expected[5:9, 10:20, 3:30] = 1
     from napari_plugin._layers import from_display
 
     np.testing.assert_array_equal(
-        on_source, from_display(expected, image.metadata["display_axes"], image.metadata["display_flip"])
+        voxels_on(written, read_scan(source)),
+        from_display(expected, image.metadata["display_axes"], image.metadata["display_flip"]),
     )
+
+
+@gui
+def test_writer_layer_with_no_scan_behind_it_keeps_its_physical_placement(viewer, tmp_path):
+    """A Labels layer that overlays no scan exactly (here: shifted) is written with its own transforms."""
+    source = write_scan_file(tmp_path / "scan.nii.gz", head_volume(), affine_from_codes("LSA"))
+    (image,) = viewer.open(str(source), plugin="medfcn")
+    drawn = viewer.add_labels(
+        np.zeros(image.data.shape, np.uint8), scale=image.scale, translate=np.asarray(image.translate) + 2.0
+    )
+    assert "grid" not in drawn.metadata
+    drawn.data[3, 4, 5] = 1
+    out = tmp_path / "free.nii.gz"
+    save_layers(str(out), [drawn], plugin="medfcn")
+    written = sitk.ReadImage(str(out))
+    array = np.transpose(sitk.GetArrayFromImage(written), (2, 1, 0))
+    idx = written.TransformPhysicalPointToIndex(tuple(world_to_lps(drawn.data_to_world((3, 4, 5))).tolist()))
+    assert array[idx] == 1 and np.count_nonzero(array) == 1
 
 
 def test_writer_refuses_a_layer_that_does_not_fit_its_grid(tmp_path):
@@ -264,7 +284,7 @@ def test_sample_opens_t1_and_brain_mask(viewer):
     np.testing.assert_allclose(t1.scale, (1.0, 1.0, 1.0))
     assert set(np.unique(mask.data)) == {0, 1}
     image = sitk.ReadImage(str(Path(t1.metadata["source"])))
-    assert Path(t1.metadata["source"]).name == "colin27.nii.gz"
+    assert Path(t1.metadata["source"]) == Path(napari_plugin.__file__).parent / "sample_data" / "colin27_t1.nii.gz"
     assert_placed_like_sitk(t1, image, n=20)
     # anatomy as a radiologist expects: the brain's front (anterior, low axis-1 index) is at the top of an axial
     # slice, and the mask's first slices (axis 0) are the top of the head (superior)

@@ -1,99 +1,108 @@
-"""The Review dock widget: a prediction against a reference, per label and slice by slice.
+"""The Review dock widget: a prediction against a reference, per label, error by error and slice by slice.
 
-Numbers come from :mod:`medfcn.metrics` (``compute_metrics``, ``overlap_map``, ``dice_per_slice``), computed in a
-worker thread on copies of the layers; saving goes through :func:`medfcn.writer.write_labels` and the report
-through :func:`medfcn.evaluate.evaluate`. Edits made with napari's paint tools on either layer trigger a
-recomputation (debounced).
+Numbers come from :mod:`medfcn.metrics` and :mod:`medfcn.components` (error blobs, wrong voxels per slice, the
+worst slice: the HTML report's rule), computed in a worker thread on copies of the layers. Saving goes through
+:func:`medfcn.writer.write_labels`; the report through :func:`medfcn.evaluate.evaluate_scans`, in memory, naming
+the layers and their scans. Edits on either layer (paint, fill, erase, undo, redo) mark the numbers stale and
+recompute them (debounced) when "Recompute after edits" is on.
+
+The picture: the reference drawn as a contour, the prediction filled, and an overlay of where they disagree:
+missed (FN) and spurious (FP) voxels in strong colours, agreement (TP) faint; a legend in the dock, and hovering
+the overlay names what a voxel is.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, Table, create_widget
+from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, Select, Table, create_widget
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QSizePolicy
 
+from medfcn.components import ErrorComponent, error_components, worst_slices
+from medfcn.display import AXIS_LABELS
 from medfcn.errors import GridMismatchError, MedfcnError
 from medfcn.metrics import Overlap, compute_metrics, dice_per_slice, overlap_map
 
-from .._layers import layer_geometry
+from .._layers import layer_geometry, layer_scan
 from .._writer import save_labels_layer
+from . import _scan_views
+from ._camera import go_to_box, slicing_axis
+from ._overlay import OVERLAP_COLORS, OVERLAP_NAMES, legend_html, show_overlap
 from ._plot import SliceDicePlot
+from ._scan_views import unwrap
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["ReviewWidget", "Review", "review", "worst_slice"]
+__all__ = ["ReviewWidget", "Review", "review", "OVERLAP_COLORS", "OVERLAP_NAMES"]
 
 log = logging.getLogger(__name__)
 
-OVERLAP_COLORS = {
-    None: "transparent",
-    Overlap.NONE: "transparent",
-    Overlap.TP: "#2ca02c",
-    Overlap.FP: "#d62728",
-    Overlap.FN: "#1f77b4",
-}
 _RECOMPUTE_DELAY_MS = 400
+_LISTED_ERRORS = 50
 TABLE_COLUMNS = ("label", "Dice", "IoU", "HD95 mm")
 
 
 @dataclass
 class Review:
-    """What the widget shows: metrics per label, the overlap map, and per-slice Dice along ``axis``."""
+    """What the widget shows, all on the layers' (display-ordered) arrays."""
 
     metrics: dict  # {label: medfcn.metrics.LabelMetrics}
-    overlap: np.ndarray  # uint8 codes of medfcn.metrics.Overlap, display order
-    axis: int
+    overlap: np.ndarray  # uint8 codes of medfcn.metrics.Overlap
+    axis: int  # the data axis the slices run across
     per_slice: dict[int, np.ndarray]  # {label: Dice of every slice across axis, NaN where neither map has it}
+    errors: list[ErrorComponent]  # the error blobs, largest first
+    worst: list[int]  # the slice with the most wrong voxels (the report's rule), or []
 
 
 def review(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> Review:
     """All the numbers of a review (runs in the worker thread). ``spacing``: mm along the arrays' axes."""
     metrics = compute_metrics(pred, ref, spacing)
     per_slice = {label: dice_per_slice(pred, ref, label, axis) for label in metrics}
-    return Review(metrics, overlap_map(pred, ref), axis, per_slice)
-
-
-def worst_slice(per_slice: dict[int, np.ndarray]) -> int | None:
-    """The slice with the lowest Dice of any label (slices where no label is present are skipped)."""
-    if not per_slice:
-        return None
-    lowest = np.fmin.reduce(np.vstack(list(per_slice.values())), axis=0)
-    return None if np.isnan(lowest).all() else int(np.nanargmin(lowest))
+    codes = overlap_map(pred, ref)
+    errors = error_components(pred, ref, spacing, codes=codes)
+    return Review(metrics, codes, axis, per_slice, errors, worst_slices(codes, axis, 1))
 
 
 class ReviewWidget(Container):
-    """Dice, IoU and HD95 per label, a TP/FP/FN overlay, per-slice Dice, worst-slice jump, save and report."""
+    """Dice, IoU and HD95 per label, an error overlay, the error blobs largest first, worst slice, save, report."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
+        _scan_views.install(viewer)
         self.prediction = create_widget(label="Prediction", annotation="napari.layers.Labels")
         self.reference = create_widget(label="Reference", annotation="napari.layers.Labels")
         self.compute_button = PushButton(text="Compute")
         self.auto = CheckBox(text="Recompute after edits", value=True)
+        self.legend = Label(value=legend_html())
         self.table = Table(value={"data": [], "index": [], "columns": list(TABLE_COLUMNS)})
         self.plot = SliceDicePlot()
+        self.error_list = Select(label="Errors", choices=[], allow_multiple=False)
+        self.previous_button = PushButton(text="< Previous error", enabled=False)
+        self.next_button = PushButton(text="Next error >", enabled=False)
         self.worst_button = PushButton(text="Go to worst slice", enabled=False)
         self.save_path = FileEdit(label="Save to", mode="w", filter="*.nii.gz")
         self.save_button = PushButton(text="Save prediction")
         self.report_dir = FileEdit(label="Report folder", mode="d")
         self.report_button = PushButton(text="Export report")
         self.status = Label(value="")
+        nav = Container(widgets=[self.previous_button, self.next_button], layout="horizontal", labels=False)
         super().__init__(
             widgets=[
                 self.prediction,
                 self.reference,
                 self.compute_button,
                 self.auto,
+                self.legend,
                 self.table,
+                self.error_list,
+                nav,
                 self.worst_button,
                 self.save_path,
                 self.save_button,
@@ -102,8 +111,15 @@ class ReviewWidget(Container):
                 self.status,
             ]
         )
-        self.native.layout().insertWidget(5, self.plot)
+        for label in (self.status, self.legend):  # long messages wrap instead of widening the dock
+            label.native.setWordWrap(True)
+            label.native.setMinimumWidth(10)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.error_list.native.setMaximumHeight(110)
+        self.native.layout().insertWidget(6, self.plot)
         self.result: Review | None = None
+        self.stale = False
+        self.error_index = -1
         self.worker = None
         self._computing = False
         self._watched: list = []
@@ -112,6 +128,9 @@ class ReviewWidget(Container):
         self._timer.setInterval(_RECOMPUTE_DELAY_MS)
         self._timer.timeout.connect(self.compute)
         self.compute_button.clicked.connect(self.compute)
+        self.next_button.clicked.connect(self.next_error)
+        self.previous_button.clicked.connect(self.previous_error)
+        self.error_list.changed.connect(self._on_error_chosen)
         self.worst_button.clicked.connect(self.go_to_worst_slice)
         self.save_button.clicked.connect(self.save)
         self.report_button.clicked.connect(self.export_report)
@@ -119,14 +138,39 @@ class ReviewWidget(Container):
         self.reference.changed.connect(self._watch)
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.dims.events.order.connect(self._on_order)
+        viewer.layers.events.inserted.connect(lambda _: QTimer.singleShot(0, self._default_pair_later))
+        self._choose_default_pair()
+        self._watch()
 
     # -- inputs --------------------------------------------------------------------------------------------------
+    def _default_pair_later(self) -> None:
+        try:
+            self._choose_default_pair()
+        except RuntimeError:  # the dock was closed in the meantime
+            log.debug("review dock gone", exc_info=True)
+
+    def _choose_default_pair(self, *_) -> None:
+        """Prediction: the newest Labels layer a model made (else the newest); reference: another one, preferably
+        not a model's. Applied when both choices are the same layer (a new dock, or layers added after it)."""
+        for combo in (self.prediction, self.reference):
+            combo.reset_choices()
+        if self.prediction.value is not self.reference.value:
+            return
+        labels = [la for la in self.prediction.choices if la is not None]
+        labels = [la for la in labels if "overlap_codes" not in la.metadata]
+        if len(labels) < 2:
+            return
+        pred = ([la for la in labels if la.metadata.get("model")] or labels)[-1]
+        others = [la for la in labels if la is not pred]
+        refs = [la for la in others if not la.metadata.get("model")] or others
+        self.prediction.value, self.reference.value = pred, refs[-1]
+
     def _pair(self):
         pred, ref = self.prediction.value, self.reference.value
         if pred is None or ref is None:
             raise MedfcnError("Choose a prediction and a reference Labels layer.")
         if pred is ref:
-            raise MedfcnError("The prediction and the reference are the same layer.")
+            raise MedfcnError("The prediction and the reference are the same layer: choose two.")
         if pred.data.shape != ref.data.shape:
             raise GridMismatchError(
                 f"{pred.name} {pred.data.shape} and {ref.name} {ref.data.shape} have different "
@@ -141,12 +185,6 @@ class ReviewWidget(Container):
                 raise GridMismatchError(f"{pred.name} and {ref.name} are on different grids ({'; '.join(diff)})")
         return pred, ref
 
-    def _slice_axis(self, ndim: int) -> int:
-        """The data axis across which the viewer slices (the first axis of the dims order)."""
-        offset = self._viewer.dims.ndim - ndim
-        axis = self._viewer.dims.order[0] - offset
-        return axis if 0 <= axis < ndim else 0
-
     # -- actions -------------------------------------------------------------------------------------------------
     def compute(self):
         """Start computing the review in a worker thread; returns the worker (``None`` if the inputs are wrong)."""
@@ -159,7 +197,7 @@ class ReviewWidget(Container):
         except MedfcnError as e:
             self.status.value = str(e)
             return None
-        axis = self._slice_axis(pred.ndim)
+        axis = slicing_axis(self._viewer, pred.ndim)
         self.status.value = f"Scoring {pred.name} against {ref.name} ..."
         self.compute_button.enabled, self._computing = False, True
         self.worker = thread_worker(review, start_thread=False, ignore_errors=True)(
@@ -171,20 +209,44 @@ class ReviewWidget(Container):
         self.worker.start()
         return self.worker
 
+    def go_to_error(self, k: int) -> ErrorComponent | None:
+        """Centre and zoom the view on error blob ``k`` (0: the largest) and move to its slice."""
+        if self.result is None or not self.result.errors or self.prediction.value is None:
+            return None
+        k %= len(self.result.errors)
+        self.error_index = k
+        blob = self.result.errors[k]
+        go_to_box(self._viewer, self.prediction.value, blob.box, blob.anchor)
+        if self.error_list.value != self._error_choices()[k]:
+            self.error_list.value = self._error_choices()[k]
+        self.status.value = f"Error {k + 1} of {len(self.result.errors)}: {self._describe(blob)}"
+        return blob
+
+    def next_error(self) -> ErrorComponent | None:
+        """The next error blob by size (the first call: the largest)."""
+        return self.go_to_error(self.error_index + 1)
+
+    def previous_error(self) -> ErrorComponent | None:
+        """The previous error blob by size."""
+        return self.go_to_error(self.error_index - 1 if self.error_index >= 0 else -1)
+
     def go_to_worst_slice(self) -> int | None:
-        """Move the viewer to the slice with the lowest Dice; returns its index."""
-        if self.result is None or self.prediction.value is None:
+        """Move to the slice with the most wrong voxels (the report's rule), centred and zoomed on its errors."""
+        if self.result is None or not self.result.worst or self.prediction.value is None:
             return None
-        k = worst_slice(self.result.per_slice)
-        if k is None:
-            return None
-        layer, axis = self.prediction.value, self.result.axis
-        index = np.zeros(layer.ndim)
-        index[axis] = k
-        world = layer.data_to_world(index)
-        self._viewer.dims.set_point(self._viewer.dims.ndim - layer.ndim + axis, world[axis])
-        lowest = np.nanmin([c[k] for c in self.result.per_slice.values()])
-        self.status.value = f"Slice {k}: the lowest Dice ({lowest:.3f})"
+        k, axis, codes = self.result.worst[0], self.result.axis, self.result.overlap
+        plane = np.take(codes, k, axis=axis) >= Overlap.FP
+        box = []
+        others = iter(np.nonzero(plane) if plane.any() else np.nonzero(np.take(codes, k, axis=axis) >= 0))
+        for a in range(codes.ndim):
+            if a == axis:
+                box.append((k, k + 1))
+            else:
+                idx = next(others)
+                box.append((int(idx.min()), int(idx.max()) + 1))
+        go_to_box(self._viewer, self.prediction.value, box)
+        wrong = int(np.count_nonzero(plane))
+        self.status.value = f"{AXIS_LABELS[axis] if axis < 3 else 'slice'} slice {k}: {wrong:,} wrong voxels, the most"
         return k
 
     def save(self) -> Path | None:
@@ -202,41 +264,41 @@ class ReviewWidget(Container):
         return out
 
     def export_report(self):
-        """Write both layers to a temporary folder and run :func:`medfcn.evaluate.evaluate` on them (worker)."""
+        """Score both layers in memory and write the report folder (:func:`medfcn.evaluate.evaluate_scans`)."""
         folder = Path(self.report_dir.value)
         if not str(self.report_dir.value) or folder == Path("."):
             self.status.value = "Choose a report folder."
             return None
         try:
             pred, ref = self._pair()
+            pred_scan, ref_scan = (layer_scan(*la.as_layer_data_tuple()[:2]) for la in (pred, ref))
         except MedfcnError as e:
             self.status.value = str(e)
             return None
-        case = pred.metadata.get("case") or pred.name
+        image = self._image_layer(pred)
+        image_scan = layer_scan(*image.as_layer_data_tuple()[:2]) if image is not None else None
         label_names = pred.metadata.get("label_names") or ref.metadata.get("label_names")
-        image = self._image_source(pred)
-        tmp = tempfile.TemporaryDirectory(prefix="medfcn-review-")
-        try:
-            pred_path = save_labels_layer(pred, Path(tmp.name) / "pred" / f"{case}.nii.gz")
-            ref_path = save_labels_layer(ref, Path(tmp.name) / "ref" / f"{case}.nii.gz")
-        except MedfcnError as e:
-            tmp.cleanup()
-            self.status.value = str(e)
-            return None
         self.status.value = f"Writing the report to {folder} ..."
         self.worker = thread_worker(_evaluate, start_thread=False, ignore_errors=True)(
-            pred_path, ref_path, folder, label_names, {case: image} if image else None
+            pred.metadata.get("case") or pred.name,
+            pred_scan,
+            ref_scan,
+            folder,
+            image=image_scan,
+            label_names=label_names,
+            pred_source=_source_name(pred),
+            ref_source=_source_name(ref),
         )
         self.worker.returned.connect(lambda ev: self._reported(folder))
         self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(lambda: (tmp.cleanup(), setattr(self.report_button, "enabled", True)))
+        self.worker.finished.connect(lambda: setattr(self.report_button, "enabled", True))
         self.report_button.enabled = False
         self.worker.start()
         return self.worker
 
     # -- results -------------------------------------------------------------------------------------------------
     def _show(self, pred, ref, result: Review) -> None:
-        self.result = result
+        self.result, self.stale, self.error_index = result, False, -1
         names = pred.metadata.get("label_names") or ref.metadata.get("label_names") or {}
         self.table.value = {
             "data": [
@@ -248,33 +310,29 @@ class ReviewWidget(Container):
         }
         self._update_overlay(pred, ref, result.overlap)
         self.plot.show_curves(result.per_slice, names, self._current_index())
-        self.worst_button.enabled = worst_slice(result.per_slice) is not None
+        self.error_list.choices = self._error_choices()
+        self.worst_button.enabled = bool(result.worst)
+        self.next_button.enabled = self.previous_button.enabled = bool(result.errors)
         summary = ", ".join(f"{_label_name(names, k)} Dice {m.dice:.4f}" for k, m in result.metrics.items())
-        self.status.value = summary or "Neither layer holds a label."
+        blobs = f"; {len(result.errors):,} error blobs" if result.errors else "; no errors"
+        self.status.value = (summary + blobs) if summary else "Neither layer holds a label."
+
+    def _describe(self, blob: ErrorComponent) -> str:
+        return blob.describe(AXIS_LABELS if len(blob.centroid) == 3 else None)
+
+    def _error_choices(self) -> list[str]:
+        if self.result is None:
+            return []
+        return [f"{i + 1}. {self._describe(b)}" for i, b in enumerate(self.result.errors[:_LISTED_ERRORS])]
+
+    def _on_error_chosen(self, value) -> None:
+        choices = self._error_choices()
+        chosen = value[0] if isinstance(value, list | tuple) and value else value
+        if chosen in choices and choices.index(chosen) != self.error_index:
+            self.go_to_error(choices.index(chosen))
 
     def _update_overlay(self, pred, ref, overlap: np.ndarray) -> None:
-        from napari.utils.colormaps import DirectLabelColormap
-
-        name = f"{pred.name} vs {ref.name}"
-        if name in self._viewer.layers and self._viewer.layers[name].data.shape == overlap.shape:
-            self._viewer.layers[name].data = overlap
-            return
-        meta = copy.deepcopy(dict(pred.metadata))
-        meta["overlap_codes"] = {int(c): c.name for c in Overlap}
-        self._viewer.add_labels(
-            overlap,
-            name=name,
-            scale=pred.scale,
-            translate=pred.translate,
-            rotate=pred.rotate,
-            affine=pred.affine,
-            units=pred.units,
-            axis_labels=pred.axis_labels,
-            metadata=meta,
-            opacity=0.6,
-            colormap=DirectLabelColormap(color_dict=OVERLAP_COLORS),
-        )
-        self._viewer.layers.selection.active = pred
+        show_overlap(self._viewer, pred, ref, overlap)
 
     def _computed(self) -> None:
         self.compute_button.enabled, self._computing = True, False
@@ -287,16 +345,16 @@ class ReviewWidget(Container):
             log.error("review failed", exc_info=error)
         self.status.value = f"{error}"
 
-    def _image_source(self, pred) -> str | None:
-        """The file of an Image layer on the prediction's grid, for the report's overlays."""
+    def _image_layer(self, pred):
+        """An Image layer on the prediction's scan grid, for the report's overlays."""
         for layer in self._viewer.layers:
             if (
                 layer.__class__.__name__ == "Image"
                 and layer.data.shape == pred.data.shape
+                and layer.metadata.get("grid") is not None
                 and layer.metadata.get("grid") == pred.metadata.get("grid")
-                and layer.metadata.get("source")
             ):
-                return layer.metadata["source"]
+                return layer
         return None
 
     # -- events --------------------------------------------------------------------------------------------------
@@ -304,14 +362,33 @@ class ReviewWidget(Container):
         for layer in self._watched:
             layer.events.paint.disconnect(self._edited)
             layer.events.data.disconnect(self._edited)
-        self._watched = [w for w in (self.prediction.value, self.reference.value) if w is not None]
+            for name in ("undo", "redo"):
+                unwrap(layer).__dict__.pop(name, None)
+        self._watched = [w for w in dict.fromkeys((self.prediction.value, self.reference.value)) if w is not None]
         for layer in self._watched:
             layer.events.paint.connect(self._edited)
             layer.events.data.connect(self._edited)
+            real = unwrap(layer)
+            for name in ("undo", "redo"):  # napari's undo and redo change the data without an event
+                setattr(real, name, self._notifying(getattr(type(real), name).__get__(real)))
+
+    def _notifying(self, method):
+        def run(*args, **kwargs):
+            out = method(*args, **kwargs)
+            self._edited()
+            return out
+
+        return run
 
     def _edited(self, *_) -> None:
-        if self.auto.value and self.result is not None:
+        if self.result is None:
+            return
+        self.stale = True
+        if self.auto.value:
+            self.status.value = "Edited: recomputing ..."
             self._timer.start()
+        else:
+            self.status.value = "Edited since the last Compute: the numbers and the overlay are stale."
 
     def _current_index(self) -> int | None:
         layer = self.prediction.value
@@ -329,10 +406,18 @@ class ReviewWidget(Container):
             self.compute()
 
 
-def _evaluate(pred: Path, ref: Path, out_dir: Path, label_names, images):
-    from medfcn.evaluate import evaluate
+def _evaluate(case, pred, ref, out_dir, **kwargs):
+    from medfcn.evaluate import evaluate_scans
 
-    return evaluate(pred, ref, out_dir, label_names=label_names, images=images)
+    return evaluate_scans(case, pred, ref, out_dir, **kwargs)
+
+
+def _source_name(layer) -> str:
+    """``layer 'x' (scan /path/to/file)`` for the report."""
+    source = layer.metadata.get("source")
+    drawn = layer.metadata.get("drawn_on")
+    where = f"on the grid of {source}" if drawn and source else (source or "no file")
+    return f"layer '{layer.name}' ({where})"
 
 
 def _label_name(names: dict, label: int) -> str:

@@ -3,11 +3,18 @@
 The work runs in a napari ``thread_worker``; the pipeline's progress callback drives the progress bar (through
 the main thread) and its cancel callback is polled between batches, so the viewer stays responsive and Cancel
 stops the work within one batch.
+
+Edits are never lost: the result goes into ``<image>_labels``, replaced on a rerun only while it holds exactly what
+Segment wrote there (its checksum is in the metadata); once painted on, a rerun writes a new layer
+(``<image>_labels [2]``, ...) beside it. The result records the model, the device, the time and the label names
+(shown on hover). "New labels on this scan" adds an empty Labels layer on the image's scan grid, to draw on.
 """
 
 from __future__ import annotations
 
 import copy
+import datetime
+import hashlib
 import logging
 import threading
 from enum import StrEnum
@@ -17,17 +24,20 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, create_widget
 from napari.qt.threading import thread_worker
+from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import ensure_main_thread
 
+from medfcn import __version__
 from medfcn.engine import DeviceName
 from medfcn.errors import CancelledError, MedfcnError
 
 from .._layers import labels_to_display, layer_scan
+from . import _scan_views
 
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentWidget", "ModelSource", "available_devices"]
+__all__ = ["SegmentWidget", "ModelSource", "available_devices", "labels_checksum", "is_unedited"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +61,20 @@ def available_devices() -> list[str]:
     return devices
 
 
+def labels_checksum(data: np.ndarray) -> str:
+    """A checksum of a label array's values, shape and type (to tell whether a layer was edited)."""
+    array = np.ascontiguousarray(data)
+    digest = hashlib.blake2b(f"{array.dtype.str}{array.shape}".encode(), digest_size=16)
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def is_unedited(layer) -> bool:
+    """Whether a Labels layer still holds exactly what Segment wrote into it (a rerun may replace it)."""
+    recorded = layer.metadata.get("labels_checksum")
+    return recorded is not None and recorded == labels_checksum(np.asarray(layer.data))
+
+
 def _segment(segmenter, model, device: str, scan, progress, cancel):
     """Worker body: load the model unless ``segmenter`` already holds it, then segment. Returns both."""
     from medfcn.pipeline import Segmenter
@@ -71,6 +95,7 @@ class SegmentWidget(Container):
         self.device = ComboBox(label="Device", choices=available_devices(), value=DeviceName.AUTO)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
+        self.new_labels_button = PushButton(text="New labels on this scan")
         self.progress = ProgressBar(label="Progress", min=0, max=100, value=0)
         self.status = Label(value="")
         super().__init__(
@@ -82,9 +107,15 @@ class SegmentWidget(Container):
                 self.run_button,
                 self.cancel_button,
                 self.progress,
+                self.new_labels_button,
                 self.status,
             ]
         )
+        self.status.native.setWordWrap(True)  # long messages wrap instead of widening the dock
+        self.status.native.setMinimumWidth(10)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        _scan_views.install(viewer)
+        self.new_labels_button.clicked.connect(self.new_labels)
         self.model_source.changed.connect(self._on_source)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
@@ -128,6 +159,16 @@ class SegmentWidget(Container):
         self.worker.start()
         return self.worker
 
+    def new_labels(self):
+        """Add an empty Labels layer on the chosen image's scan grid (it saves on that grid); returns it."""
+        layer = self.image.value
+        if layer is None:
+            self.status.value = "Open a scan first (File > Open, or File > Open Sample > medfcn)."
+            return None
+        out = _scan_views.new_labels_on_scan(self._viewer, layer)
+        self.status.value = f"{out.name}: draw with the paint brush; it saves on the grid of {layer.name}."
+        return out
+
     def cancel(self) -> None:
         """Ask the running segmentation to stop after its current batch."""
         self._cancel.set()
@@ -143,31 +184,35 @@ class SegmentWidget(Container):
 
     def _on_done(self, layer, key: tuple, segmenter, labels: np.ndarray) -> None:
         self._cached = (key, segmenter)
-        data, attrs, _ = layer.as_layer_data_tuple()
-        metadata = copy.deepcopy(dict(layer.metadata))
-        metadata["model"] = segmenter.model.name
-        metadata["label_names"] = {int(v): k for k, v in segmenter.model.card.labels.items()}
-        name = f"{layer.name}_labels"
-        kwargs = dict(
-            scale=layer.scale,
-            translate=layer.translate,
-            rotate=layer.rotate,
-            affine=layer.affine,
-            units=layer.units,
-            axis_labels=layer.axis_labels,
-            metadata=metadata,
-        )
+        attrs = layer.as_layer_data_tuple()[1]
         display = labels_to_display(labels, attrs)
-        if name in self._viewer.layers and self._viewer.layers[name].data.shape == display.shape:
-            out = self._viewer.layers[name]
-            out.data, out.metadata = display, metadata
-        else:
-            out = self._viewer.add_labels(display, name=name, **kwargs)
-        self.progress.value = 100
-        found = ", ".join(
-            f"{n} {np.count_nonzero(display == v):,} voxels" for n, v in segmenter.model.card.labels.items() if v != 0
+        card_labels = segmenter.model.card.labels
+        metadata = copy.deepcopy(dict(layer.metadata))
+        metadata.update(
+            model=segmenter.model.name,
+            device=str(segmenter.device),
+            segmented_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            medfcn_version=__version__,
+            image=layer.name,
+            label_names={int(v): k for k, v in card_labels.items()},
+            labels_checksum=labels_checksum(display),
         )
-        self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device})"
+        features = {"index": [int(v) for v in card_labels.values()], "label": list(card_labels)}
+        name = f"{layer.name}_labels"
+        target = self._viewer.layers[name] if name in self._viewer.layers else None
+        kept = ""
+        if target is not None and target.data.shape == display.shape and is_unedited(target):
+            target.data, target.metadata, target.features = display, metadata, features
+            out = target
+        else:
+            if target is not None:
+                name, kept = _free_name(self._viewer, name), f"; {target.name} was edited, so it is kept"
+            out = _scan_views.add_labels_like(
+                self._viewer, layer, display, name=name, metadata=metadata, features=features
+            )
+        self.progress.value = 100
+        found = ", ".join(f"{n} {np.count_nonzero(display == v):,} voxels" for n, v in card_labels.items() if v != 0)
+        self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device}){kept}"
 
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, CancelledError):
@@ -181,3 +226,11 @@ class SegmentWidget(Container):
 
     def _on_finished(self) -> None:
         self.run_button.enabled, self.cancel_button.enabled, self._running = True, False, False
+
+
+def _free_name(viewer, name: str) -> str:
+    """``name [2]``, ``name [3]``, ...: the first not taken by a layer."""
+    k = 2
+    while f"{name} [{k}]" in viewer.layers:
+        k += 1
+    return f"{name} [{k}]"

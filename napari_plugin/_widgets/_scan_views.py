@@ -1,0 +1,143 @@
+"""Viewer-wide helpers the docks install: orientation letters on the canvas, and label layers on a scan's grid.
+
+- Orientation: napari's axis names say which plane a slider steps through, not which way the patient faces. The
+  canvas's text overlay shows the patient directions at the edges of the current view (``axial  top A  bottom P
+  left R  right L``), updated when the displayed axes change (:func:`medfcn.display.screen_letters`).
+- Grid-safe labels: napari's own "New labels" button makes a layer shaped like the displayed data, with the scan's
+  transforms but none of its metadata, so it would be saved on the displayed axes instead of the scan's.
+  :func:`adopt_scan_grid` gives such a layer the metadata of the Image layer it was made on (same shape and
+  transforms), and :func:`new_labels_on_scan` makes one directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import weakref
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medfcn.display import AXIS_LABELS, screen_letters
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = [
+    "unwrap",
+    "install",
+    "add_labels_like",
+    "orientation_text",
+    "adopt_scan_grid",
+    "new_labels_on_scan",
+    "scan_image_of",
+]
+
+log = logging.getLogger(__name__)
+
+_INSTALLED: weakref.WeakSet = weakref.WeakSet()  # the viewers whose hooks are connected
+
+
+def unwrap(viewer):
+    """The viewer itself behind the proxy napari hands plugin widgets (which warns on private attributes)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
+def orientation_text(viewer: napari.viewer.Viewer) -> str:
+    """The patient directions at the edges of the current 2-D view, e.g. ``"axial: top A, bottom P, left R,
+    right L"``; ``""`` in 3-D or when the viewer does not show a scan's three axes."""
+    dims = viewer.dims
+    if dims.ndisplay != 2 or dims.ndim < 3:
+        return ""
+    order = [a - (dims.ndim - 3) for a in dims.order]
+    if any(a < 0 for a in order[-2:]):
+        return ""
+    rows, cols = order[-2], order[-1]
+    top, bottom, left, right = screen_letters(rows, cols)
+    orientation = getattr(viewer.camera, "orientation", ("away", "down", "right"))
+    if orientation[-2] == "up":
+        top, bottom = bottom, top
+    if orientation[-1] == "left":
+        left, right = right, left
+    plane = AXIS_LABELS[order[0]] if 0 <= order[0] < 3 else "slice"
+    return f"{plane}: top {top}, bottom {bottom}, left {left}, right {right}"
+
+
+def _shows_scans(viewer) -> bool:
+    return any("grid" in (layer.metadata or {}) for layer in viewer.layers)
+
+
+def _update_orientation(viewer) -> None:
+    text = orientation_text(viewer) if _shows_scans(viewer) else ""
+    viewer.text_overlay.text = text
+    viewer.text_overlay.visible = bool(text)
+
+
+def scan_image_of(viewer, layer):
+    """The layer in ``viewer`` carrying a scan grid (``metadata["grid"]``) with ``layer``'s shape and transforms:
+    the one napari's "New labels" copied them from; ``None`` if there is none."""
+    for other in viewer.layers:
+        meta = other.metadata or {}
+        if other is layer or "grid" not in meta or other.data.shape != layer.data.shape:
+            continue
+        if all(np.allclose(getattr(other, t), getattr(layer, t), atol=1e-6) for t in ("scale", "translate", "rotate")):
+            if np.allclose(other.affine.affine_matrix, layer.affine.affine_matrix, atol=1e-6):
+                return other
+    return None
+
+
+def _scan_metadata(image, name: str) -> dict:
+    meta = copy.deepcopy(dict(image.metadata))
+    meta = {k: meta[k] for k in ("grid", "display_axes", "display_flip", "source", "case", "series_uid") if k in meta}
+    meta["case"] = name
+    meta["drawn_on"] = image.name
+    return meta
+
+
+def adopt_scan_grid(viewer, layer) -> bool:
+    """Give a Labels layer without a scan grid the metadata of the scan layer it overlays exactly (see
+    :func:`scan_image_of`), so it saves on that scan's grid; returns whether it did."""
+    if layer.__class__.__name__ != "Labels" or "grid" in (layer.metadata or {}):
+        return False
+    image = scan_image_of(viewer, layer)
+    if image is None:
+        return False
+    layer.metadata = {**dict(layer.metadata or {}), **_scan_metadata(image, layer.name)}
+    log.info("labels layer %r takes the grid of %r", layer.name, image.name)
+    return True
+
+
+def add_labels_like(viewer, like, data: np.ndarray, **kwargs):
+    """Add a Labels layer of ``data`` placed exactly as layer ``like`` (its transforms, units and axis names);
+    ``kwargs`` go to ``viewer.add_labels`` (name, metadata, features, colormap, ...)."""
+    transforms = {t: getattr(like, t) for t in ("scale", "translate", "rotate", "affine", "units", "axis_labels")}
+    return viewer.add_labels(data, **transforms, **kwargs)
+
+
+def new_labels_on_scan(viewer, image, name: str | None = None):
+    """An empty Labels layer on ``image``'s scan grid (its shape, transforms and grid metadata)."""
+    name = name or f"{image.name}_drawn"
+    return add_labels_like(
+        viewer, image, np.zeros(image.data.shape, np.uint8), name=name, metadata=_scan_metadata(image, name)
+    )
+
+
+def install(viewer: napari.viewer.Viewer) -> None:
+    """Connect the orientation letters and the grid adoption to ``viewer`` (once per viewer)."""
+    if unwrap(viewer) in _INSTALLED:
+        return
+    _INSTALLED.add(unwrap(viewer))
+
+    def on_inserted(event) -> None:
+        adopt_scan_grid(viewer, event.value)
+        _update_orientation(viewer)
+
+    viewer.layers.events.inserted.connect(on_inserted)
+    viewer.layers.events.removed.connect(lambda _: _update_orientation(viewer))
+    viewer.dims.events.order.connect(lambda _: _update_orientation(viewer))
+    viewer.dims.events.ndisplay.connect(lambda _: _update_orientation(viewer))
+    if hasattr(viewer.camera.events, "orientation"):
+        viewer.camera.events.orientation.connect(lambda _: _update_orientation(viewer))
+    for layer in list(viewer.layers):
+        adopt_scan_grid(viewer, layer)
+    _update_orientation(viewer)

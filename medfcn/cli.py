@@ -38,6 +38,13 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="run on a local Dask cluster of N processes")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
+    p.add_argument(
+        "--format",
+        default="nifti",
+        metavar="FORMATS",
+        help="comma-separated: nifti (default; OUT/<case>.nii.gz), dicom-seg (OUT/<case>.seg.dcm), rtstruct "
+        "(OUT/<case>.rtstruct.dcm); the DICOM ones for cases read from a DICOM series",
+    )
     p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_segment)
@@ -94,6 +101,7 @@ def _segment(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         progress=not args.quiet,
+        formats=args.format,
     )
     code = manifest.exit_code
     if args.reference:

@@ -68,6 +68,7 @@ class CaseResult:
     spacing: list[float] | None = None
     device: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    outputs: list[str] | None = None  # every file written for the case (--format), ``output`` being the first
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)

@@ -43,7 +43,10 @@ def make_series(kind: str, folder: Path) -> Path:
         aff = affine_from_codes("LPS", spacing=(1.1, 1.1, 2.0))
         write_dicom_pydicom(folder, vol, aff, names=shuffled_names(SHAPE[2]))
     elif kind == "oblique_slope":
-        write_dicom_pydicom(folder, vol, oblique_affine(), slope=2.5, intercept=-10.0, names=shuffled_names(SHAPE[2]))
+        aff = oblique_affine(spacing=(1.0, 1.0, 1.4))
+        write_dicom_pydicom(folder, vol, aff, slope=2.5, intercept=-10.0, names=shuffled_names(SHAPE[2]))
+    elif kind == "non_square_pixels":  # 1.1 x 0.9 mm pixels, 24 x 20 slices, oblique
+        write_dicom_pydicom(folder, np.round(head_volume((24, 20, 8))), oblique_affine())
     elif kind == "sitk_lpi":  # GDCM's files; GDCM writes no FrameOfReferenceUID unless given one
         for f in write_dicom_sitk(folder, vol, affine_from_codes("LPI", spacing=(0.9, 0.9, 1.5))):
             ds = pydicom.dcmread(f)
@@ -83,7 +86,7 @@ def by_position(nifti: Path, folder: Path, frames: dict[str, np.ndarray]) -> np.
     return out
 
 
-@pytest.mark.parametrize("kind", ["lps_shuffled", "oblique_slope", "sitk_lpi"])
+@pytest.mark.parametrize("kind", ["lps_shuffled", "oblique_slope", "sitk_lpi", "non_square_pixels"])
 def test_seg_round_trip_is_exact_and_references_the_source(tmp_path, kind):
     folder = make_series(kind, tmp_path / "series")
     scan = read_scan(folder)
@@ -119,7 +122,7 @@ def test_seg_round_trip_is_exact_and_references_the_source(tmp_path, kind):
     assert np.array_equal(read_seg(seg_path, SeriesIndex([folder])).array, labels)
 
 
-@pytest.mark.parametrize("kind", ["lps_shuffled", "oblique_slope", "sitk_lpi"])
+@pytest.mark.parametrize("kind", ["lps_shuffled", "oblique_slope", "sitk_lpi", "non_square_pixels"])
 def test_rtstruct_round_trip_and_rt_utils_reading(tmp_path, kind):
     from rt_utils import RTStructBuilder
 
@@ -134,6 +137,8 @@ def test_rtstruct_round_trip_and_rt_utils_reading(tmp_path, kind):
     assert ref_series.SeriesInstanceUID == src.SeriesInstanceUID
     assert [r.ROIName for r in ds.StructureSetROISequence] == ["brain", "lesion"]
     assert np.array_equal(read_rtstruct(rt_path, SeriesIndex([folder])).array, labels)  # exact
+    if kind == "non_square_pixels":
+        return  # rt-utils 1.2.7 swaps the two pixel spacings and the mask's rows and columns: not a reference here
     rt = RTStructBuilder.create_from(dicom_series_path=str(folder), rt_struct_path=str(rt_path))
     img = sitk.ReadImage(str(write_all(scan, labels, tmp_path / "nii", (OutputFormat.NIFTI,))[OutputFormat.NIFTI]))
     truth = sitk.GetArrayFromImage(img) > 0

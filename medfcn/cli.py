@@ -57,7 +57,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv, "
         "REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.",
     )
-    p.add_argument("pred", metavar="PRED", help="predicted label map file or folder (NIfTI, NRRD, MHA, DICOM SEG/RTSTRUCT)")
+    p.add_argument(
+        "pred", metavar="PRED", help="predicted label map file or folder (NIfTI, NRRD, MHA, DICOM SEG/RTSTRUCT)"
+    )
     p.add_argument("ref", metavar="REF", help="reference label map file or folder (same formats)")
     p.add_argument("-o", "--output", required=True, metavar="REPORT", help="report folder")
     p.add_argument("--tolerance", type=float, default=1.0, metavar="MM", help="surface Dice tolerance (default 1 mm)")

@@ -183,9 +183,9 @@ def read_seg(path: str | Path, series: SeriesIndex) -> Scan:
 
 def _source_headers(scan: Scan) -> dict:
     """``{SOPInstanceUID: header}`` of the series ``scan`` was read from."""
-    from medfcn.dicom import list_series
-
     import pydicom
+
+    from medfcn.dicom import list_series
 
     series = [s for s in list_series(Path(scan.source)) if s.uid == scan.series_uid][0]
     out = {}

@@ -175,7 +175,7 @@ def _code_item(code):
 def _dataset(datasets: list, segments: list[Segment], algorithm: Algorithm):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
     src = datasets[0]
     now = datetime.now()
@@ -189,8 +189,19 @@ def _dataset(datasets: list, segments: list[Segment], algorithm: Algorithm):
     ds.SpecificCharacterSet = getattr(src, "SpecificCharacterSet", "ISO_IR 100")
     ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID", "StudyDate",
-                    "StudyTime", "ReferringPhysicianName", "StudyID", "AccessionNumber", "StudyDescription"):  # fmt: skip
+    for keyword in (
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyDate",
+        "StudyTime",
+        "ReferringPhysicianName",
+        "StudyID",
+        "AccessionNumber",
+        "StudyDescription",
+    ):
         if keyword in src:
             setattr(ds, keyword, src[keyword].value)
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", generate_uid(), RTSTRUCT_SERIES_NUMBER
@@ -218,7 +229,9 @@ def _dataset(datasets: list, segments: list[Segment], algorithm: Algorithm):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID = seg.number, src.FrameOfReferenceUID
         roi.ROIName, roi.ROIGenerationAlgorithm = seg.name[:64], "AUTOMATIC"
-        roi.ROIGenerationDescription = f"{algorithm.name} {algorithm.sha256[:16]} medfcn {algorithm.medfcn_version}"[:64]
+        roi.ROIGenerationDescription = f"{algorithm.name} {algorithm.sha256[:16]} medfcn {algorithm.medfcn_version}"[
+            :64
+        ]
         ds.StructureSetROISequence.append(roi)
         obs = Dataset()
         obs.ObservationNumber, obs.ReferencedROINumber = seg.number, seg.number

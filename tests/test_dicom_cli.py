@@ -42,10 +42,17 @@ def test_segment_writes_every_format_for_dicom_and_fails_the_other_case_in_one_l
     assert main([*args, "--format", "nifti,dicom-seg,rtstruct"]) == 1  # one case failed, the batch went on
     cases = {c["case"]: c for c in json.loads((out / "manifest.json").read_text())["cases"]}
     ok = cases["series"]
-    assert ok["status"] == "ok" and ok["outputs"] == [str(out / f"series{s}") for s in (".nii.gz", ".seg.dcm", ".rtstruct.dcm")]  # fmt: skip
+    assert ok["status"] == "ok" and ok["outputs"] == [
+        str(out / f"series{s}") for s in (".nii.gz", ".seg.dcm", ".rtstruct.dcm")
+    ]
     failed = cases["plain"]
     assert failed["status"] == "failed" and "not a DICOM series" in failed["error"] and "\n" not in failed["error"]
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "series.nii.gz", "series.rtstruct.dcm", "series.seg.dcm"]  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json",
+        "series.nii.gz",
+        "series.rtstruct.dcm",
+        "series.seg.dcm",
+    ]
     seg = read_seg(out / "series.seg.dcm", SeriesIndex([inputs]))
     nifti = read_scan(out / "series.nii.gz")
     assert np.array_equal(seg.array, nifti.array) and nifti.array.any()
@@ -74,18 +81,44 @@ def test_evaluate_scores_seg_against_seg_and_rtstruct_on_the_series_grid(tmp_pat
     p = write_all(scan, pred, tmp_path / "pred")
     r = write_all(scan, ref, tmp_path / "ref")
     report = tmp_path / "report"
-    code = main(["evaluate", str(p[OutputFormat.DICOM_SEG]), str(r[OutputFormat.DICOM_SEG]), "-o", str(report), "--series", str(inputs)])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            str(p[OutputFormat.DICOM_SEG]),
+            str(r[OutputFormat.DICOM_SEG]),
+            "-o",
+            str(report),
+            "--series",
+            str(inputs),
+        ]
+    )
     assert code == 0
     scores = json.loads((report / "metrics.json").read_text())["cases"]["series"]
     for label in (1, 2):
         a, b = pred == label, ref == label
         assert scores[str(label)]["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()), abs=1e-9)
     # an RTSTRUCT reference gives the same numbers (its contours fill back exactly)
-    assert main(["evaluate", str(p[OutputFormat.DICOM_SEG]), str(r[OutputFormat.RTSTRUCT]), "-o", str(report), "--series", str(inputs)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                str(p[OutputFormat.DICOM_SEG]),
+                str(r[OutputFormat.RTSTRUCT]),
+                "-o",
+                str(report),
+                "--series",
+                str(inputs),
+            ]
+        )
+        == 0
+    )
     again = json.loads((report / "metrics.json").read_text())["cases"]["series"]
     assert again["1"]["dice"] == scores["1"]["dice"] and again["2"]["hd95_mm"] == scores["2"]["hd95_mm"]
     # a folder of SEGs pairs with a folder of NIfTI label maps through the series' case name
-    assert main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(report), "--series", str(inputs)]) == 0  # fmt: skip
+    assert (
+        main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(report), "--series", str(inputs)])
+        == 0
+    )
     capsys.readouterr()
     # no --series: refused before anything is read
     assert main(["evaluate", str(p[OutputFormat.DICOM_SEG]), str(r[OutputFormat.NIFTI]), "-o", str(report)]) == 2
@@ -93,7 +126,20 @@ def test_evaluate_scores_seg_against_seg_and_rtstruct_on_the_series_grid(tmp_pat
     assert len(err) == 1 and "--series DIR" in err[0] and "seg.dcm" in err[0]
     # --series without the referenced series: that case fails with a clear line
     (tmp_path / "elsewhere").mkdir()
-    assert main(["evaluate", str(p[OutputFormat.DICOM_SEG]), str(r[OutputFormat.NIFTI]), "-o", str(report), "--series", str(tmp_path / "elsewhere")]) == 1  # fmt: skip
+    assert (
+        main(
+            [
+                "evaluate",
+                str(p[OutputFormat.DICOM_SEG]),
+                str(r[OutputFormat.NIFTI]),
+                "-o",
+                str(report),
+                "--series",
+                str(tmp_path / "elsewhere"),
+            ]
+        )
+        == 1
+    )
     assert "which is not under the --series folder" in capsys.readouterr().out
 
 

@@ -3,6 +3,7 @@ dciodvfy (Debian's dicom3tools: a hard dependency of these tests), referencing e
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -13,7 +14,14 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from conftest import affine_from_codes, head_volume, oblique_affine, shuffled_names, write_dicom_pydicom, write_dicom_sitk
+from conftest import (
+    affine_from_codes,
+    head_volume,
+    oblique_affine,
+    shuffled_names,
+    write_dicom_pydicom,
+    write_dicom_sitk,
+)
 
 from medfcn.dicom_refs import SeriesIndex
 from medfcn.dicom_seg import Algorithm, read_seg, segments_of
@@ -63,6 +71,20 @@ def write_all(scan, labels, out: Path, formats=ALL) -> dict:
     return files
 
 
+def rt_struct_builder():
+    """rt-utils' RTStructBuilder. Importing it imports OpenCV, whose Linux wheel points QT_QPA_PLATFORM_PLUGIN_PATH
+    at its own Qt plugins: that is undone, or the napari tests later in this process would load them."""
+    saved = {k: os.environ.get(k) for k in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR")}
+    from rt_utils import RTStructBuilder
+
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    return RTStructBuilder
+
+
 def dciodvfy_errors(path: Path) -> list[str]:
     v = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     return [line for line in (v.stdout + v.stderr).splitlines() if line.startswith("Error")]
@@ -101,8 +123,10 @@ def test_seg_round_trip_is_exact_and_references_the_source(tmp_path, kind):
     assert seg.StudyInstanceUID == first.StudyInstanceUID and seg.FrameOfReferenceUID == first.FrameOfReferenceUID
     referenced = {str(u[2]) for u in seg.get_source_image_uids()}
     assert referenced == set(source)
-    frame_refs = [f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
-                  for f in seg.PerFrameFunctionalGroupsSequence]  # fmt: skip
+    frame_refs = [
+        f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID
+        for f in seg.PerFrameFunctionalGroupsSequence
+    ]
     assert set(frame_refs) <= set(source)
     present = sum(int(((labels == n).sum(axis=(0, 1)) > 0).sum()) for n in (1, 2))
     assert seg.NumberOfFrames == len(frame_refs) == present  # frames only where a label is present
@@ -124,8 +148,7 @@ def test_seg_round_trip_is_exact_and_references_the_source(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["lps_shuffled", "oblique_slope", "sitk_lpi", "non_square_pixels"])
 def test_rtstruct_round_trip_and_rt_utils_reading(tmp_path, kind):
-    from rt_utils import RTStructBuilder
-
+    RTStructBuilder = rt_struct_builder()
     folder = make_series(kind, tmp_path / "series")
     scan = read_scan(folder)
     labels = synthetic_labels(scan)
@@ -166,15 +189,31 @@ def test_dciodvfy_finds_no_error_the_source_does_not_have(tmp_path, fmt):
 def test_two_series_folder_references_only_its_own_series(tmp_path):
     folder = tmp_path / "two"
     vol = np.round(head_volume(SHAPE))
-    write_dicom_pydicom(folder, vol, affine_from_codes("LPS"), series_uid="1.2.3.1", series_number=1, names=[f"a{k}.dcm" for k in range(SHAPE[2])])
-    write_dicom_pydicom(folder, vol, oblique_affine(), series_uid="1.2.3.2", series_number=2, names=[f"b{k}.dcm" for k in range(SHAPE[2])])  # fmt: skip
+    write_dicom_pydicom(
+        folder,
+        vol,
+        affine_from_codes("LPS"),
+        series_uid="1.2.3.1",
+        series_number=1,
+        names=[f"a{k}.dcm" for k in range(SHAPE[2])],
+    )
+    write_dicom_pydicom(
+        folder,
+        vol,
+        oblique_affine(),
+        series_uid="1.2.3.2",
+        series_number=2,
+        names=[f"b{k}.dcm" for k in range(SHAPE[2])],
+    )
     scan = read_scan(folder, series_uid="1.2.3.2")
     files = write_all(scan, synthetic_labels(scan), tmp_path / "out", ALL[1:])
     own = {pydicom.dcmread(f).SOPInstanceUID for f in folder.glob("b*.dcm")}
     seg = hd.seg.segread(files[OutputFormat.DICOM_SEG])
     assert {str(u[2]) for u in seg.get_source_image_uids()} <= own
     rt = pydicom.dcmread(files[OutputFormat.RTSTRUCT])
-    contour_refs = {c.ContourImageSequence[0].ReferencedSOPInstanceUID for r in rt.ROIContourSequence for c in r.ContourSequence}  # fmt: skip
+    contour_refs = {
+        c.ContourImageSequence[0].ReferencedSOPInstanceUID for r in rt.ROIContourSequence for c in r.ContourSequence
+    }
     assert contour_refs <= own
     # the SEG and RTSTRUCT put beside the series are not taken for a third series
     shutil.copy(files[OutputFormat.DICOM_SEG], folder / "seg.dcm")
@@ -216,7 +255,14 @@ def test_contours_fill_back_exactly(tmp_path):
 
 
 def test_segments_of_a_card_skip_background_and_use_card_codes():
-    segs = segments_of(LABELS, {"lesion": {"category": ["49755003", "SCT", "Morphologically Altered Structure"],
-                                           "type": ["52988006", "SCT", "Lesion"]}})  # fmt: skip
+    segs = segments_of(
+        LABELS,
+        {
+            "lesion": {
+                "category": ["49755003", "SCT", "Morphologically Altered Structure"],
+                "type": ["52988006", "SCT", "Lesion"],
+            }
+        },
+    )
     assert [(s.number, s.name, s.type[0]) for s in segs] == [(1, "brain", "12738006"), (2, "lesion", "52988006")]
     assert Algorithm().name == "medfcn"

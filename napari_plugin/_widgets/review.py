@@ -23,8 +23,8 @@ from qtpy.QtCore import QTimer
 from medfcn.errors import GridMismatchError, MedfcnError
 from medfcn.metrics import Overlap, compute_metrics, dice_per_slice, overlap_map
 
-from .._layers import layer_geometry
 from .._dicom_writer import save_seg_layer
+from .._layers import layer_geometry
 from .._writer import save_labels_layer
 from ._plot import SliceDicePlot
 

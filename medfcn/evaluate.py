@@ -5,8 +5,8 @@ Pairing: ``pred`` and ``ref`` are files or folders of anything :func:`medfcn.rea
 reference (given with ``series``; see :mod:`medfcn.dicom_labels`); cases pair by case name (file name without its
 extension). Two single files always pair, under the prediction's name. Cases on one side only are listed in
 :attr:`Evaluation.unmatched_pred` and :attr:`Evaluation.unmatched_ref`; a case that cannot be read, or whose grids
-differ, is one line in :attr:`Evaluation.failed` and the others go on. A prediction stored in another index order on the same voxels (axes
-permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused.
+differ, is one line in :attr:`Evaluation.failed` and the others go on. A prediction stored in another index order on
+the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused.
 
 Labels: every nonzero id found in any case, plus the ids of ``label_names``; every case has a row for every label
 (a label neither map of a case holds scores as "both empty", see :mod:`medfcn.metrics`), so a structure missed in

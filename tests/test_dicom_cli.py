@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from batch_support import SHAPE, train_tiny_model
 from conftest import affine_from_codes, head_volume, shuffled_names, write_dicom_pydicom, write_scan_file
+from napari_support import gui
 from test_dicom_outputs import LABELS, synthetic_labels, write_all
 
 from medfcn.checkpoint import ModelCard
@@ -180,3 +181,25 @@ def test_napari_writer_saves_a_labels_layer_as_seg_of_its_series(tmp_path, input
 
     with pytest.raises(UnsupportedScanError, match="not a DICOM series"):
         write_dicom_seg(tmp_path / "x.dcm", np.zeros_like(plain[0]), plain[1])
+
+
+@gui
+def test_napari_save_selected_layers_as_dcm_writes_a_seg_of_the_opened_series(viewer, tmp_path, inputs):
+    from napari.plugins.io import save_layers
+
+    (image,) = viewer.open(str(inputs / "series"), plugin="medfcn")
+    drawn = viewer.add_labels(
+        np.zeros(image.data.shape, np.uint8),
+        name="drawn",
+        scale=image.scale,
+        translate=image.translate,
+        rotate=image.rotate,
+        metadata=image.metadata,
+    )
+    drawn.data[2:9, 3:12, 4:10] = 1  # a block painted on the displayed (reordered) array
+    out = tmp_path / "drawn.seg.dcm"
+    save_layers(str(out), [drawn], plugin="medfcn")
+    seg = read_seg(out, SeriesIndex([inputs]))
+    nifti = tmp_path / "drawn.nii.gz"
+    save_layers(str(nifti), [drawn], plugin="medfcn")  # the same layer through the NIfTI writer
+    assert np.array_equal(seg.array, read_scan(nifti).array) and seg.array.sum() == 7 * 9 * 6

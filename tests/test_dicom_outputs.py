@@ -3,7 +3,6 @@ dciodvfy (Debian's dicom3tools: a hard dependency of these tests), referencing e
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -71,20 +70,6 @@ def write_all(scan, labels, out: Path, formats=ALL) -> dict:
     return files
 
 
-def rt_struct_builder():
-    """rt-utils' RTStructBuilder. Importing it imports OpenCV, whose Linux wheel points QT_QPA_PLATFORM_PLUGIN_PATH
-    at its own Qt plugins: that is undone, or the napari tests later in this process would load them."""
-    saved = {k: os.environ.get(k) for k in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR")}
-    from rt_utils import RTStructBuilder
-
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-    return RTStructBuilder
-
-
 def dciodvfy_errors(path: Path) -> list[str]:
     v = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
     return [line for line in (v.stdout + v.stderr).splitlines() if line.startswith("Error")]
@@ -148,7 +133,8 @@ def test_seg_round_trip_is_exact_and_references_the_source(tmp_path, kind):
 
 @pytest.mark.parametrize("kind", ["lps_shuffled", "oblique_slope", "sitk_lpi", "non_square_pixels"])
 def test_rtstruct_round_trip_and_rt_utils_reading(tmp_path, kind):
-    RTStructBuilder = rt_struct_builder()
+    from rt_utils import RTStructBuilder
+
     folder = make_series(kind, tmp_path / "series")
     scan = read_scan(folder)
     labels = synthetic_labels(scan)

@@ -28,6 +28,7 @@ __all__ = [
     "source_datasets",
     "frame_indices",
     "frames_of",
+    "headers_by_uid",
     "SeriesIndex",
     "dicom_label_kind",
 ]
@@ -106,6 +107,14 @@ def source_datasets(scan: Scan) -> list:
             "name the frame of reference of its source (ask the sender for a complete export)"
         )
     return datasets
+
+
+def headers_by_uid(scan: Scan) -> dict:
+    """``{SOPInstanceUID: header}`` of the series ``scan`` was read from (for rebuilding a SEG or RTSTRUCT on it)."""
+    found = [s for s in list_series(Path(scan.source)) if s.uid == scan.series_uid]
+    if not found:
+        raise DicomSeriesError(f"{scan.source}: DICOM series {scan.series_uid} is no longer there")
+    return {str(ds.SOPInstanceUID): ds for ds in _read_headers(found[0])}
 
 
 def frame_indices(ds, scan: Scan) -> np.ndarray:

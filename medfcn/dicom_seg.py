@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from medfcn import __version__
-from medfcn.dicom_refs import SeriesIndex, frame_indices, frames_of, source_datasets
+from medfcn.dicom_refs import SeriesIndex, frame_indices, frames_of, headers_by_uid, source_datasets
 from medfcn.errors import MedfcnError, OutputError
 from medfcn.label_codes import Code, code_for
 from medfcn.scan import Scan
@@ -161,7 +161,7 @@ def read_seg(path: str | Path, series: SeriesIndex) -> Scan:
     if len(refs) != 1:
         raise MedfcnError(f"{path}: references {len(refs)} series; medfcn reads SEGs of one source series")
     scan = series.scan(refs[0], path)
-    by_uid = _source_headers(scan)
+    by_uid = headers_by_uid(scan)
     labels = np.zeros(scan.shape, np.uint16)
     numbers = [int(n) for n in seg.get_segment_numbers()]
     uids = [u for u in (str(x[2]) for x in seg.get_source_image_uids()) if u in by_uid]
@@ -179,17 +179,3 @@ def read_seg(path: str | Path, series: SeriesIndex) -> Scan:
             on = pixels[n_slice, :, :, n_seg] > 0
             labels[i[on], j[on], k[on]] = np.maximum(labels[i[on], j[on], k[on]], number)
     return scan.with_array(labels.astype(np.uint8) if labels.max() <= 255 else labels)
-
-
-def _source_headers(scan: Scan) -> dict:
-    """``{SOPInstanceUID: header}`` of the series ``scan`` was read from."""
-    import pydicom
-
-    from medfcn.dicom import list_series
-
-    series = [s for s in list_series(Path(scan.source)) if s.uid == scan.series_uid][0]
-    out = {}
-    for f in series.files:
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
-        out[str(ds.SOPInstanceUID)] = ds
-    return out

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from medfcn.dicom_refs import RTSTRUCT_SOP_CLASS, SeriesIndex, frame_indices, frames_of, source_datasets
+from medfcn.dicom_refs import (
+    RTSTRUCT_SOP_CLASS,
+    SeriesIndex,
+    frame_indices,
+    frames_of,
+    headers_by_uid,
+    source_datasets,
+)
 from medfcn.dicom_seg import RTSTRUCT_SERIES_NUMBER, Algorithm, Segment
 from medfcn.errors import MedfcnError
 from medfcn.scan import Scan
@@ -310,9 +317,7 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
     if len(refs) != 1:
         raise MedfcnError(f"{path}: references {len(refs)} image series; medfcn reads structure sets of one series")
     scan = series.scan(refs.pop(), path)
-    from medfcn.dicom_seg import _source_headers
-
-    by_uid = _source_headers(scan)
+    by_uid = headers_by_uid(scan)
     normal_of = {u: np.cross(*np.asarray(d.ImageOrientationPatient, float).reshape(2, 3)) for u, d in by_uid.items()}
     labels = np.zeros(scan.shape, np.uint16)
     for roi in getattr(ds, "ROIContourSequence", []):

@@ -203,3 +203,11 @@ def test_napari_save_selected_layers_as_dcm_writes_a_seg_of_the_opened_series(vi
     nifti = tmp_path / "drawn.nii.gz"
     save_layers(str(nifti), [drawn], plugin="medfcn")  # the same layer through the NIfTI writer
     assert np.array_equal(seg.array, read_scan(nifti).array) and seg.array.sum() == 7 * 9 * 6
+    # the Review dock's Save writes a SEG for a .dcm name
+    from napari_plugin._widgets.review import ReviewWidget
+
+    widget = ReviewWidget(viewer)
+    widget.prediction.value = drawn
+    widget.save_path.value = tmp_path / "from_review.dcm"
+    out = widget.save()
+    assert out is not None and np.array_equal(read_seg(out, SeriesIndex([inputs])).array, seg.array)

@@ -39,7 +39,8 @@ import numpy as np
 from medfcn.discovery import CaseSpec, find_cases
 from medfcn.errors import MedfcnError, OutputError, UsageError
 from medfcn.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
-from medfcn.writer import remove_stale_partials, write_labels
+from medfcn.outputs import OutputFormat, check_case, output_files, parse_formats, write_outputs
+from medfcn.writer import remove_stale_partials
 
 if TYPE_CHECKING:
     from medfcn.checkpoint import Model
@@ -69,6 +70,12 @@ class Job:
     index: int
     spec: CaseSpec
     output: Path
+    formats: tuple[OutputFormat, ...] = (OutputFormat.NIFTI,)
+
+    @property
+    def files(self) -> dict[OutputFormat, Path]:
+        """Every file of the case, by format (``output`` is the first); see :mod:`medfcn.outputs`."""
+        return output_files(self.output.parent, self.spec.case, self.formats)
 
 
 @dataclass
@@ -132,6 +139,7 @@ def _read(job: Job) -> _Step:
     start = time.perf_counter()
     try:
         step.scan = read_scan(job.spec.path, series_uid=job.spec.series_uid, case=job.spec.case)
+        check_case(step.scan, job.formats)  # a DICOM format for a case that is not DICOM: fail before segmenting
     except Exception as exc:  # a broken case never stops the batch
         step.error = error_message(exc)
     step.timing["read"] = time.perf_counter() - start
@@ -149,11 +157,11 @@ def _segment(segmenter: Segmenter, step: _Step) -> _Step:
     return step
 
 
-def _write(job: Job, step: _Step) -> _Step:
+def _write(job: Job, step: _Step, model: Model | None = None) -> _Step:
     if step.error is None and step.labels is not None and step.scan is not None:
         start = time.perf_counter()
         try:
-            write_labels(step.labels, step.scan, job.output)
+            write_outputs(step.labels, step.scan, job.files, model)
         except Exception as exc:
             step.error = error_message(exc)
         step.timing["write"] = time.perf_counter() - start
@@ -164,7 +172,8 @@ def _write(job: Job, step: _Step) -> _Step:
 def _result(job: Job, step: _Step, device: str) -> CaseResult:
     """The manifest entry of a processed case. A failed case's output (from an earlier run) is removed."""
     if step.error is not None:
-        job.output.unlink(missing_ok=True)
+        for path in job.files.values():
+            path.unlink(missing_ok=True)
     scan = step.scan
     return CaseResult(
         input=str(job.spec.path),
@@ -178,21 +187,31 @@ def _result(job: Job, step: _Step, device: str) -> CaseResult:
         spacing=[round(s, 6) for s in scan.spacing] if scan is not None else None,
         device=device,
         timing={k: round(v, 3) for k, v in step.timing.items()},
+        outputs=None if step.error is not None else [str(p) for p in job.files.values()],
     )
+
+
+def _done(job: Job) -> bool:
+    """Whether every file of the case is complete (a rerun skips it)."""
+    from medfcn.outputs import complete
+
+    return all(output_complete(p) if f is OutputFormat.NIFTI else complete(p) for f, p in job.files.items())
 
 
 def _skipped(job: Job) -> CaseResult:
     import nibabel as nib
 
-    header = nib.load(str(job.output)).header
+    nifti = job.files.get(OutputFormat.NIFTI)
+    header = nib.load(str(nifti)).header if nifti is not None else None
     return CaseResult(
         input=str(job.spec.path),
         case=job.spec.case,
         series_uid=job.spec.series_uid,
         output=str(job.output),
         status=Status.SKIPPED,
-        shape=[int(s) for s in header.get_data_shape()[:3]],
-        spacing=[round(float(z), 6) for z in header.get_zooms()[:3]],
+        shape=[int(s) for s in header.get_data_shape()[:3]] if header is not None else None,
+        spacing=[round(float(z), 6) for z in header.get_zooms()[:3]] if header is not None else None,
+        outputs=[str(p) for p in job.files.values()],
     )
 
 
@@ -203,7 +222,7 @@ def failed_result(job: Job, error: str, device: str) -> CaseResult:
 
 def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
     """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
-    step = _write(job, _segment(segmenter, _read(job)))
+    step = _write(job, _segment(segmenter, _read(job)), segmenter.model)
     return _result(job, step, str(segmenter.device))
 
 
@@ -227,7 +246,7 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
                 record(writing[0].index, _result(writing[0], writing[1].result(), device))
                 writing = None
             if step.error is None:
-                writing = (job, writer.submit(_write, job, step))
+                writing = (job, writer.submit(_write, job, step, segmenter.model))
             else:
                 record(job.index, _result(job, step, device))
         if writing is not None:
@@ -246,6 +265,7 @@ def run_batch(
     workers: int = 0,
     scheduler: str | None = None,
     progress: bool = True,
+    formats: str | Sequence[str] = ("nifti",),
 ) -> Manifest:
     """Segment every case in ``inputs`` into ``out_dir/<case>.nii.gz`` and record ``out_dir/manifest.json``.
 
@@ -259,6 +279,7 @@ def run_batch(
         workers: N > 0 starts a local Dask cluster of N worker processes.
         scheduler: address of an existing Dask scheduler (``tcp://HOST:PORT``).
         progress: show a progress bar on stderr.
+        formats: what to write per case: ``nifti``, ``dicom-seg``, ``rtstruct`` (see :mod:`medfcn.outputs`).
 
     Returns:
         The :class:`Manifest`; ``manifest.exit_code`` is 1 if any case failed.
@@ -274,10 +295,14 @@ def run_batch(
     if workers < 0:
         raise UsageError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
     out_dir = Path(out_dir)
+    formats = parse_formats(formats)
     _prepare_output(out_dir)
     remove_stale_partials(out_dir)
     specs = find_cases(list(inputs) if not isinstance(inputs, str | Path) else [inputs])
-    jobs = [Job(i, spec, output_path(out_dir, spec.case)) for i, spec in enumerate(specs)]
+    jobs = [
+        Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
+        for i, spec in enumerate(specs)
+    ]
     distributed = bool(workers or scheduler)
 
     segmenter = None
@@ -298,7 +323,7 @@ def run_batch(
     results: dict[int, CaseResult] = {}
     todo = []
     for job in jobs:
-        if not overwrite and output_complete(job.output):
+        if not overwrite and _done(job):
             results[job.index] = _skipped(job)
         else:
             todo.append(job)

@@ -30,6 +30,7 @@ from torch import nn
 
 from medfcn import __version__
 from medfcn.errors import ModelError, OutputError
+from medfcn.label_codes import check_label_codes, code_for
 from medfcn.network import FCN, parse_choice
 
 __all__ = [
@@ -73,6 +74,7 @@ class ModelCard:
     name: str = "medfcn-model"
     description: str = ""
     labels: dict[str, int] = field(default_factory=lambda: {"background": 0, "brain": 1})
+    label_codes: dict[str, Any] = field(default_factory=dict)  # {name: {"category", "type"}}: medfcn.label_codes
     modality: str = "MRI T1w"
     normalisation: str = "percentile"
     orientation: str = "RAS"
@@ -96,6 +98,7 @@ class ModelCard:
         ids = sorted(self.labels.values())
         if ids != list(range(len(ids))):
             raise ModelError(f"model label ids must be 0..N-1, got {self.labels}")
+        self.label_codes = check_label_codes(self.label_codes, self.labels)
 
     @property
     def context(self) -> int:
@@ -238,6 +241,12 @@ def describe(model: Model) -> str:
         f"architecture {c.architecture} {json.dumps(c.network, sort_keys=True)}",
         f"parameters   {n_params:,}",
         "labels       " + ", ".join(f"{k}={v}" for k, v in sorted(c.labels.items(), key=lambda kv: kv[1])),
+        *(
+            f"code         {name}: {' / '.join(f'{m} ({s} {v})' for v, s, m in code_for(name, c.label_codes).values())}"
+            + ("" if name in c.label_codes else " [default table]")
+            for name, i in sorted(c.labels.items(), key=lambda kv: kv[1])
+            if i > 0
+        ),
         f"modality     {c.modality}",
         f"frame        {c.orientation}, {' x '.join(f'{s:g}' for s in c.spacing)} mm, "
         f"slices along axes {list(c.slice_axes)} with {c.context} neighbour(s) each side",

@@ -39,6 +39,13 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="run on a local Dask cluster of N processes")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
+    p.add_argument(
+        "--format",
+        default="nifti",
+        metavar="FORMATS",
+        help="comma-separated: nifti (default; OUT/<case>.nii.gz), dicom-seg (OUT/<case>.seg.dcm), rtstruct "
+        "(OUT/<case>.rtstruct.dcm); the DICOM ones for cases read from a DICOM series",
+    )
     p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_segment)
@@ -51,10 +58,20 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         description="Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv, "
         "REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.",
     )
-    p.add_argument("pred", metavar="PRED", help="predicted label map file or folder")
-    p.add_argument("ref", metavar="REF", help="reference label map file or folder")
+    p.add_argument(
+        "pred", metavar="PRED", help="predicted label map file or folder (NIfTI, NRRD, MHA, DICOM SEG/RTSTRUCT)"
+    )
+    p.add_argument("ref", metavar="REF", help="reference label map file or folder (same formats)")
     p.add_argument("-o", "--output", required=True, metavar="REPORT", help="report folder")
     p.add_argument("--tolerance", type=float, default=1.0, metavar="MM", help="surface Dice tolerance (default 1 mm)")
+    p.add_argument(
+        "--series",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder holding the DICOM series that SEG/RTSTRUCT files in PRED or REF reference (searched "
+        "recursively; repeat for several): they are rebuilt on that series' grid",
+    )
     p.set_defaults(run=_evaluate)
 
 
@@ -95,6 +112,7 @@ def _segment(args: argparse.Namespace) -> int:
         workers=args.workers,
         scheduler=args.scheduler,
         progress=not args.quiet,
+        formats=args.format,
     )
     code = manifest.exit_code
     if args.reference:
@@ -105,7 +123,8 @@ def _segment(args: argparse.Namespace) -> int:
         names = {i: name for name, i in load_model(args.model).card.labels.items() if i > 0}
         scans = {c.case: c for c in find_cases(args.inputs) if c.error is None}  # drawn under the overlays
         report = Path(args.output) / "evaluation"
-        result = evaluate(args.output, args.reference, report, label_names=names, images=scans)
+        series = [p for p in args.inputs if Path(p).is_dir()]  # what a DICOM output references
+        result = evaluate(args.output, args.reference, report, label_names=names, images=scans, series=series)
         for line in result.summary_lines():
             print(line)
         print(f"report: {report / 'report.html'}")
@@ -116,7 +135,7 @@ def _segment(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from medfcn.evaluate import evaluate
 
-    result = evaluate(args.pred, args.ref, args.output, tolerance_mm=args.tolerance)
+    result = evaluate(args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series)
     for line in result.summary_lines():
         print(line)
     print(f"report: {Path(args.output) / 'report.html'}")

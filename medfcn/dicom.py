@@ -27,6 +27,9 @@ __all__ = ["DicomSeries", "find_series", "list_series", "is_dicom_file", "sorted
 
 log = logging.getLogger(__name__)
 
+# Objects that are not images (segmentations, structure sets, reports...): never a series to read as a volume.
+NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTDOSE", "RTRECORD", "SR", "PR", "KO", "REG"})
+
 _HEADER_TAGS = [
     "SeriesInstanceUID",
     "SeriesNumber",
@@ -106,6 +109,9 @@ def list_series(folder: Path) -> list[DicomSeries]:
         ds = _read_header(path)
         uid = getattr(ds, "SeriesInstanceUID", None) if ds is not None else None
         if uid is None:
+            continue
+        if str(getattr(ds, "Modality", "")).upper() in NON_IMAGE_MODALITIES:
+            log.debug("ignoring %s: a %s object, not an image", path, ds.Modality)
             continue
         groups.setdefault(str(uid), []).append((path, ds))
     series = []

@@ -1,11 +1,12 @@
 """Scoring predicted label maps against references, case by case: ``metrics.csv``, ``metrics.json``, ``report.html``.
 
 Pairing: ``pred`` and ``ref`` are files or folders of anything :func:`medfcn.reader.read_scan` reads, found with
-:func:`medfcn.discovery.find_cases`; cases pair by case name (file name without its extension). Two single files
-always pair, under the prediction's name. Cases on one side only are listed in :attr:`Evaluation.unmatched_pred`
-and :attr:`Evaluation.unmatched_ref`; a case that cannot be read, or whose grids differ, is one line in
-:attr:`Evaluation.failed` and the others go on. A prediction stored in another index order on the same voxels (axes
-permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused.
+:func:`medfcn.discovery.find_cases`, and DICOM SEG and RTSTRUCT files, rebuilt on the grid of the series they
+reference (given with ``series``; see :mod:`medfcn.dicom_labels`); cases pair by case name (file name without its
+extension). Two single files always pair, under the prediction's name. Cases on one side only are listed in
+:attr:`Evaluation.unmatched_pred` and :attr:`Evaluation.unmatched_ref`; a case that cannot be read, or whose grids
+differ, is one line in :attr:`Evaluation.failed` and the others go on. A prediction stored in another index order on
+the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused.
 
 Labels: every nonzero id found in any case, plus the ids of ``label_names``; every case has a row for every label
 (a label neither map of a case holds scores as "both empty", see :mod:`medfcn.metrics`), so a structure missed in
@@ -27,12 +28,14 @@ import io
 import json
 import logging
 import statistics
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from medfcn.dicom_labels import label_object_cases, read_label_object
+from medfcn.dicom_refs import SeriesIndex, dicom_label_kind
 from medfcn.discovery import CaseSpec, find_cases
 from medfcn.errors import MedfcnError, NoScansError, UsageError
 from medfcn.metrics import METRIC_NAMES, LabelMetrics, compute_metrics
@@ -226,8 +229,31 @@ def _few(names: list[str], k: int = 5) -> str:
 # --- pairing ---------------------------------------------------------------------------------------------------
 
 
-def _pair(pred: Path, ref: Path) -> tuple[list[tuple[str, CaseSpec, CaseSpec]], list[str], list[str]]:
-    preds, refs = find_cases(pred), find_cases(ref)
+def _find(path: Path, series: SeriesIndex) -> list[CaseSpec]:
+    """The cases at ``path``: scans (:func:`find_cases`), then DICOM SEG/RTSTRUCT files (:mod:`medfcn.dicom_labels`)
+    for the case names not taken."""
+    objects = label_object_cases(path, series)
+    specs: list[CaseSpec] = []
+    if not (path.is_file() and objects):
+        try:
+            specs = find_cases(path)
+        except NoScansError:
+            if not objects:
+                raise
+    taken = {c.case for c in specs}
+    objects = [o for o in objects if o.case not in taken]
+    if objects and not series.folders:
+        raise UsageError(
+            f"{objects[0].path}: a DICOM {dicom_label_kind(objects[0].path).upper()} is rebuilt on the series it "
+            "references: give the folder holding that series with --series DIR"
+        )
+    return specs + objects
+
+
+def _pair(
+    pred: Path, ref: Path, series: SeriesIndex
+) -> tuple[list[tuple[str, CaseSpec, CaseSpec]], list[str], list[str]]:
+    preds, refs = _find(pred, series), _find(ref, series)
     if pred.is_file() and ref.is_file():
         return [(preds[0].case, preds[0], refs[0])], [], []
     by_ref = {c.case: c for c in refs}
@@ -243,9 +269,11 @@ def _pair(pred: Path, ref: Path) -> tuple[list[tuple[str, CaseSpec, CaseSpec]], 
     return sorted(pairs, key=lambda p: p[0]), unmatched_pred, unmatched_ref
 
 
-def _read(spec: CaseSpec) -> Scan:
+def _read(spec: CaseSpec, series: SeriesIndex | None = None) -> Scan:
     if spec.error:
         raise MedfcnError(spec.error)
+    if series is not None and spec.path.is_file() and dicom_label_kind(spec.path) is not None:
+        return read_label_object(spec.path, series, spec.case)
     return read_scan(spec.path, series_uid=spec.series_uid, case=spec.case)
 
 
@@ -338,8 +366,8 @@ def score_scans(
     return metrics, thumbnails
 
 
-def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm) -> tuple[dict, list[Thumbnail]]:
-    pred_scan, ref_scan = _read(pred_spec), _read(ref_spec)
+def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm, series) -> tuple[dict, list[Thumbnail]]:
+    pred_scan, ref_scan = _read(pred_spec, series), _read(ref_spec, series)
     image = None
     if image_spec is not None:
         try:
@@ -402,6 +430,7 @@ def evaluate(
     tolerance_mm: float = 1.0,
     label_names: Mapping[int, str] | Mapping[str, int] | None = None,
     images: Mapping[str, str | Path | CaseSpec] | str | Path | None = None,
+    series: Sequence[str | Path] = (),
 ) -> Evaluation:
     """Score every prediction against its reference and write ``out_dir``/``metrics.csv``, ``metrics.json`` and
     ``report.html`` (atomically).
@@ -413,12 +442,15 @@ def evaluate(
         label_names: ``{id: name}`` (or a model card's ``{name: id}``); background 0 is never scored.
         images: the scans under the overlay thumbnails: ``{case: path or CaseSpec}`` (a CaseSpec names the series of
             a DICOM folder) or a folder (see the module docstring).
+        series: folders holding the DICOM series that SEG and RTSTRUCT files in ``pred`` or ``ref`` reference
+            (searched recursively); each such file is rebuilt on its series' grid (:mod:`medfcn.dicom_labels`).
 
     Returns:
         An :class:`Evaluation`; cases that could not be scored are in ``.failed``, one line each.
 
     Raises:
         NoScansError: ``pred`` or ``ref`` does not exist or holds no scan, or no case pairs.
+        UsageError: a SEG or RTSTRUCT is given but no ``series`` folder.
         OutputError: the report cannot be written.
         MedfcnError: ``tolerance_mm`` is negative or not finite.
     """
@@ -426,14 +458,15 @@ def evaluate(
         raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
     pred, ref, out_dir = Path(pred), Path(ref), Path(out_dir)
     names = _label_map(label_names)
-    pairs, unmatched_pred, unmatched_ref = _pair(pred, ref)
+    index = SeriesIndex([Path(f) for f in series])
+    pairs, unmatched_pred, unmatched_ref = _pair(pred, ref, index)
     image_specs = _image_specs(images, ref)
     results: dict[str, dict[int, LabelMetrics]] = {}
     ev = Evaluation([], [], unmatched_pred, unmatched_ref, names, tolerance_mm, {}, str(pred), str(ref), out_dir)
     for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
         log.info("evaluating %s (%d/%d)", case, i, len(pairs))
         try:
-            scored = _score_case(case, pred_spec, ref_spec, image_specs.get(case), tolerance_mm)
+            scored = _score_case(case, pred_spec, ref_spec, image_specs.get(case), tolerance_mm, index)
             results[case], ev.thumbnails[case] = scored
         except MedfcnError as e:
             msg = str(e) if str(e).startswith(f"{case}:") else f"{case}: {e}"

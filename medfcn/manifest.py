@@ -9,7 +9,7 @@ Layout::
      "device": "cpu", "started": ISO 8601, "finished": ISO 8601 or null while running,
      "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
      "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
-                "device", "timing": {"read", "segment", "write"}}, ...]}
+                "device", "timing": {"read", "segment", "write"}, "outputs": [every file of the case]}, ...]}
 
 ``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing``
 (mm) are those of the scan, which the label map shares. ``output`` is ``null`` for a failed case (no file is
@@ -68,6 +68,7 @@ class CaseResult:
     spacing: list[float] | None = None
     device: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    outputs: list[str] | None = None  # every file written for the case (--format), ``output`` being the first
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)

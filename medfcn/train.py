@@ -22,7 +22,7 @@ import math
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,7 @@ import torch
 
 from medfcn import __version__
 from medfcn.errors import MedfcnError, NoScansError, UsageError
+from medfcn.label_codes import parse_label_codes
 
 __all__ = ["TrainConfig", "find_pairs", "train", "add_train_parser"]
 
@@ -53,6 +54,7 @@ class TrainConfig:
     spacing: float = 1.5
     axes: tuple[int, ...] = (0, 1, 2)
     label_names: tuple[str, ...] = ("background", "brain")
+    label_codes: dict[str, Any] = field(default_factory=dict)  # see medfcn.label_codes
     postprocess: tuple[str, ...] = ("largest_component", "fill_holes")
     epochs: int = 40
     steps_per_epoch: int = 100
@@ -209,6 +211,7 @@ def _card(config: TrainConfig, n_classes: int):
         name=config.name,
         description=config.description,
         labels={name: i for i, name in enumerate(config.label_names)},
+        label_codes=dict(config.label_codes),
         modality=config.modality,
         spacing=(config.spacing,) * 3,
         slice_axes=tuple(config.axes),
@@ -461,6 +464,13 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--axes", default="0,1,2", help="slice axes of the RAS frame (default 0,1,2)")
     p.add_argument("--label-names", default=",".join(d.label_names), help="class names, id order")
     p.add_argument(
+        "--label-codes",
+        default="",
+        metavar="JSON",
+        help='DICOM codes of the labels, JSON or a JSON file: {"NAME": {"category": [VALUE, SCHEME, MEANING], '
+        '"type": [...]}} (default: medfcn\'s table, e.g. brain = SNOMED CT 12738006)',
+    )
+    p.add_argument(
         "--postprocess",
         default=",".join(d.postprocess),
         help="per-label clean-up at inference: largest_component, fill_holes, or 'none'",
@@ -519,6 +529,7 @@ def _run(args: argparse.Namespace) -> int:
         spacing=args.spacing,
         axes=axes,
         label_names=tuple(args.label_names.split(",")),
+        label_codes=parse_label_codes(args.label_codes) if args.label_codes else {},
         postprocess=post,
         epochs=args.epochs,
         steps_per_epoch=args.steps_per_epoch,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from medfcn.errors import OutputError
 from medfcn.scan import Grid, Scan
 
-__all__ = ["write_labels", "atomic_write_text", "label_dtype", "partial_path", "remove_stale_partials"]
+__all__ = ["write_labels", "atomic_write_text", "atomic_write", "label_dtype", "partial_path", "remove_stale_partials"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,26 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     except OSError as e:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    return _commit(tmp, path)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary)`` on the hidden temporary name of ``path``, then rename it into place.
+
+    ``write`` raises :class:`OutputError` (or any exception, which is re-raised) to abandon the file: the
+    temporary is removed and nothing appears under ``path``.
+    """
+    path = Path(path)
+    _ensure_folder(path.parent)
+    tmp = partial_path(path)
+    try:
+        write(tmp)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return _commit(tmp, path)
 
 

@@ -14,6 +14,7 @@ Module-level helpers (``affine_from_codes``, ``oblique_affine``, ``grid_of``, ``
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable
 from pathlib import Path
@@ -326,3 +327,15 @@ def write_scan(tmp_path) -> Callable[..., Path]:
 def viewer(make_napari_viewer):
     """A napari viewer (from napari's ``make_napari_viewer``), closed after the test; for ``gui``-marked tests."""
     return make_napari_viewer()
+
+
+def pytest_collection_finish(session) -> None:
+    """Undo what importing OpenCV did to Qt's environment before any viewer starts.
+
+    rt-utils (the tests' independent RTSTRUCT reader) pulls in opencv-python, and MONAI imports ``cv2`` optionally
+    when it is imported; OpenCV's Linux wheel then points QT_QPA_PLATFORM_PLUGIN_PATH at its own Qt plugins, and the
+    first napari viewer of the session aborts ("Could not load the Qt platform plugin xcb").
+    """
+    for key in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"):
+        if "cv2" in os.environ.get(key, ""):
+            del os.environ[key]

@@ -29,6 +29,7 @@ from medfcn.display import AXIS_LABELS
 from medfcn.errors import GridMismatchError, MedfcnError
 from medfcn.metrics import Overlap, compute_metrics, dice_per_slice, overlap_map
 
+from .._dicom_writer import save_seg_layer
 from .._layers import layer_geometry, layer_scan
 from .._writer import save_labels_layer
 from . import _scan_views
@@ -87,7 +88,7 @@ class ReviewWidget(Container):
         self.previous_button = PushButton(text="< Previous error", enabled=False)
         self.next_button = PushButton(text="Next error >", enabled=False)
         self.worst_button = PushButton(text="Go to worst slice", enabled=False)
-        self.save_path = FileEdit(label="Save to", mode="w", filter="*.nii.gz")
+        self.save_path = FileEdit(label="Save to", mode="w", filter="*.nii.gz *.dcm")
         self.save_button = PushButton(text="Save prediction")
         self.report_dir = FileEdit(label="Report folder", mode="d")
         self.report_button = PushButton(text="Export report")
@@ -253,10 +254,11 @@ class ReviewWidget(Container):
         """Write the prediction (with its corrections) on its scan's grid to the chosen file."""
         layer, path = self.prediction.value, Path(self.save_path.value)
         if layer is None or not str(self.save_path.value) or path.is_dir():
-            self.status.value = "Choose a prediction layer and a file name (.nii.gz) to save to."
+            self.status.value = "Choose a prediction layer and a file name (.nii.gz, or .dcm for DICOM SEG) to save to."
             return None
         try:
-            out = save_labels_layer(layer, path)
+            dicom = path.name.lower().endswith(".dcm")  # a DICOM SEG referencing the layer's series
+            out = save_seg_layer(layer, path) if dicom else save_labels_layer(layer, path)
         except MedfcnError as e:
             self.status.value = str(e)
             return None

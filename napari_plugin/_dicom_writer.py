@@ -1,0 +1,45 @@
+"""napari writer: a Labels layer opened on a DICOM series (or segmented from one) as a DICOM SEG referencing it.
+
+The series comes from the layer's metadata (``source`` folder and ``series_uid``, stored by the reader and copied
+by the Segment dock); segment names from ``label_names`` (the Segment dock's model card) when there, else
+``label N``; their codes from :mod:`medfcn.label_codes`. Written by :func:`medfcn.dicom_seg.write_seg`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._layers import layer_scan
+
+__all__ = ["write_dicom_seg", "save_seg_layer"]
+
+
+def write_dicom_seg(path: str | os.PathLike, data: Any, attributes: dict) -> list[str]:
+    """Write one Labels layer as a DICOM SEG at ``path`` (``.dcm`` appended if missing); returns ``[path]``.
+
+    Raises:
+        UnsupportedScanError: the layer was not opened on (or segmented from) a DICOM series, or is not 3-D.
+        DicomSeriesError: the series lacks a FrameOfReferenceUID or is gone.  OutputError: cannot write.
+    """
+    from medfcn.dicom_seg import Algorithm, segments_of, write_seg
+
+    path = Path(path)
+    if not path.name.lower().endswith(".dcm"):
+        path = path.with_name(path.name + ".seg.dcm")
+    scan = layer_scan(data, attributes)
+    meta = attributes.get("metadata") or {}
+    names = {int(k): str(v) for k, v in (meta.get("label_names") or {}).items()}
+    values = [int(v) for v in np.unique(scan.array) if v > 0]
+    labels = {names.get(v, f"label {v}"): v for v in sorted(set(values) | {k for k in names if k > 0})}
+    algorithm = Algorithm(str(meta.get("model") or "napari (manual)"))
+    return [str(write_seg(scan.array, scan, path, segments=segments_of(labels), algorithm=algorithm))]
+
+
+def save_seg_layer(layer, path: str | os.PathLike) -> Path:
+    """Write a napari Labels layer as a DICOM SEG referencing its source series (see :func:`write_dicom_seg`)."""
+    data, attributes, _ = layer.as_layer_data_tuple()
+    return Path(write_dicom_seg(path, data, attributes)[0])

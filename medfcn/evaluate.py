@@ -84,7 +84,13 @@ class MetricRow:
 
     def csv_values(self) -> list[str]:
         """The values of :data:`CSV_COLUMNS`, numbers with 10 significant digits."""
-        return [self.case, str(self.label)] + [f"{getattr(self, c):.10g}" for c in CSV_COLUMNS[2:]]
+        return [spreadsheet_safe(self.case), str(self.label)] + [f"{getattr(self, c):.10g}" for c in CSV_COLUMNS[2:]]
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading ``'`` when it starts with ``= + - @``, a tab or a carriage return, so that a
+    spreadsheet shows it as text instead of running it as a formula (OWASP's advice on CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _stats(values: list[float]) -> dict[str, float]:

@@ -223,10 +223,12 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
         raise UnsupportedScanError(
             f"{path}: a {array.ndim}-D image ({dims}); medfcn segments 3-D scans, split it into 3-D volumes first"
         )
-    if array.ndim < 3 or (array.ndim == 3 and sorted(array.shape)[1] < 2):
-        raise UnsupportedScanError(f"{path}: a {dims} image, not a volume; medfcn segments 3-D scans")
+    if array.ndim < 3:
+        raise UnsupportedScanError(f"{path}: a 2-D image ({dims}); medfcn segments 3-D scans")
+    if sorted(array.shape)[1] < 2:
+        raise UnsupportedScanError(f"{path}: a {dims} image, too small to be a volume; medfcn segments 3-D scans")
     if min(array.shape) < 2:
-        raise UnsupportedScanError(f"{path}: a {dims} image, a single slice; medfcn segments 3-D scans")
+        raise UnsupportedScanError(f"{path}: a 2-D image ({dims}: a single slice); medfcn segments 3-D scans")
     return array
 
 

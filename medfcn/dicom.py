@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,9 +132,11 @@ def _read_header(path: Path) -> _Slice | None:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS, force=True)
-        uid = ds.get("SeriesInstanceUID")
-        uid = str(uid).strip() if uid is not None else ""
+        with warnings.catch_warnings():  # pydicom warns per invalid value; what matters is reported below
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS, force=True)
+            uid = ds.get("SeriesInstanceUID")
+            uid = str(uid).strip() if uid is not None else ""
     except Exception as e:  # pydicom raises many types for damaged files; a bad file never ends the batch
         log.debug("ignoring %s: not a readable DICOM file (%s)", path, e)
         return None
@@ -141,18 +144,25 @@ def _read_header(path: Path) -> _Slice | None:
         return None
     s = _Slice(path, uid)
     try:
-        number = ds.get("SeriesNumber")
-        s.number = int(number) if number not in (None, "") else None
-        s.description = str(ds.get("SeriesDescription", "") or "")
-        iop, ipp, spacing = (ds.get(k) for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"))
-        s.orientation = None if iop is None else _numbers(iop, 6, "ImageOrientationPatient")
-        s.position = None if ipp is None else _numbers(ipp, 3, "ImagePositionPatient")
-        s.pixel_spacing = None if spacing in (None, "") else tuple(_numbers(spacing, 2, "PixelSpacing").tolist())
-        s.size = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _parse_geometry(ds, s)
     except Exception as e:
         text = str(e).strip().splitlines()
         s.error = f"{path.name}: header cannot be parsed ({type(e).__name__}: {text[0] if text else ''})"
     return s
+
+
+def _parse_geometry(ds, s: _Slice) -> None:
+    """Fill ``s`` from the data set ``ds``; raises whatever a damaged value makes pydicom or float() raise."""
+    number = ds.get("SeriesNumber")
+    s.number = int(number) if number not in (None, "") else None
+    s.description = str(ds.get("SeriesDescription", "") or "")
+    iop, ipp, spacing = (ds.get(k) for k in ("ImageOrientationPatient", "ImagePositionPatient", "PixelSpacing"))
+    s.orientation = None if iop is None else _numbers(iop, 6, "ImageOrientationPatient")
+    s.position = None if ipp is None else _numbers(ipp, 3, "ImagePositionPatient")
+    s.pixel_spacing = None if spacing in (None, "") else tuple(_numbers(spacing, 2, "PixelSpacing").tolist())
+    s.size = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
 
 
 def find_series(folder: Path) -> list[DicomSeries]:

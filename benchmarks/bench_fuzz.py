@@ -50,7 +50,8 @@ def main() -> int:
                 "seconds": round(time.perf_counter() - start, 1),
             }
             print(
-                f"{name}: {n} trials {dict(counts)} in {results[name]['seconds']} s; bad seeds: {[b['seed'] for b in bad]}"
+                f"{name}: {n} trials {dict(counts)} in {results[name]['seconds']} s; "
+                f"bad seeds: {[b['seed'] for b in bad]}"
             )
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     return 1 if any(r["bad_seeds"] for r in results.values()) else 0

@@ -104,9 +104,9 @@ def input_stamp(spec: CaseSpec) -> str:
     for f in files:
         try:
             st = f.stat()
-            h.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
         except OSError:
-            h.update(f"{f}\0missing\n".encode("utf-8", "surrogateescape"))
+            h.update(f"{f.name}\0missing\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 

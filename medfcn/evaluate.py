@@ -243,7 +243,7 @@ def _pair(pred: Path, ref: Path) -> tuple[list[tuple[str, CaseSpec, CaseSpec]], 
 def _read(spec: CaseSpec) -> Scan:
     if spec.error:
         raise MedfcnError(spec.error)
-    return read_scan(spec.path, series_uid=spec.series_uid, case=spec.case)
+    return read_scan(spec.path, series_uid=spec.series_uid, case=spec.case, files=spec.files)
 
 
 def _image_specs(images: Mapping[str, str | Path | CaseSpec] | str | Path | None, ref: Path) -> dict[str, CaseSpec]:

@@ -177,9 +177,10 @@ class SimpleITKReader(ImageReader):
             raise DicomSeriesError(s.error)
         try:
             if len(s.files) == 1:  # a multi-frame file
-                image = sitk.ReadImage(str(s.files[0]))
+                image = sitk.ReadImage(str(s.files[0]), imageIO="GDCMImageIO")
             else:
                 reader = sitk.ImageSeriesReader()
+                reader.SetImageIO("GDCMImageIO")  # named: ITK's guess misses DICOM files without the preamble
                 reader.SetFileNames([str(f) for f in s.files])
                 image = reader.Execute()
         except RuntimeError as e:

@@ -118,7 +118,7 @@ def test_dicom_without_preamble_is_read_like_gdcm_reads_it(tmp_path):
     scan = read_scan(tmp_path / "raw")
     reference = read_scan(tmp_path / "with")
     assert scan.grid.differences(reference.grid) == [] and np.array_equal(scan.array, reference.array)
-    gdcm = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path / "raw")))
+    gdcm = sitk.ReadImage(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(tmp_path / "raw")), imageIO="GDCMImageIO")
     assert tuple(gdcm.GetSize()) == scan.shape
 
 

@@ -126,11 +126,12 @@ class SimpleITKReader(ImageReader):
                     f"{path}: an RGB or multi-component image ({nii.get_data_dtype()}); "
                     "medfcn segments scalar 3-D scans"
                 )
+            _check_nifti_size(path, nii)
             proxy = nii.dataobj
             scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
             # scl_slope/scl_inter applied in float32 (as SimpleITK does), not nibabel's default float64
             array = nii.get_fdata(dtype=np.float32) if scaled else np.asanyarray(proxy)
-        except UnsupportedScanError:
+        except (UnsupportedScanError, ScanReadError):
             raise
         except Exception as e:  # nibabel raises many types for corrupt files
             raise ScanReadError(f"{path}: not a readable NIfTI file ({_first_line(e)})") from None
@@ -231,6 +232,27 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
     if min(array.shape) < 2:
         raise UnsupportedScanError(f"{path}: a 2-D image ({dims}: a single slice); medfcn segments 3-D scans")
     return array
+
+
+def _check_nifti_size(path: Path, nii) -> None:
+    """Refuse a NIfTI whose header promises more voxel bytes than the file holds, before any memory is allocated
+    for them (a damaged header in a small file would otherwise allocate gigabytes, then fail)."""
+    header = nii.header
+    needed = int(np.prod(header.get_data_shape(), dtype=np.float64)) * header.get_data_dtype().itemsize
+    needed += int(header.get_data_offset())
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as f:  # gzip's trailer: the uncompressed size modulo 2**32 (nibabel writes one member)
+            f.seek(-4, os.SEEK_END)
+            held = int.from_bytes(f.read(4), "little")
+        if needed >= 1 << 32:
+            return
+    else:
+        held = path.stat().st_size
+    if held < needed:
+        raise ScanReadError(
+            f"{path}: truncated or a damaged header: its header promises {needed:,} bytes of voxels, the file holds "
+            f"{held:,}"
+        )
 
 
 def _check_nifti_geometry(nii, path: Path) -> None:

@@ -280,3 +280,17 @@ def test_more_than_255_classes_are_written_as_uint16(tmp_path):
 
 def test_error_messages_escape_terminal_control_characters():
     assert str(MedfcnError("a\x1b[2Jb\x07c")) == "a\\x1b[2Jb\\x07c"
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_a_header_promising_more_voxels_than_the_file_holds_is_refused_before_allocating(tmp_path, suffix):
+    import gzip
+
+    nib.save(nib.Nifti1Image(head_volume(SHAPE), np.eye(4)), tmp_path / "a.nii")
+    raw = bytearray((tmp_path / "a.nii").read_bytes())
+    raw[42:48] = np.asarray([30000, 30000, 30000], "<i2").tobytes()  # dim[1..3]: 54 TB of float32 voxels
+    path = tmp_path / f"big{suffix}"
+    path.write_bytes(gzip.compress(bytes(raw)) if suffix == ".nii.gz" else bytes(raw))
+    with pytest.raises(ScanReadError) as e:
+        read_scan(path)
+    assert "header promises" in one_line(e, path.name)

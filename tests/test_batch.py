@@ -128,17 +128,18 @@ def test_broken_files_among_good_ones(tmp_path, model_file, segmenter):
     assert partial_files(out) == []
 
 
-def test_failed_case_removes_an_earlier_output(tmp_path, model_file):
+def test_failed_redo_keeps_an_earlier_output_but_no_longer_counts_it(tmp_path, model_file):
     inputs = tmp_path / "in"
     [scan] = write_cases(inputs, 1)
     out = tmp_path / "out"
     run_batch([scan], out, model=model_file, device="cpu", progress=False)
+    before = (out / "case00.nii.gz").read_bytes()
     scan.write_bytes(b"not a scan any more")
 
     manifest = run_batch([scan], out, model=model_file, device="cpu", overwrite=True, progress=False)
 
-    assert manifest.cases[0].status == Status.FAILED
-    assert not (out / "case00.nii.gz").exists()
+    assert manifest.cases[0].status == Status.FAILED and manifest.cases[0].output is None
+    assert (out / "case00.nii.gz").read_bytes() == before  # a redo that fails never destroys a result
 
 
 @pytest.mark.parametrize("make_out", [lambda t: t / "file.txt" / "sub", lambda t: t / "file.txt"])

@@ -87,8 +87,10 @@ class SimpleITKReader(ImageReader):
             raise ScanReadError(f"{path}: no such file or folder")
         if path.is_dir():
             return self._read_series(path)
-        if not os.access(path, os.R_OK):
-            raise ScanReadError(f"{path}: permission denied (the file is not readable by this user)")
+        try:
+            open(path, "rb").close()
+        except PermissionError:
+            raise ScanReadError(f"{path}: permission denied (the file is not readable by this user)") from None
         if path.stat().st_size == 0:
             raise ScanReadError(f"{path}: empty file")
         if path.name.lower().endswith((".nii", ".nii.gz")):

@@ -10,11 +10,17 @@ model loaded once, writes ``OUT/<case>.nii.gz`` atomically, and keeps ``OUT/mani
   joins an existing Dask cluster; see :mod:`medfcn.cluster`): each worker process loads the model once and reads,
   segments and writes its cases itself (inputs and ``OUT`` must be on a filesystem the workers share); the client
   records the manifest as results arrive. Outputs and manifest are the same as a local run's.
-- **Resume**: a case whose output already exists with a readable header is ``skipped`` (``overwrite=True`` redoes
-  it). Outputs are renamed into place complete, so a batch killed at any moment is finished by running the same
-  command again.
-- **Fault isolation**: a case that cannot be read, segmented or written is ``failed`` with a one-line error in
-  the manifest, leaves no output file, and the batch goes on.
+- **Resume**: a case is ``skipped`` only when the manifest of an earlier run records its output as made from the
+  same input (same path, series, file sizes and modification times) by the same model (SHA-256 of the model
+  file), and the output file still has the SHA-256 recorded when it was written; any other output is made again
+  (``overwrite=True`` redoes every case). Every label map is read back whole and compared with what was
+  written before it is renamed into place, so a full disk or a killed process never leaves a short file under
+  a final name; a batch killed at any moment is finished by running the same command again.
+- **Outputs never replace inputs**: ``out_dir`` equal to an input folder, or an input inside ``out_dir``, is
+  refused before any work (exit status 2); an ``out_dir`` inside an input folder is left out of the search, as is
+  any folder holding a medfcn manifest.
+- **Fault isolation**: a case that cannot be found, read, segmented or written is ``failed`` with a one-line
+  error in the manifest and the batch goes on; an output from an earlier run is kept when a redo fails.
 
 >>> manifest = run_batch(["scans/"], "out/", device="cpu")  # doctest: +SKIP
 >>> manifest.exit_code, [c.status for c in manifest.cases]  # doctest: +SKIP
@@ -40,7 +46,7 @@ from medfcn.discovery import CaseSpec, find_cases
 from medfcn.errors import MedfcnError, OutputError, UsageError
 from medfcn.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.outputs import OutputFormat, check_case, output_files, parse_formats, write_outputs
-from medfcn.writer import remove_stale_partials
+from medfcn.writer import file_sha256, remove_stale_partials
 
 if TYPE_CHECKING:
     from medfcn.checkpoint import Model
@@ -53,6 +59,7 @@ __all__ = [
     "Record",
     "output_path",
     "output_complete",
+    "input_stamp",
     "process_case",
     "failed_result",
     "error_message",
@@ -80,12 +87,13 @@ class Job:
 
 @dataclass
 class _Step:
-    """What one case produced so far: the scan, its labels, the first error, and seconds per stage."""
+    """What one case produced so far: the scan, its labels, the first error, seconds per stage, the output's hash."""
 
     scan: Scan | None = None
     labels: np.ndarray | None = None
     error: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
 
 
 def output_path(out_dir: str | Path, case: str) -> Path:
@@ -93,21 +101,48 @@ def output_path(out_dir: str | Path, case: str) -> Path:
     return Path(out_dir) / f"{case}.nii.gz"
 
 
-def output_complete(path: str | Path) -> bool:
-    """Whether ``path`` is a finished label map: it exists and nibabel reads its 3-D header.
+def input_stamp(spec: CaseSpec) -> str:
+    """A short fingerprint of a case's input files: their names, sizes and modification times."""
+    import hashlib
 
-    Outputs are renamed into place only when fully written, so a readable header means a complete file.
+    path = Path(spec.path)
+    files = list(spec.files) or (sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path])
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = f.stat()
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            h.update(f"{f.name}\0missing\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def output_complete(job: Job, earlier: CaseResult | None, model_sha256: str | None) -> str | None:
+    """Why the output of ``job`` cannot be kept (``None``: it is finished and can be skipped).
+
+    It is kept only when ``earlier`` (the previous manifest's entry of this case) records it as made from the same
+    input by the same model, and the file still has the SHA-256 recorded when it was written and verified.
     """
-    import nibabel as nib
-
-    path = Path(path)
-    if not path.is_file():
-        return False
-    try:
-        return len(nib.load(str(path)).header.get_data_shape()) >= 3
-    except Exception:  # nibabel raises many types for a damaged file: treat it as absent and redo the case
-        log.warning("%s: exists but its header cannot be read; segmenting that case again", path)
-        return False
+    if not job.output.is_file():
+        return "no output yet"
+    if earlier is None or earlier.status == Status.FAILED or not earlier.sha256:
+        return "the output is not recorded as finished in the manifest"
+    if earlier.input != str(job.spec.path) or earlier.series_uid != job.spec.series_uid:
+        return f"the output was made from another input ({earlier.input})"
+    if not model_sha256 or earlier.model_sha256 != model_sha256:
+        return "the output was made by another model"
+    if earlier.input_stamp != input_stamp(job.spec):
+        return "the input changed since the output was made"
+    recorded = earlier.output_sha256 or {job.output.name: earlier.sha256}
+    for path in job.files.values():
+        if path.name not in recorded:
+            return f"{path.name} was not asked for when the case was made"
+        try:
+            if file_sha256(path) != recorded[path.name]:
+                return f"{path.name} changed since it was written (short, damaged, replaced or missing)"
+        except OSError as e:
+            return f"{path.name} cannot be read ({e.strerror or e})"
+    return None
 
 
 def error_message(exc: BaseException) -> str:
@@ -116,6 +151,35 @@ def error_message(exc: BaseException) -> str:
         return str(exc)
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _check_not_an_input(out_dir: Path, inputs: list[Path]) -> None:
+    """Refuse an output folder that is an input folder or holds an input: its label maps could replace scans."""
+    out = out_dir.resolve()
+    for item in inputs:
+        src = item.resolve()
+        if src == out:
+            raise OutputError(
+                f"{out_dir}: the output folder is the input folder {item}; label maps would be written among the "
+                "scans (and could replace them): choose another output folder"
+            )
+        if out in src.parents:
+            raise OutputError(
+                f"{out_dir}: the output folder holds the input {item}; a label map could replace it: "
+                "choose another output folder"
+            )
+
+
+def _earlier_results(out_dir: Path) -> dict[str, CaseResult]:
+    """The entries of the manifest an earlier run left in ``out_dir``, by case name (empty if none or damaged)."""
+    path = out_dir / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return {c.case: c for c in Manifest.read(path).cases}
+    except Exception as e:  # a damaged manifest: its cases are segmented again
+        log.warning("%s: cannot be read (%s); every case is segmented again", path, error_message(e))
+        return {}
 
 
 def _prepare_output(out_dir: Path) -> None:
@@ -138,7 +202,8 @@ def _read(job: Job) -> _Step:
         return step
     start = time.perf_counter()
     try:
-        step.scan = read_scan(job.spec.path, series_uid=job.spec.series_uid, case=job.spec.case)
+        spec = job.spec
+        step.scan = read_scan(spec.path, series_uid=spec.series_uid, case=spec.case, files=spec.files)
         check_case(step.scan, job.formats)  # a DICOM format for a case that is not DICOM: fail before segmenting
     except Exception as exc:  # a broken case never stops the batch
         step.error = error_message(exc)
@@ -161,7 +226,8 @@ def _write(job: Job, step: _Step, model: Model | None = None) -> _Step:
     if step.error is None and step.labels is not None and step.scan is not None:
         start = time.perf_counter()
         try:
-            write_outputs(step.labels, step.scan, job.files, model)
+            write_outputs(step.labels, step.scan, job.files, model)  # each read back and verified before its rename
+            step.hashes = {path.name: file_sha256(path) for path in job.files.values()}
         except Exception as exc:
             step.error = error_message(exc)
         step.timing["write"] = time.perf_counter() - start
@@ -169,12 +235,12 @@ def _write(job: Job, step: _Step, model: Model | None = None) -> _Step:
     return step
 
 
-def _result(job: Job, step: _Step, device: str) -> CaseResult:
-    """The manifest entry of a processed case. A failed case's output (from an earlier run) is removed."""
-    if step.error is not None:
-        for path in job.files.values():
-            path.unlink(missing_ok=True)
+def _result(job: Job, step: _Step, device: str, model_sha256: str | None = None) -> CaseResult:
+    """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded."""
     scan = step.scan
+    if step.error is not None and job.output.is_file():
+        log.warning("%s: kept from an earlier run; this run's attempt failed", job.output)
+    warnings = list(dict.fromkeys([*job.spec.warnings, *(scan.warnings if scan is not None else [])]))
     return CaseResult(
         input=str(job.spec.path),
         case=job.spec.case,
@@ -187,49 +253,34 @@ def _result(job: Job, step: _Step, device: str) -> CaseResult:
         spacing=[round(s, 6) for s in scan.spacing] if scan is not None else None,
         device=device,
         timing={k: round(v, 3) for k, v in step.timing.items()},
+        warnings=warnings,
+        sha256=step.hashes.get(job.output.name) if step.error is None else None,
+        output_sha256=dict(step.hashes) if step.error is None else {},
+        model_sha256=model_sha256 if step.error is None else None,
+        input_stamp=input_stamp(job.spec) if step.error is None else None,
         outputs=None if step.error is not None else [str(p) for p in job.files.values()],
     )
 
 
-def _done(job: Job) -> bool:
-    """Whether every file of the case is complete (a rerun skips it)."""
-    from medfcn.outputs import complete
-
-    return all(output_complete(p) if f is OutputFormat.NIFTI else complete(p) for f, p in job.files.items())
-
-
-def _skipped(job: Job) -> CaseResult:
-    import nibabel as nib
-
-    nifti = job.files.get(OutputFormat.NIFTI)
-    header = nib.load(str(nifti)).header if nifti is not None else None
-    return CaseResult(
-        input=str(job.spec.path),
-        case=job.spec.case,
-        series_uid=job.spec.series_uid,
-        output=str(job.output),
-        status=Status.SKIPPED,
-        shape=[int(s) for s in header.get_data_shape()[:3]] if header is not None else None,
-        spacing=[round(float(z), 6) for z in header.get_zooms()[:3]] if header is not None else None,
-        outputs=[str(p) for p in job.files.values()],
-    )
+def _skipped(earlier: CaseResult) -> CaseResult:
+    return CaseResult.from_dict({**earlier.to_dict(), "status": Status.SKIPPED, "seconds": None, "timing": {}})
 
 
 def failed_result(job: Job, error: str, device: str) -> CaseResult:
-    """The manifest entry of a case that failed before it was read (e.g. its worker died); removes its output."""
+    """The manifest entry of a case that failed before it was read (e.g. its worker died)."""
     return _result(job, _Step(error=error), device)
 
 
 def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
     """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
     step = _write(job, _segment(segmenter, _read(job)), segmenter.model)
-    return _result(job, step, str(segmenter.device))
+    return _result(job, step, str(segmenter.device), segmenter.model.sha256)
 
 
 # -- local: one process, reading and writing in background threads ---------------------------------------------
 def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: Callable[[str], None]) -> None:
     """Segment ``jobs`` in order; case i+1 is read and case i-1 written while case i is segmented."""
-    device = str(segmenter.device)
+    device, sha = str(segmenter.device), segmenter.model.sha256
     with (
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-write") as writer,
@@ -243,14 +294,14 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
             current(job.spec.case)
             step = _segment(segmenter, step)
             if writing is not None:  # long finished in the background; wait so at most one write is pending
-                record(writing[0].index, _result(writing[0], writing[1].result(), device))
+                record(writing[0].index, _result(writing[0], writing[1].result(), device, sha))
                 writing = None
             if step.error is None:
                 writing = (job, writer.submit(_write, job, step, segmenter.model))
             else:
-                record(job.index, _result(job, step, device))
+                record(job.index, _result(job, step, device, sha))
         if writing is not None:
-            record(writing[0].index, _result(writing[0], writing[1].result(), device))
+            record(writing[0].index, _result(writing[0], writing[1].result(), device, sha))
 
 
 # -- the entry point ----------------------------------------------------------------------------------------------
@@ -296,9 +347,11 @@ def run_batch(
         raise UsageError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
     out_dir = Path(out_dir)
     formats = parse_formats(formats)
+    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+    _check_not_an_input(out_dir, inputs)
     _prepare_output(out_dir)
     remove_stale_partials(out_dir)
-    specs = find_cases(list(inputs) if not isinstance(inputs, str | Path) else [inputs])
+    specs = find_cases(inputs, exclude=[out_dir])
     jobs = [
         Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
         for i, spec in enumerate(specs)
@@ -319,13 +372,17 @@ def run_batch(
         segmenter = Segmenter(model, device=device, tta=tta)
         info, device_name = segmenter.model.summary(), str(segmenter.device)
 
+    earlier = {} if overwrite else _earlier_results(out_dir)
     manifest = Manifest(path=out_dir / MANIFEST_NAME, model=info, device=device_name, total=len(jobs))
     results: dict[int, CaseResult] = {}
     todo = []
     for job in jobs:
-        if not overwrite and _done(job):
-            results[job.index] = _skipped(job)
+        why = None if overwrite else output_complete(job, earlier.get(job.spec.case), info.get("sha256"))
+        if why is None and not overwrite:
+            results[job.index] = _skipped(earlier[job.spec.case])
         else:
+            if job.output.is_file() and not overwrite:
+                log.info("%s: segmented again: %s", job.output, why)
             todo.append(job)
     manifest.cases = [results[i] for i in sorted(results)]
     manifest.write()

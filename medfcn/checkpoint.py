@@ -17,7 +17,6 @@ trained (command, data and its hash) and its validation metrics.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
@@ -32,6 +31,7 @@ from medfcn import __version__
 from medfcn.errors import ModelError, OutputError
 from medfcn.label_codes import check_label_codes, code_for
 from medfcn.network import FCN, parse_choice
+from medfcn.writer import file_sha256
 
 __all__ = [
     "FORMAT",
@@ -49,6 +49,7 @@ __all__ = [
 
 FORMAT = "medfcn"
 FORMAT_VERSION = 1
+MAX_CLASSES = 65536  # label maps are written as uint16 at most
 DEFAULT_MODEL_PATH = Path(__file__).parent / "models" / "default.safetensors"
 
 
@@ -87,18 +88,64 @@ class ModelCard:
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
+        """Validate the whole card, so that a model that cannot segment is refused when it is loaded."""
+        from medfcn.frame import Normalisation
+        from medfcn.postprocess import Step
+
         self.architecture = parse_choice(Architecture, self.architecture, "architecture").value
-        self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
-        self.slice_axes = tuple(int(a) for a in self.slice_axes)
+        try:
+            self.spacing = tuple(float(s) for s in self.spacing)  # type: ignore[assignment]
+            self.slice_axes = tuple(int(a) for a in self.slice_axes)
+        except (TypeError, ValueError):
+            raise ModelError(
+                f"model spacing and slice_axes must be numbers, got {self.spacing}, {self.slice_axes}"
+            ) from None
         self.postprocess = tuple(self.postprocess)
-        if len(self.spacing) != 3 or min(self.spacing) <= 0:
+        if len(self.spacing) != 3 or not all(0 < s < 1e3 for s in self.spacing):  # also refuses NaN
             raise ModelError(f"model spacing must be three positive numbers (mm), got {self.spacing}")
         if not self.slice_axes or any(a not in (0, 1, 2) for a in self.slice_axes):
             raise ModelError(f"model slice_axes must be a non-empty subset of 0, 1, 2, got {self.slice_axes}")
+        if not isinstance(self.labels, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) for k, v in self.labels.items()
+        ):
+            raise ModelError(f"model labels must map names to integer ids, got {self.labels!r}")
         ids = sorted(self.labels.values())
-        if ids != list(range(len(ids))):
-            raise ModelError(f"model label ids must be 0..N-1, got {self.labels}")
+        if ids != list(range(len(ids))) or len(ids) < 2 or len(ids) > MAX_CLASSES:
+            raise ModelError(f"model label ids must be 0..N-1 with 2 <= N <= {MAX_CLASSES}, got {self.labels}")
         self.label_codes = check_label_codes(self.label_codes, self.labels)
+        parse_choice(Normalisation, self.normalisation, "model normalisation")
+        for step in self.postprocess:
+            parse_choice(Step, step, "model post-processing step")
+        axes = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
+        if not isinstance(self.orientation, str) or sorted(axes.get(c, 9) for c in self.orientation) != [0, 1, 2]:
+            raise ModelError(f"model orientation {self.orientation!r} is not three axis codes such as RAS or LPS")
+        self._check_network()
+
+    def _check_network(self) -> None:
+        """The network settings fit the labels, and the network's size is bounded before anything is built."""
+        net = self.network
+        if not isinstance(net, dict):
+            raise ModelError(f"model network settings must be a mapping, got {type(net).__name__}")
+        classes = net.get("num_classes", 2)
+        if classes != len(self.labels):
+            raise ModelError(f"model has {len(self.labels)} labels but its network outputs {classes!r} classes")
+        in_channels = net.get("in_channels", 1)
+        if not isinstance(in_channels, int) or in_channels < 1 or in_channels % 2 == 0 or in_channels > 63:
+            raise ModelError(
+                "model in_channels must be an odd number from 1 to 63 (a slice and its neighbours), "
+                f"got {in_channels!r}"
+            )
+        bounds = {"width": 1024, "max_width": 4096, "depth": 8, "score_channels": 4096}
+        if self.architecture == Architecture.BASICUNET.value:
+            features = net.get("features", ())
+            if not isinstance(features, list | tuple) or not all(
+                isinstance(f, int) and 0 < f <= 4096 for f in features
+            ):
+                raise ModelError(f"model BasicUNet features must be integers from 1 to 4096, got {features!r}")
+        for key, limit in bounds.items():
+            value = net.get(key)
+            if value is not None and (not isinstance(value, int | float) or not 0 < value <= limit):
+                raise ModelError(f"model network {key} {value!r} is out of range (1 to {limit})")
 
     @property
     def context(self) -> int:
@@ -154,12 +201,21 @@ def build_from_card(card: ModelCard) -> nn.Module:
         raise ModelError(f"model network settings do not fit the {arch.value} architecture: {exc}") from None
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _check_weights(path: Path, card: ModelCard, tensors: dict[str, torch.Tensor]) -> None:
+    """The card's network, built on the meta device (no memory), has exactly the file's tensor shapes."""
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build_from_card(card).state_dict().items()}
+    except ModelError as exc:
+        raise ModelError(f"{path}: unusable model card: {exc}") from None
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    if expected != got:
+        diff = sorted(set(expected) ^ set(got)) or sorted(k for k in expected if expected[k] != got[k])
+        k = diff[0]
+        raise ModelError(
+            f"{path}: weights do not fit the network its card describes ({len(diff)} tensors differ; "
+            f"first {k}: file {got.get(k, 'missing')}, card {expected.get(k, 'missing')})"
+        )
 
 
 def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
@@ -220,8 +276,11 @@ def load_model(path: str | Path | None = None) -> Model:
         )
     try:
         card = ModelCard.from_json(meta["card"])
-    except (ValueError, TypeError) as exc:
+    except ModelError as exc:
+        raise ModelError(f"{path}: unusable model card: {exc}") from None
+    except (ValueError, TypeError, AttributeError) as exc:
         raise ModelError(f"{path}: damaged model card: {exc}") from None
+    _check_weights(path, card, tensors)
     network = build_from_card(card)
     try:
         network.load_state_dict(tensors, strict=True)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medfcn import __version__
-from medfcn.errors import MedfcnError, UsageError
+from medfcn.errors import MedfcnError, UsageError, terminal_safe
 
 __all__ = ["main", "build_parser"]
 
@@ -149,6 +149,13 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+class _SafeFormatter(logging.Formatter):
+    """Log lines with terminal control characters escaped (a file name may hold ANSI escape sequences)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return terminal_safe(super().format(record)).replace("\\n", "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (also used by tests)."""
     # Before torch loads its OpenMP runtime: idle threads sleep instead of spinning. On a busy CPU, spinning threads
@@ -159,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING, format="medfcn: %(levelname)s: %(message)s"
     )
+    for handler in logging.getLogger().handlers:  # names from the input reach the terminal escaped
+        handler.setFormatter(_SafeFormatter(handler.formatter._fmt if handler.formatter else None))
     try:
         return int(args.run(args))
     except MedfcnError as exc:
@@ -172,7 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug, not bad input: still one line, with a way to see more
         if args.debug:
             raise
-        text = str(exc).splitlines()[0] if str(exc) else ""
+        text = terminal_safe(str(exc).splitlines()[0]) if str(exc) else ""
         print(f"medfcn: internal error: {type(exc).__name__}: {text} (rerun with --debug for details)", file=sys.stderr)
         return 1
 

@@ -175,7 +175,8 @@ def run_on_cluster(
         futures = {}
         for job in jobs:
             # Absolute paths: a worker's working directory is not ours.
-            remote = replace(job, spec=replace(job.spec, path=job.spec.path.absolute()), output=job.output.absolute())
+            spec = replace(job.spec, path=job.spec.path.absolute(), files=tuple(f.absolute() for f in job.spec.files))
+            remote = replace(job, spec=spec, output=job.output.absolute())
             key = f"medfcn-case-{job.index}-{os.getpid()}-{time.time_ns()}"
             futures[client.submit(_worker_case, remote, settings, pure=False, key=key)] = job
         try:

@@ -7,6 +7,7 @@ its message on one line and exits with :attr:`MedfcnError.exit_code`; library ca
 from __future__ import annotations
 
 __all__ = [
+    "terminal_safe",
     "MedfcnError",
     "ScanReadError",
     "UnsupportedScanError",
@@ -26,8 +27,14 @@ class MedfcnError(Exception):
     exit_code = 1
 
     def __init__(self, message: str) -> None:
-        # One line: a multi-line message from a library below is folded so the CLI prints one line.
-        super().__init__(" ".join(str(message).split()))
+        # One line: a multi-line message from a library below is folded so the CLI prints one line; characters a
+        # terminal would interpret (escape sequences in a file name) are shown escaped.
+        super().__init__(terminal_safe(" ".join(str(message).split())))
+
+
+def terminal_safe(text: str) -> str:
+    """``text`` with characters that are not printable (ANSI escapes, control characters) written as ``\\xNN``."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 class ScanReadError(MedfcnError):

@@ -96,7 +96,13 @@ class MetricRow:
 
     def csv_values(self) -> list[str]:
         """The values of :data:`CSV_COLUMNS`, numbers with 10 significant digits."""
-        return [self.case, str(self.label)] + [f"{getattr(self, c):.10g}" for c in CSV_COLUMNS[2:]]
+        return [spreadsheet_safe(self.case), str(self.label)] + [f"{getattr(self, c):.10g}" for c in CSV_COLUMNS[2:]]
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading ``'`` when it starts with ``= + - @``, a tab or a carriage return, so that a
+    spreadsheet shows it as text instead of running it as a formula (OWASP's advice on CSV injection)."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -274,7 +280,7 @@ def _read(spec: CaseSpec, series: SeriesIndex | None = None) -> Scan:
         raise MedfcnError(spec.error)
     if series is not None and spec.path.is_file() and dicom_label_kind(spec.path) is not None:
         return read_label_object(spec.path, series, spec.case)
-    return read_scan(spec.path, series_uid=spec.series_uid, case=spec.case)
+    return read_scan(spec.path, series_uid=spec.series_uid, case=spec.case, files=spec.files)
 
 
 def _image_specs(images: Mapping[str, str | Path | CaseSpec] | str | Path | None, ref: Path) -> dict[str, CaseSpec]:

@@ -124,9 +124,10 @@ def _lerp(x: torch.Tensor, dim: int, i0: torch.Tensor, i1: torch.Tensor, w: torc
 
 
 def _argmax_classes(x: torch.Tensor) -> torch.Tensor:
-    """uint8 index of the largest of ``x`` (C, ...) along its first axis, the first on ties; a running maximum,
-    ~10x faster than ``x.argmax(0)``, which reduces over a strided axis slowly on the CPU."""
-    best, labels = x[0], torch.zeros(x.shape[1:], dtype=torch.uint8, device=x.device)
+    """uint8 (int32 beyond 256 classes) index of the largest of ``x`` (C, ...) along its first axis, the first on
+    ties; a running maximum, ~10x faster than ``x.argmax(0)``, which reduces over a strided axis slowly on the CPU."""
+    dtype = torch.uint8 if x.shape[0] <= 256 else torch.int32
+    best, labels = x[0], torch.zeros(x.shape[1:], dtype=dtype, device=x.device)
     for c in range(1, x.shape[0]):
         labels.masked_fill_(x[c] > best, c)
         best = torch.maximum(best, x[c])
@@ -148,6 +149,24 @@ def _resample_slabs(
         lo, hi = int(z0[k0:k1].min()), int(z1[k0:k1].max())
         block = _lerp(v[..., lo : hi + 1].to(torch.float32), 3, z0[k0:k1] - lo, z1[k0:k1] - lo, wz[k0:k1])
         yield k0, k1, _lerp(_lerp(block, 1, *tables[0]), 2, *tables[1])
+
+
+MAX_FRAME_VOXELS = 1 << 30  # 4 GB as float32: a whole-body CT at 0.5 mm is ~0.9 G voxels
+
+
+def check_frame_size(scan: Scan, shape: tuple[int, ...], spacing: tuple[float, float, float]) -> None:
+    """Refuse a scan whose grid in the model's frame would exceed :data:`MAX_FRAME_VOXELS` (a header with a
+    wrong voxel size, e.g. pixdim 1e4, would otherwise try to allocate petabytes). Raises UnsupportedScanError."""
+    from medfcn.errors import UnsupportedScanError
+
+    n = float(np.prod(np.asarray(shape, dtype=float)))
+    if n > MAX_FRAME_VOXELS:
+        fov = [round(float(a) * float(b)) for a, b in zip(scan.shape, scan.spacing, strict=True)]
+        raise UnsupportedScanError(
+            f"{scan.source or scan.case}: a field of view of {fov} mm would be {' x '.join(map(str, shape))} voxels "
+            f"({n:.3g}) at the model's {list(spacing)} mm, more than {MAX_FRAME_VOXELS:.3g}: "
+            "check the voxel size (spacing) in its header"
+        )
 
 
 def to_model_frame(
@@ -173,8 +192,9 @@ def to_model_frame(
     from monai.transforms import Spacing
 
     data = scan.array if array is None else array
+    affine, shape = _frame_geometry(scan, spacing, orientation)
+    check_frame_size(scan, shape, spacing)
     if mode == "bilinear":
-        affine, shape = _frame_geometry(scan, spacing, orientation)
         m = np.linalg.inv(scan.affine) @ affine  # frame indices -> scan indices
         sources = _axis_sources(m)
         if sources is not None:
@@ -234,16 +254,17 @@ def probabilities_to_labels(
         probabilities: (C, X', Y', Z') on the model frame; uint8 (probability x 255) or float.
 
     Returns:
-        uint8 labels (X, Y, Z) on the scan's grid (class index of the highest probability), Fortran-ordered: the
-        (Z, Y, X) memory order of NIfTI and SimpleITK, so writing them takes no transposed copy (57 MB for a
-        0.5 mm head), and each slab is written to contiguous memory.
+        uint8 labels (X, Y, Z) (uint16 beyond 256 classes) on the scan's grid (class index of the highest
+        probability), Fortran-ordered: the (Z, Y, X) memory order of NIfTI and SimpleITK, so writing them
+        takes no transposed copy (57 MB for a 0.5 mm head), and each slab is written to contiguous memory.
     """
     probs = torch.as_tensor(probabilities)
     n_classes, *fshape = probs.shape
+    dtype = np.uint8 if n_classes <= 256 else np.uint16
     nx, ny, nz = frame.scan_shape
     sources = _axis_sources(frame_to_scan_coordinates(frame))
     if sources is not None:  # parallel axes (every scan): separable, ~4x faster and ~8x less memory
-        out = np.empty((nx, ny, nz), dtype=np.uint8, order="F")
+        out = np.empty((nx, ny, nz), dtype=dtype, order="F")
         m = frame_to_scan_coordinates(frame)
         if n_classes == 2:  # interpolation is linear: class 1 wins where the interpolated p1 - p0 is positive
             values = (probs[1].to(torch.float32) - probs[0].to(torch.float32))[None]  # half the work and memory
@@ -255,7 +276,7 @@ def probabilities_to_labels(
                 progress(k1 / nz)
         return out
     m = torch.as_tensor(frame_to_scan_coordinates(frame), dtype=torch.float64)
-    out = np.empty((nx, ny, nz), dtype=np.uint8, order="F")
+    out = np.empty((nx, ny, nz), dtype=dtype, order="F")
     i = torch.arange(nx, dtype=torch.float64)
     j = torch.arange(ny, dtype=torch.float64)
     base = m[:3, 0, None, None] * i[None, :, None] + m[:3, 1, None, None] * j[None, None, :]  # (3, X, Y)

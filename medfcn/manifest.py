@@ -9,11 +9,17 @@ Layout::
      "device": "cpu", "started": ISO 8601, "finished": ISO 8601 or null while running,
      "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
      "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
-                "device", "timing": {"read", "segment", "write"}, "outputs": [every file of the case]}, ...]}
+                "device", "timing": {"read", "segment", "write"}, "warnings": [...],
+                "sha256", "output_sha256", "model_sha256", "input_stamp", "outputs": [every file of the case]}, ...]}
 
-``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing``
-(mm) are those of the scan, which the label map shares. ``output`` is ``null`` for a failed case (no file is
-left for it).
+``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing`` (mm)
+are those of the scan, which the label map shares. ``output`` is ``null`` for a failed case (an output from an
+earlier run is left in place, but no longer counts as done). ``warnings`` lists what was noticed and repaired while
+reading (non-finite voxels replaced, a DICOM series without PixelSpacing, unreadable files left out of a series).
+``sha256`` is the label map file's SHA-256 (written, read back whole and verified), ``output_sha256`` that of every
+file of the case by name (``--format``), ``model_sha256`` that of the model file that made it, ``input_stamp`` a
+fingerprint of the input files' names, sizes and modification times: a rerun skips a case only when all three still
+hold.
 
 >>> entry = CaseResult(input="t1.nii.gz", case="t1", output=None, status="failed", error="t1.nii.gz: empty file")
 >>> entry.status, CaseResult.from_dict(entry.to_dict()) == entry
@@ -69,6 +75,11 @@ class CaseResult:
     device: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     outputs: list[str] | None = None  # every file written for the case (--format), ``output`` being the first
+    warnings: list[str] = field(default_factory=list)
+    sha256: str | None = None
+    output_sha256: dict[str, str] = field(default_factory=dict)
+    model_sha256: str | None = None
+    input_stamp: str | None = None
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)

@@ -20,6 +20,7 @@ no finite voxel is refused.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from monai.data import ImageReader  # noqa: E402
 from monai.transforms import LoadImage  # noqa: E402
 from monai.utils import MetaKeys  # noqa: E402
 
-from medfcn.dicom import list_series  # noqa: E402
+from medfcn.dicom import group_series, list_series  # noqa: E402
 from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError  # noqa: E402
 from medfcn.filenames import SCAN_SUFFIXES, strip_suffix  # noqa: E402
 from medfcn.scan import LPS_TO_RAS, Scan  # noqa: E402
@@ -49,6 +50,7 @@ class _Volume:
     def __init__(self, array: np.ndarray, spacing, origin, direction, series_uid: str | None = None) -> None:
         self.array, self.spacing, self.origin, self.direction = array, spacing, origin, direction
         self.series_uid = series_uid
+        self.warnings: list[str] = []
 
 
 class SimpleITKReader(ImageReader):
@@ -56,14 +58,16 @@ class SimpleITKReader(ImageReader):
 
     Args:
         series_uid: for a folder holding several DICOM series, the SeriesInstanceUID to read.
+        files: the DICOM files of that series (they may lie in sub-folders); default: those directly in the folder.
 
     Raises (from :meth:`read`): :class:`ScanReadError` for unreadable files, :class:`UnsupportedScanError`
     for images that are not 3-D, :class:`DicomSeriesError` for series that cannot form a volume.
     """
 
-    def __init__(self, series_uid: str | None = None) -> None:
+    def __init__(self, series_uid: str | None = None, files: tuple[Path, ...] = ()) -> None:
         super().__init__()
         self.series_uid = series_uid
+        self.files = tuple(files)
 
     def verify_suffix(self, filename) -> bool:
         names = [filename] if isinstance(filename, str | Path) else list(filename)
@@ -78,6 +82,10 @@ class SimpleITKReader(ImageReader):
             raise ScanReadError(f"{path}: no such file or folder")
         if path.is_dir():
             return self._read_series(path)
+        try:
+            open(path, "rb").close()
+        except PermissionError:
+            raise ScanReadError(f"{path}: permission denied (the file is not readable by this user)") from None
         if path.stat().st_size == 0:
             raise ScanReadError(f"{path}: empty file")
         if path.name.lower().endswith((".nii", ".nii.gz")):
@@ -90,6 +98,7 @@ class SimpleITKReader(ImageReader):
         lps[:3, 3] = img.origin
         affine = LPS_TO_RAS @ lps
         meta = {
+            "warnings": list(img.warnings),
             "affine": affine,
             "original_affine": affine.copy(),
             "spatial_shape": np.asarray(img.array.shape),
@@ -109,18 +118,31 @@ class SimpleITKReader(ImageReader):
 
         try:
             nii = nib.load(str(path))
+            if nii.get_data_dtype().fields is not None:  # RGB / structured voxels
+                raise UnsupportedScanError(
+                    f"{path}: an RGB or multi-component image ({nii.get_data_dtype()}); "
+                    "medfcn segments scalar 3-D scans"
+                )
+            _check_nifti_size(path, nii)
             proxy = nii.dataobj
             scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
             # scl_slope/scl_inter applied in float32 (as SimpleITK does), not nibabel's default float64
             array = nii.get_fdata(dtype=np.float32) if scaled else np.asanyarray(proxy)
+        except (UnsupportedScanError, ScanReadError):
+            raise
         except Exception as e:  # nibabel raises many types for corrupt files
             raise ScanReadError(f"{path}: not a readable NIfTI file ({_first_line(e)})") from None
+        if not array.dtype.isnative:  # big-endian files: torch and MONAI take native byte order only
+            array = array.astype(array.dtype.newbyteorder("="))
         array = _squeeze_to_3d(array, path)
+        _check_nifti_geometry(nii, path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:
             reader.ReadImageInformation()
         except RuntimeError as e:
+            if isinstance(nii, nib.Nifti2Image):  # SimpleITK reads NIfTI-1 headers only: take nibabel's geometry
+                return _Volume(array, *_geometry_from_affine(nii.affine))
             raise ScanReadError(f"{path}: SimpleITK cannot read its header ({_itk_message(e)})") from None
         spacing, origin, direction = _geometry_3d(reader, path)
         return _Volume(array, spacing, origin, direction)
@@ -137,7 +159,7 @@ class SimpleITKReader(ImageReader):
     def _read_series(self, folder: Path) -> _Volume:
         import SimpleITK as sitk
 
-        series = list_series(folder)
+        series = group_series(list(self.files)) if self.files else list_series(folder)
         if not series:
             raise ScanReadError(f"{folder}: no DICOM series in this folder")
         if self.series_uid is not None:
@@ -153,15 +175,17 @@ class SimpleITKReader(ImageReader):
             raise DicomSeriesError(s.error)
         try:
             if len(s.files) == 1:  # a multi-frame file
-                image = sitk.ReadImage(str(s.files[0]))
+                image = sitk.ReadImage(str(s.files[0]), imageIO="GDCMImageIO")
             else:
                 reader = sitk.ImageSeriesReader()
+                reader.SetImageIO("GDCMImageIO")  # named: ITK's guess misses DICOM files without the preamble
                 reader.SetFileNames([str(f) for f in s.files])
                 image = reader.Execute()
         except RuntimeError as e:
             raise ScanReadError(f"{folder}: DICOM series {s.uid} cannot be read ({_itk_message(e)})") from None
         vol = _from_sitk(image, folder)
         vol.series_uid = s.uid
+        vol.warnings = list(s.warnings)
         return vol
 
 
@@ -198,9 +222,54 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
         raise UnsupportedScanError(
             f"{path}: a {array.ndim}-D image ({dims}); medfcn segments 3-D scans, split it into 3-D volumes first"
         )
-    if array.ndim < 3 or min(array.shape) < 2:
+    if array.ndim < 3:
         raise UnsupportedScanError(f"{path}: a 2-D image ({dims}); medfcn segments 3-D scans")
+    if sorted(array.shape)[1] < 2:
+        raise UnsupportedScanError(f"{path}: a {dims} image, too small to be a volume; medfcn segments 3-D scans")
+    if min(array.shape) < 2:
+        raise UnsupportedScanError(f"{path}: a 2-D image ({dims}: a single slice); medfcn segments 3-D scans")
     return array
+
+
+def _check_nifti_size(path: Path, nii) -> None:
+    """Refuse a NIfTI whose header promises more voxel bytes than the file holds, before any memory is allocated
+    for them (a damaged header in a small file would otherwise allocate gigabytes, then fail)."""
+    header = nii.header
+    needed = int(np.prod(header.get_data_shape(), dtype=np.float64)) * header.get_data_dtype().itemsize
+    needed += int(header.get_data_offset())
+    if path.name.lower().endswith(".gz"):
+        with open(path, "rb") as f:  # gzip's trailer: the uncompressed size modulo 2**32 (nibabel writes one member)
+            f.seek(-4, os.SEEK_END)
+            held = int.from_bytes(f.read(4), "little")
+        if needed >= 1 << 32:  # the trailer wrapped: deflate compresses at most ~1032:1
+            held = path.stat().st_size * 1032
+    else:
+        held = path.stat().st_size
+    if held < needed:
+        raise ScanReadError(
+            f"{path}: truncated or a damaged header: its header promises {needed:,} bytes of voxels, the file holds "
+            f"{held:,}"
+        )
+
+
+def _check_nifti_geometry(nii, path: Path) -> None:
+    """Refuse headers whose geometry cannot place voxels: non-finite or non-positive voxel sizes, NaN matrices."""
+    header = nii.header
+    zooms = np.asarray(header.get_zooms()[:3], dtype=float)
+    if not np.all(np.isfinite(zooms)) or np.any(zooms <= 0):
+        raise ScanReadError(f"{path}: voxel size (pixdim) {zooms.tolist()} is not three positive numbers")
+    for name, (matrix, code) in (("sform", header.get_sform(coded=True)), ("qform", header.get_qform(coded=True))):
+        if matrix is not None and code and not np.all(np.isfinite(matrix)):
+            raise ScanReadError(f"{path}: its {name} orientation matrix holds NaN or infinite numbers")
+    if not np.all(np.isfinite(nii.affine)) or abs(np.linalg.det(nii.affine[:3, :3])) < 1e-12:
+        raise ScanReadError(f"{path}: its orientation (sform/qform) is degenerate or not finite")
+
+
+def _geometry_from_affine(affine: np.ndarray):
+    """ITK spacing, origin and direction (LPS) of a RAS voxel-to-world ``affine``."""
+    lps = LPS_TO_RAS @ np.asarray(affine, dtype=float)
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    return tuple(spacing.tolist()), tuple(lps[:3, 3].tolist()), lps[:3, :3] / spacing[None, :]
 
 
 def _geometry_3d(reader, path: Path):
@@ -211,6 +280,10 @@ def _geometry_3d(reader, path: Path):
     spacing = tuple(reader.GetSpacing()[:3])
     origin = tuple(reader.GetOrigin()[:3])
     direction = np.asarray(reader.GetDirection()).reshape(n, n)[:3, :3]
+    if not (np.all(np.isfinite(spacing)) and min(spacing) > 0):
+        raise ScanReadError(f"{path}: voxel spacing {list(spacing)} is not three positive numbers")
+    if not (np.all(np.isfinite(origin)) and np.all(np.isfinite(direction))):
+        raise ScanReadError(f"{path}: its origin or direction holds NaN or infinite numbers")
     return spacing, origin, direction
 
 
@@ -244,12 +317,15 @@ def _clean_non_finite(array: np.ndarray, path) -> tuple[np.ndarray, list[str]]:
     return array, [msg]
 
 
-def read_scan(path: str | Path, *, series_uid: str | None = None, case: str | None = None) -> Scan:
+def read_scan(
+    path: str | Path, *, series_uid: str | None = None, case: str | None = None, files: tuple[Path, ...] = ()
+) -> Scan:
     """Read a 3-D scan with its geometry through MONAI's ``LoadImage``.
 
     Args:
         path: a NIfTI, NRRD or MetaImage file, or a folder holding a DICOM series.
         series_uid: which series to read from a folder holding several.
+        files: the files of that series, when they lie in sub-folders of ``path`` (from discovery).
         case: the case name (default: the file name without its extension, or the folder's name).
 
     Returns:
@@ -260,10 +336,11 @@ def read_scan(path: str | Path, *, series_uid: str | None = None, case: str | No
     """
     path = Path(path)
     loader = LoadImage(image_only=True, dtype=None)
-    image = loader(str(path), reader=SimpleITKReader(series_uid=series_uid))
+    image = loader(str(path), reader=SimpleITKReader(series_uid=series_uid, files=files))
     meta = image.meta
     array = np.asarray(image.numpy())
     array, warnings = _clean_non_finite(array, path)
+    warnings = [*meta.get("warnings", []), *warnings]
     return Scan(
         array=array,
         spacing=tuple(meta["spacing"].tolist()),

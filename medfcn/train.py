@@ -143,10 +143,11 @@ def _prepare(pair: dict[str, str], spacing: float, n_classes: int) -> dict[str, 
     if diffs:
         raise MedfcnError(f"case {pair['case']}: label map grid differs from the image's: {diffs[0]}")
     values = np.unique(label.array)
-    if values.min() < 0 or values.max() >= n_classes or not np.allclose(values, np.round(values)):
+    if values.min() < 0 or values.max() >= n_classes or not np.array_equal(values, np.round(values)):
+        bad = [v for v in values.tolist() if v < 0 or v >= n_classes or v != round(v)][:5]
         raise MedfcnError(
-            f"case {pair['case']}: label values {values[:10].tolist()} do not fit "
-            f"{n_classes} classes (0..{n_classes - 1})"
+            f"{pair['label']}: label values {bad} are not class ids of {n_classes} classes "
+            f"(integers 0..{n_classes - 1}; --label-names names them)"
         )
     frame = to_model_frame(image, (spacing,) * 3)
     lab = to_model_frame(image, (spacing,) * 3, array=label.array, mode="nearest").volume
@@ -158,10 +159,42 @@ def cache_cases(pairs: list[dict[str, str]], spacing: float, n_classes: int) -> 
     from monai.data import CacheDataset
     from monai.transforms import Lambda
 
-    dataset = CacheDataset(
-        pairs, transform=Lambda(lambda p: _prepare(p, spacing, n_classes)), progress=False, num_workers=0
-    )
-    return [dataset[i] for i in range(len(dataset))]
+    try:
+        dataset = CacheDataset(
+            pairs, transform=Lambda(lambda p: _prepare(p, spacing, n_classes)), progress=False, num_workers=0
+        )
+    except RuntimeError as exc:  # MONAI wraps a transform's error in "applying transform ...": show the cause
+        cause: BaseException | None = exc
+        while cause is not None and not isinstance(cause, MedfcnError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
+    cases = [dataset[i] for i in range(len(dataset))]
+    empty = [c["case"] for c in cases if not np.any(c["label"])]
+    if len(empty) == len(cases):
+        raise MedfcnError(
+            f"every label map holds only background (0) ({', '.join(empty[:5])}): there is nothing to learn"
+        )
+    for case in empty:
+        log.warning("case %s: its label map holds only background (0)", case)
+    return cases
+
+
+def check_output(path: Path) -> None:
+    """Refuse, before any training, a model path that cannot be written. Raises :class:`OutputError`."""
+    import tempfile
+
+    from medfcn.errors import OutputError
+
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give the model file to write, e.g. {path / 'model.safetensors'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=".medfcn-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot write the model there ({exc.strerror or exc})") from None
 
 
 def sample_batch(
@@ -259,6 +292,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     torch.manual_seed(config.seed)
     output = Path(config.output)
     state_path = output.with_name(output.name + ".state.pt")
+    check_output(output)
     pairs = find_pairs(config.images, config.labels, config.pairs)
     n_classes = len(config.label_names)
     card = _card(config, n_classes)
@@ -292,11 +326,19 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     start_epoch, best, history, elapsed0 = 0, -1.0, [], 0.0
     if state_path.exists() and config.resume:
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        network.load_state_dict(state["network"])
-        optimiser.load_state_dict(state["optimiser"])
-        start_epoch, best, elapsed0 = int(state["epoch"]), float(state["best"]), float(state["elapsed"])
-        history = json.loads(state["history"])
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+            network.load_state_dict(state["network"])
+            optimiser.load_state_dict(state["optimiser"])
+            start_epoch, best, elapsed0 = int(state["epoch"]), float(state["best"]), float(state["elapsed"])
+            history = json.loads(state["history"])
+        except Exception as exc:  # another network, a damaged or foreign file: torch raises many types
+            text = str(exc).strip().splitlines()
+            raise UsageError(
+                f"{state_path}: cannot resume from this training state ({type(exc).__name__}: "
+                f"{text[0] if text else ''}); it was written for another network or is damaged: "
+                "drop --resume or remove it"
+            ) from None
         log.info("resuming after epoch %d (best validation Dice %.4f)", start_epoch, best)
     elif config.resume:
         log.warning("no training state at %s: starting from scratch", state_path)
@@ -516,6 +558,8 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"{name} must be >= 1, got {value}")
     if not 0 <= args.synth <= 1:
         raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise UsageError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
     config = TrainConfig(
         images=args.images,
         labels=args.labels,

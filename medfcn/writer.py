@@ -9,6 +9,7 @@ process are removed by :func:`remove_stale_partials`.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -20,7 +21,16 @@ import numpy as np
 from medfcn.errors import OutputError
 from medfcn.scan import Grid, Scan
 
-__all__ = ["write_labels", "atomic_write_text", "atomic_write", "label_dtype", "partial_path", "remove_stale_partials"]
+__all__ = [
+    "write_labels",
+    "atomic_write_text",
+    "atomic_write",
+    "label_dtype",
+    "partial_path",
+    "remove_stale_partials",
+    "file_sha256",
+    "verify_labels",
+]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +95,7 @@ def write_labels(labels: np.ndarray, like: Scan | Grid, path: str | Path, *, com
     tmp = partial_path(path)
     try:
         sitk.WriteImage(image, str(tmp), True, compression_level)
+        verify_labels(tmp, labels, shown=path)  # SimpleITK does not report a failed gzip write (a full disk)
     except (RuntimeError, OSError) as e:
         tmp.unlink(missing_ok=True)
         lines = str(e).strip().splitlines() or [type(e).__name__]
@@ -93,6 +104,33 @@ def write_labels(labels: np.ndarray, like: Scan | Grid, path: str | Path, *, com
         tmp.unlink(missing_ok=True)
         raise
     return _commit(tmp, path)
+
+
+def verify_labels(path: Path, labels: np.ndarray, *, shown: Path | None = None) -> None:
+    """Read the label map file ``path`` back whole (nibabel, which raises on a short gzip stream) and check it
+    holds exactly ``labels``. Raises :class:`OutputError` naming ``shown`` (default ``path``)."""
+    import nibabel as nib
+
+    shown = path if shown is None else shown
+    try:
+        stored = np.asanyarray(nib.load(str(path)).dataobj)
+    except Exception as e:  # nibabel raises many types for a short or damaged file
+        text = str(e).strip().splitlines()
+        raise OutputError(
+            f"{shown}: the written file does not read back ({type(e).__name__}: {text[0] if text else ''}); "
+            "is the disk full?"
+        ) from None
+    if stored.shape != labels.shape or not np.array_equal(stored, labels):
+        raise OutputError(f"{shown}: the written file does not hold the label map written; is the disk full?")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -88,7 +88,7 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
         try:
             if case.error is not None:
                 raise MedfcnError(case.error)
-            scan = read_scan(case.path, series_uid=case.series_uid, case=case.case)
+            scan = read_scan(case.path, series_uid=case.series_uid, case=case.case, files=case.files)
         except MedfcnError as e:
             log.warning("%s", e)
             errors.append(e)

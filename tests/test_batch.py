@@ -23,7 +23,7 @@ from batch_support import partial_files, read_labels, train_tiny_model, write_ca
 from conftest import affine_from_codes, head_volume, write_scan_file
 
 from medfcn import __version__
-from medfcn.batch import error_message, output_complete, run_batch
+from medfcn.batch import error_message, run_batch
 from medfcn.errors import NoScansError, OutputError, ScanReadError
 from medfcn.manifest import Manifest, Status
 
@@ -128,17 +128,18 @@ def test_broken_files_among_good_ones(tmp_path, model_file, segmenter):
     assert partial_files(out) == []
 
 
-def test_failed_case_removes_an_earlier_output(tmp_path, model_file):
+def test_failed_redo_keeps_an_earlier_output_but_no_longer_counts_it(tmp_path, model_file):
     inputs = tmp_path / "in"
     [scan] = write_cases(inputs, 1)
     out = tmp_path / "out"
     run_batch([scan], out, model=model_file, device="cpu", progress=False)
+    before = (out / "case00.nii.gz").read_bytes()
     scan.write_bytes(b"not a scan any more")
 
     manifest = run_batch([scan], out, model=model_file, device="cpu", overwrite=True, progress=False)
 
-    assert manifest.cases[0].status == Status.FAILED
-    assert not (out / "case00.nii.gz").exists()
+    assert manifest.cases[0].status == Status.FAILED and manifest.cases[0].output is None
+    assert (out / "case00.nii.gz").read_bytes() == before  # a redo that fails never destroys a result
 
 
 @pytest.mark.parametrize("make_out", [lambda t: t / "file.txt" / "sub", lambda t: t / "file.txt"])
@@ -186,8 +187,7 @@ def test_damaged_output_is_redone(tmp_path, model_file, segmenter):
     [scan] = write_cases(inputs, 1)
     out = tmp_path / "out"
     out.mkdir()
-    (out / "case00.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
-    assert not output_complete(out / "case00.nii.gz")
+    (out / "case00.nii.gz").write_bytes(b"\x1f\x8b not really gzip")  # not recorded in a manifest: made again
 
     manifest = run_batch([inputs], out, model=model_file, device="cpu", progress=False)
 
@@ -236,13 +236,15 @@ def test_killed_run_is_finished_by_a_rerun(tmp_path, model_file, segmenter):
     proc.communicate()
     done_before = outputs(out)
     assert 1 <= len(done_before) < len(scans), "the kill should land part-way through the batch"
-    assert all(output_complete(out / name) for name in done_before)
+    assert all(read_labels(out / name).size for name in done_before)  # complete: nibabel reads them whole
 
     rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
 
     assert rerun.returncode == 0, rerun.stderr
     manifest = Manifest.read(out / "manifest.json")
-    assert {c.case + ".nii.gz" for c in manifest.cases if c.status == Status.SKIPPED} == set(done_before)
+    skipped = {c.case + ".nii.gz" for c in manifest.cases if c.status == Status.SKIPPED}
+    # an output renamed into place just before the kill, but not yet in the manifest, is made again
+    assert skipped <= set(done_before) and len(skipped) >= len(done_before) - 1
     assert all(c.status in (Status.OK, Status.SKIPPED) for c in manifest.cases) and len(manifest.cases) == 6
     assert partial_files(out) == []
     for scan in scans:

@@ -68,7 +68,7 @@ def test_folder_mixes_files_and_dicom_recursively_in_stable_order(tmp_path, writ
     (tmp_path / "in" / "notes.txt").write_text("ignored")
     (tmp_path / "in" / ".hidden.nii.gz").write_text("ignored: hidden (e.g. a partial output)")
     cases = find_cases(tmp_path / "in")
-    assert [c.case for c in cases] == ["a", "b", "c", "ser"]
+    assert [c.case for c in cases] == ["a", "b", "sub_c", "sub_ser"]  # the path relative to the folder searched
     assert all(c.error is None for c in cases)
 
 
@@ -76,6 +76,42 @@ def test_same_case_name_in_two_folders_is_told_apart(tmp_path, write_scan):
     write_scan("x/site1/t1.nii.gz", array=head_volume(SHAPE))
     write_scan("x/site2/t1.nii.gz", array=head_volume(SHAPE))
     assert [c.case for c in find_cases(tmp_path / "x")] == ["site1_t1", "site2_t1"]
+    write_scan("y/t1.nii.gz", array=head_volume(SHAPE))  # two folders named apart give the same name: prefixed
+    assert [c.case for c in find_cases([tmp_path / "x" / "site1", tmp_path / "y"])] == ["site1_t1", "y_t1"]
+
+
+def test_names_are_stable_when_cases_are_added(tmp_path, write_scan):
+    for sub in ("sub-01", "sub-02"):
+        write_scan(f"bids/{sub}/anat/T1w.nii.gz", array=head_volume(SHAPE))
+    before = {c.case: c.path for c in find_cases(tmp_path / "bids")}
+    write_scan("bids/sub-00/anat/T1w.nii.gz", array=head_volume(SHAPE))
+    after = {c.case: c.path for c in find_cases(tmp_path / "bids")}
+    assert before == {
+        "sub-01_anat_T1w": tmp_path / "bids/sub-01/anat/T1w.nii.gz",
+        "sub-02_anat_T1w": tmp_path / "bids/sub-02/anat/T1w.nii.gz",
+    }
+    assert after == before | {"sub-00_anat_T1w": tmp_path / "bids/sub-00/anat/T1w.nii.gz"}
+
+
+def test_a_series_split_across_folders_is_one_case(tmp_path):
+    dicom(tmp_path / "study" / "ser" / "part1", "1.2.9.1", 1)
+    for f in sorted((tmp_path / "study" / "ser" / "part1").iterdir())[: SHAPE[2] // 2]:
+        (tmp_path / "study" / "ser" / "part2").mkdir(exist_ok=True)
+        f.rename(tmp_path / "study" / "ser" / "part2" / f.name)
+    [case] = find_cases(tmp_path / "study")
+    assert (case.case, case.path, case.error, len(case.files)) == ("ser", tmp_path / "study" / "ser", None, SHAPE[2])
+    scan = read_scan(case.path, series_uid=case.series_uid, files=case.files)
+    assert scan.shape == SHAPE
+
+
+def test_output_folders_and_excluded_folders_are_not_searched(tmp_path, write_scan):
+    write_scan("in/a.nii.gz", array=head_volume(SHAPE))
+    write_scan("in/out/a.nii.gz", array=head_volume(SHAPE))
+    write_scan("in/old/b.nii.gz", array=head_volume(SHAPE))
+    (tmp_path / "in" / "old" / "manifest.json").write_text('{"medfcn_version": "0.1.0", "cases": []}')
+    (tmp_path / "in" / "dir.nii.gz").mkdir()  # a folder named like a scan is not a case
+    assert [c.case for c in find_cases(tmp_path / "in", exclude=[tmp_path / "in" / "out"])] == ["a"]
+    assert [c.case for c in find_cases(tmp_path / "in" / "old")] == ["b"]  # named itself: searched
 
 
 def test_broken_series_is_a_case_with_its_error(tmp_path):

@@ -149,3 +149,57 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, 
 
     with pytest.raises(ModelError, match="differs from the one configured here"):
         train(_config(dataset, output=str(tmp_path / "x.safetensors"), width=8, init=str(first)), progress=False)
+
+
+# -- training's errors are named before any epoch runs (issue 11, point 10) ----------------------------------------
+@pytest.mark.parametrize("value", [2, -1, 0.5])
+def test_label_values_that_are_not_class_ids_are_named(dataset, value):
+    label = dataset / "labels" / "case1.nii.gz"
+    lab = (head_labels(SHAPE) > 0).astype(np.float32)
+    lab[lab > 0] = value
+    write_scan_file(label, lab, affine_from_codes("LPS", spacing=(3.0, 3.0, 3.0)))
+    with pytest.raises(MedfcnError) as e:
+        train(_config(dataset), progress=False)
+    text = str(e.value)
+    assert str(label) in text and "class ids" in text and "transform" not in text
+    assert not (dataset / "m.safetensors").exists()
+
+
+def test_a_label_map_on_another_grid_is_named(dataset):
+    label = dataset / "labels" / "case0.nii.gz"
+    write_scan_file(label, (head_labels(SHAPE) > 0).astype(np.uint8), affine_from_codes("LPS", spacing=(2.0, 3.0, 3.0)))
+    with pytest.raises(MedfcnError) as e:
+        train(_config(dataset), progress=False)
+    assert "case0" in str(e.value) and "grid" in str(e.value) and "transform" not in str(e.value)
+
+
+def test_all_zero_labels_are_refused(dataset):
+    for i in range(2):
+        zeros = np.zeros(SHAPE, np.uint8)
+        write_scan_file(dataset / "labels" / f"case{i}.nii.gz", zeros, affine_from_codes("LPS", spacing=(3.0,) * 3))
+    with pytest.raises(MedfcnError, match="only background"):
+        train(_config(dataset), progress=False)
+
+
+def test_output_path_is_checked_before_training(dataset, monkeypatch):
+    import medfcn.train as train_module
+
+    (dataset / "a_file").write_text("not a folder")
+    calls = []
+    monkeypatch.setattr(train_module, "cache_cases", lambda *a: calls.append(a) or [])
+    with pytest.raises(MedfcnError) as e:
+        train(_config(dataset, output=str(dataset / "a_file" / "m.safetensors")), progress=False)
+    assert e.value.exit_code == 2 and "a_file" in str(e.value) and calls == []  # refused before any data is read
+
+
+def test_max_minutes_zero_and_an_incompatible_resume_are_refused(dataset, capsys):
+    from medfcn.cli import main
+
+    base = ["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels")]
+    assert main([*base, "-o", str(dataset / "m.safetensors"), "--max-minutes", "0"]) == 2
+    assert "--max-minutes" in capsys.readouterr().err
+    out = str(dataset / "r.safetensors")
+    train(_config(dataset, output=out, epochs=1), progress=False)
+    with pytest.raises(MedfcnError) as e:  # the state of a 4-wide network, resumed with an 8-wide one
+        train(_config(dataset, output=out, epochs=2, width=8, resume=True), progress=False)
+    assert e.value.exit_code == 2 and "r.safetensors.state.pt" in str(e.value) and "--resume" in str(e.value)

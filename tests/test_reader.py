@@ -284,7 +284,7 @@ BAD_FILES = {
     "empty .nrrd": (lambda d, w: (d / "empty.nrrd").touch() or d / "empty.nrrd", "empty file"),
     "truncated .nii.gz": (lambda d, w: _truncate(w("t.nii.gz")), "not a readable NIfTI"),
     "truncated .nii.gz header": (lambda d, w: _truncate(w("t.nii.gz"), 0.001), "not a readable NIfTI"),
-    "truncated .nii": (lambda d, w: _truncate(w("t.nii")), "not a readable NIfTI"),
+    "truncated .nii": (lambda d, w: _truncate(w("t.nii")), "truncated"),
     "truncated .nrrd": (lambda d, w: _truncate(w("t.nrrd")), "not a readable image"),
     "truncated .mha": (lambda d, w: _truncate(w("t.mha")), "truncated"),
     ".mhd without its data": (lambda d, w: (w("t.mhd").with_suffix(".raw").unlink(), d / "t.mhd")[1], "missing"),

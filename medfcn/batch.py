@@ -22,9 +22,11 @@ model loaded once, writes ``OUT/<case>.nii.gz`` atomically, and keeps ``OUT/mani
 - **Fault isolation**: a case that cannot be found, read, segmented or written is ``failed`` with a one-line
   error in the manifest and the batch goes on; an output from an earlier run is kept when a redo fails.
 
->>> manifest = run_batch(["scans/"], "out/", device="cpu")  # doctest: +SKIP
->>> manifest.exit_code, [c.status for c in manifest.cases]  # doctest: +SKIP
-(0, [<Status.OK: 'ok'>, <Status.SKIPPED: 'skipped'>])
+Example (a folder of two scans, one already done)::
+
+    manifest = run_batch(["scans/"], "out/", device="cpu")
+    manifest.exit_code, [c.status for c in manifest.cases]
+    # (0, [<Status.OK: 'ok'>, <Status.SKIPPED: 'skipped'>])
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ trained (command, data and its hash) and its validation metrics.
 >>> import tempfile, os
 >>> path = os.path.join(tempfile.mkdtemp(), "m.safetensors")
 >>> net = FCN(in_channels=3, num_classes=2)
->>> save_model(path, net, ModelCard(network=net.config.to_dict()))
+>>> written = save_model(path, net, ModelCard(network=net.config.to_dict()))
 >>> load_model(path).card.labels
 {'background': 0, 'brain': 1}
 """

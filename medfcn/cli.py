@@ -82,7 +82,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medfcn.train import add_train_parser
+    from medfcn.train_options import add_train_parser
 
     parser = argparse.ArgumentParser(
         prog="medfcn", description="Medical image segmentation with slice-wise fully convolutional networks."

@@ -9,7 +9,9 @@ Reading (:func:`read_seg`): the frames are put back on the referenced series' gr
 :class:`medfcn.dicom_refs.SeriesIndex`) through each source slice's own geometry: a label map ``(X, Y, Z)`` whose
 value at a voxel is the number of the segment covering it (the highest, where segments overlap).
 
->>> write_seg(labels, scan, "out/case.seg.dcm", labels_info=segments_of(model))  # doctest: +SKIP
+Example::
+
+    write_seg(labels, scan, "out/case.seg.dcm", segments=segments_of(model.card.labels, model.card.label_codes))
 """
 
 from __future__ import annotations

@@ -17,8 +17,10 @@ Images under the overlays: ``images`` (``{case: path}`` or a folder), else a fol
 ``CASE_0000``; an image on another grid than its reference is left out. Without one, the overlays are drawn on the
 masks alone.
 
->>> ev = evaluate("seg/", "labels/", "report/")  # doctest: +SKIP
->>> print("\\n".join(ev.summary_lines()))  # doctest: +SKIP
+Example::
+
+    ev = evaluate("seg/", "labels/", "report/")
+    print("\\n".join(ev.summary_lines()))
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ scan (background in MRI and CT) and a warning is recorded in :attr:`Scan.warning
 no finite voxel is refused.
 
 >>> from medfcn.reader import read_scan
->>> scan = read_scan("sample_data/images/colin27.nii.gz")  # doctest: +SKIP
->>> scan.shape, scan.spacing  # doctest: +SKIP
+>>> scan = read_scan("sample_data/images/colin27.nii.gz")  # from the repository's root
+>>> scan.shape, tuple(float(s) for s in scan.spacing)
 ((181, 217, 181), (1.0, 1.0, 1.0))
 """
 

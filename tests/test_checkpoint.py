@@ -103,7 +103,6 @@ def test_card_validation_names_the_problem():
         ModelCard(labels={"background": 0, "brain": 2})
 
 
-@pytest.mark.skipif(not DEFAULT_MODEL_PATH.exists(), reason="bundled model not trained yet")
 def test_the_bundled_model_loads_with_its_card():
     model = load_model()
     card = model.card

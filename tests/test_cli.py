@@ -111,3 +111,22 @@ def test_a_process_started_by_the_command_line_lets_idle_openmp_threads_sleep():
         env=env,
     )
     assert kept.stdout.strip().splitlines()[-1] == "ACTIVE"
+
+
+def test_help_and_usage_errors_answer_before_torch_is_imported():
+    """``medfcn --help`` and a usage error import neither torch nor MONAI (they cost seconds)."""
+    probe = (
+        "import sys\n"
+        "from medfcn.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['segment', '--help'], ['train', '-o', 'm.safetensors']):\n"
+        "    try:\n"
+        "        code = main(argv)\n"
+        "    except SystemExit as e:\n"
+        "        code = e.code\n"
+        "    assert code in (0, 2), (argv, code)\n"
+        "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert "give --images and --labels" in done.stderr

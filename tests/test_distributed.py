@@ -19,8 +19,6 @@ from medfcn.batch import run_batch
 from medfcn.errors import UsageError
 from medfcn.manifest import Status
 
-pytest.importorskip("distributed")
-
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:

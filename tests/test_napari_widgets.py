@@ -16,7 +16,7 @@ from conftest import affine_from_codes, head_labels, head_volume, write_scan_fil
 from napari_support import gui
 from scipy import ndimage
 
-from medfcn.checkpoint import DEFAULT_MODEL_PATH, ModelCard, save_model
+from medfcn.checkpoint import ModelCard, save_model
 from medfcn.metrics import compute_metrics
 from medfcn.network import FCN
 from medfcn.pipeline import Segmenter
@@ -107,7 +107,6 @@ def test_segment_reports_a_bad_model_file(viewer, qtbot, tmp_path, scan_file):
 
 
 @gui
-@pytest.mark.skipif(not DEFAULT_MODEL_PATH.is_file(), reason="the bundled model is not built yet")
 def test_segment_with_the_bundled_model(viewer, qtbot, scan_file):
     (image,) = viewer.open(str(scan_file), plugin="medfcn")
     widget = segment_widget(viewer, image)

@@ -1,0 +1,178 @@
+"""The options of ``medfcn train``: :class:`TrainConfig` and its command-line parser, without importing torch.
+
+``medfcn --help`` and a usage error answer before any heavy import; :mod:`medfcn.train` does the training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from medfcn.errors import UsageError
+from medfcn.label_codes import parse_label_codes
+
+__all__ = ["TrainConfig", "add_train_parser"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (recorded in the model file)."""
+
+    images: str = ""
+    labels: str = ""
+    pairs: str = ""
+    output: str = "model.safetensors"
+    architecture: str = "fcn"
+    variant: str = "fcn8s"
+    upsampling: str = "resize_conv"
+    width: int = 16
+    context: int = 1
+    spacing: float = 1.5
+    axes: tuple[int, ...] = (0, 1, 2)
+    label_names: tuple[str, ...] = ("background", "brain")
+    label_codes: dict[str, Any] = field(default_factory=dict)  # see medfcn.label_codes
+    postprocess: tuple[str, ...] = ("largest_component", "fill_holes")
+    epochs: int = 40
+    steps_per_epoch: int = 100
+    batch_size: int = 16
+    steps_per_volume: int = 4
+    foreground_fraction: float = 0.7
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    max_minutes: float | None = None
+    val_cases: int = 1
+    val_copies: int = 4
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    name: str = "medfcn-model"
+    description: str = ""
+    modality: str = "MRI T1w"
+    command: str = ""
+    resume: bool = False
+    synth: float = 0.0
+    init: str = ""
+
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
+    d = TrainConfig()
+    p = sub.add_parser(
+        "train",
+        help="train a model on labelled scans",
+        description="Train a slice-wise model on images and label maps paired by case name and write a model file "
+        "(weights + model card). Augments heavily so that few subjects generalise to other scanners, orientations "
+        "and resolutions.",
+    )
+    p.add_argument("--images", default="", help="folder (or file) of training images")
+    p.add_argument("--labels", default="", help="folder (or file) of label maps, same case names as the images")
+    p.add_argument("--pairs", default="", help="CSV or JSON list of {case, image, label} instead of two folders")
+    p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
+    p.add_argument("--architecture", default=d.architecture, choices=["fcn", "basicunet"])
+    p.add_argument("--variant", default=d.variant, help="fcn32s, fcn16s, fcn8s (default) or fcn4s")
+    p.add_argument("--upsampling", default=d.upsampling, help="resize_conv (default) or transpose")
+    p.add_argument("--width", type=int, default=d.width, help="channels of the first level (default 16)")
+    p.add_argument("--context", type=int, default=d.context, help="neighbouring slices each side (default 1)")
+    p.add_argument("--spacing", type=float, default=d.spacing, help="model spacing in mm (default 1.5)")
+    p.add_argument("--axes", default="0,1,2", help="slice axes of the RAS frame (default 0,1,2)")
+    p.add_argument("--label-names", default=",".join(d.label_names), help="class names, id order")
+    p.add_argument(
+        "--label-codes",
+        default="",
+        metavar="JSON",
+        help='DICOM codes of the labels, JSON or a JSON file: {"NAME": {"category": [VALUE, SCHEME, MEANING], '
+        '"type": [...]}} (default: medfcn\'s table, e.g. brain = SNOMED CT 12738006)',
+    )
+    p.add_argument(
+        "--postprocess",
+        default=",".join(d.postprocess),
+        help="per-label clean-up at inference: largest_component, fill_holes, or 'none'",
+    )
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
+    p.add_argument("--val-cases", type=int, default=d.val_cases, help="cases held out for validation (default 1)")
+    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--name", default=d.name, help="model name recorded in its card")
+    p.add_argument("--description", default="", help="one line recorded in the model card")
+    p.add_argument("--modality", default=d.modality)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.state.pt")
+    p.add_argument(
+        "--synth",
+        type=float,
+        default=d.synth,
+        metavar="FRACTION",
+        help="fraction (0-1) of training volumes synthesised from tissue maps of the labelled scans: deformed, "
+        "each tissue class given a random intensity (other contrasts), blurred, biased, noisy (default 0)",
+    )
+    p.add_argument("--init", default="", metavar="MODEL", help="start from this model file's weights (fine-tune)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """``medfcn train``: check the options (no heavy import), then train."""
+    if not args.pairs and not (args.images and args.labels):
+        raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
+    try:
+        axes = tuple(int(a) for a in args.axes.split(","))
+    except ValueError:
+        raise UsageError(f"--axes must be comma-separated axis numbers, got {args.axes!r}") from None
+    post = () if args.postprocess in ("", "none") else tuple(args.postprocess.split(","))
+    for name, value in (
+        ("--epochs", args.epochs),
+        ("--steps-per-epoch", args.steps_per_epoch),
+        ("--batch-size", args.batch_size),
+    ):
+        if value < 1:
+            raise UsageError(f"{name} must be >= 1, got {value}")
+    if not 0 <= args.synth <= 1:
+        raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        raise UsageError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
+    config = TrainConfig(
+        images=args.images,
+        labels=args.labels,
+        pairs=args.pairs,
+        output=args.output,
+        architecture=args.architecture,
+        variant=args.variant,
+        upsampling=args.upsampling,
+        width=args.width,
+        context=args.context,
+        spacing=args.spacing,
+        axes=axes,
+        label_names=tuple(args.label_names.split(",")),
+        label_codes=parse_label_codes(args.label_codes) if args.label_codes else {},
+        postprocess=post,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        max_minutes=args.max_minutes,
+        val_cases=args.val_cases,
+        augment=not args.no_augment,
+        seed=args.seed,
+        device=args.device,
+        name=args.name,
+        description=args.description,
+        modality=args.modality,
+        command=shlex.join(["medfcn", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
+        resume=args.resume,
+        synth=args.synth,
+        init=args.init,
+    )
+    from medfcn.train import train  # torch and MONAI: only once the options are known to be usable
+
+    summary = train(config, progress=not args.quiet)
+    print(
+        f"best validation Dice {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
+        f"{summary['minutes']:.1f} min; model written to {summary['output']}"
+    )
+    return 0

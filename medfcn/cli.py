@@ -163,11 +163,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING, format="medfcn: %(levelname)s: %(message)s"
-    )
+    level = logging.DEBUG if args.debug else logging.WARNING
+    logging.basicConfig(level=level, format="medfcn: %(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:  # names from the input reach the terminal escaped
         handler.setFormatter(_SafeFormatter(handler.formatter._fmt if handler.formatter else None))
+        # libraries that set their own loggers to INFO (Dask's distributed) must not reach the terminal either
+        handler.setLevel(level)
     try:
         return int(args.run(args))
     except MedfcnError as exc:

@@ -147,3 +147,34 @@ def test_workers_and_scheduler_together_are_refused(tmp_path, model_file, inputs
             [inputs], tmp_path / "out", model=model_file, workers=2, scheduler="tcp://127.0.0.1:8786", progress=False
         )
     assert info.value.exit_code == 2 and not (tmp_path / "out").exists()  # refused before anything is done
+
+
+def test_quiet_dask_run_prints_only_the_failures(tmp_path, model_file, inputs):
+    """``--quiet`` with ``--workers``: Dask's own INFO lines stay off the terminal; the broken case still shows."""
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).with_name("medfcn")
+    done = subprocess.run(
+        [
+            str(script),
+            "segment",
+            str(inputs),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(model_file),
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1  # the broken file
+    lines = done.stderr.strip().splitlines()
+    assert lines and all("INFO" not in line for line in lines), done.stderr
+    assert any("broken" in line for line in lines)

@@ -323,6 +323,23 @@ def write_scan(tmp_path) -> Callable[..., Path]:
     return make
 
 
+@pytest.fixture(scope="session")
+def model_file(tmp_path_factory) -> Path:
+    """A tiny FCN trained for a few steps with ``medfcn.train`` (real weights, seconds to make), shared by the
+    batch, data-loss, DICOM and distributed tests (none of them changes it)."""
+    from batch_support import train_tiny_model
+
+    return train_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def segmenter(model_file):
+    """The tiny model loaded once per test module, on the CPU."""
+    from medfcn.pipeline import Segmenter
+
+    return Segmenter(model_file, device="cpu")
+
+
 @pytest.fixture
 def viewer(make_napari_viewer):
     """A napari viewer (from napari's ``make_napari_viewer``), closed after the test; for ``gui``-marked tests."""

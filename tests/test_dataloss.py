@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from batch_support import partial_files, read_labels, train_tiny_model, write_cases
+from batch_support import partial_files, read_labels, write_cases
 from conftest import affine_from_codes, head_volume, write_dicom_pydicom, write_scan_file
 
 from medfcn.batch import run_batch
@@ -26,18 +26,6 @@ from medfcn.errors import OutputError
 from medfcn.manifest import Manifest, Status
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    return train_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
-
-
-@pytest.fixture(scope="module")
-def segmenter(model_file):
-    from medfcn.pipeline import Segmenter
-
-    return Segmenter(model_file, device="cpu")
 
 
 def md5s(folder: Path) -> dict[str, str]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from batch_support import SHAPE, train_tiny_model
+from batch_support import SHAPE
 from conftest import affine_from_codes, head_volume, shuffled_names, write_dicom_pydicom, write_scan_file
 from napari_support import gui
 from test_dicom_outputs import LABELS, synthetic_labels, write_all
@@ -21,11 +21,6 @@ from medfcn.errors import ModelError, UsageError
 from medfcn.label_codes import parse_label_codes
 from medfcn.outputs import OutputFormat, parse_formats
 from medfcn.reader import read_scan
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    return train_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture

@@ -13,16 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from batch_support import partial_files, read_labels, train_tiny_model, write_cases
+from batch_support import partial_files, read_labels, write_cases
 
 from medfcn.batch import run_batch
 from medfcn.errors import UsageError
 from medfcn.manifest import Status
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory) -> Path:
-    return train_tiny_model(tmp_path_factory.mktemp("model") / "tiny.safetensors")
 
 
 @pytest.fixture(scope="module")

@@ -180,6 +180,7 @@ def test_images_beside_a_labels_folder_are_found(tmp_path):
 
 def test_cli_evaluate_reports_failures_with_exit_1(folders, tmp_path, capsys):
     from medfcn import cli
+
     pred, ref = folders
     out = tmp_path / "report"
     assert cli.main(["evaluate", str(pred), str(ref), "-o", str(out), "--tolerance", "1.5"]) == 1

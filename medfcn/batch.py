@@ -22,6 +22,8 @@ model loaded once, writes ``OUT/<case>.nii.gz`` atomically, and keeps ``OUT/mani
 - **Fault isolation**: a case that cannot be found, read, segmented or written is ``failed`` with a one-line
   error in the manifest and the batch goes on; an output from an earlier run is kept when a redo fails.
 
+The stages of one case and its manifest entry live in :mod:`medfcn.cases`, which both executors call.
+
 Example (a folder of two scans, one already done)::
 
     manifest = run_batch(["scans/"], "out/", device="cpu")
@@ -34,125 +36,37 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
-from medfcn.discovery import CaseSpec, find_cases
-from medfcn.errors import MedfcnError, OutputError, UsageError
+from medfcn.cases import (
+    Job,
+    Record,
+    Step,
+    case_result,
+    error_message,
+    output_complete,
+    read_case,
+    segment_case,
+    skipped_result,
+    write_case,
+)
+from medfcn.discovery import find_cases
+from medfcn.errors import OutputError, UsageError
 from medfcn.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
-from medfcn.outputs import OutputFormat, check_case, output_files, parse_formats, write_outputs
-from medfcn.writer import file_sha256, remove_stale_partials
+from medfcn.outputs import output_files, parse_formats
+from medfcn.writer import remove_stale_partials
 
 if TYPE_CHECKING:
     from medfcn.checkpoint import Model
     from medfcn.pipeline import Segmenter
-    from medfcn.scan import Scan
 
-__all__ = [
-    "run_batch",
-    "Job",
-    "Record",
-    "output_path",
-    "output_complete",
-    "input_stamp",
-    "process_case",
-    "failed_result",
-    "error_message",
-]
+__all__ = ["run_batch"]
 
 log = logging.getLogger(__name__)
-
-Record = Callable[[int, CaseResult], None]  # record(index in discovery order, entry), called as cases finish
-
-
-@dataclass(frozen=True)
-class Job:
-    """A case to segment: its position in discovery order, what to read and where its label map goes."""
-
-    index: int
-    spec: CaseSpec
-    output: Path
-    formats: tuple[OutputFormat, ...] = (OutputFormat.NIFTI,)
-
-    @property
-    def files(self) -> dict[OutputFormat, Path]:
-        """Every file of the case, by format (``output`` is the first); see :mod:`medfcn.outputs`."""
-        return output_files(self.output.parent, self.spec.case, self.formats)
-
-
-@dataclass
-class _Step:
-    """What one case produced so far: the scan, its labels, the first error, seconds per stage, the output's hash."""
-
-    scan: Scan | None = None
-    labels: np.ndarray | None = None
-    error: str | None = None
-    timing: dict[str, float] = field(default_factory=dict)
-    hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
-
-
-def output_path(out_dir: str | Path, case: str) -> Path:
-    """Where the label map of ``case`` is written: ``OUT/<case>.nii.gz``."""
-    return Path(out_dir) / f"{case}.nii.gz"
-
-
-def input_stamp(spec: CaseSpec) -> str:
-    """A short fingerprint of a case's input files: their names, sizes and modification times."""
-    import hashlib
-
-    path = Path(spec.path)
-    files = list(spec.files) or (sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path])
-    h = hashlib.sha256()
-    for f in files:
-        try:
-            st = f.stat()
-            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
-        except OSError:
-            h.update(f"{f.name}\0missing\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()[:16]
-
-
-def output_complete(job: Job, earlier: CaseResult | None, model_sha256: str | None) -> str | None:
-    """Why the output of ``job`` cannot be kept (``None``: it is finished and can be skipped).
-
-    It is kept only when ``earlier`` (the previous manifest's entry of this case) records it as made from the same
-    input by the same model, and the file still has the SHA-256 recorded when it was written and verified.
-    """
-    if not job.output.is_file():
-        return "no output yet"
-    if earlier is None or earlier.status == Status.FAILED or not earlier.sha256:
-        return "the output is not recorded as finished in the manifest"
-    if earlier.input != str(job.spec.path) or earlier.series_uid != job.spec.series_uid:
-        return f"the output was made from another input ({earlier.input})"
-    if not model_sha256 or earlier.model_sha256 != model_sha256:
-        return "the output was made by another model"
-    if earlier.input_stamp != input_stamp(job.spec):
-        return "the input changed since the output was made"
-    recorded = earlier.output_sha256 or {job.output.name: earlier.sha256}
-    for path in job.files.values():
-        if path.name not in recorded:
-            return f"{path.name} was not asked for when the case was made"
-        try:
-            if file_sha256(path) != recorded[path.name]:
-                return f"{path.name} changed since it was written (short, damaged, replaced or missing)"
-        except OSError as e:
-            return f"{path.name} cannot be read ({e.strerror or e})"
-    return None
-
-
-def error_message(exc: BaseException) -> str:
-    """A one-line error for the manifest: a MedfcnError's own message, else the type and its first line."""
-    if isinstance(exc, MedfcnError):
-        return str(exc)
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _check_not_an_input(out_dir: Path, inputs: list[Path]) -> None:
@@ -194,91 +108,6 @@ def _prepare_output(out_dir: Path) -> None:
         raise OutputError(f"{out_dir}: cannot write to the output folder ({exc.strerror or exc})") from None
 
 
-# -- the three stages of a case --------------------------------------------------------------------------------
-def _read(job: Job) -> _Step:
-    from medfcn.reader import read_scan
-
-    step = _Step()
-    if job.spec.error:
-        step.error = job.spec.error
-        return step
-    start = time.perf_counter()
-    try:
-        spec = job.spec
-        step.scan = read_scan(spec.path, series_uid=spec.series_uid, case=spec.case, files=spec.files)
-        check_case(step.scan, job.formats)  # a DICOM format for a case that is not DICOM: fail before segmenting
-    except Exception as exc:  # a broken case never stops the batch
-        step.error = error_message(exc)
-    step.timing["read"] = time.perf_counter() - start
-    return step
-
-
-def _segment(segmenter: Segmenter, step: _Step) -> _Step:
-    if step.error is None and step.scan is not None:
-        start = time.perf_counter()
-        try:
-            step.labels = segmenter.segment(step.scan)
-        except Exception as exc:
-            step.error = error_message(exc)
-        step.timing["segment"] = time.perf_counter() - start
-    return step
-
-
-def _write(job: Job, step: _Step, model: Model | None = None) -> _Step:
-    if step.error is None and step.labels is not None and step.scan is not None:
-        start = time.perf_counter()
-        try:
-            write_outputs(step.labels, step.scan, job.files, model)  # each read back and verified before its rename
-            step.hashes = {path.name: file_sha256(path) for path in job.files.values()}
-        except Exception as exc:
-            step.error = error_message(exc)
-        step.timing["write"] = time.perf_counter() - start
-        step.labels = None
-    return step
-
-
-def _result(job: Job, step: _Step, device: str, model_sha256: str | None = None) -> CaseResult:
-    """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded."""
-    scan = step.scan
-    if step.error is not None and job.output.is_file():
-        log.warning("%s: kept from an earlier run; this run's attempt failed", job.output)
-    warnings = list(dict.fromkeys([*job.spec.warnings, *(scan.warnings if scan is not None else [])]))
-    return CaseResult(
-        input=str(job.spec.path),
-        case=job.spec.case,
-        series_uid=job.spec.series_uid or (scan.series_uid if scan is not None else None),
-        output=None if step.error is not None else str(job.output),
-        status=Status.FAILED if step.error is not None else Status.OK,
-        error=step.error,
-        seconds=round(sum(step.timing.values()), 3),
-        shape=list(scan.shape) if scan is not None else None,
-        spacing=[round(s, 6) for s in scan.spacing] if scan is not None else None,
-        device=device,
-        timing={k: round(v, 3) for k, v in step.timing.items()},
-        warnings=warnings,
-        sha256=step.hashes.get(job.output.name) if step.error is None else None,
-        output_sha256=dict(step.hashes) if step.error is None else {},
-        model_sha256=model_sha256 if step.error is None else None,
-        input_stamp=input_stamp(job.spec) if step.error is None else None,
-        outputs=None if step.error is not None else [str(p) for p in job.files.values()],
-    )
-
-
-def _skipped(earlier: CaseResult) -> CaseResult:
-    return CaseResult.from_dict({**earlier.to_dict(), "status": Status.SKIPPED, "seconds": None, "timing": {}})
-
-
-def failed_result(job: Job, error: str, device: str) -> CaseResult:
-    """The manifest entry of a case that failed before it was read (e.g. its worker died)."""
-    return _result(job, _Step(error=error), device)
-
-
-def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
-    """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
-    step = _write(job, _segment(segmenter, _read(job)), segmenter.model)
-    return _result(job, step, str(segmenter.device), segmenter.model.sha256)
-
-
 # -- local: one process, reading and writing in background threads ---------------------------------------------
 def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: Callable[[str], None]) -> None:
     """Segment ``jobs`` in order; case i+1 is read and case i-1 written while case i is segmented."""
@@ -287,23 +116,23 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-write") as writer,
     ):
-        reads = [reader.submit(_read, jobs[0])] if jobs else []
-        writing: tuple[Job, Future[_Step]] | None = None
+        reads = [reader.submit(read_case, jobs[0])] if jobs else []
+        writing: tuple[Job, Future[Step]] | None = None
         for i, job in enumerate(jobs):
             step = reads.pop().result()
             if i + 1 < len(jobs):
-                reads.append(reader.submit(_read, jobs[i + 1]))
+                reads.append(reader.submit(read_case, jobs[i + 1]))
             current(job.spec.case)
-            step = _segment(segmenter, step)
+            step = segment_case(segmenter, step)
             if writing is not None:  # long finished in the background; wait so at most one write is pending
-                record(writing[0].index, _result(writing[0], writing[1].result(), device, sha))
+                record(writing[0].index, case_result(writing[0], writing[1].result(), device, sha))
                 writing = None
             if step.error is None:
-                writing = (job, writer.submit(_write, job, step, segmenter.model))
+                writing = (job, writer.submit(write_case, job, step, segmenter.model))
             else:
-                record(job.index, _result(job, step, device, sha))
+                record(job.index, case_result(job, step, device, sha))
         if writing is not None:
-            record(writing[0].index, _result(writing[0], writing[1].result(), device, sha))
+            record(writing[0].index, case_result(writing[0], writing[1].result(), device, sha))
 
 
 # -- the entry point ----------------------------------------------------------------------------------------------
@@ -381,7 +210,7 @@ def run_batch(
     for job in jobs:
         why = None if overwrite else output_complete(job, earlier.get(job.spec.case), info.get("sha256"))
         if why is None and not overwrite:
-            results[job.index] = _skipped(earlier[job.spec.case])
+            results[job.index] = skipped_result(earlier[job.spec.case])
         else:
             if job.output.is_file() and not overwrite:
                 log.info("%s: segmented again: %s", job.output, why)

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medfcn.batch import Job, Record, error_message, failed_result, process_case
+from medfcn.cases import Job, Record, error_message, failed_result, process_case
 from medfcn.errors import ModelError, UsageError
 from medfcn.manifest import CaseResult
 

@@ -20,7 +20,6 @@ import html
 import io
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -29,12 +28,12 @@ from medfcn import __version__
 from medfcn.components import worst_slices
 from medfcn.display import AXIS_LABELS, display_index, display_order, plane_letters, to_display
 from medfcn.metrics import Overlap, dice_per_slice, overlap_map
+from medfcn.results import Thumbnail
 
 if TYPE_CHECKING:
-    from medfcn.evaluate import Evaluation
+    from medfcn.results import Evaluation
 
 __all__ = [
-    "Thumbnail",
     "case_thumbnails",
     "render_html",
     "slice_axis",
@@ -60,24 +59,6 @@ COLUMN_TITLES = {
 }
 """How the report titles each metric (the CSV and JSON keep the field names)."""
 _PLOTTED = ("dice", "hd95_mm", "surface_dice", "assd_mm")
-
-
-@dataclass(frozen=True)
-class Thumbnail:
-    """An overlay of one whole slice: ``index`` across array ``axis``, the Dice of each label in it, a base64 PNG.
-
-    ``plane`` and ``display_index`` name the slice as napari shows it (e.g. axial slice 90 on the slider);
-    ``letters`` are the patient directions at its (top, bottom, left, right) edges.
-    """
-
-    axis: int
-    index: int
-    dice: dict[int, float]
-    errors: int  # voxels predicted but not in the reference, or missed, in this slice
-    png_base64: str
-    plane: str = ""
-    display_index: int = 0
-    letters: tuple[str, str, str, str] = ("", "", "", "")
 
 
 def _e(text: object) -> str:

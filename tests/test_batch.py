@@ -23,7 +23,8 @@ from batch_support import partial_files, read_labels, write_cases
 from conftest import affine_from_codes, head_volume, write_scan_file
 
 from medfcn import __version__
-from medfcn.batch import error_message, run_batch
+from medfcn.batch import run_batch
+from medfcn.cases import error_message
 from medfcn.errors import NoScansError, OutputError, ScanReadError
 from medfcn.manifest import Manifest, Status
 

@@ -112,7 +112,7 @@ def test_existing_cluster_by_scheduler_address(tmp_path, model_file, inputs, loc
 
 def test_worker_refuses_a_different_model_file(tmp_path, model_file, inputs, cluster):
     """A worker that sees another file at the model's path (no shared filesystem) fails its cases, unsegmented."""
-    from medfcn.batch import Job, output_path
+    from medfcn.cases import Job, output_path
     from medfcn.cluster import run_on_cluster
     from medfcn.discovery import find_cases
 

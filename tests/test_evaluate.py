@@ -16,9 +16,10 @@ import pytest
 import SimpleITK as sitk
 
 from medfcn.errors import NoScansError
-from medfcn.evaluate import CSV_COLUMNS, aligned_to, evaluate
+from medfcn.evaluate import aligned_to, evaluate
 from medfcn.metrics import compute_metrics, worst_distance_mm
 from medfcn.reader import read_scan
+from medfcn.results import CSV_COLUMNS
 
 SPACING = (0.9, 1.2, 2.5)
 SHAPE = (36, 30, 16)

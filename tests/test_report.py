@@ -12,9 +12,10 @@ import pytest
 import SimpleITK as sitk
 from matplotlib.image import imread
 
-from medfcn.evaluate import Evaluation, MetricRow, evaluate
+from medfcn.evaluate import evaluate
 from medfcn.metrics import Overlap, compute_metrics
 from medfcn.report import OVERLAY_COLOURS, case_thumbnails, render_html, slice_axis, worst_slices
+from medfcn.results import Evaluation, MetricRow
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_segment(sub)
     _add_evaluate(sub)
-    add_train_parser(sub)
+    add_train_parser(sub, _train)
     _add_info(sub)
     return parser
 
@@ -140,6 +140,20 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(line)
     print(f"report: {Path(args.output) / 'report.html'}")
     return 1 if result.failed else 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medfcn.train_options import config_from_args
+
+    config = config_from_args(args)  # usage errors before torch and MONAI are imported
+    from medfcn.train import train
+
+    summary = train(config, progress=not args.quiet)
+    print(
+        f"best validation Dice {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
+        f"{summary['minutes']:.1f} min; model written to {summary['output']}"
+    )
+    return 0
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 from medfcn.errors import UsageError
 from medfcn.label_codes import parse_label_codes
 
-__all__ = ["TrainConfig", "add_train_parser"]
+__all__ = ["TrainConfig", "add_train_parser", "config_from_args"]
 
 
 @dataclass
@@ -57,7 +57,8 @@ class TrainConfig:
     init: str = ""
 
 
-def add_train_parser(sub: argparse._SubParsersAction) -> None:
+def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
+    """Add ``train`` to ``sub``; ``run(args)`` (the CLI's) trains with :func:`config_from_args`'s settings."""
     d = TrainConfig()
     p = sub.add_parser(
         "train",
@@ -113,11 +114,11 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model file's weights (fine-tune)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_run)
+    p.set_defaults(run=run)
 
 
-def _run(args: argparse.Namespace) -> int:
-    """``medfcn train``: check the options (no heavy import), then train."""
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of ``medfcn train``'s options, checked (no heavy import). Raises UsageError."""
     if not args.pairs and not (args.images and args.labels):
         raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
     try:
@@ -136,7 +137,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise UsageError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
-    config = TrainConfig(
+    return TrainConfig(
         images=args.images,
         labels=args.labels,
         pairs=args.pairs,
@@ -168,11 +169,3 @@ def _run(args: argparse.Namespace) -> int:
         synth=args.synth,
         init=args.init,
     )
-    from medfcn.train import train  # torch and MONAI: only once the options are known to be usable
-
-    summary = train(config, progress=not args.quiet)
-    print(
-        f"best validation Dice {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
-        f"{summary['minutes']:.1f} min; model written to {summary['output']}"
-    )
-    return 0

@@ -136,6 +136,59 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
 
 
 # -- the entry point ----------------------------------------------------------------------------------------------
+def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tuple) -> list[Job]:
+    """The jobs of a batch, once the output folder is known to be safe and writable (see :func:`run_batch`)."""
+    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+    _check_not_an_input(out_dir, inputs)
+    _prepare_output(out_dir)
+    remove_stale_partials(out_dir)
+    specs = find_cases(inputs, exclude=[out_dir])
+    return [
+        Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
+        for i, spec in enumerate(specs)
+    ]
+
+
+def _resume(
+    jobs: list[Job], earlier: dict[str, CaseResult], model_sha256: str | None, overwrite: bool
+) -> tuple[dict[int, CaseResult], list[Job]]:
+    """``({index: skipped entry}, jobs to run)``: a case is skipped only when its outputs are complete and its own."""
+    results: dict[int, CaseResult] = {}
+    todo = []
+    for job in jobs:
+        why = None if overwrite else output_complete(job, earlier.get(job.spec.case), model_sha256)
+        if why is None and not overwrite:
+            results[job.index] = skipped_result(earlier[job.spec.case])
+        else:
+            if job.output.is_file() and not overwrite:
+                log.info("%s: segmented again: %s", job.output, why)
+            todo.append(job)
+    return results, todo
+
+
+class _Recorder:
+    """``record(index, entry)``: a finished case goes into the manifest (rewritten at once) and the progress bar."""
+
+    def __init__(self, manifest: Manifest, results: dict[int, CaseResult], bar, distributed: bool) -> None:
+        self.manifest, self.results, self.bar, self.distributed = manifest, results, bar, distributed
+        self.device = manifest.device
+
+    def __call__(self, index: int, result: CaseResult) -> None:
+        if result.status == Status.FAILED:
+            log.warning("%s failed: %s", result.case, result.error)
+        self.results[index] = result
+        cases = self.manifest.cases = [self.results[i] for i in sorted(self.results)]
+        if self.distributed:  # the devices the workers used
+            devices = sorted({c.device for c in cases if c.device and c.status == Status.OK})
+            self.manifest.device = ", ".join(devices) or self.device
+        self.manifest.write()
+        self.bar.update(1)
+
+    def current(self, case: str) -> None:
+        """Name the case last finished beside the bar."""
+        self.bar.set_postfix_str(case, refresh=True)
+
+
 def run_batch(
     inputs: Sequence[str | Path] | str | Path,
     out_dir: str | Path,
@@ -177,16 +230,7 @@ def run_batch(
     if workers < 0:
         raise UsageError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
     out_dir = Path(out_dir)
-    formats = parse_formats(formats)
-    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
-    _check_not_an_input(out_dir, inputs)
-    _prepare_output(out_dir)
-    remove_stale_partials(out_dir)
-    specs = find_cases(inputs, exclude=[out_dir])
-    jobs = [
-        Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
-        for i, spec in enumerate(specs)
-    ]
+    jobs = _plan(inputs, out_dir, parse_formats(formats))
     distributed = bool(workers or scheduler)
 
     segmenter = None
@@ -205,16 +249,7 @@ def run_batch(
 
     earlier = {} if overwrite else _earlier_results(out_dir)
     manifest = Manifest(path=out_dir / MANIFEST_NAME, model=info, device=device_name, total=len(jobs))
-    results: dict[int, CaseResult] = {}
-    todo = []
-    for job in jobs:
-        why = None if overwrite else output_complete(job, earlier.get(job.spec.case), info.get("sha256"))
-        if why is None and not overwrite:
-            results[job.index] = skipped_result(earlier[job.spec.case])
-        else:
-            if job.output.is_file() and not overwrite:
-                log.info("%s: segmented again: %s", job.output, why)
-            todo.append(job)
+    results, todo = _resume(jobs, earlier, info.get("sha256"), overwrite)
     manifest.cases = [results[i] for i in sorted(results)]
     manifest.write()
     log.info("%d cases: %d to segment, %d already done", len(jobs), len(todo), len(results))
@@ -235,20 +270,8 @@ def run_batch(
         )
         stack.enter_context(logging_redirect_tqdm() if progress else nullcontext())
 
-        def record(index: int, result: CaseResult) -> None:
-            if result.status == Status.FAILED:
-                log.warning("%s failed: %s", result.case, result.error)
-            results[index] = result
-            manifest.cases = [results[i] for i in sorted(results)]
-            if distributed:  # the devices the workers used
-                devices = sorted({c.device for c in manifest.cases if c.device and c.status == Status.OK})
-                manifest.device = ", ".join(devices) or device_name
-            manifest.write()
-            bar.update(1)
-
-        def current(case: str) -> None:
-            bar.set_postfix_str(case, refresh=True)
-
+        record = _Recorder(manifest, results, bar, distributed)
+        current = record.current
         if segmenter is not None:
             _run_local(todo, segmenter, record, current)
         elif todo:

@@ -41,6 +41,8 @@ __all__ = [
     "labels_to_display",
     "looks_like_labels",
     "auto_contrast",
+    "scan_point",
+    "patient_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,6 +220,42 @@ def layer_scan(data: np.ndarray, attributes: dict) -> Scan:
         case=meta.get("case") or attributes.get("name") or "scan",
         series_uid=meta.get("series_uid"),
     )
+
+
+def scan_point(data_position, metadata: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A point in a layer's data coordinates (display-ordered voxel indices, continuous) -> ``(index, ras)``:
+    the continuous voxel index in the scan file's ``(X, Y, Z)`` order and the patient point in RAS mm.
+
+    ``metadata`` is the layer's (``grid``, ``display_axes``, ``display_flip``, as :func:`scan_layer_data` stores
+    them). LPS is ``origin + direction @ (spacing * index)``, as SimpleITK's
+    ``TransformContinuousIndexToPhysicalPoint``; RAS negates its x and y.
+    """
+    g = metadata["grid"]
+    axes = [int(a) for a in metadata.get("display_axes", (0, 1, 2))]
+    flip = [bool(f) for f in metadata.get("display_flip", (False, False, False))]
+    size = np.asarray(g["size"], float)
+    shown = np.asarray(data_position, float)[-3:]
+    index = np.empty(3)
+    for a, n in enumerate(axes):
+        index[n] = size[n] - 1 - shown[a] if flip[a] else shown[a]
+    direction = np.asarray(g["direction"], float).reshape(3, 3)
+    lps = np.asarray(g["origin"], float) + direction @ (np.asarray(g["spacing"], float) * index)
+    return index, lps * np.array([-1.0, -1.0, 1.0])
+
+
+def patient_text(data_position, metadata: dict) -> str:
+    """The voxel under a point in a layer's data coordinates, as the status bar shows it:
+    ``"RAS 12.5, -30.0, 41.0 mm  voxel (i, j, k)"`` (the voxel's centre; its index in the scan file's order);
+    ``""`` outside the scan or for a layer without a scan grid in its metadata."""
+    if "grid" not in (metadata or {}):
+        return ""
+    shown = np.round(np.asarray(data_position, float)[-3:])  # the voxel napari reports the value of
+    index, ras = scan_point(shown, metadata)
+    voxel = np.round(index).astype(int)
+    if np.any(voxel < 0) or np.any(voxel >= np.asarray(metadata["grid"]["size"])):
+        return ""
+    mm = ", ".join("0.0" if f"{v:.1f}" == "-0.0" else f"{v:.1f}" for v in ras)
+    return f"RAS {mm} mm  voxel ({voxel[0]}, {voxel[1]}, {voxel[2]})"
 
 
 def labels_to_display(labels: np.ndarray, attributes: dict) -> np.ndarray:

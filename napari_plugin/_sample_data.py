@@ -34,8 +34,10 @@ def colin27() -> list[tuple]:
     from medfcn.reader import read_scan
 
     from ._layers import scan_layer_data
+    from ._reader import _watch_current_viewer
 
     t1_path, mask_path = sample_files()
     t1 = read_scan(t1_path, case="colin27")
     mask = read_scan(mask_path, case="colin27_brain_mask")
+    _watch_current_viewer()  # orientation letters and patient coordinates, as for a file opened with the reader
     return [scan_layer_data(t1, layer_type="image"), scan_layer_data(mask, layer_type="labels")]

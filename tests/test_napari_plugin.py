@@ -13,7 +13,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from conftest import affine_from_codes, head_labels, head_volume, oblique_affine, voxels_on, write_scan_file
+from conftest import (
+    affine_from_codes,
+    head_labels,
+    head_volume,
+    lps_geometry,
+    oblique_affine,
+    voxels_on,
+    write_scan_file,
+)
 from napari import save_layers
 from napari_support import gui
 
@@ -272,6 +280,53 @@ def test_writer_refuses_a_layer_that_does_not_fit_its_grid(tmp_path):
     assert write_labels(tmp_path / "y", np.zeros((6, 5, 4), np.uint8), {"metadata": meta}) == [
         str(tmp_path / "y.nii.gz")
     ]
+
+
+# -- patient coordinates ------------------------------------------------------------------------------------------
+def oblique_lsa_affine() -> np.ndarray:
+    """RAS affine of an LSA-stored grid (i to the left, j up, k forward) tilted about all three axes."""
+    from scipy.spatial.transform import Rotation
+
+    aff = affine_from_codes("LSA", spacing=(0.8, 1.2, 2.5), origin=(31.0, -17.5, 44.0))
+    aff[:3, :3] = Rotation.from_euler("xyz", (9.0, -6.0, 14.0), degrees=True).as_matrix() @ aff[:3, :3]
+    return aff
+
+
+def test_patient_coordinates_of_a_layer_point_are_sitk_physical_points_in_ras():
+    """Layer data coordinates -> scan-file index -> RAS mm on an oblique LSA-like scan, against SimpleITK's
+    TransformContinuousIndexToPhysicalPoint, the voxel the layer shows there, and napari's own placement."""
+    from medfcn.scan import Scan
+    from napari_plugin._layers import patient_text, scan_layer_data, scan_point
+
+    spacing, origin, direction = lps_geometry(oblique_lsa_affine())
+    shape = (7, 9, 5)
+    flat = np.arange(np.prod(shape), dtype=np.int32).reshape(shape)  # each voxel holds its own flat index
+    data, kwargs, _ = scan_layer_data(Scan(flat, spacing, origin, direction), layer_type="image")
+    meta = kwargs["metadata"]
+    assert meta["display_axes"] != [0, 1, 2] and any(meta["display_flip"])  # reordered and flipped for display
+    image = sitk.Image(list(shape), sitk.sitkUInt8)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    image.SetDirection(tuple(direction.flatten().tolist()))
+    rng = np.random.default_rng(0)
+    for shown in rng.uniform(-0.5, np.asarray(data.shape) - 0.5, size=(40, 3)):
+        index, ras = scan_point(shown, meta)
+        lps = image.TransformContinuousIndexToPhysicalPoint(tuple(index.tolist()))
+        np.testing.assert_allclose(ras, [-lps[0], -lps[1], lps[2]], atol=1e-9)
+        world = np.asarray(kwargs["rotate"]) @ (np.asarray(kwargs["scale"]) * shown) + np.asarray(kwargs["translate"])
+        np.testing.assert_allclose(world_to_lps(world), lps, atol=1e-9)  # where napari draws that point
+    for shown in rng.integers(0, data.shape, size=(40, 3)):
+        index, _ = scan_point(shown, meta)
+        assert tuple(index) == np.unravel_index(data[tuple(shown)], shape)  # the voxel the layer shows there
+    shown = (3.2, 1.9, 4.4)  # -> display voxel (3, 2, 4)
+    voxel = tuple(int(v) for v in scan_point(np.round(shown), meta)[0])
+    assert voxel == np.unravel_index(data[3, 2, 4], shape)
+    x, y, z = image.TransformIndexToPhysicalPoint(voxel)
+    assert patient_text(shown, meta) == (
+        f"RAS {-x:.1f}, {-y:.1f}, {z:.1f} mm  voxel ({voxel[0]}, {voxel[1]}, {voxel[2]})"
+    )
+    assert patient_text((-0.7, 0, 0), meta) == "" and patient_text(np.asarray(data.shape) - 0.4, meta) == ""
+    assert patient_text((1, 1, 1), {}) == ""
 
 
 # -- sample data ---------------------------------------------------------------------------------------------------

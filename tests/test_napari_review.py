@@ -197,6 +197,30 @@ def test_orientation_letters_follow_the_displayed_plane(viewer, tmp_path):
     assert np.mean(image.data > hi) == pytest.approx(0.005, abs=0.002)
 
 
+@gui
+def test_status_bar_shows_the_ras_point_and_scan_voxel_under_the_cursor(viewer, tmp_path):
+    """Hovering a known voxel of an oblique LSA-like scan: napari's status names its RAS point (SimpleITK's
+    physical point, x and y negated) and its index in the file."""
+    from test_napari_plugin import oblique_lsa_affine
+
+    from napari_plugin._layers import LPS_TO_DISPLAY
+
+    path = write_scan_file(tmp_path / "x.nrrd", head_volume((12, 14, 9)), oblique_lsa_affine())
+    (image,) = viewer.open(str(path), plugin="medfcn")
+    voxel = (4, 11, 6)
+    x, y, z = sitk.ReadImage(str(path)).TransformIndexToPhysicalPoint(voxel)
+    viewer.mouse_over_canvas = True
+    viewer.cursor.position = tuple((LPS_TO_DISPLAY @ np.array([x, y, z])).tolist())
+    assert viewer.layers.selection.active is image
+    # a Qt viewer computes the status in its status thread (once its event loop runs), with this same call:
+    viewer.update_status_from_cursor()  # (napari's _calc_status_from_cursor -> the layer's get_status)
+    shown = viewer.status["coordinates"]
+    assert shown.endswith(f"  RAS {-x:.1f}, {-y:.1f}, {z:.1f} mm  voxel (4, 11, 6)"), shown
+    viewer.cursor.position = tuple(np.asarray(viewer.cursor.position) + 1000.0)  # off the scan: napari's text only
+    viewer.update_status_from_cursor()
+    assert "RAS" not in viewer.status["coordinates"]
+
+
 # -- grid-safe labels ----------------------------------------------------------------------------------------------
 @gui
 @pytest.mark.parametrize("how", ["napari's New labels", "the Segment dock's button"])

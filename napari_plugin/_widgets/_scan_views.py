@@ -3,6 +3,10 @@
 - Orientation: napari's axis names say which plane a slider steps through, not which way the patient faces. The
   canvas's text overlay shows the patient directions at the edges of the current view (``axial  top A  bottom P
   left R  right L``), updated when the displayed axes change (:func:`medfcn.display.screen_letters`).
+- Patient coordinates: hovering over a layer this plugin opened, napari's status bar adds the RAS point (mm) and
+  the scan-file voxel index of the voxel under the cursor (:func:`patient_status`,
+  :func:`napari_plugin._layers.patient_text`), from the layer's ``get_status``, which napari calls for the
+  status bar whether it computes it at once or in its status thread.
 - Grid-safe labels: napari's own "New labels" button makes a layer shaped like the displayed data, with the scan's
   transforms but none of its metadata, so it would be saved on the displayed axes instead of the scan's.
   :func:`adopt_scan_grid` gives such a layer the metadata of the Image layer it was made on (same shape and
@@ -20,6 +24,8 @@ import numpy as np
 
 from medfcn.display import AXIS_LABELS, screen_letters
 
+from .._layers import patient_text
+
 if TYPE_CHECKING:
     import napari
 
@@ -28,6 +34,7 @@ __all__ = [
     "install",
     "add_labels_like",
     "orientation_text",
+    "patient_status",
     "adopt_scan_grid",
     "new_labels_on_scan",
     "scan_image_of",
@@ -71,6 +78,43 @@ def _update_orientation(viewer) -> None:
     text = orientation_text(viewer) if _shows_scans(viewer) else ""
     viewer.text_overlay.text = text
     viewer.text_overlay.visible = bool(text)
+
+
+def patient_status(layer, position, *, world: bool = True, dims_displayed=None) -> str:
+    """The RAS point and scan voxel under ``position`` (world coordinates, or the layer's data coordinates when
+    not ``world``) of a layer carrying a scan grid, e.g. ``"RAS 12.5, -30.0, 41.0 mm  voxel (40, 12, 7)"``;
+    ``""`` for other layers, outside the scan, and in 3-D views (where the cursor is not on one voxel)."""
+    meta = layer.metadata or {}
+    if position is None or "grid" not in meta or layer.ndim != 3:
+        return ""
+    if dims_displayed is not None and len(dims_displayed) != 2:
+        return ""
+    data = layer.world_to_data(position) if world else np.asarray(position, float)
+    return patient_text(data, meta)
+
+
+def _show_patient_coordinates(layer) -> None:
+    """Make ``layer.get_status`` (what napari's status bar shows) end with :func:`patient_status` (once)."""
+    if getattr(layer, "_medfcn_status", False):
+        return
+    original = layer.get_status
+
+    def get_status(position=None, **kwargs):
+        status = original(position, **kwargs)
+        if isinstance(status, dict):
+            try:
+                text = patient_status(
+                    layer, position, world=kwargs.get("world", False), dims_displayed=kwargs.get("dims_displayed")
+                )
+            except Exception:  # the status bar must not break on a malformed layer
+                log.debug("medfcn: no patient coordinates for %r", layer.name, exc_info=True)
+                text = ""
+            if text:
+                status["coordinates"] = f"{status.get('coordinates', '')}  {text}"
+        return status
+
+    layer.get_status = get_status
+    layer._medfcn_status = True
 
 
 def scan_image_of(viewer, layer):
@@ -123,13 +167,15 @@ def new_labels_on_scan(viewer, image, name: str | None = None):
 
 
 def install(viewer: napari.viewer.Viewer) -> None:
-    """Connect the orientation letters and the grid adoption to ``viewer`` (once per viewer)."""
+    """Connect the orientation letters, the patient coordinates and the grid adoption to ``viewer`` (once per
+    viewer)."""
     if unwrap(viewer) in _INSTALLED:
         return
     _INSTALLED.add(unwrap(viewer))
 
     def on_inserted(event) -> None:
         adopt_scan_grid(viewer, event.value)
+        _show_patient_coordinates(event.value)
         _update_orientation(viewer)
 
     viewer.layers.events.inserted.connect(on_inserted)
@@ -140,4 +186,5 @@ def install(viewer: napari.viewer.Viewer) -> None:
         viewer.camera.events.orientation.connect(lambda _: _update_orientation(viewer))
     for layer in list(viewer.layers):
         adopt_scan_grid(viewer, layer)
+        _show_patient_coordinates(layer)
     _update_orientation(viewer)

@@ -135,18 +135,14 @@ def file_sha256(path: str | Path) -> str:
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temporary file and a rename. Raises :class:`OutputError`."""
-    path = Path(path)
-    _ensure_folder(path.parent)
-    tmp = partial_path(path)
-    try:
+
+    def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
-    return _commit(tmp, path)
+
+    return atomic_write(path, write)
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:

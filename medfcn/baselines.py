@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from medfcn.network import pad_to_stride
 
 __all__ = ["BasicUNet2D"]
 
@@ -19,7 +20,7 @@ __all__ = ["BasicUNet2D"]
 class BasicUNet2D(nn.Module):
     """MONAI ``BasicUNet(spatial_dims=2)`` with its default features; pads inputs to a multiple of 16, crops back."""
 
-    stride = 16
+    stride: int = 16  # four 2x poolings: what :class:`medfcn.engine.SliceEngine` pads and aligns tiles to
 
     def __init__(self, in_channels: int = 3, num_classes: int = 2, **kwargs: Any) -> None:
         super().__init__()
@@ -30,9 +31,6 @@ class BasicUNet2D(nn.Module):
         self.unet = BasicUNet(spatial_dims=2, in_channels=in_channels, out_channels=num_classes, **kwargs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        ph, pw = (-h) % self.stride, (-w) % self.stride
-        if ph or pw:
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
-        out = self.unet(x)
-        return out[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w] if (ph or pw) else out
+        """(B, in_channels, H, W) -> logits (B, num_classes, H, W), through :func:`pad_to_stride` and back."""
+        x, crop = pad_to_stride(x, self.stride)
+        return self.unet(x)[:, :, crop[0], crop[1]]

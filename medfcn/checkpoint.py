@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from medfcn import __version__
+from medfcn.choices import parse_choice
 from medfcn.errors import ModelError, OutputError
 from medfcn.label_codes import check_label_codes, code_for
-from medfcn.network import FCN, parse_choice
+from medfcn.network import FCN
 from medfcn.writer import file_sha256
 
 __all__ = [
@@ -113,9 +114,8 @@ class ModelCard:
         if ids != list(range(len(ids))) or len(ids) < 2 or len(ids) > MAX_CLASSES:
             raise ModelError(f"model label ids must be 0..N-1 with 2 <= N <= {MAX_CLASSES}, got {self.labels}")
         self.label_codes = check_label_codes(self.label_codes, self.labels)
-        parse_choice(Normalisation, self.normalisation, "model normalisation")
-        for step in self.postprocess:
-            parse_choice(Step, step, "model post-processing step")
+        self.normalisation = parse_choice(Normalisation, self.normalisation, "model normalisation").value
+        self.postprocess = tuple(parse_choice(Step, s, "model post-processing step").value for s in self.postprocess)
         axes = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
         if not isinstance(self.orientation, str) or sorted(axes.get(c, 9) for c in self.orientation) != [0, 1, 2]:
             raise ModelError(f"model orientation {self.orientation!r} is not three axis codes such as RAS or LPS")

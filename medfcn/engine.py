@@ -21,11 +21,11 @@ from enum import StrEnum
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from medfcn.errors import CancelledError, MedfcnError, ModelError, UnsupportedScanError
-from medfcn.network import fold_batchnorm, parse_choice
+from medfcn.choices import parse_choice
+from medfcn.errors import CancelledError, MedfcnError, ModelError, UnsupportedScanError, UsageError
+from medfcn.network import fold_batchnorm, pad_to_stride
 
 __all__ = [
     "DeviceName",
@@ -65,14 +65,14 @@ def select_device(name: str | torch.device = "auto") -> torch.device:
     """The torch device for ``name``: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N``, ``mps``.
 
     A device that is named but not available falls back to the CPU (``cuda:N`` beyond the GPU count to ``cuda:0``)
-    with a logged warning, so the same command runs everywhere. Raises :class:`MedfcnError` for an unknown name,
+    with a logged warning, so the same command runs everywhere. Raises :class:`UsageError` for an unknown name,
     naming the choices.
     """
     text = str(name).strip().lower()
     base, _, index = text.partition(":")
-    if index and (base != "cuda" or not index.isdigit()):
-        raise MedfcnError(f"device {str(name)!r} is not one of: auto, cpu, cuda, cuda:N, mps")
-    kind = parse_choice(DeviceName, base, "device")
+    if index and (base != DeviceName.CUDA or not index.isdigit()):
+        raise UsageError(f"device {str(name)!r} is not one of: auto, cpu, cuda, cuda:N, mps")
+    kind = parse_choice(DeviceName, base, "device", UsageError)
     if kind == DeviceName.AUTO:
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -200,7 +200,7 @@ class SliceEngine:
         self.amp = self.device.type in ("cuda", "mps") if amp is None else bool(amp)
         self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         self.in_channels: int | None = getattr(network, "in_channels", None)
-        self.stride = int(getattr(network, "stride", 1))
+        self.stride = int(network.stride)
         model = fold_batchnorm(network).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
         log.debug(
@@ -243,9 +243,7 @@ class SliceEngine:
         if self.window is None or (h <= self.window[0] and w <= self.window[1]):
             return self._softmax(x)
         s = self.stride
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+        x, crop = pad_to_stride(x, s)
         hp, wp = x.shape[-2:]
         th, tw = (min(max(s, win // s * s), n) for win, n in zip(self.window, (hp, wp), strict=True))
         g = gaussian_weights((th, tw)).to(self.device)
@@ -260,7 +258,7 @@ class SliceEngine:
                 acc[:, :, y : y + th, z : z + tw].addcmul_(p, g)
                 weight[y : y + th, z : z + tw] += g
         acc.div_(weight)
-        return acc[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
+        return acc[:, :, crop[0], crop[1]]
 
     # -- volumes ---------------------------------------------------------------------------------------------
 

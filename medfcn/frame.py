@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from medfcn._monai import import_monai
+from medfcn.choices import parse_choice
 from medfcn.scan import Scan
 
 __all__ = [
@@ -42,13 +43,6 @@ class Normalisation(StrEnum):
 
     PERCENTILE = "percentile"  # (x - p0.5) / (p99.5 - p0.5), clipped to [0, 1]
     ZSCORE = "zscore"  # (x - mean) / std over voxels above the volume's mean (the head, not the air)
-
-    @classmethod
-    def parse(cls, value: str | Normalisation) -> Normalisation:
-        try:
-            return cls(value)
-        except ValueError:
-            raise ValueError(f"unknown normalisation {value!r}; choose one of {[m.value for m in cls]}") from None
 
 
 @dataclass
@@ -217,8 +211,11 @@ def to_model_frame(
 
 
 def normalise_intensity(volume: np.ndarray, method: str | Normalisation = Normalisation.PERCENTILE) -> np.ndarray:
-    """Normalised float32 copy of ``volume`` (any shape). Constant volumes give zeros."""
-    method = Normalisation.parse(method)
+    """Normalised float32 copy of ``volume`` (any shape). Constant volumes give zeros.
+
+    Raises :class:`ModelError` for a ``method`` that is not a :class:`Normalisation` (a model card's setting).
+    """
+    method = parse_choice(Normalisation, method, "normalisation")
     v = np.asarray(volume, dtype=np.float32)
     if method is Normalisation.PERCENTILE:
         sample = v.ravel()[:: max(1, v.size // 2_000_000)]

@@ -30,18 +30,16 @@ import copy
 import math
 from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medfcn.choices import parse_choice
 from medfcn.errors import ModelError
 
-__all__ = ["Variant", "Upsampling", "FCNConfig", "FCN", "build_network", "fold_batchnorm", "parse_choice"]
-
-E = TypeVar("E", bound=StrEnum)
-
+__all__ = ["Variant", "Upsampling", "FCNConfig", "FCN", "build_network", "fold_batchnorm", "pad_to_stride"]
 
 class Variant(StrEnum):
     """Which skip levels the network fuses (the finest stride its score map reaches before the last upsample)."""
@@ -64,13 +62,23 @@ class Upsampling(StrEnum):
     RESIZE_CONV = "resize_conv"
 
 
-def parse_choice(enum: type[E], value: Any, what: str) -> E:
-    """``value`` as a member of ``enum``; raises :class:`ModelError` naming the valid choices."""
-    try:
-        return enum(str(value).lower() if isinstance(value, str) else value)
-    except ValueError:
-        choices = ", ".join(m.value for m in enum)
-        raise ModelError(f"{what} {value!r} is not one of: {choices}") from None
+def pad_to_stride(x: torch.Tensor, stride: int) -> tuple[torch.Tensor, tuple[slice, slice]]:
+    """``x`` (..., H, W) replicate-padded to multiples of ``stride`` (split evenly, the odd pixel after), and the
+    (H, W) slices that crop a result of the padded size back: ``y[..., crop[0], crop[1]]``.
+
+    The one place a slice is fitted to a network's pooling grid: the networks pad whole slices with it and the
+    slice engine pads the slices it tiles with it, so every tile sees the grid of the untiled pass.
+
+    >>> padded, crop = pad_to_stride(torch.zeros(1, 1, 33, 37), 8)
+    >>> tuple(padded.shape), crop
+    ((1, 1, 40, 40), (slice(3, 36, None), slice(1, 38, None)))
+    """
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % stride, (-w) % stride
+    crop = (slice(ph // 2, ph // 2 + h), slice(pw // 2, pw // 2 + w))
+    if ph or pw:
+        x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
+    return x, crop
 
 
 @dataclass
@@ -256,12 +264,7 @@ class FCN(nn.Module):
         """(B, in_channels, H, W) -> logits (B, num_classes, H, W). Pads (replicate) to the stride, crops back."""
         if x.ndim != 4 or x.shape[1] != self.config.in_channels:
             raise ModelError(f"the network expects input (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        s = self.stride
-        ph, pw = (-h) % s, (-w) % s
-        if ph or pw:
-            x = F.pad(x, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2), mode="replicate")
-
+        x, crop = pad_to_stride(x, self.stride)
         y = self.stem(x)
         features = []
         for level in self.levels:
@@ -270,11 +273,7 @@ class FCN(nn.Module):
         score = self.score(features[-1])
         for j, up, skip_score in zip(self.skip_levels, self.ups, self.skip_scores, strict=True):
             score = up(score) + skip_score(features[j])
-        out = self.head(score)
-
-        if ph or pw:
-            out = out[:, :, ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
-        return out
+        return self.head(score)[:, :, crop[0], crop[1]]
 
 
 def build_network(config: FCNConfig | dict[str, Any]) -> FCN:

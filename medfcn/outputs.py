@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medfcn.choices import choices_of, parse_choice
 from medfcn.errors import UnsupportedScanError, UsageError
 from medfcn.scan import Scan
 
@@ -47,16 +48,11 @@ def parse_formats(value: str | Iterable[str]) -> tuple[OutputFormat, ...]:
     items = value.split(",") if isinstance(value, str) else list(value)
     out: list[OutputFormat] = []
     for item in (str(i).strip().lower() for i in items):
-        try:
-            fmt = OutputFormat(item)
-        except ValueError:
-            raise UsageError(
-                f"--format {item!r} is not one of: {', '.join(f.value for f in OutputFormat)} (comma-separated)"
-            ) from None
+        fmt = parse_choice(OutputFormat, item, "--format", UsageError)
         if fmt not in out:
             out.append(fmt)
     if not out:
-        raise UsageError(f"--format: give one or more of {', '.join(f.value for f in OutputFormat)}")
+        raise UsageError(f"--format: give one or more of {choices_of(OutputFormat)}, comma-separated")
     return tuple(out)
 
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 import numpy as np
 from scipy import ndimage
 
-from medfcn.network import parse_choice
+from medfcn.choices import parse_choice
 
 __all__ = ["Step", "clean_mask", "apply_to_probabilities"]
 

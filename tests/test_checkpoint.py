@@ -103,6 +103,38 @@ def test_card_validation_names_the_problem():
         ModelCard(labels={"background": 0, "brain": 2})
 
 
+def _with_card(source, path, **changes):
+    """A copy of the model file ``source`` at ``path`` whose card has ``changes``."""
+    from safetensors import safe_open
+
+    with safe_open(str(source), "pt") as f:
+        meta, tensors = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    save_file(tensors, str(path), metadata={**meta, "card": json.dumps(json.loads(meta["card"]) | changes)})
+    return path
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "choices"),
+    [
+        ("normalisation", "bogus", "percentile, zscore"),
+        ("architecture", "resnet", "fcn, basicunet"),
+        ("postprocess", ["fill_holes", "erode"], "largest_component, fill_holes"),
+    ],
+)
+def test_a_card_with_an_unknown_choice_fails_at_load(tmp_path, field, value, choices):
+    """Not at segment time, case after case: the load names the file, the field, the value and the choices."""
+    bad = _with_card(DEFAULT_MODEL_PATH, tmp_path / "bad.safetensors", **{field: value})
+    with pytest.raises(ModelError) as err:
+        load_model(bad)
+    message = str(err.value)
+    assert str(bad) in message and f"is not one of: {choices}" in message and "\n" not in message, message
+
+
+def test_card_choices_are_stored_in_their_canonical_spelling():
+    card = ModelCard(normalisation=" ZScore", postprocess=["Fill_Holes"], architecture="FCN")
+    assert (card.normalisation, card.postprocess, card.architecture) == ("zscore", ("fill_holes",), "fcn")
+
+
 def test_the_bundled_model_loads_with_its_card():
     model = load_model()
     card = model.card

@@ -17,7 +17,7 @@ from torch import nn
 
 from medfcn.engine import SliceEngine, gaussian_weights, select_device, slice_stack, tile_starts
 from medfcn.errors import CancelledError, MedfcnError, ModelError, UnsupportedScanError
-from medfcn.network import FCN
+from medfcn.network import FCN, pad_to_stride
 
 
 class ProbabilityEcho(nn.Module):
@@ -32,6 +32,20 @@ class ProbabilityEcho(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         p = x[:, x.shape[1] // 2 : x.shape[1] // 2 + 1]
         return torch.cat([p.log(), (1 - p).log()], dim=1)
+
+
+class BlockMean(nn.Module):
+    """A network of stride 8 whose output is exact on its pooling grid: each 8 x 8 block of the (padded) input's
+    centre channel is averaged, logits (m, -m). It pads with :func:`pad_to_stride`, like the real networks, so a
+    tile placed anywhere but on that grid would give other numbers."""
+
+    in_channels = 3
+    stride = 8
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, crop = pad_to_stride(x, self.stride)
+        m = F.avg_pool2d(x[:, 1:2], self.stride).repeat_interleave(self.stride, 2).repeat_interleave(self.stride, 3)
+        return torch.cat([m, -m], dim=1)[:, :, crop[0], crop[1]]
 
 
 def _blobs(shape: tuple[int, ...], seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +143,17 @@ def test_gaussian_stitching_of_an_identity_model_reproduces_its_input(window, tt
     np.testing.assert_allclose(probs.sum(1).numpy(), 1.0, atol=2e-6)
     labels = engine.predict(volume)
     np.testing.assert_array_equal(labels, (volume < 0.5).astype(np.uint8))
+
+
+@pytest.mark.parametrize("window", [8, 16, (24, 16), 33])
+def test_tiles_meet_the_networks_own_padding_and_grid(window) -> None:
+    """Odd slices (33 x 37): the engine pads tiled slices as the network pads whole ones (:func:`pad_to_stride`)
+    and places tiles on its grid, so tiling a block-exact network changes nothing."""
+    volume = np.random.default_rng(5).uniform(0, 1, (33, 37, 3)).astype(np.float32)
+    whole = _all_probabilities(SliceEngine(BlockMean(), device="cpu", window=None), volume)
+    tiled = _all_probabilities(SliceEngine(BlockMean(), device="cpu", window=window, overlap=0.4), volume)
+    assert tuple(whole.shape) == (3, 2, 33, 37)
+    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [(70, 75, 4), (72, 80, 4)])
@@ -285,7 +310,7 @@ _TALL_SCAN = textwrap.dedent(
     import numpy as np
     import torch
     from medfcn.engine import SliceEngine
-    from medfcn.network import FCN
+    from medfcn.network import FCN, pad_to_stride
 
     def status(key):
         for line in open("/proc/self/status"):

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 import torch
 from conftest import affine_from_codes, head_labels, head_volume, lps_geometry, oblique_affine
 
+from medfcn.errors import ModelError
 from medfcn.frame import (
     Normalisation,
     frame_to_scan_coordinates,
@@ -172,5 +173,5 @@ def test_normalise_zscore_by_hand():
 def test_normalise_constant_and_unknown():
     assert not normalise_intensity(np.full((4, 5, 6), 7.0), "zscore").any()
     assert not normalise_intensity(np.full((4, 5, 6), 7.0), "percentile").any()
-    with pytest.raises(ValueError, match="choose one of \\['percentile', 'zscore'\\]"):
+    with pytest.raises(ModelError, match="normalisation 'minmax' is not one of: percentile, zscore"):
         normalise_intensity(np.zeros((2, 2, 2)), "minmax")

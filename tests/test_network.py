@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfcn.errors import ModelError
-from medfcn.network import FCN, FCNConfig, Upsampling, Variant, build_network, fold_batchnorm
+from medfcn.network import FCN, FCNConfig, Upsampling, Variant, build_network, fold_batchnorm, pad_to_stride
 
 VARIANTS = [v.value for v in Variant]
 UPSAMPLINGS = [u.value for u in Upsampling]
@@ -152,3 +152,43 @@ def test_stride_follows_stem_and_depth() -> None:
     assert net.stride == 16
     with torch.no_grad():
         assert tuple(net(torch.zeros(1, 1, 16, 17)).shape) == (1, 2, 16, 17)
+
+
+# -- padding to the stride: one rule for the networks and the engine's tiles --------------------------------------
+
+
+@pytest.mark.parametrize("stride", [1, 4, 8, 16, 32])
+@pytest.mark.parametrize(("h", "w"), [(33, 37), (32, 32), (1, 63), (17, 16)])
+def test_pad_to_stride_round_trips(h: int, w: int, stride: int) -> None:
+    x = torch.randn(2, 3, h, w)
+    padded, crop = pad_to_stride(x, stride)
+    hp, wp = padded.shape[-2:]
+    assert hp % stride == 0 and wp % stride == 0 and 0 <= hp - h < stride and 0 <= wp - w < stride
+    torch.testing.assert_close(padded[..., crop[0], crop[1]], x, rtol=0, atol=0)
+    # replicate padding, split evenly with the odd pixel after: the border rows and columns repeat the edge
+    top, left = crop[0].start, crop[1].start
+    assert top == (hp - h) // 2 and left == (wp - w) // 2
+    torch.testing.assert_close(padded[..., :top, left : left + w], x[..., :1, :].expand(-1, -1, top, -1))
+    torch.testing.assert_close(padded[..., top : top + h, wp - 1], x[..., :, w - 1])
+    assert pad_to_stride(x, stride)[0].shape == padded.shape  # deterministic
+
+
+def test_every_network_the_engine_runs_says_its_stride() -> None:
+    """The FCN and the BasicUNet baseline expose ``stride`` as an attribute (no default is guessed), and each
+    network's own padding is :func:`pad_to_stride`: its output on a padded input, cropped, is its output on the
+    input itself."""
+    from medfcn.baselines import BasicUNet2D
+
+    torch.manual_seed(0)
+    nets = [
+        FCN(in_channels=3, num_classes=2, width=4, max_width=8, depth=3, stem_stride=2).eval(),
+        BasicUNet2D(in_channels=3, num_classes=2, features=(4, 4, 4, 4, 4, 4)).eval(),
+    ]
+    x = torch.randn(1, 3, 33, 37)
+    for net in nets:
+        assert isinstance(net.stride, int) and net.stride in (8, 16)
+        padded, crop = pad_to_stride(x, net.stride)
+        with torch.no_grad():
+            whole, of_padded = net(x), net(padded)
+        assert tuple(whole.shape) == (1, 2, 33, 37)
+        torch.testing.assert_close(of_padded[..., crop[0], crop[1]], whole, rtol=1e-5, atol=1e-5)

@@ -29,10 +29,10 @@ from torch import nn
 
 from medfcn import __version__
 from medfcn.choices import parse_choice
-from medfcn.errors import ModelError, OutputError
+from medfcn.errors import ModelError
 from medfcn.label_codes import check_label_codes, code_for
 from medfcn.network import FCN
-from medfcn.writer import file_sha256
+from medfcn.writer import atomic_write, file_sha256
 
 __all__ = [
     "FORMAT",
@@ -219,24 +219,21 @@ def _check_weights(path: Path, card: ModelCard, tensors: dict[str, torch.Tensor]
 
 
 def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
-    """Write ``network``'s weights and ``card`` to ``path`` (safetensors), atomically. Returns the path."""
+    """Write ``network``'s weights and ``card`` to ``path`` (safetensors) through :func:`medfcn.writer.atomic_write`
+    (a killed save leaves the previous file and a temporary :func:`~medfcn.writer.remove_stale_partials` knows).
+    Returns the path; raises :class:`OutputError` when it cannot be written."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in network.state_dict().items()}
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "card": card.to_json()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(tmp: Path) -> None:
         save_file(state, str(tmp), metadata=meta)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files readable by their owner only
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write model {path}: {exc.strerror or exc}") from None
-    return path
+
+    return atomic_write(path, write)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

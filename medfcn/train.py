@@ -228,6 +228,14 @@ def frame_dice(network: torch.nn.Module, items: list[dict[str, Any]], card, devi
     return float(np.mean(scores)) if scores else float("nan")
 
 
+def save_state(path: Path, state: dict[str, Any]) -> Path:
+    """Write the training state (what ``--resume`` reads) through :func:`medfcn.writer.atomic_write`: a run killed
+    while saving keeps the previous state whole. Raises :class:`OutputError`."""
+    from medfcn.writer import atomic_write
+
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
 def _lr_factor(progress: float) -> float:
     warm = 0.03
     if progress < warm:
@@ -368,7 +376,8 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             }
             card.training = _training_record(config, pairs, epoch + 1, elapsed, device, init_sha256)
             save_model(output, network, card)
-        torch.save(
+        save_state(
+            state_path,
             {
                 "network": network.state_dict(),
                 "optimiser": optimiser.state_dict(),
@@ -377,7 +386,6 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
                 "elapsed": elapsed,
                 "history": json.dumps(history),
             },
-            state_path,
         )
         if stopped_by_time:
             break

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from medfcn.checkpoint import DEFAULT_MODEL_PATH, ModelCard, describe, load_model, save_model
-from medfcn.errors import ModelError
+from medfcn.errors import ModelError, OutputError
 from medfcn.network import FCN
 
 
@@ -133,6 +133,55 @@ def test_a_card_with_an_unknown_choice_fails_at_load(tmp_path, field, value, cho
 def test_card_choices_are_stored_in_their_canonical_spelling():
     card = ModelCard(normalisation=" ZScore", postprocess=["Fill_Holes"], architecture="FCN")
     assert (card.normalisation, card.postprocess, card.architecture) == ("zscore", ("fill_holes",), "fcn")
+
+
+_KILLED_SAVE = """
+import os, sys, torch
+from pathlib import Path
+import safetensors.torch
+from medfcn.checkpoint import ModelCard, save_model
+from medfcn.network import FCN
+
+def killed(state, name, metadata=None):  # half a file, then the process dies (no clean-up runs)
+    Path(name).write_bytes(b"partial")
+    os._exit(9)
+
+safetensors.torch.save_file = killed
+net = FCN(in_channels=3, num_classes=2, width=4, depth=2, variant="fcn16s")
+save_model(sys.argv[1], net, ModelCard(network=net.config.to_dict()))
+"""
+
+
+def test_a_save_killed_midway_keeps_the_previous_model_and_a_recognised_temporary(tmp_path):
+    import subprocess
+    import sys
+
+    from medfcn.writer import remove_stale_partials
+
+    net, card, path = _model(tmp_path)
+    before = path.read_bytes()
+    done = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(path)], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    assert path.read_bytes() == before and load_model(path).card.labels == card.labels
+    left = [p for p in tmp_path.iterdir() if p != path]
+    assert len(left) == 1 and left[0].name.startswith(f".{path.name}.")  # the dead process's temporary
+    assert remove_stale_partials(tmp_path) == left and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_a_failed_save_leaves_the_previous_model_and_nothing_else(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    net, card, path = _model(tmp_path)
+    before = path.read_bytes()
+
+    def fails(state, name, metadata=None):
+        open(name, "wb").write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", fails)
+    with pytest.raises(OutputError, match="No space left"):
+        save_model(path, net, card)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
 
 
 def test_the_bundled_model_loads_with_its_card():

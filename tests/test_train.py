@@ -203,3 +203,37 @@ def test_max_minutes_zero_and_an_incompatible_resume_are_refused(dataset, capsys
     with pytest.raises(MedfcnError) as e:  # the state of a 4-wide network, resumed with an 8-wide one
         train(_config(dataset, output=out, epochs=2, width=8, resume=True), progress=False)
     assert e.value.exit_code == 2 and "r.safetensors.state.pt" in str(e.value) and "--resume" in str(e.value)
+
+
+_KILLED_STATE_SAVE = """
+import os, sys, torch
+from pathlib import Path
+from medfcn.train import save_state
+
+def killed(obj, f, *args, **kwargs):  # half a file, then the process dies (no clean-up runs)
+    Path(f).write_bytes(b"partial")
+    os._exit(9)
+
+torch.save = killed
+save_state(Path(sys.argv[1]), {"epoch": 2})
+"""
+
+
+def test_a_state_save_killed_midway_keeps_the_previous_state(tmp_path):
+    """The resume state is the file meant to survive a kill: it is written through the one atomic writer."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from medfcn.train import save_state
+    from medfcn.writer import remove_stale_partials
+
+    path = tmp_path / "m.safetensors.state.pt"
+    save_state(path, {"epoch": 1})
+    done = subprocess.run([sys.executable, "-c", _KILLED_STATE_SAVE, str(path)], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    assert torch.load(path, weights_only=True) == {"epoch": 1}
+    left = [p for p in tmp_path.iterdir() if p != path]
+    assert len(left) == 1 and left[0].name.startswith(f".{path.name}.")
+    assert remove_stale_partials(tmp_path) == left and sorted(tmp_path.iterdir()) == [path]

@@ -76,9 +76,7 @@ def _child_medfcn_stages(
 ) -> dict:
     import torch
 
-    from medfcn.frame import normalise_intensity, probabilities_to_labels, to_model_frame
     from medfcn.pipeline import Segmenter
-    from medfcn.postprocess import apply_to_probabilities
     from medfcn.reader import read_scan
     from medfcn.writer import write_labels
 
@@ -96,15 +94,16 @@ def _child_medfcn_stages(
     scan = read_scan(image)
     lap("read")
     card = segmenter.model.card
-    frame = to_model_frame(scan, card.spacing, orientation=card.orientation)
+    frame = segmenter.to_frame(scan)  # the stages Segmenter.segment calls, in its order
     lap("into model frame")
-    volume = normalise_intensity(frame.volume, card.normalisation)
+    volume = segmenter.normalise(frame)
     lap("normalise")
     probs = segmenter.probabilities(volume)
     lap("inference (all slice axes)")
-    apply_to_probabilities(probs, card.postprocess)
+    del volume
+    segmenter.postprocess(probs)
     lap("post-process")
-    labels = probabilities_to_labels(probs, frame)
+    labels = segmenter.to_scan(probs, frame)
     lap("back onto scan grid")
     write_labels(labels, scan, output)
     lap("write")
@@ -243,18 +242,16 @@ def _child_engine(image: str, model: str | None, repeat: int, threads: int = 0, 
     if threads:
         torch.set_num_threads(threads)
 
-    from medfcn.checkpoint import load_model
-    from medfcn.engine import SliceEngine
-    from medfcn.frame import normalise_intensity, to_model_frame
+    from medfcn.frame import normalise_intensity
+    from medfcn.pipeline import Segmenter
     from medfcn.reader import read_scan
 
-    loaded = load_model(model)
-    card = loaded.card
-    engine = SliceEngine(loaded.network, device=device, batch_size=16)
-    raw = loaded.network.eval()
+    segmenter = Segmenter(model, device=device, batch_size=16)
+    card, engine = segmenter.model.card, segmenter.engine
+    raw = segmenter.model.network.eval()
     scan = read_scan(image)
-    frame_vol = normalise_intensity(to_model_frame(scan, card.spacing, orientation=card.orientation).volume)
-    native = normalise_intensity(scan.array)
+    frame_vol = segmenter.normalise(segmenter.to_frame(scan))
+    native = normalise_intensity(scan.array, card.normalisation)
     cases = {
         f"model frame {tuple(frame_vol.shape)}, axes {list(card.slice_axes)}": (frame_vol, tuple(card.slice_axes)),
         f"native 0.5 mm, axial {tuple(native.shape[:2])}": (native, (2,)),

@@ -1,9 +1,14 @@
 """The whole path from a scan to its label map: one function that the CLI, the napari widget and the tests call.
 
-scan -> the model's frame (orientation, spacing: :mod:`medfcn.frame`) -> intensity normalisation -> the slice
-engine along each of the model's slice axes (probabilities averaged, stored as uint16 on the model's frame:
-never a float volume of the scan's size) -> post-processing -> probabilities resampled slab by slab onto the
-scan's own grid -> labels.
+The stages, each a method of :class:`Segmenter` that :meth:`Segmenter.segment` calls in this order (training's
+validation and the benchmarks call the same methods, never a copy of the sequence):
+
+1. :meth:`~Segmenter.to_frame`: scan -> the model's frame (orientation, spacing: :mod:`medfcn.frame`)
+2. :meth:`~Segmenter.normalise`: intensity normalisation as recorded in the model's card
+3. :meth:`~Segmenter.probabilities`: the slice engine along each of the model's slice axes (probabilities
+   summed, stored as uint16 on the model's frame: never a float volume of the scan's size)
+4. :meth:`~Segmenter.postprocess`: the card's clean-up steps, on the probabilities
+5. :meth:`~Segmenter.to_scan`: probabilities resampled slab by slab onto the scan's own grid -> labels
 
 >>> from medfcn.scan import Scan
 >>> scan = Scan(np.random.rand(30, 34, 20).astype(np.float32), (2.0, 2.0, 3.0), (0, 0, 0), np.eye(3))
@@ -21,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medfcn.checkpoint import Model, load_model
+from medfcn.checkpoint import Model, ModelCard, load_model
 from medfcn.engine import SliceEngine
-from medfcn.frame import normalise_intensity, probabilities_to_labels, to_model_frame
+from medfcn.frame import ModelFrame, normalise_intensity, probabilities_to_labels, to_model_frame
 from medfcn.postprocess import apply_to_probabilities
 from medfcn.scan import Scan
 
-__all__ = ["Segmenter", "segment_scan"]
+__all__ = ["Segmenter", "segment_scan", "frame_for_model", "normalise_for_model"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +40,19 @@ Progress = Callable[[float], None]
 Cancel = Callable[[], bool]
 
 _INFERENCE_SHARE = 0.85  # of the progress bar; the rest is resampling back onto the scan's grid
+
+
+def frame_for_model(
+    scan: Scan, card: ModelCard, *, array: np.ndarray | None = None, mode: str = "bilinear"
+) -> ModelFrame:
+    """Stage 1 for the model ``card`` describes: ``scan`` (or ``array`` on its grid, e.g. a label map with
+    ``mode="nearest"``) on the model's frame (its orientation and spacing). Training prepares its cases with it."""
+    return to_model_frame(scan, card.spacing, orientation=card.orientation, array=array, mode=mode)
+
+
+def normalise_for_model(frame: ModelFrame, card: ModelCard) -> np.ndarray:
+    """Stage 2 for the model ``card`` describes: (X', Y', Z') float32 intensities of ``frame``, normalised."""
+    return normalise_intensity(frame.volume, card.normalisation)
 
 
 class Segmenter:
@@ -62,10 +80,21 @@ class Segmenter:
     def labels(self) -> dict[str, int]:
         return dict(self.model.card.labels)
 
+    # -- the stages, in order ------------------------------------------------------------------------------------
+
+    def to_frame(self, scan: Scan) -> ModelFrame:
+        """Stage 1: ``scan`` reoriented and resampled onto the model's frame (its card's orientation and spacing)."""
+        return frame_for_model(scan, self.model.card)
+
+    def normalise(self, frame: ModelFrame) -> np.ndarray:
+        """Stage 2: (X', Y', Z') float32 intensities of ``frame`` normalised as the model was trained."""
+        return normalise_for_model(frame, self.model.card)
+
     def probabilities(
         self, volume: np.ndarray, *, progress: Progress | None = None, cancel: Cancel | None = None
     ) -> np.ndarray:
-        """(C, X', Y', Z') uint16 sums over the slice axes of probabilities x 255, for a normalised frame volume."""
+        """Stage 3: (C, X', Y', Z') uint16 sums over the slice axes of probabilities x 255, for a normalised frame
+        volume (X', Y', Z')."""
         card = self.model.card
         n_classes = len(card.labels)
         acc = np.zeros((n_classes, *volume.shape), dtype=np.uint16)
@@ -82,21 +111,31 @@ class Segmenter:
                 block.copy_((block.to(torch.int32) + q).to(torch.uint16))
         return acc
 
+    def postprocess(self, probabilities: np.ndarray) -> np.ndarray:
+        """Stage 4: the card's post-processing steps applied to ``probabilities`` (C, X', Y', Z') in place;
+        returns them."""
+        return apply_to_probabilities(probabilities, self.model.card.postprocess)
+
+    def to_scan(self, probabilities: np.ndarray, frame: ModelFrame, *, progress: Progress | None = None) -> np.ndarray:
+        """Stage 5: uint8 labels (X, Y, Z) on the grid of the scan ``frame`` came from (see
+        :func:`medfcn.frame.probabilities_to_labels`)."""
+        return probabilities_to_labels(probabilities, frame, progress=progress)
+
     def segment(self, scan: Scan, *, progress: Progress | None = None, cancel: Cancel | None = None) -> np.ndarray:
         """uint8 labels (X, Y, Z) on ``scan``'s own grid (label ids as in the model's card).
 
         ``progress(fraction)`` is called as work advances (0 to 1); ``cancel()`` is polled between batches and
         stops the work with :class:`CancelledError` when it returns true.
         """
-        card = self.model.card
         t0 = time.perf_counter()
-        frame = to_model_frame(scan, card.spacing, orientation=card.orientation)
-        volume = normalise_intensity(frame.volume, card.normalisation)
+        frame = self.to_frame(scan)
+        volume = self.normalise(frame)
         inner = None if progress is None else (lambda f: progress(_INFERENCE_SHARE * f))
         probs = self.probabilities(volume, progress=inner, cancel=cancel)
-        apply_to_probabilities(probs, card.postprocess)
+        del volume  # the normalised copy is not needed on the way back: free it before resampling
+        self.postprocess(probs)
         back = None if progress is None else (lambda f: progress(_INFERENCE_SHARE + (1 - _INFERENCE_SHARE) * f))
-        labels = probabilities_to_labels(probs, frame, progress=back)
+        labels = self.to_scan(probs, frame, progress=back)
         log.debug("segmented %s %s in %.2f s on %s", scan.case, scan.shape, time.perf_counter() - t0, self.device)
         return labels
 

@@ -20,7 +20,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from medfcn import __version__
+from medfcn.checkpoint import save_model
 from medfcn.errors import MedfcnError, NoScansError, UsageError
 from medfcn.filenames import strip_suffix
 from medfcn.train_options import TrainConfig
@@ -91,11 +92,12 @@ def data_sha256(pairs: list[dict[str, str]]) -> str:
     return h.hexdigest()
 
 
-def _prepare(pair: dict[str, str], spacing: float, n_classes: int) -> dict[str, Any]:
-    """Image normalised to [0, 1] and label map, both on the model's frame."""
-    from medfcn.frame import normalise_intensity, to_model_frame
+def _prepare(pair: dict[str, str], card) -> dict[str, Any]:
+    """Image normalised and label map, both on the model's frame, through the pipeline's own first two stages."""
+    from medfcn.pipeline import frame_for_model, normalise_for_model
     from medfcn.reader import read_scan
 
+    n_classes = len(card.labels)
     image = read_scan(pair["image"], case=pair["case"])
     label = read_scan(pair["label"], case=pair["case"])
     diffs = image.grid.differences(label.grid)
@@ -108,19 +110,19 @@ def _prepare(pair: dict[str, str], spacing: float, n_classes: int) -> dict[str, 
             f"{pair['label']}: label values {bad} are not class ids of {n_classes} classes "
             f"(integers 0..{n_classes - 1}; --label-names names them)"
         )
-    frame = to_model_frame(image, (spacing,) * 3)
-    lab = to_model_frame(image, (spacing,) * 3, array=label.array, mode="nearest").volume
-    return {"case": pair["case"], "image": normalise_intensity(frame.volume), "label": np.rint(lab).astype(np.uint8)}
+    frame = frame_for_model(image, card)
+    lab = frame_for_model(image, card, array=label.array, mode="nearest").volume
+    return {"case": pair["case"], "image": normalise_for_model(frame, card), "label": np.rint(lab).astype(np.uint8)}
 
 
-def cache_cases(pairs: list[dict[str, str]], spacing: float, n_classes: int) -> list[dict[str, Any]]:
-    """The pairs loaded once onto the model's frame, through a MONAI ``CacheDataset``."""
+def cache_cases(pairs: list[dict[str, str]], card) -> list[dict[str, Any]]:
+    """The pairs loaded once onto the frame of the model ``card`` describes, through a MONAI ``CacheDataset``."""
     from monai.data import CacheDataset
     from monai.transforms import Lambda
 
     try:
         dataset = CacheDataset(
-            pairs, transform=Lambda(lambda p: _prepare(p, spacing, n_classes)), progress=False, num_workers=0
+            pairs, transform=Lambda(lambda p: _prepare(p, card)), progress=False, num_workers=0
         )
     except RuntimeError as exc:  # MONAI wraps a transform's error in "applying transform ...": show the cause
         cause: BaseException | None = exc
@@ -212,18 +214,17 @@ def _card(config: TrainConfig, n_classes: int):
 
 
 def frame_dice(network: torch.nn.Module, items: list[dict[str, Any]], card, device: torch.device) -> float:
-    """Mean foreground Dice over ``items`` (frame volumes) through the inference path's own multi-axis averaging
-    and post-processing (:meth:`medfcn.pipeline.Segmenter.probabilities`)."""
+    """Mean foreground Dice over ``items`` (normalised frame volumes) through the inference path's own stages:
+    multi-axis probabilities and post-processing (:meth:`~medfcn.pipeline.Segmenter.probabilities`,
+    :meth:`~medfcn.pipeline.Segmenter.postprocess`), the arg-max taken on the model's frame."""
     from medfcn.checkpoint import Model
     from medfcn.metrics import dice
     from medfcn.pipeline import Segmenter
-    from medfcn.postprocess import apply_to_probabilities
 
     segmenter = Segmenter(Model(network=network, card=card), device=device, batch_size=32)
     scores = []
     for item in items:
-        probs = segmenter.probabilities(item["image"])
-        pred = apply_to_probabilities(probs, card.postprocess).argmax(0)
+        pred = segmenter.postprocess(segmenter.probabilities(item["image"])).argmax(0)
         scores += [dice(pred == lab, item["label"] == lab) for lab in range(1, len(card.labels))]
     return float(np.mean(scores)) if scores else float("nan")
 
@@ -247,13 +248,18 @@ def _lr_factor(progress: float) -> float:
 # -- the loop ------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Standing:
+    """Where a run stands after its last finished epoch: what the training state keeps and ``--resume`` restores."""
+
+    epoch: int = 0
+    best: float = -1.0
+    elapsed: float = 0.0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
 def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     """Train as configured; writes the best model to ``config.output``. Returns a summary dict."""
-    from monai.losses import DiceCELoss
-    from tqdm import tqdm
-
-    from medfcn.augment import Augmenter
-    from medfcn.checkpoint import build_from_card, save_model
     from medfcn.engine import select_device
 
     torch.manual_seed(config.seed)
@@ -261,63 +267,138 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     state_path = output.with_name(output.name + ".state.pt")
     check_output(output)
     pairs = find_pairs(config.images, config.labels, config.pairs)
-    n_classes = len(config.label_names)
-    card = _card(config, n_classes)
+    card = _card(config, len(config.label_names))
     device = select_device(config.device)
     log.info("training on %d case(s), device %s", len(pairs), device)
-    cases = cache_cases(pairs, config.spacing, n_classes)
+    train_items, val_items, validation = _split(cache_cases(pairs, card), config)
+    trainer = _Trainer(config, card, device, train_items)
+    run = trainer.restore(state_path) if config.resume else _Standing()
 
-    augmenter = Augmenter(spacing=config.spacing) if config.augment else None
+    t0 = time.monotonic() - run.elapsed
+    epoch, stopped_by_time = run.epoch, False
+    for epoch in range(run.epoch, config.epochs):
+        loss, stopped_by_time = trainer.train_epoch(epoch, t0, run.best, progress)
+        trainer.network.eval()
+        dice = frame_dice(trainer.network, val_items, card, device)
+        run.epoch, run.elapsed = epoch + 1, time.monotonic() - t0
+        _report_epoch(run, loss, dice)
+        if dice > run.best:
+            run.best = dice
+            card.metrics = {"validation_dice": round(dice, 4), "epoch": run.epoch, "validation": validation}
+            card.training = _training_record(config, pairs, run.epoch, run.elapsed, device, trainer.init_sha256)
+            save_model(output, trainer.network, card)
+        save_state(state_path, trainer.state(run))
+        if stopped_by_time:
+            break
+    return {
+        "output": str(output),
+        "best_validation_dice": run.best,
+        "epochs": epoch + 1,
+        "history": run.history,
+        "minutes": round((time.monotonic() - t0) / 60, 2),
+        "stopped_by_time": stopped_by_time,
+    }
+
+
+def _split(cases: list[dict[str, Any]], config: TrainConfig) -> tuple[list, list, str]:
+    """Training items, validation items and how validation is done (recorded in the card). With one subject,
+    validation is on fixed transformed copies of it (and the original)."""
+    from medfcn.augment import Augmenter
+
     n_val = min(config.val_cases, len(cases) - 1) if len(cases) > 1 else 0
-    train_items, val_items = cases[n_val:], cases[:n_val]
-    if not val_items:  # one subject: validate on fixed transformed copies of it (and the original)
-        val_rng = np.random.default_rng([config.seed, 99991])
-        base = cases[0]
-        val_items = [base] + [
-            dict(
-                zip(
-                    ("image", "label"),
-                    Augmenter(spacing=config.spacing)(base["image"], base["label"], val_rng),
-                    strict=True,
-                )
-            )
-            for _ in range(config.val_copies)
-        ]
+    if n_val:
+        return cases[n_val:], cases[:n_val], "held-out cases"
+    val_rng = np.random.default_rng([config.seed, 99991])
+    base, augment = cases[0], Augmenter(spacing=config.spacing)
+    copies = [
+        dict(zip(("image", "label"), augment(base["image"], base["label"], val_rng), strict=True))
+        for _ in range(config.val_copies)
+    ]
+    return cases, [base, *copies], f"original + {config.val_copies} augmented copies"
 
-    network = build_from_card(card).to(device)
-    init_sha256 = _load_init(network, card, config.init) if config.init else ""
-    synthesise = _synthesiser(train_items, config)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
-    amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    start_epoch, best, history, elapsed0 = 0, -1.0, [], 0.0
-    if state_path.exists() and config.resume:
+
+def _report_epoch(run: _Standing, loss: float, dice: float) -> None:
+    """Record an epoch in the history and say it: one line per epoch even with --quiet (which hides only the
+    progress bar)."""
+    run.history.append({"epoch": run.epoch, "loss": loss, "val_dice": dice, "minutes": round(run.elapsed / 60, 2)})
+    log.info("epoch %d: loss %.4f, validation Dice %.4f", run.epoch, loss, dice)
+    print(
+        f"epoch {run.epoch}: loss {loss:.4f}, validation Dice {dice:.4f}, {run.elapsed / 60:.1f} min",
+        file=sys.stderr,
+    )
+
+
+class _Trainer:
+    """The network, its optimiser and the training data of one run, set up once (weights from ``--init``)."""
+
+    def __init__(self, config: TrainConfig, card, device: torch.device, items: list[dict[str, Any]]) -> None:
+        from monai.losses import DiceCELoss
+
+        from medfcn.augment import Augmenter
+        from medfcn.checkpoint import build_from_card
+
+        self.config, self.card, self.device, self.items = config, card, device, items
+        self.augmenter = Augmenter(spacing=config.spacing) if config.augment else None
+        self.network = build_from_card(card).to(device)
+        self.init_sha256 = _load_init(self.network, card, config.init) if config.init else ""
+        self.synthesise = _synthesiser(items, config)
+        self.optimiser = torch.optim.AdamW(self.network.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
+        self.amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+
+    def state(self, run: _Standing) -> dict[str, Any]:
+        """The training state to save after an epoch (read back by :meth:`restore`)."""
+        return {
+            "network": self.network.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "epoch": run.epoch,
+            "best": run.best,
+            "elapsed": run.elapsed,
+            "history": json.dumps(run.history),
+        }
+
+    def restore(self, path: Path) -> _Standing:
+        """Load the state saved at ``path`` into the network and optimiser (``--resume``); where the run stood.
+        Raises :class:`UsageError` for a state of another network or a damaged file."""
+        if not path.exists():
+            log.warning("no training state at %s: starting from scratch", path)
+            return _Standing()
         try:
-            state = torch.load(state_path, map_location=device, weights_only=True)
-            network.load_state_dict(state["network"])
-            optimiser.load_state_dict(state["optimiser"])
-            start_epoch, best, elapsed0 = int(state["epoch"]), float(state["best"]), float(state["elapsed"])
-            history = json.loads(state["history"])
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            self.network.load_state_dict(state["network"])
+            self.optimiser.load_state_dict(state["optimiser"])
+            run = _Standing(int(state["epoch"]), float(state["best"]), float(state["elapsed"]))
+            run.history = json.loads(state["history"])
         except Exception as exc:  # another network, a damaged or foreign file: torch raises many types
             text = str(exc).strip().splitlines()
             raise UsageError(
-                f"{state_path}: cannot resume from this training state ({type(exc).__name__}: "
+                f"{path}: cannot resume from this training state ({type(exc).__name__}: "
                 f"{text[0] if text else ''}); it was written for another network or is damaged: "
                 "drop --resume or remove it"
             ) from None
-        log.info("resuming after epoch %d (best validation Dice %.4f)", start_epoch, best)
-    elif config.resume:
-        log.warning("no training state at %s: starting from scratch", state_path)
+        log.info("resuming after epoch %d (best validation Dice %.4f)", run.epoch, run.best)
+        return run
 
-    total_steps = config.epochs * config.steps_per_epoch
-    budget = config.max_minutes * 60 if config.max_minutes else math.inf
-    t0 = time.monotonic() - elapsed0
-    epoch = start_epoch
-    stopped_by_time = False
-    for epoch in range(start_epoch, config.epochs):
+    def _volume(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A training case drawn at random, synthesised or augmented: (image, label) on the model's frame."""
+        case = self.items[int(rng.integers(len(self.items)))]
+        if self.synthesise is not None and rng.random() < self.config.synth:
+            return self.synthesise(case, rng)
+        if self.augmenter is not None:
+            return self.augmenter(case["image"], case["label"], rng)
+        return case["image"], case["label"]
+
+    def train_epoch(self, epoch: int, t0: float, best: float, progress: bool) -> tuple[float, bool]:
+        """One epoch of ``steps_per_epoch`` steps; returns its mean loss and whether the time budget ran out.
+        The learning rate follows steps or time (``t0``: the run's start), whichever runs out first."""
+        from tqdm import tqdm
+
+        config, card = self.config, self.card
         rng = np.random.default_rng([config.seed, epoch])  # same stream whether or not the run was resumed
-        network.train()
+        total_steps = config.epochs * config.steps_per_epoch
+        budget = config.max_minutes * 60 if config.max_minutes else math.inf
+        self.network.train()
         bar = tqdm(
             range(config.steps_per_epoch),
             desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -325,78 +406,34 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
             leave=False,
             file=sys.stderr,
         )
-        losses = []
-        item = None
+        losses: list[float] = []
+        stopped_by_time = False
         for step in bar:
             if step % config.steps_per_volume == 0:
-                case = train_items[int(rng.integers(len(train_items)))]
-                image, label = case["image"], case["label"]
-                if synthesise is not None and rng.random() < config.synth:
-                    image, label = synthesise(case, rng)
-                elif augmenter is not None:
-                    image, label = augmenter(image, label, rng)
-                item = (image, label)
+                item = self._volume(rng)
             axis = int(rng.choice(card.slice_axes))
             x, y = sample_batch(*item, axis, config.batch_size, card.context, config.foreground_fraction, rng)
-            x, y = x.to(device), y.to(device)
             done = (epoch * config.steps_per_epoch + step) / total_steps
-            frac = max(done, (time.monotonic() - t0) / budget)
-            for group in optimiser.param_groups:
-                group["lr"] = config.lr * _lr_factor(frac)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=amp):
-                loss = loss_fn(network(x), y)
-            optimiser.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimiser)
-            scaler.update()
-            losses.append(loss.item())
+            lr = config.lr * _lr_factor(max(done, (time.monotonic() - t0) / budget))
+            losses.append(self._step(x.to(self.device), y.to(self.device), lr))
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", best=f"{max(best, 0):.4f}")
             if time.monotonic() - t0 > budget:
                 stopped_by_time = True
                 break
         bar.close()
-        network.eval()
-        dice = frame_dice(network, val_items, card, device)
-        elapsed = time.monotonic() - t0
-        history.append(
-            {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": dice, "minutes": round(elapsed / 60, 2)}
-        )
-        log.info("epoch %d: loss %.4f, validation Dice %.4f", epoch + 1, np.mean(losses), dice)
-        if True:  # one line per epoch even with --quiet (which hides only the progress bar)
-            print(
-                f"epoch {epoch + 1}: loss {np.mean(losses):.4f}, validation Dice {dice:.4f}, {elapsed / 60:.1f} min",
-                file=sys.stderr,
-            )
-        if dice > best:
-            best = dice
-            card.metrics = {
-                "validation_dice": round(dice, 4),
-                "epoch": epoch + 1,
-                "validation": "held-out cases" if n_val else f"original + {config.val_copies} augmented copies",
-            }
-            card.training = _training_record(config, pairs, epoch + 1, elapsed, device, init_sha256)
-            save_model(output, network, card)
-        save_state(
-            state_path,
-            {
-                "network": network.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "epoch": epoch + 1,
-                "best": best,
-                "elapsed": elapsed,
-                "history": json.dumps(history),
-            },
-        )
-        if stopped_by_time:
-            break
-    return {
-        "output": str(output),
-        "best_validation_dice": best,
-        "epochs": epoch + 1,
-        "history": history,
-        "minutes": round((time.monotonic() - t0) / 60, 2),
-        "stopped_by_time": stopped_by_time,
-    }
+        return float(np.mean(losses)), stopped_by_time
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> float:
+        """One optimiser step on inputs ``x`` (B, K, H, W) and labels ``y`` (B, 1, H, W); returns the loss."""
+        for group in self.optimiser.param_groups:
+            group["lr"] = lr
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.amp):
+            loss = self.loss_fn(self.network(x), y)
+        self.optimiser.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimiser)
+        self.scaler.update()
+        return loss.item()
 
 
 def _load_init(network: torch.nn.Module, card, path: str) -> str:

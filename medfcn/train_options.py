@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from medfcn.errors import UsageError
@@ -137,35 +137,14 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise UsageError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
-    return TrainConfig(
-        images=args.images,
-        labels=args.labels,
-        pairs=args.pairs,
-        output=args.output,
-        architecture=args.architecture,
-        variant=args.variant,
-        upsampling=args.upsampling,
-        width=args.width,
-        context=args.context,
-        spacing=args.spacing,
-        axes=axes,
-        label_names=tuple(args.label_names.split(",")),
-        label_codes=parse_label_codes(args.label_codes) if args.label_codes else {},
-        postprocess=post,
-        epochs=args.epochs,
-        steps_per_epoch=args.steps_per_epoch,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_minutes=args.max_minutes,
-        val_cases=args.val_cases,
-        augment=not args.no_augment,
-        seed=args.seed,
-        device=args.device,
-        name=args.name,
-        description=args.description,
-        modality=args.modality,
-        command=shlex.join(["medfcn", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
-        resume=args.resume,
-        synth=args.synth,
-        init=args.init,
-    )
+    parsed = {
+        "axes": axes,
+        "label_names": tuple(args.label_names.split(",")),
+        "label_codes": parse_label_codes(args.label_codes) if args.label_codes else {},
+        "postprocess": post,
+        "augment": not args.no_augment,
+        "command": shlex.join(["medfcn", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
+    }
+    # every other setting is the option of the same name; settings without an option keep their defaults
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    return TrainConfig(**(given | parsed))

@@ -68,7 +68,9 @@ class ModelCard:
     ``spacing`` (mm) and ``orientation`` define the model's frame; ``slice_axes`` are axes of that frame along
     which 2-D slices are taken (probabilities averaged over them); ``normalisation`` is a
     :class:`medfcn.frame.Normalisation` value; ``postprocess`` lists steps applied per foreground label
-    (``largest_component``, ``fill_holes``).
+    (``largest_component``, ``fill_holes``). ``class_weights``, one positive number per label in id order (empty:
+    all 1), multiply each class's probability before the argmax: a decision prior that ``medfcn calibrate`` sets
+    on labelled scans (for two labels, a background weight ``w`` moves the threshold to ``w / (1 + w)``).
     """
 
     network: dict[str, Any] = field(default_factory=dict)
@@ -83,6 +85,7 @@ class ModelCard:
     spacing: tuple[float, float, float] = (1.5, 1.5, 1.5)
     slice_axes: tuple[int, ...] = (0, 1, 2)
     postprocess: tuple[str, ...] = ()
+    class_weights: tuple[float, ...] = ()
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     medfcn_version: str = __version__
@@ -114,12 +117,26 @@ class ModelCard:
         if ids != list(range(len(ids))) or len(ids) < 2 or len(ids) > MAX_CLASSES:
             raise ModelError(f"model label ids must be 0..N-1 with 2 <= N <= {MAX_CLASSES}, got {self.labels}")
         self.label_codes = check_label_codes(self.label_codes, self.labels)
+        self._check_class_weights()
         self.normalisation = parse_choice(Normalisation, self.normalisation, "model normalisation").value
         self.postprocess = tuple(parse_choice(Step, s, "model post-processing step").value for s in self.postprocess)
         axes = {"L": 0, "R": 0, "A": 1, "P": 1, "S": 2, "I": 2}
         if not isinstance(self.orientation, str) or sorted(axes.get(c, 9) for c in self.orientation) != [0, 1, 2]:
             raise ModelError(f"model orientation {self.orientation!r} is not three axis codes such as RAS or LPS")
         self._check_network()
+
+    def _check_class_weights(self) -> None:
+        try:
+            self.class_weights = tuple(float(w) for w in self.class_weights)
+        except (TypeError, ValueError):
+            raise ModelError(f"model class_weights must be numbers, got {self.class_weights!r}") from None
+        if self.class_weights and (
+            len(self.class_weights) != len(self.labels) or not all(0.01 <= w <= 100 for w in self.class_weights)
+        ):
+            raise ModelError(
+                f"model class_weights must be {len(self.labels)} numbers from 0.01 to 100 (one per label), "
+                f"got {list(self.class_weights)}"
+            )
 
     def _check_network(self) -> None:
         """The network settings fit the labels, and the network's size is bounded before anything is built."""
@@ -308,10 +325,20 @@ def describe(model: Model) -> str:
         f"slices along axes {list(c.slice_axes)} with {c.context} neighbour(s) each side",
         f"intensity    {c.normalisation}",
         f"postprocess  {', '.join(c.postprocess) or 'none'}",
+        f"weights      {', '.join(f'{w:g}' for w in c.class_weights)} (decision prior per label, calibrated)"
+        if c.class_weights
+        else None,
     ]
     for key in ("command", "data", "data_sha256", "seed", "steps", "minutes", "device"):
         if key in c.training:
             lines.append(f"training     {key}: {c.training[key]}")
+    if "calibration" in c.training:
+        cal = c.training["calibration"]
+        cases = ", ".join(str(d.get("case")) for d in cal.get("data", []))
+        lines.append(
+            f"calibration  threshold {cal.get('threshold')} on {cases}: Dice {cal.get('dice_at_0.5')} -> "
+            f"{cal.get('dice')}"
+        )
     for key, value in sorted(c.metrics.items()):
         lines.append(f"metric       {key}: {value}")
     if model.sha256:

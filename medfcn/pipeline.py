@@ -98,6 +98,9 @@ class Segmenter:
         card = self.model.card
         n_classes = len(card.labels)
         acc = np.zeros((n_classes, *volume.shape), dtype=np.uint16)
+        # probabilities x 255 (x each class's decision weight, at most 1 after scaling), summed over <= 3 axes
+        weights = np.asarray(card.class_weights or (1.0,) * n_classes, dtype=np.float32)
+        scale = torch.from_numpy(255.0 * weights / weights.max()).view(1, n_classes, 1, 1)
         vol = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
         axes = card.slice_axes
         for n, axis in enumerate(axes):
@@ -106,7 +109,7 @@ class Segmenter:
             for start, probs in self.engine.iter_probabilities(
                 vol, axis=axis, context=card.context, progress=sub, cancel=cancel
             ):
-                q = probs.mul_(255.0).round_().to(torch.int32).permute(1, 0, 2, 3)
+                q = probs.mul_(scale.to(probs.device)).round_().to(torch.int32).permute(1, 0, 2, 3)
                 block = view[:, start : start + q.shape[1]]
                 block.copy_((block.to(torch.int32) + q).to(torch.uint16))
         return acc

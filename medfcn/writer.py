@@ -95,6 +95,7 @@ def write_labels(labels: np.ndarray, like: Scan | Grid, path: str | Path, *, com
     tmp = partial_path(path)
     try:
         sitk.WriteImage(image, str(tmp), True, compression_level)
+        del image  # a copy of the labels (57 MB for a 0.5 mm head), not held while the file is read back
         verify_labels(tmp, labels, shown=path)  # SimpleITK does not report a failed gzip write (a full disk)
     except (RuntimeError, OSError) as e:
         tmp.unlink(missing_ok=True)
@@ -120,7 +121,11 @@ def verify_labels(path: Path, labels: np.ndarray, *, shown: Path | None = None) 
             f"{shown}: the written file does not read back ({type(e).__name__}: {text[0] if text else ''}); "
             "is the disk full?"
         ) from None
-    if stored.shape != labels.shape or not np.array_equal(stored, labels):
+    slabs = range(0, labels.shape[-1], 16)  # (X, Y, Z) compared slab by slab: no boolean volume of their size
+    same = stored.shape == labels.shape and all(
+        np.array_equal(stored[..., k : k + 16], labels[..., k : k + 16]) for k in slabs
+    )
+    if not same:
         raise OutputError(f"{shown}: the written file does not hold the label map written; is the disk full?")
 
 

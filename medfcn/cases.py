@@ -158,7 +158,7 @@ def segment_case(segmenter: Segmenter, step: Step) -> Step:
     if step.error is None and step.scan is not None:
         start = time.perf_counter()
         try:
-            step.labels = segmenter.segment(step.scan)
+            step.labels = segmenter.segment(step.scan, release_voxels=True)  # the writers need only its grid
         except Exception as exc:
             step.error = error_message(exc)
         step.timing["segment"] = time.perf_counter() - start

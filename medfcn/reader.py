@@ -1,4 +1,4 @@
-"""Reading scans with a SimpleITK-backed MONAI ``ImageReader`` (``LoadImage(reader=SimpleITKReader())`` takes it).
+"""Reading scans through MONAI's ``LoadImage`` with a SimpleITK-backed ``ImageReader``.
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``, ``.mhd``) and DICOM
 series (a folder of slice files; see :mod:`medfcn.dicom`). The geometry is what SimpleITK reads from the file,
@@ -11,10 +11,9 @@ Non-finite voxels (NaN, +-inf) are *cleaned*, not refused: they are replaced by 
 scan (background in MRI and CT) and a warning is recorded in :attr:`Scan.warnings` and logged. A scan with
 no finite voxel is refused.
 
-The voxels are kept as the reader gives them: the file's voxel type and its memory order ((X, Y, Z) in Fortran
-order, i.e. the file's own (Z, Y, X) layout), without a copy. :func:`read_scan` calls the reader itself rather than
-through ``LoadImage``, whose conversion to a tensor makes every array C-contiguous: a second copy of the voxels
-(114 MB for a 0.5 mm int16 head) for nothing medfcn uses.
+NIfTI voxels are read slab by slab straight into one C-ordered array of the file's voxel type, so that neither
+gzip (which reads a whole stream into a temporary and copies it) nor ``LoadImage``'s conversion to a contiguous
+tensor holds a second copy of them (114 MB each for a 0.5 mm int16 head).
 
 >>> from medfcn.reader import read_scan
 >>> scan = read_scan("sample_data/images/colin27.nii.gz")  # from the repository's root
@@ -36,6 +35,7 @@ from medfcn._monai import import_monai
 import_monai()  # before any MONAI import below: without the optional packages it would drag in
 
 from monai.data import ImageReader  # noqa: E402
+from monai.transforms import LoadImage  # noqa: E402
 from monai.utils import MetaKeys  # noqa: E402
 
 from medfcn.dicom import group_series, list_series  # noqa: E402
@@ -236,10 +236,11 @@ def _squeeze_to_3d(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_unscaled(proxy) -> np.ndarray:
-    """The voxels of an unscaled NIfTI (nibabel's ``dataobj``) in native byte order and the file's own (Fortran)
-    memory order, read slab by slab along the third axis: read whole, a gzip stream holds its decompressed bytes
-    twice (``GzipFile.readinto`` reads into a temporary and copies; 114 MB more for a 0.5 mm int16 head)."""
-    array = np.empty(proxy.shape, dtype=proxy.dtype.newbyteorder("="), order="F")
+    """The voxels of an unscaled NIfTI (nibabel's ``dataobj``) in native byte order, C-ordered (what ``LoadImage``
+    keeps without a copy), read slab by slab along the third axis: read whole, a gzip stream holds its
+    decompressed bytes twice (``GzipFile.readinto`` reads into a temporary and copies; 114 MB for a 0.5 mm int16
+    head)."""
+    array = np.empty(proxy.shape, dtype=proxy.dtype.newbyteorder("="), order="C")
     if array.ndim < 3 or array.size == 0:
         array[...] = np.asanyarray(proxy)
         return array
@@ -338,7 +339,7 @@ def _clean_non_finite(array: np.ndarray, path) -> tuple[np.ndarray, list[str]]:
 def read_scan(
     path: str | Path, *, series_uid: str | None = None, case: str | None = None, files: tuple[Path, ...] = ()
 ) -> Scan:
-    """Read a 3-D scan with its geometry through :class:`SimpleITKReader` (MONAI's ``ImageReader`` interface).
+    """Read a 3-D scan with its geometry through MONAI's ``LoadImage`` and :class:`SimpleITKReader`.
 
     Args:
         path: a NIfTI, NRRD or MetaImage file, or a folder holding a DICOM series.
@@ -347,15 +348,16 @@ def read_scan(
         case: the case name (default: the file name without its extension, or the folder's name).
 
     Returns:
-        A :class:`Scan` with the file's voxel type (label maps stay integer), voxels ``(X, Y, Z)`` in the reader's
-        memory order (not copied).
+        A :class:`Scan` with the file's voxel type (label maps stay integer), voxels ``(X, Y, Z)``.
 
     Raises:
         ScanReadError, UnsupportedScanError, DicomSeriesError: with a one-line message naming the file.
     """
     path = Path(path)
-    reader = SimpleITKReader(series_uid=series_uid, files=files)
-    array, meta = reader.get_data(reader.read(path))
+    loader = LoadImage(image_only=True, dtype=None)
+    image = loader(str(path), reader=SimpleITKReader(series_uid=series_uid, files=files))
+    meta = image.meta
+    array = np.asarray(image.numpy())  # shares the tensor's memory: a C-ordered reader array is never copied
     array, warnings = _clean_non_finite(array, path)
     warnings = [*meta.get("warnings", []), *warnings]
     return Scan(

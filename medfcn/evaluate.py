@@ -3,10 +3,12 @@
 Pairing: ``pred`` and ``ref`` are files or folders of anything :func:`medfcn.reader.read_scan` reads, found with
 :func:`medfcn.discovery.find_cases`, and DICOM SEG and RTSTRUCT files, rebuilt on the grid of the series they
 reference (given with ``series``; see :mod:`medfcn.dicom_labels`); cases pair by case name (file name without its
-extension). Two single files always pair, under the prediction's name. Cases on one side only are listed in
+extension; :func:`medfcn.discovery.pair_cases`, the rule training uses too). Two single files always pair, under
+the prediction's name. Cases on one side only are listed in
 :attr:`Evaluation.unmatched_pred` and :attr:`Evaluation.unmatched_ref`; a case that cannot be read, or whose grids
 differ, is one line in :attr:`Evaluation.failed` and the others go on. A prediction stored in another index order on
-the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused.
+the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused
+(scoring itself, in memory, is :mod:`medfcn.scoring`; the HTML report is :mod:`medfcn.report`).
 
 Labels: every nonzero id found in any case, plus the ids of ``label_names``; every case has a row for every label
 (a label neither map of a case holds scores as "both empty", see :mod:`medfcn.metrics`), so a structure missed in
@@ -112,6 +114,11 @@ def _image_specs(images: Mapping[str, str | Path | CaseSpec] | str | Path | None
 # --- the evaluation --------------------------------------------------------------------------------------------
 
 
+def _check_tolerance(tolerance_mm: float) -> None:
+    if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
+
+
 def _label_map(label_names: Mapping | None) -> dict[int, str]:
     """``{id: name}`` from ``{id: name}`` or from a model card's ``{name: id}``."""
     if not label_names:
@@ -183,8 +190,7 @@ def evaluate_scans(
         MedfcnError: the grids differ or a map holds non-integer values (nothing is written then).
         OutputError: the report cannot be written.
     """
-    if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
-        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
+    _check_tolerance(tolerance_mm)
     out_dir = Path(out_dir)
     metrics, thumbnails = _scored(case, pred, ref, image, tolerance_mm)
     ev = Evaluation(
@@ -225,8 +231,7 @@ def evaluate(
         OutputError: the report cannot be written.
         MedfcnError: ``tolerance_mm`` is negative or not finite.
     """
-    if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
-        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
+    _check_tolerance(tolerance_mm)
     pred, ref, out_dir = Path(pred), Path(ref), Path(out_dir)
     names = _label_map(label_names)
     index = SeriesIndex([Path(f) for f in series])

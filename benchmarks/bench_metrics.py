@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from medfcn.metrics import compute_metrics
-from medfcn.report import case_thumbnails
+from medfcn.thumbnails import case_thumbnails
 
 SHAPE = (512, 512, 300)
 SPACING = (0.8, 0.8, 1.5)

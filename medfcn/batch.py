@@ -36,9 +36,10 @@ from __future__ import annotations
 import logging
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import ExitStack, nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -225,69 +226,91 @@ def run_batch(
         ModelError: the model file cannot be loaded.
         UsageError: both ``workers`` and ``scheduler`` given, ``workers`` < 0, or the scheduler cannot be reached.
     """
+    _check_workers(workers, scheduler)
+    out_dir = Path(out_dir)
+    jobs = _plan(inputs, out_dir, parse_formats(formats))
+    runner = _Runner.start(model, device, tta, workers, scheduler)
+    manifest, results, todo = _start_manifest(jobs, out_dir, runner, overwrite)
+    with _progress_bar(len(jobs), len(results), progress) as bar:
+        runner.run(todo, _Recorder(manifest, results, bar, runner.segmenter is None))
+    manifest.finished = now_iso()
+    manifest.write()
+    return manifest
+
+
+def _check_workers(workers: int, scheduler: str | None) -> None:
     if workers and scheduler:
         raise UsageError("give either workers (a local cluster) or a scheduler address (an existing cluster), not both")
     if workers < 0:
         raise UsageError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
-    out_dir = Path(out_dir)
-    jobs = _plan(inputs, out_dir, parse_formats(formats))
-    distributed = bool(workers or scheduler)
 
-    segmenter = None
-    if distributed:
-        from medfcn.checkpoint import Model, load_model
-        from medfcn.cluster import model_file
 
-        model_path = model_file(model)
-        info = (model if isinstance(model, Model) else load_model(model_path)).summary()
-        device_name = str(device)
-    else:
+@dataclass
+class _Runner:
+    """Where the cases run: here (``segmenter``, the model loaded once) or on a Dask cluster (``model_path``)."""
+
+    info: dict  # the model's summary for the manifest
+    device: str
+    segmenter: Segmenter | None = None
+    model_path: str = ""
+    tta: bool = False
+    workers: int = 0
+    scheduler: str | None = None
+
+    @classmethod
+    def start(cls, model, device: str, tta: bool, workers: int, scheduler: str | None) -> _Runner:
+        """Load the model here, or (distributed) only its card: each worker loads the model itself."""
+        if workers or scheduler:
+            from medfcn.checkpoint import Model, load_model
+            from medfcn.cluster import model_file
+
+            path = model_file(model)
+            info = (model if isinstance(model, Model) else load_model(path)).summary()
+            return cls(info, str(device), None, path, tta, workers, scheduler)
         from medfcn.pipeline import Segmenter
 
         segmenter = Segmenter(model, device=device, tta=tta)
-        info, device_name = segmenter.model.summary(), str(segmenter.device)
+        return cls(segmenter.model.summary(), str(segmenter.device), segmenter)
 
-    earlier = {} if overwrite else _earlier_results(out_dir)
-    manifest = Manifest(path=out_dir / MANIFEST_NAME, model=info, device=device_name, total=len(jobs))
-    results, todo = _resume(jobs, earlier, info.get("sha256"), overwrite)
-    manifest.cases = [results[i] for i in sorted(results)]
-    manifest.write()
-    log.info("%d cases: %d to segment, %d already done", len(jobs), len(todo), len(results))
-
-    from tqdm import tqdm
-    from tqdm.contrib.logging import logging_redirect_tqdm
-
-    with ExitStack() as stack:
-        bar = stack.enter_context(
-            tqdm(
-                total=len(jobs),
-                initial=len(results),
-                unit="case",
-                file=sys.stderr,
-                disable=not progress,
-                dynamic_ncols=True,
-            )
-        )
-        stack.enter_context(logging_redirect_tqdm() if progress else nullcontext())
-
-        record = _Recorder(manifest, results, bar, distributed)
-        current = record.current
-        if segmenter is not None:
-            _run_local(todo, segmenter, record, current)
+    def run(self, todo: list[Job], record: _Recorder) -> None:
+        if self.segmenter is not None:
+            _run_local(todo, self.segmenter, record, record.current)
         elif todo:
             from medfcn.cluster import run_on_cluster
 
             run_on_cluster(
                 todo,
                 record,
-                current,
-                model_path=model_path,
-                sha256=info.get("sha256"),
-                device=device_name,
-                tta=tta,
-                workers=workers,
-                scheduler=scheduler,
+                record.current,
+                model_path=self.model_path,
+                sha256=self.info.get("sha256"),
+                device=self.device,
+                tta=self.tta,
+                workers=self.workers,
+                scheduler=self.scheduler,
             )
-    manifest.finished = now_iso()
+
+
+def _start_manifest(
+    jobs: list[Job], out_dir: Path, runner: _Runner, overwrite: bool
+) -> tuple[Manifest, dict[int, CaseResult], list[Job]]:
+    """The manifest with the cases kept from an earlier run already in it (written), those entries, and the jobs
+    left to run."""
+    earlier = {} if overwrite else _earlier_results(out_dir)
+    manifest = Manifest(path=out_dir / MANIFEST_NAME, model=runner.info, device=runner.device, total=len(jobs))
+    results, todo = _resume(jobs, earlier, runner.info.get("sha256"), overwrite)
+    manifest.cases = [results[i] for i in sorted(results)]
     manifest.write()
-    return manifest
+    log.info("%d cases: %d to segment, %d already done", len(jobs), len(todo), len(results))
+    return manifest, results, todo
+
+
+@contextmanager
+def _progress_bar(total: int, done: int, progress: bool) -> Iterator:
+    """A tqdm bar on stderr (disabled without ``progress``) that log records print above."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = tqdm(total=total, initial=done, unit="case", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    with bar, logging_redirect_tqdm() if progress else nullcontext():
+        yield bar

@@ -136,16 +136,13 @@ def error_message(exc: BaseException) -> str:
 # -- the three stages of a case --------------------------------------------------------------------------------
 def read_case(job: Job) -> Step:
     """Read the scan of ``job`` (and check it suits the formats asked for); an error is kept in the step."""
-    from medfcn.reader import read_scan
-
     step = Step()
-    if job.spec.error:
+    if job.spec.error:  # a series found broken: no time spent reading
         step.error = job.spec.error
         return step
     start = time.perf_counter()
     try:
-        spec = job.spec
-        step.scan = read_scan(spec.path, series_uid=spec.series_uid, case=spec.case, files=spec.files)
+        step.scan = job.spec.read()
         check_case(step.scan, job.formats)  # a DICOM format for a case that is not DICOM: fail before segmenting
     except Exception as exc:  # a broken case never stops the batch
         step.error = error_message(exc)

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from medfcn.checkpoint import Model
     from medfcn.pipeline import Segmenter
 
-__all__ = ["run_on_cluster", "model_file"]
+__all__ = ["run_on_cluster", "model_file", "loaded_models"]
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,13 @@ def _worker_segmenter(settings: _Settings) -> Segmenter:
             _SEGMENTERS[key] = segmenter
             log.info("worker %d: %s on %s, %d torch threads", os.getpid(), settings.model_path, segmenter.device, n)
         return _SEGMENTERS[key]
+
+
+def loaded_models() -> list[tuple[str, str | None, str, bool]]:
+    """The models this worker process holds loaded, as ``(model file, sha256, device, tta)``, sorted: each is loaded
+    once per process (run it on the workers with ``client.run(loaded_models)``)."""
+    with _SEGMENTERS_LOCK:
+        return sorted(_SEGMENTERS)
 
 
 def _worker_case(job: Job, settings: _Settings) -> CaseResult:

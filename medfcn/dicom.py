@@ -255,25 +255,21 @@ def _check_orientation(iop: np.ndarray, where: str, name: str) -> None:
         )
 
 
-def _sorted_slices(items: list[_Slice], folder: Path) -> tuple[list[Path], list[str]]:
-    """Paths of one series ordered along the slice normal, and warnings; raises :class:`DicomSeriesError`."""
-    where = f"DICOM series {items[0].uid} in {folder}"
-    for s in items:
-        if s.error is not None:
-            raise DicomSeriesError(f"{where}: {s.error}")
-    warnings = []
+def _spacing_warnings(items: list[_Slice], where: str) -> list[str]:
+    """Warnings about the series' PixelSpacing; raises :class:`DicomSeriesError` when it differs or is not valid."""
     spacings = {s.pixel_spacing for s in items}
     if None in spacings and len(spacings) == 1:
-        warnings.append(f"{where}: no PixelSpacing; read with 1 mm pixels, so distances and volumes may be wrong")
-    elif len(spacings) > 1:
+        return [f"{where}: no PixelSpacing; read with 1 mm pixels, so distances and volumes may be wrong"]
+    if len(spacings) > 1:
         shown = sorted(str(list(v)) if v else "none" for v in spacings)
         raise DicomSeriesError(f"{where}: slices with different PixelSpacing {shown}")
-    elif min(next(iter(spacings))) <= 0 or not all(math.isfinite(v) for v in next(iter(spacings))):
+    if min(next(iter(spacings))) <= 0 or not all(math.isfinite(v) for v in next(iter(spacings))):
         raise DicomSeriesError(f"{where}: PixelSpacing {list(next(iter(spacings)))} is not two positive numbers")
-    if len(items) == 1:
-        if items[0].orientation is not None:
-            _check_orientation(items[0].orientation, where, items[0].path.name)
-        return [items[0].path], warnings
+    return []
+
+
+def _check_stack(items: list[_Slice], where: str) -> None:
+    """Every slice of a multi-slice series: one size, a finite position, one valid orientation."""
     sizes = {s.size for s in items}
     if len(sizes) > 1:
         raise DicomSeriesError(f"{where}: slices of different sizes {sorted(sizes)}")
@@ -288,6 +284,11 @@ def _sorted_slices(items: list[_Slice], folder: Path) -> tuple[list[Path], list[
     iop0 = items[0].orientation
     if any(not np.allclose(s.orientation, iop0, atol=1e-4) for s in items):
         raise DicomSeriesError(f"{where}: slices with different orientations")
+
+
+def _slice_order(items: list[_Slice], where: str) -> np.ndarray:
+    """The slices' order along their normal; raises when slices repeat, a slice is missing or the stack shears."""
+    iop0 = items[0].orientation
     normal = np.cross(iop0[:3], iop0[3:])
     positions = np.stack([s.position for s in items])
     depth = positions @ normal
@@ -311,4 +312,19 @@ def _sorted_slices(items: list[_Slice], folder: Path) -> tuple[list[Path], list[
             f"(gantry tilt or a sheared stack, {tilt:.1f} degrees): medfcn reads only stacks of aligned slices; "
             "resample the series to a regular grid first"
         )
-    return [items[i].path for i in order], warnings
+    return order
+
+
+def _sorted_slices(items: list[_Slice], folder: Path) -> tuple[list[Path], list[str]]:
+    """Paths of one series ordered along the slice normal, and warnings; raises :class:`DicomSeriesError`."""
+    where = f"DICOM series {items[0].uid} in {folder}"
+    for s in items:
+        if s.error is not None:
+            raise DicomSeriesError(f"{where}: {s.error}")
+    warnings = _spacing_warnings(items, where)
+    if len(items) == 1:
+        if items[0].orientation is not None:
+            _check_orientation(items[0].orientation, where, items[0].path.name)
+        return [items[0].path], warnings
+    _check_stack(items, where)
+    return [items[i].path for i in _slice_order(items, where)], warnings

@@ -78,6 +78,30 @@ def _check_labels(labels: np.ndarray, segments: list[Segment], path: Path) -> No
         raise MedfcnError(f"{path}: label value(s) {sorted(unknown)} have no segment description (label names)")
 
 
+def _descriptions(segments: list[Segment], algorithm: Algorithm) -> list:
+    """highdicom's SegmentDescription of each segment, all naming ``algorithm`` as their maker."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    ident = hd.AlgorithmIdentificationSequence(
+        name=algorithm.name[:64],
+        family=codes.cid7162.ArtificialIntelligence,
+        version=(algorithm.sha256 or "unknown")[:64],
+        source=f"medfcn {algorithm.medfcn_version}"[:64],
+    )
+    return [
+        hd.seg.SegmentDescription(
+            segment_number=s.number,
+            segment_label=s.name[:64],
+            segmented_property_category=hd.sr.CodedConcept(*s.category),
+            segmented_property_type=hd.sr.CodedConcept(*s.type),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=ident,
+        )
+        for s in segments
+    ]
+
+
 def write_seg(
     labels: np.ndarray, scan: Scan, path: str | Path, *, segments: list[Segment], algorithm: Algorithm | None = None
 ) -> Path:
@@ -89,30 +113,13 @@ def write_seg(
         MedfcnError: a label value has no segment.  OutputError: the file cannot be written.
     """
     import highdicom as hd
-    from pydicom.sr.codedict import codes
 
     path = Path(path)
     algorithm = algorithm or Algorithm()
     _check_labels(labels, segments, path)
     datasets = source_datasets(scan)
     frames = frames_of(np.asarray(labels), scan, datasets).astype(np.uint16 if labels.max() > 255 else np.uint8)
-    ident = hd.AlgorithmIdentificationSequence(
-        name=algorithm.name[:64],
-        family=codes.cid7162.ArtificialIntelligence,
-        version=(algorithm.sha256 or "unknown")[:64],
-        source=f"medfcn {algorithm.medfcn_version}"[:64],
-    )
-    descriptions = [
-        hd.seg.SegmentDescription(
-            segment_number=s.number,
-            segment_label=s.name[:64],
-            segmented_property_category=hd.sr.CodedConcept(*s.category),
-            segmented_property_type=hd.sr.CodedConcept(*s.type),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=ident,
-        )
-        for s in segments
-    ]
+    descriptions = _descriptions(segments, algorithm)
     if not frames.any():  # highdicom needs one frame; an empty result keeps all frames (all zero) instead
         log.info("%s: no label present; the SEG holds empty frames", path)
     try:

@@ -16,7 +16,9 @@ Rules:
   and any sub-folder holding a medfcn ``manifest.json`` (the outputs of an earlier batch): label maps are never
   read back as scans;
 - a name that two inputs give (``a/t1.nii.gz`` and ``b/t1.nii.gz`` named separately) is prefixed with its
-  input folder's name; characters a terminal would interpret (control characters, escapes) become ``_``.
+  input folder's name; characters a terminal would interpret (control characters, escapes) become ``_``;
+- images and label maps (training), predictions and references (evaluation) pair by case name, and only by it:
+  :func:`pair_cases` is the one place that pairs them.
 
 >>> from medfcn.discovery import case_name
 >>> case_name("scans/brain1_image.nrrd")
@@ -27,15 +29,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medfcn.dicom import group_series, is_dicom_file
-from medfcn.errors import NoScansError
+from medfcn.errors import MedfcnError, NoScansError, few_names
 from medfcn.filenames import SCAN_SUFFIXES, strip_suffix
 
-__all__ = ["CaseSpec", "find_cases", "case_name", "safe_name", "is_batch_output"]
+if TYPE_CHECKING:
+    from medfcn.scan import Scan
+
+__all__ = ["CaseSpec", "Pairing", "find_cases", "pair_cases", "case_name", "safe_name", "is_batch_output"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +61,18 @@ class CaseSpec:
     error: str | None = None
     files: tuple[Path, ...] = field(default=(), compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def read(self) -> Scan:
+        """The case's scan (:func:`medfcn.reader.read_scan` of its file or series), named after the case.
+
+        Raises:
+            MedfcnError: the series was found broken (``error``), or the file cannot be read (a subclass).
+        """
+        if self.error:
+            raise MedfcnError(self.error)
+        from medfcn.reader import read_scan  # imports SimpleITK; discovery alone does not
+
+        return read_scan(self.path, series_uid=self.series_uid, case=self.case, files=self.files)
 
 
 def safe_name(name: str) -> str:
@@ -146,6 +164,46 @@ def _disambiguate(cases: list[tuple[CaseSpec, Path | None]]) -> list[CaseSpec]:
         seen.add(name)
         out.append(CaseSpec(c.path, name, c.series_uid, c.error, c.files, c.warnings) if name != c.case else c)
     return out
+
+
+@dataclass(frozen=True)
+class Pairing:
+    """Cases of two sides paired by name: ``(case, first, second)`` in case order, and the names on one side only."""
+
+    pairs: list[tuple[str, CaseSpec, CaseSpec]]
+    only_first: list[str]
+    only_second: list[str]
+
+
+def pair_cases(
+    first: Sequence[CaseSpec], second: Sequence[CaseSpec], *, sides: tuple[str, str] = ("images", "labels")
+) -> Pairing:
+    """Pair the cases of ``first`` (images, predictions) with those of ``second`` (label maps, references) by case
+    name (:func:`case_name`: the file name without its extension, or the path relative to a searched folder).
+
+    ``sides`` names the two sides in the error messages.
+
+    Raises:
+        MedfcnError: a name occurs twice on one side (which of the two is meant is unknown).
+        NoScansError: no case pairs.
+    """
+    for side, specs in zip(sides, (first, second), strict=True):
+        seen: dict[str, CaseSpec] = {}
+        for c in specs:
+            if c.case in seen:
+                raise MedfcnError(f"case {c.case} is named twice among the {side} ({seen[c.case].path}, {c.path})")
+            seen[c.case] = c
+    by_name = {c.case: c for c in second}
+    pairs = sorted(((c.case, c, by_name[c.case]) for c in first if c.case in by_name), key=lambda p: p[0])
+    paired = {name for name, _, _ in pairs}
+    only_first = [c.case for c in first if c.case not in paired]
+    only_second = [c.case for c in second if c.case not in paired]
+    if not pairs:
+        raise NoScansError(
+            f"no case names are shared by the {sides[0]} ({len(first)}: {few_names(only_first)}) and the "
+            f"{sides[1]} ({len(second)}: {few_names(only_second)}); cases pair by file name without extension"
+        )
+    return Pairing(pairs, only_first, only_second)
 
 
 def find_cases(inputs: str | Path | Iterable[str | Path], *, exclude: Iterable[str | Path] = ()) -> list[CaseSpec]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "terminal_safe",
+    "few_names",
     "MedfcnError",
     "ScanReadError",
     "UnsupportedScanError",
@@ -19,6 +20,11 @@ __all__ = [
     "CancelledError",
     "UsageError",
 ]
+
+
+def few_names(names: list[str], k: int = 5) -> str:
+    """The first ``k`` names for a message, and how many more there are."""
+    return ", ".join(names[:k]) + (f", ... ({len(names) - k} more)" if len(names) > k else "")
 
 
 class MedfcnError(Exception):

@@ -3,10 +3,12 @@
 Pairing: ``pred`` and ``ref`` are files or folders of anything :func:`medfcn.reader.read_scan` reads, found with
 :func:`medfcn.discovery.find_cases`, and DICOM SEG and RTSTRUCT files, rebuilt on the grid of the series they
 reference (given with ``series``; see :mod:`medfcn.dicom_labels`); cases pair by case name (file name without its
-extension). Two single files always pair, under the prediction's name. Cases on one side only are listed in
+extension; :func:`medfcn.discovery.pair_cases`, the rule training uses too). Two single files always pair, under
+the prediction's name. Cases on one side only are listed in
 :attr:`Evaluation.unmatched_pred` and :attr:`Evaluation.unmatched_ref`; a case that cannot be read, or whose grids
 differ, is one line in :attr:`Evaluation.failed` and the others go on. A prediction stored in another index order on
-the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused.
+the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused
+(scoring itself, in memory, is :mod:`medfcn.scoring`; the HTML report is :mod:`medfcn.report`).
 
 Labels: every nonzero id found in any case, plus the ids of ``label_names``; every case has a row for every label
 (a label neither map of a case holds scores as "both empty", see :mod:`medfcn.metrics`), so a structure missed in
@@ -34,16 +36,17 @@ import numpy as np
 
 from medfcn.dicom_labels import label_object_cases, read_label_object
 from medfcn.dicom_refs import SeriesIndex, dicom_label_kind
-from medfcn.discovery import CaseSpec, find_cases
+from medfcn.discovery import CaseSpec, find_cases, pair_cases
 from medfcn.errors import MedfcnError, NoScansError, UsageError
-from medfcn.metrics import LabelMetrics, compute_metrics
-from medfcn.reader import read_scan
-from medfcn.report import case_thumbnails, render_html
-from medfcn.results import Evaluation, MetricRow, Thumbnail, few_names
+from medfcn.metrics import LabelMetrics
+from medfcn.report import render_html
+from medfcn.results import Evaluation, MetricRow, Thumbnail
 from medfcn.scan import Scan
+from medfcn.scoring import score_scans
+from medfcn.thumbnails import case_thumbnails
 from medfcn.writer import atomic_write_text
 
-__all__ = ["evaluate", "evaluate_scans", "score_scans", "aligned_to"]
+__all__ = ["evaluate", "evaluate_scans"]
 
 log = logging.getLogger(__name__)
 
@@ -78,27 +81,16 @@ def _pair(
     pred: Path, ref: Path, series: SeriesIndex
 ) -> tuple[list[tuple[str, CaseSpec, CaseSpec]], list[str], list[str]]:
     preds, refs = _find(pred, series), _find(ref, series)
-    if pred.is_file() and ref.is_file():
+    if pred.is_file() and ref.is_file():  # two files named on the command line are one case, whatever their names
         return [(preds[0].case, preds[0], refs[0])], [], []
-    by_ref = {c.case: c for c in refs}
-    pairs = [(c.case, c, by_ref[c.case]) for c in preds if c.case in by_ref]
-    paired = {name for name, _, _ in pairs}
-    unmatched_pred = [c.case for c in preds if c.case not in paired]
-    unmatched_ref = [c.case for c in refs if c.case not in paired]
-    if not pairs:
-        raise NoScansError(
-            f"no case of {pred} has a reference in {ref} (predictions: {few_names(unmatched_pred)}; "
-            f"references: {few_names(unmatched_ref)}); cases pair by file name without extension"
-        )
-    return sorted(pairs, key=lambda p: p[0]), unmatched_pred, unmatched_ref
+    paired = pair_cases(preds, refs, sides=(f"predictions in {pred}", f"references in {ref}"))
+    return paired.pairs, paired.only_first, paired.only_second
 
 
 def _read(spec: CaseSpec, series: SeriesIndex | None = None) -> Scan:
-    if spec.error:
-        raise MedfcnError(spec.error)
-    if series is not None and spec.path.is_file() and dicom_label_kind(spec.path) is not None:
+    if series is not None and not spec.error and spec.path.is_file() and dicom_label_kind(spec.path) is not None:
         return read_label_object(spec.path, series, spec.case)
-    return read_scan(spec.path, series_uid=spec.series_uid, case=spec.case, files=spec.files)
+    return spec.read()
 
 
 def _image_specs(images: Mapping[str, str | Path | CaseSpec] | str | Path | None, ref: Path) -> dict[str, CaseSpec]:
@@ -119,35 +111,12 @@ def _image_specs(images: Mapping[str, str | Path | CaseSpec] | str | Path | None
     return out
 
 
-def aligned_to(pred: Scan, ref: Scan) -> np.ndarray | None:
-    """``pred``'s voxels on ``ref``'s grid when both grids hold the same voxel centres in another index order
-    (axes permuted or flipped); ``None`` when they are different grids. No interpolation."""
-    mp = pred.direction * np.asarray(pred.spacing)[None, :]
-    mr = ref.direction * np.asarray(ref.spacing)[None, :]
-    step = np.linalg.solve(mp, mr)  # column a: pred index change per ref index step along axis a
-    start = np.linalg.solve(mp, np.subtract(ref.origin, pred.origin))  # pred index of ref voxel (0, 0, 0)
-    r = np.round(step)
-    if not (np.allclose(step, r, atol=1e-3) and np.allclose(start, np.round(start), atol=1e-2)):
-        return None
-    if not (np.abs(r).sum(0) == 1).all() or not (np.abs(r).sum(1) == 1).all():
-        return None
-    perm = [int(np.argmax(np.abs(r[:, a]))) for a in range(3)]
-    array = np.transpose(pred.array, perm)
-    for a, p in enumerate(perm):
-        sign, n = r[p, a], pred.shape[p]
-        if n != ref.shape[a] or round(start[p]) != (0 if sign > 0 else n - 1):
-            return None
-        if sign < 0:
-            array = np.flip(array, a)
-    return array
-
-
-def _grid_error(case: str, pred: Scan, ref: Scan) -> str:
-    diffs = ref.grid.differences(pred.grid)
-    return f"{case}: the prediction's grid differs from the reference's: {'; '.join(diffs)} (prediction != reference)"
-
-
 # --- the evaluation --------------------------------------------------------------------------------------------
+
+
+def _check_tolerance(tolerance_mm: float) -> None:
+    if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
 
 
 def _label_map(label_names: Mapping | None) -> dict[int, str]:
@@ -158,36 +127,21 @@ def _label_map(label_names: Mapping | None) -> dict[int, str]:
     return {int(k): str(v) for k, v in items}
 
 
-def score_scans(
-    case: str, pred: Scan, ref: Scan, *, image: Scan | None = None, tolerance_mm: float = 1.0
+def _scored(
+    case: str, pred: Scan, ref: Scan, image: Scan | None, tolerance_mm: float
 ) -> tuple[dict[int, LabelMetrics], list[Thumbnail]]:
-    """Score one prediction against its reference, in memory: ``({label: metrics}, thumbnails)``.
-
-    ``pred`` may store the reference's voxels in another index order (reordered exactly); ``image`` (drawn under
-    the thumbnails) is left out when it is on another grid.
-
-    Raises:
-        MedfcnError: the grids differ, or a map holds non-integer values; the message starts with ``case``.
-    """
-    pred_array = pred.array
-    if ref.grid.differences(pred.grid):
-        pred_array = aligned_to(pred, ref)
-        if pred_array is None:
-            raise MedfcnError(_grid_error(case, pred, ref))
-        log.info("%s: the prediction stores the reference's voxels in another index order; reordered", case)
-    try:
-        metrics = compute_metrics(pred_array, ref.array, ref.spacing, tolerance_mm=tolerance_mm)
-    except ValueError as e:
-        raise MedfcnError(f"{case}: {e}") from None
+    """``({label: metrics}, thumbnails)`` of one case (:func:`medfcn.scoring.score_scans`); ``image`` (drawn under
+    the thumbnails) is left out when it is on another grid."""
+    scores = score_scans(pred, ref, case=case, tolerance_mm=tolerance_mm)
     under = None
     if image is not None:
         under = image.array if not ref.grid.differences(image.grid) else None
         if under is None:
             log.warning("%s: the image %s is on another grid; overlays drawn on the masks", case, image.source)
     thumbnails = case_thumbnails(
-        pred_array, ref.array, ref.spacing, direction=ref.direction, image=under, labels=sorted(metrics)
+        scores.pred, ref.array, ref.spacing, direction=ref.direction, image=under, labels=sorted(scores.metrics)
     )
-    return metrics, thumbnails
+    return scores.metrics, thumbnails
 
 
 def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm, series) -> tuple[dict, list[Thumbnail]]:
@@ -198,7 +152,7 @@ def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm, series) -> 
             image = _read(image_spec)
         except MedfcnError as e:
             log.warning("%s: image not used (%s)", case, e)
-    return score_scans(case, pred_scan, ref_scan, image=image, tolerance_mm=tolerance_mm)
+    return _scored(case, pred_scan, ref_scan, image, tolerance_mm)
 
 
 def _finish(ev: Evaluation, results: dict[str, dict[int, LabelMetrics]], out_dir: Path) -> Evaluation:
@@ -236,10 +190,9 @@ def evaluate_scans(
         MedfcnError: the grids differ or a map holds non-integer values (nothing is written then).
         OutputError: the report cannot be written.
     """
-    if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
-        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
+    _check_tolerance(tolerance_mm)
     out_dir = Path(out_dir)
-    metrics, thumbnails = score_scans(case, pred, ref, image=image, tolerance_mm=tolerance_mm)
+    metrics, thumbnails = _scored(case, pred, ref, image, tolerance_mm)
     ev = Evaluation(
         [], [], [], [], _label_map(label_names), tolerance_mm, {case: thumbnails}, pred_source, ref_source, out_dir
     )
@@ -278,8 +231,7 @@ def evaluate(
         OutputError: the report cannot be written.
         MedfcnError: ``tolerance_mm`` is negative or not finite.
     """
-    if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
-        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
+    _check_tolerance(tolerance_mm)
     pred, ref, out_dir = Path(pred), Path(ref), Path(out_dir)
     names = _label_map(label_names)
     index = SeriesIndex([Path(f) for f in series])

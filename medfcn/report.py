@@ -8,6 +8,9 @@ whole slice as napari shows it (:mod:`medfcn.display`): named by plane and by th
 shows, with the patient's directions at the edges. Worst slices are the ones with the most wrong voxels
 (:func:`medfcn.components.worst_slices`, the rule of the napari Review dock too).
 
+The thumbnails themselves are drawn by :mod:`medfcn.thumbnails`; this module only lays out an
+:class:`medfcn.results.Evaluation` (it never scores or reads anything).
+
 Every name that comes from a file (cases, labels, paths) is escaped with :func:`html.escape`; plots name labels
 by id. Figures are drawn with matplotlib's Agg canvas (no display, no global pyplot state).
 """
@@ -18,34 +21,15 @@ import base64
 import datetime
 import html
 import io
-import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from medfcn import __version__
-from medfcn.components import worst_slices
-from medfcn.display import AXIS_LABELS, display_index, display_order, plane_letters, to_display
-from medfcn.metrics import Overlap, dice_per_slice, overlap_map
-from medfcn.results import Thumbnail
+from medfcn.results import Evaluation, Thumbnail
+from medfcn.thumbnails import OVERLAY_COLOURS
 
-if TYPE_CHECKING:
-    from medfcn.results import Evaluation
+__all__ = ["render_html", "distribution_png", "COLUMN_TITLES", "MIN_CASES_FOR_BOXES"]
 
-__all__ = [
-    "case_thumbnails",
-    "render_html",
-    "slice_axis",
-    "worst_slices",
-    "OVERLAY_COLOURS",
-    "BOX_COLOUR",
-    "COLUMN_TITLES",
-    "MIN_CASES_FOR_BOXES",
-]
-
-OVERLAY_COLOURS = {Overlap.TP: (40, 200, 90), Overlap.FP: (235, 60, 50), Overlap.FN: (40, 130, 240)}
-BOX_COLOUR = (255, 214, 0)  # the box around a thumbnail's errors
 MIN_CASES_FOR_BOXES = 5  # below this many cases a box plot says less than the dots themselves
 COLUMN_TITLES = {
     "dice": "Dice",
@@ -63,119 +47,6 @@ _PLOTTED = ("dice", "hd95_mm", "surface_dice", "assd_mm")
 
 def _e(text: object) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _png_base64(rgb: np.ndarray) -> str:
-    from matplotlib.image import imsave
-
-    buf = io.BytesIO()
-    imsave(buf, rgb, format="png")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def slice_axis(spacing: Sequence[float]) -> int:
-    """The axis thumbnails slice across: the one with the coarsest spacing (the last of equals)."""
-    sp = np.asarray(spacing, float)
-    return int(np.flatnonzero(sp >= sp.max() - 1e-6)[-1])
-
-
-def _to_display(plane: np.ndarray, sp_rows: float, sp_cols: float, size_px: int) -> np.ndarray:
-    """Nearest-neighbour resampling of a 2-D array to square pixels, the longer side ``size_px``."""
-    h_mm, w_mm = plane.shape[0] * sp_rows, plane.shape[1] * sp_cols
-    scale = size_px / max(h_mm, w_mm)
-    out_h, out_w = max(1, round(h_mm * scale)), max(1, round(w_mm * scale))
-    ri = np.minimum(((np.arange(out_h) + 0.5) * plane.shape[0] / out_h).astype(int), plane.shape[0] - 1)
-    ci = np.minimum(((np.arange(out_w) + 0.5) * plane.shape[1] / out_w).astype(int), plane.shape[1] - 1)
-    return plane[np.ix_(ri, ci)]
-
-
-def _overlay_rgb(codes: np.ndarray, image: np.ndarray | None) -> np.ndarray:
-    """An RGB uint8 picture of a 2-D overlap map, over a grey image when one is given."""
-    if image is not None:
-        lo, hi = np.percentile(image, (1, 99)) if image.size else (0.0, 1.0)
-        grey = np.clip((image.astype(np.float64) - lo) / max(hi - lo, 1e-9), 0, 1) * 255
-        rgb, alpha = np.repeat(grey[..., None], 3, axis=-1), 0.45
-    else:
-        rgb, alpha = np.full(codes.shape + (3,), 25.0), 0.9
-    for code, colour in OVERLAY_COLOURS.items():
-        where = codes == code
-        rgb[where] = (1 - alpha) * rgb[where] + alpha * np.asarray(colour, float)
-    return rgb.round().astype(np.uint8)
-
-
-def _draw_box(rgb: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], width: int = 2) -> None:
-    """Draw a rectangle of :data:`BOX_COLOUR` just outside pixel rows ``[r0, r1)`` and columns ``[c0, c1)``."""
-    h, w = rgb.shape[:2]
-    r0, r1 = max(0, rows[0] - width - 1), min(h, rows[1] + width + 1)
-    c0, c1 = max(0, cols[0] - width - 1), min(w, cols[1] + width + 1)
-    colour = np.asarray(BOX_COLOUR, np.uint8)
-    rgb[r0 : r0 + width, c0:c1] = colour
-    rgb[max(r0, r1 - width) : r1, c0:c1] = colour
-    rgb[r0:r1, c0 : c0 + width] = colour
-    rgb[r0:r1, max(c0, c1 - width) : c1] = colour
-
-
-def case_thumbnails(
-    pred: np.ndarray,
-    ref: np.ndarray,
-    spacing: Sequence[float],
-    *,
-    direction: np.ndarray | None = None,
-    image: np.ndarray | None = None,
-    labels: Sequence[int] | None = None,
-    n: int = 3,
-    size_px: int = 240,
-) -> list[Thumbnail]:
-    """Overlays of the worst slices of a case (see :func:`worst_slices`): whole slices, square pixels, oriented
-    and numbered as napari shows them, with a box around the slice's errors.
-
-    Args:
-        pred, ref: label maps ``(X, Y, Z)`` of the same shape.
-        spacing: mm along the array axes.
-        direction: the 3 x 3 LPS direction of the grid (``Scan.direction``) to orient the slices; default identity.
-        image: the scan ``(X, Y, Z)`` to draw under the overlay, or ``None`` for the masks alone.
-        labels: the labels whose slice Dice the captions give (default: every nonzero id in either map).
-        n: the most thumbnails.
-        size_px: the longer side of a thumbnail, in pixels.
-    """
-    codes = overlap_map(pred, ref)
-    axis = slice_axis(spacing)
-    axes, flip = display_order(np.eye(3) if direction is None else direction)
-    shown = to_display(codes, axes, flip)
-    shown_image = None if image is None else to_display(np.asarray(image), axes, flip)
-    shown_spacing = [float(spacing[a]) for a in axes]
-    if labels is None:
-        labels = sorted(int(v) for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0)
-    per_label = {label: dice_per_slice(pred, ref, label, axis) for label in labels}
-    out = []
-    for index in worst_slices(codes, axis, n):
-        d_axis, d_index = display_index(index, axis, codes.shape, axes, flip)
-        rows_axis, cols_axis = (a for a in range(3) if a != d_axis)
-        plane = np.take(shown, d_index, axis=d_axis)
-        img = None if shown_image is None else np.take(shown_image, d_index, axis=d_axis)
-        rgb = _to_display(_overlay_rgb(plane, img), shown_spacing[rows_axis], shown_spacing[cols_axis], size_px)
-        wrong_rows, wrong_cols = np.nonzero(plane >= Overlap.FP)
-        if wrong_rows.size:
-            fr, fc = rgb.shape[0] / plane.shape[0], rgb.shape[1] / plane.shape[1]
-            _draw_box(
-                rgb,
-                (int(wrong_rows.min() * fr), int(np.ceil((wrong_rows.max() + 1) * fr))),
-                (int(wrong_cols.min() * fc), int(np.ceil((wrong_cols.max() + 1) * fc))),
-            )
-        dice = {k: float(v[index]) for k, v in per_label.items() if not math.isnan(v[index])}
-        out.append(
-            Thumbnail(
-                axis,
-                index,
-                dice,
-                int(wrong_rows.size),
-                _png_base64(rgb),
-                AXIS_LABELS[d_axis],
-                int(d_index),
-                plane_letters(d_axis),
-            )
-        )
-    return out
 
 
 # --- figures and HTML ------------------------------------------------------------------------------------------

@@ -10,9 +10,10 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from medfcn.errors import few_names
 from medfcn.metrics import METRIC_NAMES, LabelMetrics
 
 __all__ = [
@@ -20,12 +21,11 @@ __all__ = [
     "MetricRow",
     "Thumbnail",
     "spreadsheet_safe",
-    "few_names",
     "CSV_COLUMNS",
     "STAT_NAMES",
 ]
 
-CSV_COLUMNS = ("case", "label", "dice", "iou", "hd95_mm", "assd_mm", "surface_dice", "vol_ref_ml", "vol_pred_ml")
+CSV_COLUMNS = ("case", "label", *(f.name for f in fields(LabelMetrics) if f.init))  # vol_diff_ml is derived
 STAT_NAMES = ("mean", "median", "std", "min", "max", "n")
 _SUMMARY_LABELS = 8  # the most labels summary_lines lists
 
@@ -50,29 +50,23 @@ class Thumbnail:
 
 @dataclass(frozen=True)
 class MetricRow:
-    """The metrics of one label in one case (distances in mm, volumes in mL; see :class:`LabelMetrics`)."""
+    """The metrics of one label in one case: a :class:`LabelMetrics` (distances in mm, volumes in mL) under its case
+    and label; ``row.dice`` and every other metric name read through to it."""
 
     case: str
     label: int
-    dice: float
-    iou: float
-    hd95_mm: float
-    assd_mm: float
-    surface_dice: float
-    vol_ref_ml: float
-    vol_pred_ml: float
+    metrics: LabelMetrics
 
     @classmethod
     def of(cls, case: str, label: int, m: LabelMetrics) -> MetricRow:
-        return cls(case, int(label), *(float(getattr(m, c)) for c in CSV_COLUMNS[2:]))
+        """The row of ``m``, its values as Python floats."""
+        measured = {f.name: float(getattr(m, f.name)) for f in fields(LabelMetrics) if f.init}
+        return cls(case, int(label), LabelMetrics(**measured))
 
-    @property
-    def metrics(self) -> LabelMetrics:
-        return LabelMetrics(**{c: getattr(self, c) for c in CSV_COLUMNS[2:]})
-
-    @property
-    def vol_diff_ml(self) -> float:
-        return self.vol_pred_ml - self.vol_ref_ml
+    def __getattr__(self, name: str) -> float:
+        if name in METRIC_NAMES:  # only called for names the row itself lacks
+            return getattr(self.metrics, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def status(self) -> str:
@@ -211,8 +205,3 @@ class Evaluation:
             lines.append(f"worst case: {case} (mean Dice {score:.4f})")
         lines += [f"failed: {f}" for f in self.failed]
         return lines
-
-
-def few_names(names: list[str], k: int = 5) -> str:
-    """The first ``k`` names, and how many more there are."""
-    return ", ".join(names[:k]) + (f", ... ({len(names) - k} more)" if len(names) > k else "")

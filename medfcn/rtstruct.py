@@ -179,12 +179,36 @@ def _code_item(code):
     return item
 
 
+_STUDY_KEYWORDS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyInstanceUID",
+    "StudyDate",
+    "StudyTime",
+    "ReferringPhysicianName",
+    "StudyID",
+    "AccessionNumber",
+    "StudyDescription",
+)
+"""What an RTSTRUCT copies from its source series: the patient and the study."""
+
+
 def _dataset(datasets: list, segments: list[Segment], algorithm: Algorithm):
+    """The RTSTRUCT dataset, ROIs described but without contours (``ContourSequence`` empty)."""
+    src = datasets[0]
+    ds = _structure_set(src, algorithm)
+    ds.ReferencedFrameOfReferenceSequence = _referenced_frame(datasets)
+    _add_rois(ds, src, segments, algorithm)
+    return ds
+
+
+def _structure_set(src, algorithm: Algorithm):
+    """The file meta, patient, study, series and structure set modules of a new RTSTRUCT of ``src``'s study."""
     from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.sequence import Sequence
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
-    src = datasets[0]
     now = datetime.now()
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTSTRUCT_SOP_CLASS
@@ -196,19 +220,7 @@ def _dataset(datasets: list, segments: list[Segment], algorithm: Algorithm):
     ds.SpecificCharacterSet = getattr(src, "SpecificCharacterSet", "ISO_IR 100")
     ds.SOPClassUID, ds.SOPInstanceUID = RTSTRUCT_SOP_CLASS, meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
-    for keyword in (
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "PatientSex",
-        "StudyInstanceUID",
-        "StudyDate",
-        "StudyTime",
-        "ReferringPhysicianName",
-        "StudyID",
-        "AccessionNumber",
-        "StudyDescription",
-    ):
+    for keyword in _STUDY_KEYWORDS:
         if keyword in src:
             setattr(ds, keyword, src[keyword].value)
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber = "RTSTRUCT", generate_uid(), RTSTRUCT_SERIES_NUMBER
@@ -221,6 +233,15 @@ def _dataset(datasets: list, segments: list[Segment], algorithm: Algorithm):
     ds.StructureSetLabel = "MEDFCN"
     ds.StructureSetName = algorithm.name[:64]
     ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
+    return ds
+
+
+def _referenced_frame(datasets: list):
+    """ReferencedFrameOfReferenceSequence: the frame of reference, study and series, and every source image."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    src = datasets[0]
     series_item = Dataset()
     series_item.SeriesInstanceUID = src.SeriesInstanceUID
     series_item.ContourImageSequence = Sequence([_ref(d) for d in datasets])
@@ -230,15 +251,21 @@ def _dataset(datasets: list, segments: list[Segment], algorithm: Algorithm):
     frame_item = Dataset()
     frame_item.FrameOfReferenceUID = src.FrameOfReferenceUID
     frame_item.RTReferencedStudySequence = Sequence([study_item])
-    ds.ReferencedFrameOfReferenceSequence = Sequence([frame_item])
+    return Sequence([frame_item])
+
+
+def _add_rois(ds, src, segments: list[Segment], algorithm: Algorithm) -> None:
+    """One ROI, observation and (empty) contour item per segment, in segment order."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
     ds.StructureSetROISequence, ds.ROIContourSequence, ds.RTROIObservationsSequence = Sequence(), Sequence(), Sequence()
+    described = f"{algorithm.name} {algorithm.sha256[:16]} medfcn {algorithm.medfcn_version}"[:64]
     for n, seg in enumerate(segments):
         roi = Dataset()
         roi.ROINumber, roi.ReferencedFrameOfReferenceUID = seg.number, src.FrameOfReferenceUID
         roi.ROIName, roi.ROIGenerationAlgorithm = seg.name[:64], "AUTOMATIC"
-        roi.ROIGenerationDescription = f"{algorithm.name} {algorithm.sha256[:16]} medfcn {algorithm.medfcn_version}"[
-            :64
-        ]
+        roi.ROIGenerationDescription = described
         ds.StructureSetROISequence.append(roi)
         obs = Dataset()
         obs.ObservationNumber, obs.ReferencedROINumber = seg.number, seg.number
@@ -250,7 +277,6 @@ def _dataset(datasets: list, segments: list[Segment], algorithm: Algorithm):
         contour.ROIDisplayColor = list(_COLORS[n % len(_COLORS)])
         contour.ContourSequence = Sequence()
         ds.ROIContourSequence.append(contour)
-    return ds
 
 
 def write_rtstruct(

@@ -46,7 +46,7 @@ def find_pairs(images: str = "", labels: str = "", pairs: str = "") -> list[dict
 
     Raises :class:`NoScansError` when nothing pairs, :class:`MedfcnError` for an unreadable list.
     """
-    from medfcn.discovery import find_cases
+    from medfcn.discovery import find_cases, pair_cases
 
     if pairs:
         path = Path(pairs)
@@ -67,17 +67,11 @@ def find_pairs(images: str = "", labels: str = "", pairs: str = "") -> list[dict
         return out
     if not images or not labels:
         raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
-    found_images = {c.case: c for c in find_cases([images]) if c.error is None}
-    found_labels = {c.case: c for c in find_cases([labels]) if c.error is None}
-    common = sorted(set(found_images) & set(found_labels))
-    if not common:
-        raise NoScansError(
-            f"no case names are shared by {images} ({len(found_images)} scans) and {labels} "
-            f"({len(found_labels)} label maps); images and labels pair by case name"
-        )
-    for missing in sorted(set(found_images) ^ set(found_labels)):
-        log.warning("case %s has no %s: left out", missing, "label" if missing in found_images else "image")
-    return [{"case": c, "image": str(found_images[c].path), "label": str(found_labels[c].path)} for c in common]
+    found = [[c for c in find_cases([side]) if c.error is None] for side in (images, labels)]
+    paired = pair_cases(*found, sides=(f"images in {images}", f"labels in {labels}"))
+    for missing in paired.only_first + paired.only_second:
+        log.warning("case %s has no %s: left out", missing, "label" if missing in paired.only_first else "image")
+    return [{"case": c, "image": str(i.path), "label": str(la.path)} for c, i, la in paired.pairs]
 
 
 def data_sha256(pairs: list[dict[str, str]]) -> str:

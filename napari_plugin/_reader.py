@@ -76,7 +76,6 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
     """
     from medfcn.discovery import find_cases
     from medfcn.errors import MedfcnError, NoScansError
-    from medfcn.reader import read_scan
 
     paths = path if isinstance(path, list | tuple) else [path]
     inputs = []
@@ -86,9 +85,7 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
     layers, errors = [], []
     for case in cases:
         try:
-            if case.error is not None:
-                raise MedfcnError(case.error)
-            scan = read_scan(case.path, series_uid=case.series_uid, case=case.case, files=case.files)
+            scan = case.read()
         except MedfcnError as e:
             log.warning("%s", e)
             errors.append(e)

@@ -18,3 +18,17 @@ def gui(test):
     when an application is made with no display)."""
     skip = pytest.mark.skipif(NO_DISPLAY, reason="a napari viewer needs a display: run under xvfb-run -a")
     return pytest.mark.gui(skip(test))
+
+
+def empty_labels_on(viewer, image, name: str = "drawn"):
+    """A new, empty Labels layer placed exactly over Image layer ``image`` (as napari's "New labels" makes it)."""
+    import numpy as np
+
+    return viewer.add_labels(
+        np.zeros(image.data.shape, np.uint8),
+        name=name,
+        scale=image.scale,
+        translate=image.translate,
+        rotate=image.rotate,
+        metadata=image.metadata,
+    )

@@ -220,7 +220,7 @@ def test_killed_run_is_finished_by_a_rerun(tmp_path, model_file, segmenter):
     proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while not outputs(out) and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
+        time.sleep(0.05)  # a case takes far longer to segment and write than this
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     done_before = outputs(out)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from batch_support import SHAPE
 from conftest import affine_from_codes, head_volume, shuffled_names, write_dicom_pydicom, write_scan_file
-from napari_support import gui
+from napari_support import empty_labels_on, gui
 from test_dicom_outputs import LABELS, synthetic_labels, write_all
 
 from medfcn.checkpoint import ModelCard
@@ -69,6 +69,11 @@ def test_format_choices_are_checked(tmp_path, inputs, model_file, capsys):
     assert "is not one of: nifti, dicom-seg, rtstruct" in capsys.readouterr().err
 
 
+def _evaluate(pred, ref, report, series) -> int:
+    """``medfcn evaluate PRED REF -o REPORT --series SERIES``: its exit status."""
+    return main(["evaluate", str(pred), str(ref), "-o", str(report), "--series", str(series)])
+
+
 def test_evaluate_scores_seg_against_seg_and_rtstruct_on_the_series_grid(tmp_path, inputs, capsys):
     folder = inputs / "series"
     scan = read_scan(folder)
@@ -77,44 +82,18 @@ def test_evaluate_scores_seg_against_seg_and_rtstruct_on_the_series_grid(tmp_pat
     p = write_all(scan, pred, tmp_path / "pred")
     r = write_all(scan, ref, tmp_path / "ref")
     report = tmp_path / "report"
-    code = main(
-        [
-            "evaluate",
-            str(p[OutputFormat.DICOM_SEG]),
-            str(r[OutputFormat.DICOM_SEG]),
-            "-o",
-            str(report),
-            "--series",
-            str(inputs),
-        ]
-    )
+    code = _evaluate(p[OutputFormat.DICOM_SEG], r[OutputFormat.DICOM_SEG], report, inputs)
     assert code == 0
     scores = json.loads((report / "metrics.json").read_text())["cases"]["series"]
     for label in (1, 2):
         a, b = pred == label, ref == label
         assert scores[str(label)]["dice"] == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()), abs=1e-9)
     # an RTSTRUCT reference gives the same numbers (its contours fill back exactly)
-    assert (
-        main(
-            [
-                "evaluate",
-                str(p[OutputFormat.DICOM_SEG]),
-                str(r[OutputFormat.RTSTRUCT]),
-                "-o",
-                str(report),
-                "--series",
-                str(inputs),
-            ]
-        )
-        == 0
-    )
+    assert _evaluate(p[OutputFormat.DICOM_SEG], r[OutputFormat.RTSTRUCT], report, inputs) == 0
     again = json.loads((report / "metrics.json").read_text())["cases"]["series"]
     assert again["1"]["dice"] == scores["1"]["dice"] and again["2"]["hd95_mm"] == scores["2"]["hd95_mm"]
     # a folder of SEGs pairs with a folder of NIfTI label maps through the series' case name
-    assert (
-        main(["evaluate", str(tmp_path / "pred"), str(tmp_path / "ref"), "-o", str(report), "--series", str(inputs)])
-        == 0
-    )
+    assert _evaluate(tmp_path / "pred", tmp_path / "ref", report, inputs) == 0
     capsys.readouterr()
     # no --series: refused before anything is read
     assert main(["evaluate", str(p[OutputFormat.DICOM_SEG]), str(r[OutputFormat.NIFTI]), "-o", str(report)]) == 2
@@ -122,20 +101,7 @@ def test_evaluate_scores_seg_against_seg_and_rtstruct_on_the_series_grid(tmp_pat
     assert len(err) == 1 and "--series DIR" in err[0] and "seg.dcm" in err[0]
     # --series without the referenced series: that case fails with a clear line
     (tmp_path / "elsewhere").mkdir()
-    assert (
-        main(
-            [
-                "evaluate",
-                str(p[OutputFormat.DICOM_SEG]),
-                str(r[OutputFormat.NIFTI]),
-                "-o",
-                str(report),
-                "--series",
-                str(tmp_path / "elsewhere"),
-            ]
-        )
-        == 1
-    )
+    assert _evaluate(p[OutputFormat.DICOM_SEG], r[OutputFormat.NIFTI], report, tmp_path / "elsewhere") == 1
     assert "which is not under the --series folder" in capsys.readouterr().out
 
 
@@ -183,14 +149,7 @@ def test_napari_save_selected_layers_as_dcm_writes_a_seg_of_the_opened_series(vi
     from napari.plugins.io import save_layers
 
     (image,) = viewer.open(str(inputs / "series"), plugin="medfcn")
-    drawn = viewer.add_labels(
-        np.zeros(image.data.shape, np.uint8),
-        name="drawn",
-        scale=image.scale,
-        translate=image.translate,
-        rotate=image.rotate,
-        metadata=image.metadata,
-    )
+    drawn = empty_labels_on(viewer, image)
     drawn.data[2:9, 3:12, 4:10] = 1  # a block painted on the displayed (reordered) array
     out = tmp_path / "drawn.seg.dcm"
     save_layers(str(out), [drawn], plugin="medfcn")

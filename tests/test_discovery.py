@@ -141,3 +141,22 @@ def test_no_scans_is_an_error_naming_the_path(tmp_path, make):
     with pytest.raises(NoScansError) as e:
         find_cases([path])
     assert str(path) in str(e.value) and "\n" not in str(e.value) and e.value.exit_code == 2
+
+
+def test_pair_cases_pairs_by_name_and_names_what_is_left(tmp_path):
+    from medfcn.discovery import CaseSpec, pair_cases
+    from medfcn.errors import MedfcnError, NoScansError
+
+    def specs(*names):
+        return [CaseSpec(tmp_path / f"{n}.nii.gz", n) for n in names]
+
+    paired = pair_cases(specs("b", "a", "x"), specs("a", "b", "y"))
+    assert [(c, i.path.name, la.path.name) for c, i, la in paired.pairs] == [
+        ("a", "a.nii.gz", "a.nii.gz"),
+        ("b", "b.nii.gz", "b.nii.gz"),
+    ]
+    assert (paired.only_first, paired.only_second) == (["x"], ["y"])
+    with pytest.raises(NoScansError, match="no case names are shared by the images .* pair by file name"):
+        pair_cases(specs("x"), specs("y"))
+    with pytest.raises(MedfcnError, match="case a is named twice among the labels"):
+        pair_cases(specs("a"), specs("a", "a"))

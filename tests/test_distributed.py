@@ -16,6 +16,7 @@ import pytest
 from batch_support import partial_files, read_labels, write_cases
 
 from medfcn.batch import run_batch
+from medfcn.cluster import loaded_models
 from medfcn.errors import UsageError
 from medfcn.manifest import Status
 
@@ -68,12 +69,6 @@ def test_local_cluster_of_two_workers_matches_a_local_run(tmp_path, model_file, 
     assert [c.status for c in manifest.cases] == [Status.FAILED] + [Status.OK] * 5
 
 
-def _loaded_models() -> list[tuple]:
-    from medfcn.cluster import _SEGMENTERS
-
-    return sorted(_SEGMENTERS)
-
-
 def _torch_threads() -> int:
     import torch
 
@@ -97,7 +92,7 @@ def test_existing_cluster_by_scheduler_address(tmp_path, model_file, inputs, loc
         [inputs], out, model=model_file, device="cpu", scheduler=cluster.scheduler_address, progress=False
     )
     with Client(cluster) as client:
-        loaded = client.run(_loaded_models)
+        loaded = client.run(loaded_models)
         threads = client.run(_torch_threads)
 
     assert_same_as_local(out, manifest, local_run)

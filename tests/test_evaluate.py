@@ -16,10 +16,11 @@ import pytest
 import SimpleITK as sitk
 
 from medfcn.errors import NoScansError
-from medfcn.evaluate import aligned_to, evaluate
+from medfcn.evaluate import evaluate
 from medfcn.metrics import compute_metrics, worst_distance_mm
 from medfcn.reader import read_scan
 from medfcn.results import CSV_COLUMNS
+from medfcn.scoring import aligned_to
 
 SPACING = (0.9, 1.2, 2.5)
 SHAPE = (36, 30, 16)

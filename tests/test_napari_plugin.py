@@ -23,7 +23,7 @@ from conftest import (
     write_scan_file,
 )
 from napari import save_layers
-from napari_support import gui
+from napari_support import empty_labels_on, gui
 
 import napari_plugin
 from medfcn.reader import read_scan
@@ -190,14 +190,7 @@ def test_writer_hand_drawn_labels_overlay_the_source_grid(viewer, tmp_path, code
     aff = oblique_affine() if codes == "oblique" else affine_from_codes("LSA", spacing=(0.8, 1.1, 1.6))
     source = write_scan_file(tmp_path / "scan.nii.gz", head_volume(), aff)
     (image,) = viewer.open(str(source), plugin="medfcn")
-    drawn = viewer.add_labels(
-        np.zeros(image.data.shape, np.uint8),
-        name="drawn",
-        scale=image.scale,
-        translate=image.translate,
-        rotate=image.rotate,
-        metadata=image.metadata,
-    )
+    drawn = empty_labels_on(viewer, image)
     drawn.brush_size = 1
     painted = [(3, 4, 5), (10, 20, 7), (image.data.shape[0] - 1, 0, image.data.shape[2] - 1)]
     for d in painted:

@@ -18,7 +18,6 @@ from conftest import (
     voxels_on,
 )
 
-from medfcn import reader
 from medfcn.errors import DicomSeriesError, MedfcnError, ScanReadError, UnsupportedScanError
 from medfcn.reader import SCAN_SUFFIXES, read_scan, strip_suffix
 from medfcn.scan import Scan
@@ -152,22 +151,15 @@ def test_dicom_left_handed_series_comes_back_reversed_on_the_same_grid(write_sca
 def test_dicom_folder_with_two_series_needs_a_uid(tmp_path):
     a, b = head_volume(seed=1), head_volume(seed=2)[:, :, :20]
     write_dicom = __import__("conftest").write_dicom_pydicom
-    write_dicom(
-        tmp_path / "two",
-        np.round(a),
-        affine_from_codes("LPS"),
-        series_uid="1.2.3.4.2",
-        series_number=2,
-        names=[f"b{k}.dcm" for k in range(a.shape[2])],
-    )
-    write_dicom(
-        tmp_path / "two",
-        np.round(b),
-        affine_from_codes("LPS"),
-        series_uid="1.2.3.4.1",
-        series_number=1,
-        names=[f"a{k}.dcm" for k in range(b.shape[2])],
-    )
+    for volume, uid, number, prefix in ((a, "1.2.3.4.2", 2, "b"), (b, "1.2.3.4.1", 1, "a")):
+        write_dicom(
+            tmp_path / "two",
+            np.round(volume),
+            affine_from_codes("LPS"),
+            series_uid=uid,
+            series_number=number,
+            names=[f"{prefix}{k}.dcm" for k in range(volume.shape[2])],
+        )
     with pytest.raises(DicomSeriesError, match="holds 2 DICOM series") as e:
         read_scan(tmp_path / "two")
     assert str(tmp_path / "two") in str(e.value)
@@ -207,18 +199,6 @@ def test_non_finite_voxels_are_cleaned_with_a_warning(write_scan, caplog):
     np.testing.assert_array_equal(scan.array[finite], array[finite])
     assert len(scan.warnings) == 1 and "3 non-finite voxels" in scan.warnings[0] and str(path) in scan.warnings[0]
     assert any("non-finite" in r.getMessage() for r in caplog.records)
-
-
-def test_non_finite_policy_is_documented():
-    doc = reader.__doc__ or ""
-    assert "Non-finite voxels" in doc and "cleaned" in doc and "Scan.warnings" in doc
-
-
-def test_readme_documents_the_bad_input_policies():
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert "NaN" in readme and "cleaned" in readme and "missing slice" in readme and "refused" in readme
 
 
 def test_all_nan_scan_is_refused(write_scan):

@@ -14,8 +14,9 @@ from matplotlib.image import imread
 
 from medfcn.evaluate import evaluate
 from medfcn.metrics import Overlap, compute_metrics
-from medfcn.report import OVERLAY_COLOURS, case_thumbnails, render_html, slice_axis, worst_slices
+from medfcn.report import render_html
 from medfcn.results import Evaluation, MetricRow
+from medfcn.thumbnails import OVERLAY_COLOURS, case_thumbnails, slice_axis, worst_slices
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

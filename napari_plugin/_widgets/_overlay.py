@@ -9,18 +9,19 @@ import copy
 import numpy as np
 
 from medfcn.metrics import Overlap
+from medfcn.thumbnails import OVERLAY_COLOURS
 
 from ._scan_views import add_labels_like
 
 __all__ = ["OVERLAP_COLORS", "OVERLAP_NAMES", "legend_html", "show_overlap"]
 
+_OPACITY = {Overlap.TP: 0.22, Overlap.FP: 1.0, Overlap.FN: 1.0}  # agreement faint, so the anatomy shows through
 OVERLAP_COLORS = {
     None: "transparent",
     Overlap.NONE: "transparent",
-    Overlap.TP: (0.17, 0.63, 0.17, 0.22),  # agreement: faint, so the anatomy shows through
-    Overlap.FP: (0.93, 0.16, 0.12, 1.0),
-    Overlap.FN: (0.15, 0.55, 1.0, 1.0),
+    **{code: (*(c / 255 for c in rgb), _OPACITY[code]) for code, rgb in OVERLAY_COLOURS.items()},
 }
+"""The overlay's RGBA (0-1) of each overlap code: the report's colours (:data:`medfcn.thumbnails.OVERLAY_COLOURS`)."""
 OVERLAP_NAMES = {Overlap.TP: "in both (TP)", Overlap.FP: "predicted only (FP)", Overlap.FN: "missed (FN)"}
 
 
@@ -28,7 +29,7 @@ def legend_html() -> str:
     """The legend of the overlay (rich text for a Qt label)."""
 
     def swatch(rgba) -> str:
-        r, g, b, _ = (int(255 * c) for c in rgba)
+        r, g, b, _ = (round(255 * c) for c in rgba)
         return f"<span style='background:rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;&nbsp;</span>"
 
     items = [f"{swatch(OVERLAP_COLORS[c])} {OVERLAP_NAMES[c]}" for c in (Overlap.FN, Overlap.FP, Overlap.TP)]

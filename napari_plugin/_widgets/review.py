@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, Select, Table, create_widget
+from napari.layers import Image
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
@@ -27,7 +28,8 @@ from qtpy.QtWidgets import QSizePolicy
 from medfcn.components import ErrorComponent, error_components, worst_slices
 from medfcn.display import AXIS_LABELS
 from medfcn.errors import GridMismatchError, MedfcnError
-from medfcn.metrics import Overlap, compute_metrics, dice_per_slice, overlap_map
+from medfcn.metrics import Overlap, dice_per_slice, overlap_map
+from medfcn.scoring import score_arrays
 
 from .._dicom_writer import save_seg_layer
 from .._layers import layer_geometry, layer_scan
@@ -64,7 +66,7 @@ class Review:
 
 def review(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> Review:
     """All the numbers of a review (runs in the worker thread). ``spacing``: mm along the arrays' axes."""
-    metrics = compute_metrics(pred, ref, spacing)
+    metrics = score_arrays(pred, ref, spacing)
     per_slice = {label: dice_per_slice(pred, ref, label, axis) for label in metrics}
     codes = overlap_map(pred, ref)
     errors = error_components(pred, ref, spacing, codes=codes)
@@ -77,22 +79,7 @@ class ReviewWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
         _scan_views.install(viewer)
-        self.prediction = create_widget(label="Prediction", annotation="napari.layers.Labels")
-        self.reference = create_widget(label="Reference", annotation="napari.layers.Labels")
-        self.compute_button = PushButton(text="Compute")
-        self.auto = CheckBox(text="Recompute after edits", value=True)
-        self.legend = Label(value=legend_html())
-        self.table = Table(value={"data": [], "index": [], "columns": list(TABLE_COLUMNS)})
-        self.plot = SliceDicePlot()
-        self.error_list = Select(label="Errors", choices=[], allow_multiple=False)
-        self.previous_button = PushButton(text="< Previous error", enabled=False)
-        self.next_button = PushButton(text="Next error >", enabled=False)
-        self.worst_button = PushButton(text="Go to worst slice", enabled=False)
-        self.save_path = FileEdit(label="Save to", mode="w", filter="*.nii.gz *.dcm")
-        self.save_button = PushButton(text="Save prediction")
-        self.report_dir = FileEdit(label="Report folder", mode="d")
-        self.report_button = PushButton(text="Export report")
-        self.status = Label(value="")
+        self._make_widgets()
         nav = Container(widgets=[self.previous_button, self.next_button], layout="horizontal", labels=False)
         super().__init__(
             widgets=[
@@ -112,12 +99,7 @@ class ReviewWidget(Container):
                 self.status,
             ]
         )
-        for label in (self.status, self.legend):  # long messages wrap instead of widening the dock
-            label.native.setWordWrap(True)
-            label.native.setMinimumWidth(10)
-            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.error_list.native.setMaximumHeight(110)
-        self.native.layout().insertWidget(6, self.plot)
+        self._arrange()
         self.result: Review | None = None
         self.stale = False
         self.error_index = -1
@@ -127,6 +109,40 @@ class ReviewWidget(Container):
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(_RECOMPUTE_DELAY_MS)
+        self._connect()
+        self._choose_default_pair()
+        self._watch()
+
+    def _make_widgets(self) -> None:
+        self.prediction = create_widget(label="Prediction", annotation="napari.layers.Labels")
+        self.reference = create_widget(label="Reference", annotation="napari.layers.Labels")
+        self.compute_button = PushButton(text="Compute")
+        self.auto = CheckBox(text="Recompute after edits", value=True)
+        self.legend = Label(value=legend_html())
+        self.table = Table(value={"data": [], "index": [], "columns": list(TABLE_COLUMNS)})
+        self.plot = SliceDicePlot()
+        self.error_list = Select(label="Errors", choices=[], allow_multiple=False)
+        self.previous_button = PushButton(text="< Previous error", enabled=False)
+        self.next_button = PushButton(text="Next error >", enabled=False)
+        self.worst_button = PushButton(text="Go to worst slice", enabled=False)
+        self.save_path = FileEdit(label="Save to", mode="w", filter="*.nii.gz *.dcm")
+        self.save_button = PushButton(text="Save prediction")
+        self.report_dir = FileEdit(label="Report folder", mode="d")
+        self.report_button = PushButton(text="Export report")
+        self.status = Label(value="")
+
+    def _arrange(self) -> None:
+        """Wrap long messages, keep the error list short, and put the slice plot right under the table."""
+        for label in (self.status, self.legend):  # long messages wrap instead of widening the dock
+            label.native.setWordWrap(True)
+            label.native.setMinimumWidth(10)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        self.error_list.native.setMaximumHeight(110)
+        layout = self.native.layout()
+        layout.insertWidget(_layout_index(layout, self.table.native) + 1, self.plot)
+
+    def _connect(self) -> None:
+        viewer = self._viewer
         self._timer.timeout.connect(self.compute)
         self.compute_button.clicked.connect(self.compute)
         self.next_button.clicked.connect(self.next_error)
@@ -140,8 +156,6 @@ class ReviewWidget(Container):
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.dims.events.order.connect(self._on_order)
         viewer.layers.events.inserted.connect(lambda _: QTimer.singleShot(0, self._default_pair_later))
-        self._choose_default_pair()
-        self._watch()
 
     # -- inputs --------------------------------------------------------------------------------------------------
     def _default_pair_later(self) -> None:
@@ -351,7 +365,7 @@ class ReviewWidget(Container):
         """An Image layer on the prediction's scan grid, for the report's overlays."""
         for layer in self._viewer.layers:
             if (
-                layer.__class__.__name__ == "Image"
+                isinstance(layer, Image)
                 and layer.data.shape == pred.data.shape
                 and layer.metadata.get("grid") is not None
                 and layer.metadata.get("grid") == pred.metadata.get("grid")
@@ -412,6 +426,15 @@ def _evaluate(case, pred, ref, out_dir, **kwargs):
     from medfcn.evaluate import evaluate_scans
 
     return evaluate_scans(case, pred, ref, out_dir, **kwargs)
+
+
+def _layout_index(layout, widget) -> int:
+    """The position in ``layout`` of the item holding ``widget`` (magicgui may wrap it with its label)."""
+    for i in range(layout.count()):
+        item = layout.itemAt(i).widget()
+        if item is not None and (item is widget or item.isAncestorOf(widget)):
+            return i
+    raise LookupError("widget not in the layout")
 
 
 def _source_name(layer) -> str:

@@ -3,7 +3,8 @@
 Each tool runs as its own process over a whole set of cases, loading its model once, with 2 CPU threads
 (``OMP_NUM_THREADS=2``, and ``torch.set_num_threads(2)`` for deepbet) and ``OMP_WAIT_POLICY=PASSIVE`` for all (what
 ``medfcn``'s command line sets for itself: idle threads sleep rather than spin); the parent measures the process's wall
-and CPU seconds and peak resident memory (``os.wait4``: ``ru_maxrss`` of the process and its children). Two runs:
+and CPU seconds (``os.wait4``) and peak resident memory (through ``peak.py``'s launcher, so that this
+benchmark's own memory does not count). Two runs:
 
     single  one 1 mm head (the sample T1, 181 x 217 x 181) as one process: what a user's first run costs
     batch   a dozen scans as one process: the transformed copies of ``copies.py`` (less the 0.5 mm one) and the
@@ -31,6 +32,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heads import build_cases, colin_references  # noqa: E402
+from peak import launched, peak_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
@@ -94,7 +97,8 @@ def peers_python(venv: Path) -> Path:
 def run_process(argv: list[str], env: dict[str, str]) -> dict:
     """Run ``argv``; its wall and CPU seconds, peak RSS (MB), load average at its end and its RESULT json."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    peak_file = Path(tempfile.mkstemp(prefix="bench_peak_")[1])
+    proc = subprocess.Popen(launched(argv, peak_file), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
@@ -107,7 +111,7 @@ def run_process(argv: list[str], env: dict[str, str]) -> dict:
     return {
         "wall_s": round(wall, 2),
         "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-        "peak_mb": round(usage.ru_maxrss / 1024),
+        "peak_mb": round(peak_mb(peak_file)),
         "load": round(os.getloadavg()[0], 1),
         "per_case_s": {Path(k).name.removesuffix(".nii.gz"): round(v, 2) for k, v in result.items()},
     }

@@ -2,8 +2,9 @@
 bare network forward pass on the same slices.
 
 The scan is the sample T1 (Colin27) resampled to 0.5 mm (362 x 434 x 362, int16) with its brain mask, written to
-a working folder. Each pipeline runs in its own process, so its peak resident memory (``os.wait4``'s
-``ru_maxrss``, which includes the Python, torch and MONAI imports every pipeline pays) is its own:
+a working folder. Each pipeline runs in its own process, so its peak resident memory (including the Python, torch
+and MONAI imports every pipeline pays) is its own, measured through ``peak.py``'s launcher (a child's
+``ru_maxrss`` would include this benchmark's own 900 MB):
 
     medfcn-cli     ``medfcn segment IMAGE -o OUT --device D`` (a real process of the CLI; ``--device``, default cpu)
     medfcn-stages  the same function path (read_scan -> Segmenter.segment -> write_labels), timed stage by stage:
@@ -39,6 +40,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peak import launched, peak_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
@@ -267,7 +271,8 @@ def run_child(argv: list[str], result_path: Path | None) -> dict:
     """Run ``argv`` as a process: its wall and CPU seconds, peak RSS (MB), the 1-minute load average when it
     ended (other work on the machine inflates wall time, much less CPU time) and, if it wrote one, its result."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak_file = Path(tempfile.mkstemp(prefix="bench_peak_")[1])
+    proc = subprocess.Popen(launched(argv, peak_file), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     log = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
@@ -275,7 +280,7 @@ def run_child(argv: list[str], result_path: Path | None) -> dict:
         raise SystemExit(f"{' '.join(argv[:4])} ... failed:\n{log[-3000:]}")
     result = json.loads(result_path.read_text()) if result_path is not None and result_path.exists() else {}
     cpu = usage.ru_utime + usage.ru_stime
-    return {"wall": wall, "cpu": cpu, "peak_mb": usage.ru_maxrss / 1024, "load": os.getloadavg()[0], **result}
+    return {"wall": wall, "cpu": cpu, "peak_mb": peak_mb(peak_file), "load": os.getloadavg()[0], **result}
 
 
 def dice(pred_path: Path, ref_path: Path) -> float:

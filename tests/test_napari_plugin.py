@@ -331,6 +331,11 @@ def test_sample_opens_t1_and_brain_mask(viewer):
     assert t1.data.shape == mask.data.shape == (181, 217, 181)
     np.testing.assert_allclose(t1.scale, (1.0, 1.0, 1.0))
     assert set(np.unique(mask.data)) == {0, 1}
+    # the reference a user reviews the bundled model against is the label it was trained on (brain + CSF), not
+    # BET's tighter mask (which the Review dock would show as a 230 mL "spurious" shell of CSF)
+    repo = Path(napari_plugin.__file__).parents[1]
+    shipped = Path(napari_plugin.__file__).parent / "sample_data" / "colin27_brain_mask.nii.gz"
+    assert shipped.read_bytes() == (repo / "sample_data" / "labels" / "colin27.nii.gz").read_bytes()
     image = sitk.ReadImage(str(Path(t1.metadata["source"])))
     assert Path(t1.metadata["source"]) == Path(napari_plugin.__file__).parent / "sample_data" / "colin27_t1.nii.gz"
     assert_placed_like_sitk(t1, image, n=20)

@@ -41,6 +41,7 @@ from medfcn.errors import ModelError
 
 __all__ = ["Variant", "Upsampling", "FCNConfig", "FCN", "build_network", "fold_batchnorm", "pad_to_stride"]
 
+
 class Variant(StrEnum):
     """Which skip levels the network fuses (the finest stride its score map reaches before the last upsample)."""
 

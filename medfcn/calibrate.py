@@ -59,6 +59,7 @@ class Calibration:
 def _score(probs: np.ndarray, frame, reference: np.ndarray, postprocess, threshold: float) -> list[tuple]:
     """(Dice, volume ratio) per foreground label of ``reference`` for one threshold, on the scan's grid."""
     from medfcn.frame import probabilities_to_labels
+    from medfcn.metrics import dice
     from medfcn.postprocess import apply_to_probabilities
 
     p = probs.astype(np.float32)
@@ -68,11 +69,9 @@ def _score(probs: np.ndarray, frame, reference: np.ndarray, postprocess, thresho
     out = []
     for label in range(1, probs.shape[0]):
         pred, ref = labels == label, reference == label
-        n_ref = int(ref.sum())
-        if n_ref == 0:
-            continue
-        n_pred = int(pred.sum())
-        out.append((2 * int((pred & ref).sum()) / (n_pred + n_ref), n_pred / n_ref))
+        n_ref = np.count_nonzero(ref)
+        if n_ref:
+            out.append((dice(pred, ref), np.count_nonzero(pred) / n_ref))
     return out
 
 
@@ -91,25 +90,20 @@ def calibrate(
     that does not lie on its image's grid or holds no foreground.
     """
     from medfcn.checkpoint import load_model, save_model
-    from medfcn.frame import normalise_intensity, to_model_frame
     from medfcn.pipeline import Segmenter
-    from medfcn.reader import read_scan
+    from medfcn.train import read_pair
 
     source = load_model(model)
     output = Path(output)
     if source.path is not None and output.resolve() == Path(source.path).resolve():
         raise UsageError(f"{output} is the model being calibrated: write the calibrated model to a new file")
     card = dataclasses.replace(source.card, class_weights=())  # score from the uncalibrated probabilities
-    segmenter = Segmenter(dataclasses.replace(load_model(model), card=card), device=device)
+    segmenter = Segmenter(dataclasses.replace(source, card=card), device=device)  # folds a copy of the network
     scores: dict[float, list[tuple[float, float]]] = {t: [] for t in thresholds}
     for pair in pairs:
-        image = read_scan(pair["image"], case=pair["case"])
-        reference = read_scan(pair["label"], case=pair["case"])
-        diffs = image.grid.differences(reference.grid)
-        if diffs:
-            raise MedfcnError(f"{pair['label']}: label map grid differs from the image's: {diffs[0]}")
-        frame = to_model_frame(image, card.spacing, orientation=card.orientation)
-        probs = segmenter.probabilities(normalise_intensity(frame.volume, card.normalisation))
+        image, reference = read_pair(pair)
+        frame = segmenter.to_frame(image)
+        probs = segmenter.probabilities(segmenter.normalise(frame))
         ref = np.rint(reference.array).astype(np.int64)
         if not (ref > 0).any():
             raise MedfcnError(f"{pair['label']}: the label map holds no foreground to calibrate on")

@@ -175,8 +175,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    if not (args.pairs or (args.images and args.labels)):
-        raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
+    from medfcn.train_options import check_pair_options
+
+    check_pair_options(args.images, args.labels, args.pairs)  # before torch is imported
     from medfcn.calibrate import calibrate
     from medfcn.train import find_pairs
 

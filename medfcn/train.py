@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -31,9 +31,12 @@ from medfcn import __version__
 from medfcn.checkpoint import save_model
 from medfcn.errors import MedfcnError, NoScansError, UsageError
 from medfcn.filenames import strip_suffix
-from medfcn.train_options import TrainConfig
+from medfcn.train_options import TrainConfig, check_pair_options
 
-__all__ = ["TrainConfig", "find_pairs", "train"]
+if TYPE_CHECKING:
+    from medfcn.scan import Scan
+
+__all__ = ["TrainConfig", "find_pairs", "read_pair", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +68,7 @@ def find_pairs(images: str = "", labels: str = "", pairs: str = "") -> list[dict
         if not out:
             raise NoScansError(f"{path} lists no training pairs")
         return out
-    if not images or not labels:
-        raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
+    check_pair_options(images, labels, pairs)
     found = [[c for c in find_cases([side]) if c.error is None] for side in (images, labels)]
     paired = pair_cases(*found, sides=(f"images in {images}", f"labels in {labels}"))
     for missing in paired.only_first + paired.only_second:
@@ -86,17 +88,26 @@ def data_sha256(pairs: list[dict[str, str]]) -> str:
     return h.hexdigest()
 
 
-def _prepare(pair: dict[str, str], card) -> dict[str, Any]:
-    """Image normalised and label map, both on the model's frame, through the pipeline's own first two stages."""
-    from medfcn.pipeline import frame_for_model, normalise_for_model
+def read_pair(pair: dict[str, str]) -> tuple[Scan, Scan]:
+    """The image and label map of ``pair`` (``{"case", "image", "label"}``), read; training and calibration both
+    read their pairs here. Raises :class:`MedfcnError` naming the case and the label file when the label map does
+    not lie on the image's grid."""
     from medfcn.reader import read_scan
 
-    n_classes = len(card.labels)
     image = read_scan(pair["image"], case=pair["case"])
     label = read_scan(pair["label"], case=pair["case"])
     diffs = image.grid.differences(label.grid)
     if diffs:
-        raise MedfcnError(f"case {pair['case']}: label map grid differs from the image's: {diffs[0]}")
+        raise MedfcnError(f"case {pair['case']}: label map {pair['label']} grid differs from the image's: {diffs[0]}")
+    return image, label
+
+
+def _prepare(pair: dict[str, str], card) -> dict[str, Any]:
+    """Image normalised and label map, both on the model's frame, through the pipeline's own first two stages."""
+    from medfcn.pipeline import frame_for_model, normalise_for_model
+
+    n_classes = len(card.labels)
+    image, label = read_pair(pair)
     values = np.unique(label.array)
     if values.min() < 0 or values.max() >= n_classes or not np.array_equal(values, np.round(values)):
         bad = [v for v in values.tolist() if v < 0 or v >= n_classes or v != round(v)][:5]
@@ -115,9 +126,7 @@ def cache_cases(pairs: list[dict[str, str]], card) -> list[dict[str, Any]]:
     from monai.transforms import Lambda
 
     try:
-        dataset = CacheDataset(
-            pairs, transform=Lambda(lambda p: _prepare(p, card)), progress=False, num_workers=0
-        )
+        dataset = CacheDataset(pairs, transform=Lambda(lambda p: _prepare(p, card)), progress=False, num_workers=0)
     except RuntimeError as exc:  # MONAI wraps a transform's error in "applying transform ...": show the cause
         cause: BaseException | None = exc
         while cause is not None and not isinstance(cause, MedfcnError):

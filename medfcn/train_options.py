@@ -14,7 +14,7 @@ from typing import Any
 from medfcn.errors import UsageError
 from medfcn.label_codes import parse_label_codes
 
-__all__ = ["TrainConfig", "add_train_parser", "config_from_args"]
+__all__ = ["TrainConfig", "add_train_parser", "check_pair_options", "config_from_args"]
 
 
 @dataclass
@@ -117,10 +117,16 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
     p.set_defaults(run=run)
 
 
+def check_pair_options(images: str, labels: str, pairs: str) -> None:
+    """Labelled scans are given as two folders (or files) or as a list of pairs; raises UsageError otherwise.
+    ``medfcn train``, ``medfcn calibrate`` and :func:`medfcn.train.find_pairs` all ask it (no heavy import)."""
+    if not pairs and not (images and labels):
+        raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The :class:`TrainConfig` of ``medfcn train``'s options, checked (no heavy import). Raises UsageError."""
-    if not args.pairs and not (args.images and args.labels):
-        raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
+    check_pair_options(args.images, args.labels, args.pairs)
     try:
         axes = tuple(int(a) for a in args.axes.split(","))
     except ValueError:

@@ -91,12 +91,13 @@ def calibrate(
     """
     from medfcn.checkpoint import load_model, save_model
     from medfcn.pipeline import Segmenter
-    from medfcn.train import read_pair
+    from medfcn.train import check_output, read_pair
 
     source = load_model(model)
     output = Path(output)
     if source.path is not None and output.resolve() == Path(source.path).resolve():
         raise UsageError(f"{output} is the model being calibrated: write the calibrated model to a new file")
+    check_output(output)  # before any scan is segmented
     card = dataclasses.replace(source.card, class_weights=())  # score from the uncalibrated probabilities
     segmenter = Segmenter(dataclasses.replace(source, card=card), device=device)  # folds a copy of the network
     scores: dict[float, list[tuple[float, float]]] = {t: [] for t in thresholds}

@@ -103,6 +103,17 @@ def test_calibrate_refuses_a_label_on_another_grid(tmp_path, model_file):
     assert not (tmp_path / "out.safetensors").exists()
 
 
+def test_calibrate_refuses_an_unwritable_output_before_any_work(tmp_path, model_file, capsys):
+    image = write_cases(tmp_path / "images", 1)[0]
+    label = write_scan_file(tmp_path / "labels" / "case00.nii.gz", np.ones(SHAPE, np.uint8), affine_from_codes("RAS"))
+    (tmp_path / "a_file").write_text("")
+    argv = ["calibrate", str(model_file), "--images", str(image), "--labels", str(label)]
+    code = main([*argv, "-o", str(tmp_path / "a_file" / "out.safetensors"), "--device", "cpu"])
+    # the output is refused first: the label on another grid (read later) is never reached
+    assert code == 2
+    assert "cannot write the model there" in capsys.readouterr().err
+
+
 def test_calibrate_never_overwrites_its_model_and_usage_errors_come_first(tmp_path, model_file):
     before = model_file.read_bytes()
     image = write_cases(tmp_path / "images", 1)[0]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -39,7 +40,16 @@ from torch import nn
 from medfcn.choices import parse_choice
 from medfcn.errors import ModelError
 
-__all__ = ["Variant", "Upsampling", "FCNConfig", "FCN", "build_network", "fold_batchnorm", "pad_to_stride"]
+__all__ = [
+    "Variant",
+    "Upsampling",
+    "FCNConfig",
+    "FCN",
+    "build_network",
+    "fold_batchnorm",
+    "pad_to_stride",
+    "recompute_batchnorm",
+]
 
 
 class Variant(StrEnum):
@@ -280,6 +290,39 @@ class FCN(nn.Module):
 def build_network(config: FCNConfig | dict[str, Any]) -> FCN:
     """An :class:`FCN` from a config or its dict form (as stored beside the weights in a checkpoint)."""
     return FCN(config)
+
+
+@torch.no_grad()
+def recompute_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor]) -> int:
+    """Set every BatchNorm layer's running mean and variance of ``model`` to the plain average of its batch
+    statistics over ``batches`` (inputs (B, K, H, W) on the model's device), forward passes in training mode with no
+    gradient ("precise BN"). Returns the number of batches seen; the model's mode and momenta are restored, and with
+    no batches nothing changes.
+
+    Training's running statistics are an exponential average of the last few dozen batches (momentum 0.1): after an
+    epoch they describe whichever volumes came last (a synthesised contrast, a heavy augmentation), and a network
+    whose weights hardly move still validates and segments differently from epoch to epoch. Averaged over a fixed
+    set of batches they describe the training distribution, the same at every epoch.
+    """
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not layers or not batches:
+        return 0
+    momenta = [m.momentum for m in layers]
+    was_training = model.training
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: each batch weighs the same
+    model.train()
+    n = 0
+    try:
+        for x in batches:
+            model(x)
+            n += 1
+    finally:
+        for m, momentum in zip(layers, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+    return n
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

@@ -281,6 +281,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> dict[str, Any]:
     epoch, stopped_by_time = run.epoch, False
     for epoch in range(run.epoch, config.epochs):
         loss, stopped_by_time = trainer.train_epoch(epoch, t0, run.best, progress)
+        trainer.settle_batchnorm()
         trainer.network.eval()
         dice = frame_dice(trainer.network, val_items, card, device)
         run.epoch, run.elapsed = epoch + 1, time.monotonic() - t0
@@ -349,6 +350,7 @@ class _Trainer:
         self.loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, batch=True)
         self.amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self._bn_inputs: list[torch.Tensor] | None = None
 
     def state(self, run: _Standing) -> dict[str, Any]:
         """The training state to save after an epoch (read back by :meth:`restore`)."""
@@ -383,6 +385,29 @@ class _Trainer:
         log.info("resuming after epoch %d (best validation Dice %.4f)", run.epoch, run.best)
         return run
 
+    def settle_batchnorm(self) -> None:
+        """Batch norm's statistics averaged over ``config.bn_batches`` training batches (see
+        :func:`medfcn.network.recompute_batchnorm`), the same batches at every epoch and after ``--resume``: drawn
+        once, as training draws them, from a stream of their own, and kept (float16) for the run."""
+        from medfcn.network import recompute_batchnorm
+
+        if self.config.bn_batches <= 0:
+            return
+        if self._bn_inputs is None:
+            rng = np.random.default_rng([self.config.seed, 7919])
+            self._bn_inputs = [x.half() for x, _ in self._batches(rng, self.config.bn_batches)]
+        recompute_batchnorm(self.network, [x.to(self.device, torch.float32) for x in self._bn_inputs])
+
+    def _batches(self, rng: np.random.Generator, n: int):
+        """``n`` training batches (inputs, labels) drawn as training draws them: a new volume (synthesised or
+        augmented) every ``steps_per_volume`` batches, a random slice axis per batch."""
+        config, card = self.config, self.card
+        for step in range(n):
+            if step % config.steps_per_volume == 0:
+                item = self._volume(rng)
+            axis = int(rng.choice(card.slice_axes))
+            yield sample_batch(*item, axis, config.batch_size, card.context, config.foreground_fraction, rng)
+
     def _volume(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """A training case drawn at random, synthesised or augmented: (image, label) on the model's frame."""
         case = self.items[int(rng.integers(len(self.items)))]
@@ -397,13 +422,14 @@ class _Trainer:
         The learning rate follows steps or time (``t0``: the run's start), whichever runs out first."""
         from tqdm import tqdm
 
-        config, card = self.config, self.card
+        config = self.config
         rng = np.random.default_rng([config.seed, epoch])  # same stream whether or not the run was resumed
         total_steps = config.epochs * config.steps_per_epoch
         budget = config.max_minutes * 60 if config.max_minutes else math.inf
         self.network.train()
         bar = tqdm(
-            range(config.steps_per_epoch),
+            enumerate(self._batches(rng, config.steps_per_epoch)),
+            total=config.steps_per_epoch,
             desc=f"epoch {epoch + 1}/{config.epochs}",
             disable=not progress,
             leave=False,
@@ -411,11 +437,7 @@ class _Trainer:
         )
         losses: list[float] = []
         stopped_by_time = False
-        for step in bar:
-            if step % config.steps_per_volume == 0:
-                item = self._volume(rng)
-            axis = int(rng.choice(card.slice_axes))
-            x, y = sample_batch(*item, axis, config.batch_size, card.context, config.foreground_fraction, rng)
+        for step, (x, y) in bar:
             done = (epoch * config.steps_per_epoch + step) / total_steps
             lr = config.lr * _lr_factor(max(done, (time.monotonic() - t0) / budget))
             losses.append(self._step(x.to(self.device), y.to(self.device), lr))

@@ -42,6 +42,7 @@ class TrainConfig:
     foreground_fraction: float = 0.7
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    bn_batches: int = 64  # batch-norm statistics recomputed over this many fixed training batches per epoch
     max_minutes: float | None = None
     val_cases: int = 1
     val_copies: int = 4
@@ -112,6 +113,14 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
         help="fraction (0-1) of training volumes synthesised from tissue maps of the labelled scans: deformed, "
         "each tissue class given a random intensity (other contrasts), blurred, biased, noisy (default 0)",
     )
+    p.add_argument(
+        "--bn-batches",
+        type=int,
+        default=d.bn_batches,
+        metavar="N",
+        help="before each validation, set batch norm's statistics to the average over N fixed training batches, "
+        f"so that they do not depend on the last volumes drawn (default {d.bn_batches}; 0: keep the running ones)",
+    )
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model file's weights (fine-tune)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -139,6 +148,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     ):
         if value < 1:
             raise UsageError(f"{name} must be >= 1, got {value}")
+    if args.bn_batches < 0:
+        raise UsageError(f"--bn-batches must be >= 0, got {args.bn_batches}")
     if not 0 <= args.synth <= 1:
         raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
     if args.max_minutes is not None and not args.max_minutes > 0:

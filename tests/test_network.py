@@ -8,7 +8,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfcn.errors import ModelError
-from medfcn.network import FCN, FCNConfig, Upsampling, Variant, build_network, fold_batchnorm, pad_to_stride
+from medfcn.network import (
+    FCN,
+    FCNConfig,
+    Upsampling,
+    Variant,
+    build_network,
+    fold_batchnorm,
+    pad_to_stride,
+    recompute_batchnorm,
+)
 
 VARIANTS = [v.value for v in Variant]
 UPSAMPLINGS = [u.value for u in Upsampling]
@@ -115,6 +124,30 @@ def test_fold_batchnorm_equals_unfolded_eval_output(upsampling: str) -> None:
     net.eval()
     with torch.no_grad():
         torch.testing.assert_close(folded(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_recompute_batchnorm_averages_the_batch_statistics_worked_by_hand() -> None:
+    """A 1x1 conv (weights 2 and -1, no bias) then batch norm: the statistics of its output are those of the input
+    scaled, so each batch's mean and unbiased variance are worked out from the inputs alone, and the running ones
+    must be their plain average whatever the running statistics held before."""
+    conv = nn.Conv2d(1, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([2.0, -1.0]).view(2, 1, 1, 1))
+    bn = nn.BatchNorm2d(2)
+    net = nn.Sequential(conv, bn).eval()
+    bn.running_mean.fill_(5.0)  # stale statistics: must not survive
+    g = torch.Generator().manual_seed(3)
+    batches = [torch.randn(4, 1, 3, 5, generator=g) * s + o for s, o in ((1.0, 0.0), (3.0, 2.0), (0.5, -1.0))]
+    assert recompute_batchnorm(net, batches) == 3
+    means = [b.mean().item() for b in batches]
+    variances = [b.var(unbiased=True).item() for b in batches]  # over all 4 x 3 x 5 values of the one channel
+    for channel, w in enumerate((2.0, -1.0)):
+        assert bn.running_mean[channel].item() == pytest.approx(w * sum(means) / 3, rel=1e-5)
+        assert bn.running_var[channel].item() == pytest.approx(w * w * sum(variances) / 3, rel=1e-5)
+    assert not net.training and bn.momentum == 0.1, "mode and momentum are restored"
+    before = bn.running_mean.clone()
+    assert recompute_batchnorm(net, []) == 0
+    assert torch.equal(bn.running_mean, before), "no batches: nothing changes"
 
 
 def test_option_errors_name_the_choices() -> None:

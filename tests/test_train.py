@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -125,13 +126,44 @@ def test_synth_fraction_trains_on_synthesised_volumes_and_is_recorded(dataset, t
 
     monkeypatch.setattr(medfcn.synth.Synthesiser, "__call__", counting)
     out = tmp_path / "s.safetensors"
-    summary = train(_config(dataset, output=str(out), epochs=1, steps_per_epoch=8, synth=1.0), progress=False)
+    config = _config(dataset, output=str(out), epochs=1, steps_per_epoch=8, synth=1.0, bn_batches=0)
+    summary = train(config, progress=False)
     assert np.isfinite(summary["history"][0]["loss"])
     assert calls == [8, 8]  # one synthesised volume per 4 steps: 1 air + 3 brain + 4 non-brain classes
     assert load_model(out).card.training["settings"]["synth"] == 1.0
     calls.clear()
     train(_config(dataset, output=str(tmp_path / "n.safetensors"), epochs=1, steps_per_epoch=8), progress=False)
     assert calls == []  # --synth 0: never
+
+
+def test_batchnorm_is_settled_on_the_same_batches_every_epoch_and_recorded(dataset):
+    """--bn-batches: before validation the running statistics are recomputed over a fixed set of training batches,
+    so they no longer depend on what training drew last; a new run (or a resumed one) draws the same set."""
+    import torch
+
+    from medfcn.train import _card, _Trainer, cache_cases
+
+    config = _config(dataset, bn_batches=5, augment=True, synth=0.5)
+    card = _card(config, 2)
+    items = cache_cases(find_pairs(config.images, config.labels), card)
+    trainer = _Trainer(config, card, torch.device("cpu"), items)
+    trainer.train_epoch(0, time.monotonic(), 0.0, progress=False)
+    bns = [m for m in trainer.network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    trainer.settle_batchnorm()
+    assert len(trainer._bn_inputs) == 5
+    settled = [(b.running_mean.clone(), b.running_var.clone()) for b in bns]
+    for bn in bns:  # what the last training batches would have left: anything
+        bn.running_mean.uniform_(-3, 3)
+        bn.running_var.uniform_(0.1, 9)
+    trainer.settle_batchnorm()
+    for bn, (mean, var) in zip(bns, settled, strict=True):
+        torch.testing.assert_close(bn.running_mean, mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(bn.running_var, var, rtol=1e-5, atol=1e-6)
+    again = _Trainer(config, card, torch.device("cpu"), items)
+    again.settle_batchnorm()
+    assert all(torch.equal(x, y) for x, y in zip(trainer._bn_inputs, again._bn_inputs, strict=True))
+    summary = train(_config(dataset, epochs=1, bn_batches=3), progress=False)
+    assert load_model(summary["output"]).card.training["settings"]["bn_batches"] == 3
 
 
 def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, tmp_path):
@@ -198,6 +230,8 @@ def test_max_minutes_zero_and_an_incompatible_resume_are_refused(dataset, capsys
     base = ["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels")]
     assert main([*base, "-o", str(dataset / "m.safetensors"), "--max-minutes", "0"]) == 2
     assert "--max-minutes" in capsys.readouterr().err
+    assert main([*base, "-o", str(dataset / "m.safetensors"), "--bn-batches", "-1"]) == 2
+    assert "--bn-batches" in capsys.readouterr().err
     out = str(dataset / "r.safetensors")
     train(_config(dataset, output=out, epochs=1), progress=False)
     with pytest.raises(MedfcnError) as e:  # the state of a 4-wide network, resumed with an 8-wide one

@@ -197,6 +197,7 @@ def run_batch(
     model: Model | str | Path | None = None,
     device: str = "auto",
     tta: bool = False,
+    amp: bool | None = None,
     overwrite: bool = False,
     workers: int = 0,
     scheduler: str | None = None,
@@ -211,6 +212,8 @@ def run_batch(
         model: a :class:`medfcn.checkpoint.Model`, a model file, or ``None`` for the bundled model.
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (on each worker for a distributed run).
         tta: average the predictions of flipped slices.
+        amp: mixed precision; ``None``: where the device computes it natively, ``False``: float32 (see
+            :class:`medfcn.engine.SliceEngine`).
         overwrite: segment cases whose output exists (default: skip them, which resumes an interrupted batch).
         workers: N > 0 starts a local Dask cluster of N worker processes.
         scheduler: address of an existing Dask scheduler (``tcp://HOST:PORT``).
@@ -229,7 +232,7 @@ def run_batch(
     _check_workers(workers, scheduler)
     out_dir = Path(out_dir)
     jobs = _plan(inputs, out_dir, parse_formats(formats))
-    runner = _Runner.start(model, device, tta, workers, scheduler)
+    runner = _Runner.start(model, device, tta, amp, workers, scheduler)
     manifest, results, todo = _start_manifest(jobs, out_dir, runner, overwrite)
     with _progress_bar(len(jobs), len(results), progress) as bar:
         runner.run(todo, _Recorder(manifest, results, bar, runner.segmenter is None))
@@ -254,11 +257,12 @@ class _Runner:
     segmenter: Segmenter | None = None
     model_path: str = ""
     tta: bool = False
+    amp: bool | None = None
     workers: int = 0
     scheduler: str | None = None
 
     @classmethod
-    def start(cls, model, device: str, tta: bool, workers: int, scheduler: str | None) -> _Runner:
+    def start(cls, model, device: str, tta: bool, amp: bool | None, workers: int, scheduler: str | None) -> _Runner:
         """Load the model here, or (distributed) only its card: each worker loads the model itself."""
         if workers or scheduler:
             from medfcn.checkpoint import Model, load_model
@@ -266,11 +270,17 @@ class _Runner:
 
             path = model_file(model)
             info = (model if isinstance(model, Model) else load_model(path)).summary()
-            return cls(info, str(device), None, path, tta, workers, scheduler)
+            return cls(info, str(device), None, path, tta, amp, workers, scheduler)
         from medfcn.pipeline import Segmenter
 
-        segmenter = Segmenter(model, device=device, tta=tta)
+        segmenter = Segmenter(model, device=device, tta=tta, amp=amp)
         return cls(segmenter.model.summary(), str(segmenter.device), segmenter)
+
+    @property
+    def precision(self) -> str:
+        if self.segmenter is not None:
+            return self.segmenter.engine.precision
+        return "float32" if self.amp is False else "auto per worker"
 
     def run(self, todo: list[Job], record: _Recorder) -> None:
         if self.segmenter is not None:
@@ -286,6 +296,7 @@ class _Runner:
                 sha256=self.info.get("sha256"),
                 device=self.device,
                 tta=self.tta,
+                amp=self.amp,
                 workers=self.workers,
                 scheduler=self.scheduler,
             )
@@ -297,7 +308,13 @@ def _start_manifest(
     """The manifest with the cases kept from an earlier run already in it (written), those entries, and the jobs
     left to run."""
     earlier = {} if overwrite else _earlier_results(out_dir)
-    manifest = Manifest(path=out_dir / MANIFEST_NAME, model=runner.info, device=runner.device, total=len(jobs))
+    manifest = Manifest(
+        path=out_dir / MANIFEST_NAME,
+        model=runner.info,
+        device=runner.device,
+        precision=runner.precision,
+        total=len(jobs),
+    )
     results, todo = _resume(jobs, earlier, runner.info.get("sha256"), overwrite)
     manifest.cases = [results[i] for i in sorted(results)]
     manifest.write()

@@ -36,6 +36,13 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", metavar="MODEL", help="model file (default: the bundled T1 brain-extraction model)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.add_argument("--tta", action="store_true", help="test-time augmentation (in-plane flips, 4x slower)")
+    p.add_argument(
+        "--float32",
+        action="store_true",
+        help="compute in float32 throughout; by default the network runs in mixed precision where the device "
+        "computes it natively (float16 on a GPU, bfloat16 on a CPU with AMX or AVX-512 BF16: ~1.5x faster there, "
+        "labels agreeing at Dice 0.9999)",
+    )
     p.add_argument("--overwrite", action="store_true", help="redo cases whose output already exists")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="run on a local Dask cluster of N processes")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
@@ -126,6 +133,7 @@ def _segment(args: argparse.Namespace) -> int:
         model=args.model,
         device=args.device,
         tta=args.tta,
+        amp=False if args.float32 else None,
         overwrite=args.overwrite,
         workers=args.workers,
         scheduler=args.scheduler,

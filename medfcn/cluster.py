@@ -34,8 +34,9 @@ __all__ = ["run_on_cluster", "model_file", "loaded_models"]
 
 log = logging.getLogger(__name__)
 
-# This worker process's segmenters, keyed by (model file, its SHA-256, device, tta): loaded once, kept for its life.
-_SEGMENTERS: dict[tuple[str, str | None, str, bool], Segmenter] = {}
+# This worker process's segmenters, keyed by (model file, its SHA-256, device, tta, amp): loaded once, kept for
+# its life.
+_SEGMENTERS: dict[tuple[str, str | None, str, bool, bool | None], Segmenter] = {}
 _SEGMENTERS_LOCK = threading.Lock()
 
 
@@ -53,6 +54,7 @@ class _Settings:
     sha256: str | None
     device: str
     tta: bool
+    amp: bool | None  # mixed precision: None = where the device computes it natively (see SliceEngine)
     threads: int | None
 
 
@@ -99,7 +101,7 @@ def _threads_on_this_host() -> int:
 
 def _worker_segmenter(settings: _Settings) -> Segmenter:
     """This worker process's segmenter for the model, loaded on its first case and kept for the rest."""
-    key = (settings.model_path, settings.sha256, settings.device, settings.tta)
+    key = (settings.model_path, settings.sha256, settings.device, settings.tta, settings.amp)
     with _SEGMENTERS_LOCK:
         if key not in _SEGMENTERS:
             import torch
@@ -108,7 +110,7 @@ def _worker_segmenter(settings: _Settings) -> Segmenter:
 
             n = settings.threads or _threads_on_this_host()
             torch.set_num_threads(n)
-            segmenter = Segmenter(settings.model_path, device=settings.device, tta=settings.tta)
+            segmenter = Segmenter(settings.model_path, device=settings.device, tta=settings.tta, amp=settings.amp)
             if settings.sha256 and segmenter.model.sha256 != settings.sha256:
                 raise ModelError(
                     f"{settings.model_path}: not the model file the batch was started with (its SHA-256 differs "
@@ -119,11 +121,11 @@ def _worker_segmenter(settings: _Settings) -> Segmenter:
         return _SEGMENTERS[key]
 
 
-def loaded_models() -> list[tuple[str, str | None, str, bool]]:
-    """The models this worker process holds loaded, as ``(model file, sha256, device, tta)``, sorted: each is loaded
-    once per process (run it on the workers with ``client.run(loaded_models)``)."""
+def loaded_models() -> list[tuple[str, str | None, str, bool, bool | None]]:
+    """The models this worker process holds loaded, as ``(model file, sha256, device, tta, amp)``, sorted: each is
+    loaded once per process (run it on the workers with ``client.run(loaded_models)``)."""
     with _SEGMENTERS_LOCK:
-        return sorted(_SEGMENTERS)
+        return sorted(_SEGMENTERS, key=repr)
 
 
 def _worker_case(job: Job, settings: _Settings) -> CaseResult:
@@ -163,6 +165,7 @@ def run_on_cluster(
     sha256: str | None,
     device: str,
     tta: bool,
+    amp: bool | None = None,
     workers: int = 0,
     scheduler: str | None = None,
 ) -> None:
@@ -178,7 +181,7 @@ def run_on_cluster(
 
     with ExitStack() as stack:
         client, threads = _connect(scheduler, workers, stack)
-        settings = _Settings(model_path, sha256, device, tta, threads)
+        settings = _Settings(model_path, sha256, device, tta, amp, threads)
         futures = {}
         for job in jobs:
             # Absolute paths: a worker's working directory is not ours.

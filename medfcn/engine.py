@@ -15,6 +15,7 @@ streamed to a ``sink`` or iterated (:meth:`SliceEngine.iter_probabilities`).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from enum import StrEnum
@@ -30,6 +31,7 @@ from medfcn.network import fold_batchnorm, pad_to_stride
 __all__ = [
     "DeviceName",
     "select_device",
+    "cpu_computes_bfloat16",
     "slice_stack",
     "tile_starts",
     "gaussian_weights",
@@ -89,6 +91,21 @@ def select_device(name: str | torch.device = "auto") -> torch.device:
         log.warning("device 'mps' requested but Apple MPS is not available; running on the CPU")
         return torch.device("cpu")
     return torch.device(kind.value)
+
+
+@functools.cache
+def cpu_computes_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has bfloat16 instructions (x86 AMX or AVX-512 BF16, read from ``/proc/cpuinfo``): there
+    mixed precision runs the network ~1.5x faster than float32 (measured on a 2-core AMX machine); elsewhere
+    bfloat16 is emulated and slower, so the CPU default stays float32. Linux only; ``False`` where unknown."""
+    try:
+        with open(cpuinfo, encoding="ascii", errors="replace") as info:
+            for line in info:
+                if line.startswith("flags"):
+                    return bool({"amx_bf16", "avx512_bf16"} & set(line.split(":", 1)[1].split()))
+    except OSError:
+        pass
+    return False
 
 
 def slice_stack(
@@ -172,7 +189,9 @@ class SliceEngine:
 
     ``batch_size`` slices go through the network together; slices larger than ``window`` (pixels, int or
     (h, w); ``None``: never tile) are tiled with fractional ``overlap`` and Gaussian blending. ``amp``:
-    ``None`` means on for CUDA/MPS (float16), off on the CPU (``True`` there uses bfloat16). ``tta`` averages
+    ``None`` means on for CUDA/MPS (float16) and for a CPU with bfloat16 instructions (:func:`cpu_computes_bfloat16`;
+    labels agree with float32's at Dice 0.9999 on the benchmark heads), off on other CPUs; ``False``: float32
+    throughout; ``True`` on any CPU uses bfloat16. ``tta`` averages
     the softmax over the four in-plane flips (4x the cost). The caller's network is not modified.
     Raises :class:`MedfcnError` for invalid options.
     """
@@ -197,7 +216,8 @@ class SliceEngine:
         self.overlap = float(overlap)
         self.tta = bool(tta)
         self.device = select_device(device)
-        self.amp = self.device.type in ("cuda", "mps") if amp is None else bool(amp)
+        native = self.device.type in ("cuda", "mps") or (self.device.type == "cpu" and cpu_computes_bfloat16())
+        self.amp = native if amp is None else bool(amp)
         self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         self.in_channels: int | None = getattr(network, "in_channels", None)
         self.stride = int(network.stride)
@@ -211,6 +231,11 @@ class SliceEngine:
             self.window,
             self.tta,
         )
+
+    @property
+    def precision(self) -> str:
+        """The network's arithmetic: ``float32``, or the mixed precision's ``bfloat16`` / ``float16``."""
+        return str(self.amp_dtype).removeprefix("torch.") if self.amp else "float32"
 
     # -- one batch -------------------------------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ Layout::
 
     {"medfcn_version": "0.1.0",
      "model": {"name", "path", "sha256", "architecture", "variant", "labels", "spacing"},
-     "device": "cpu", "started": ISO 8601, "finished": ISO 8601 or null while running,
+     "device": "cpu", "precision": "bfloat16" (the network's arithmetic),
+     "started": ISO 8601, "finished": ISO 8601 or null while running,
      "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
      "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
                 "device", "timing": {"read", "segment", "write"}, "warnings": [...],
@@ -108,6 +109,7 @@ class Manifest:
     path: Path
     model: dict[str, Any]
     device: str
+    precision: str = ""  # float32, bfloat16 or float16 (mixed); "auto per worker" on a cluster
     total: int = 0
     started: str = field(default_factory=now_iso)
     finished: str | None = None
@@ -139,6 +141,7 @@ class Manifest:
             "medfcn_version": self.medfcn_version,
             "model": self.model,
             "device": self.device,
+            "precision": self.precision,
             "started": self.started,
             "finished": self.finished,
             "summary": {"ok": self.ok, "failed": self.failed, "skipped": self.skipped, "total": self.total},
@@ -158,6 +161,7 @@ class Manifest:
             path=path,
             model=data.get("model", {}),
             device=data.get("device", ""),
+            precision=data.get("precision", ""),
             total=data.get("summary", {}).get("total", len(data.get("cases", []))),
             started=data.get("started", ""),
             finished=data.get("finished"),

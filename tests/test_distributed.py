@@ -99,7 +99,7 @@ def test_existing_cluster_by_scheduler_address(tmp_path, model_file, inputs, loc
     sha256 = hashlib.sha256(model_file.read_bytes()).hexdigest()
     # Each worker that ran a case holds one model, loaded once, for the rest of its cases.
     assert [m for m in loaded.values() if m] and all(
-        m in ([], [(str(model_file), sha256, "cpu", False)]) for m in loaded.values()
+        m in ([], [(str(model_file), sha256, "cpu", False, None)]) for m in loaded.values()
     )
     cores = len(os.sched_getaffinity(0))
     assert all(n == max(1, cores // 2) for n, m in zip(threads.values(), loaded.values(), strict=True) if m)

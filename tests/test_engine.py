@@ -174,7 +174,7 @@ def test_tiled_blending_agrees_with_monai_sliding_window(trained_fcn: FCN) -> No
     from monai.inferers import sliding_window_inference
 
     image, _ = _blobs((72, 80, 3), seed=2)
-    engine = SliceEngine(trained_fcn, device="cpu", window=40, overlap=0.5)
+    engine = SliceEngine(trained_fcn, device="cpu", window=40, overlap=0.5, amp=False)  # MONAI's float32
     ours = _all_probabilities(engine, image)
     x = slice_stack(torch.from_numpy(image), 0, 3, axis=2, context=0)
 
@@ -227,6 +227,24 @@ def test_bfloat16_autocast_on_cpu_agrees(trained_fcn: FCN) -> None:
     full = SliceEngine(trained_fcn, device="cpu", amp=False).predict(image)
     half = SliceEngine(trained_fcn, device="cpu", amp=True).predict(image)
     assert (full == half).mean() > 0.99
+
+
+def test_mixed_precision_by_default_only_on_a_cpu_with_bfloat16_instructions(tmp_path, trained_fcn: FCN) -> None:
+    from medfcn.engine import cpu_computes_bfloat16
+
+    def cpuinfo(flags: str) -> str:
+        path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
+        path.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: {flags}\n\n")
+        return str(path)
+
+    assert cpu_computes_bfloat16(cpuinfo("fpu sse2 avx2 avx512f amx_bf16 amx_tile"))
+    assert cpu_computes_bfloat16(cpuinfo("fpu avx512f avx512_bf16"))
+    assert not cpu_computes_bfloat16(cpuinfo("fpu sse2 avx2 avx512f avx512bw avx512_fp16"))  # emulated: slower
+    assert not cpu_computes_bfloat16(str(tmp_path / "missing"))
+    engine = SliceEngine(trained_fcn, device="cpu")
+    assert engine.amp == cpu_computes_bfloat16()
+    assert engine.precision == ("bfloat16" if engine.amp else "float32")
+    assert SliceEngine(trained_fcn, device="cpu", amp=False).precision == "float32"
 
 
 def test_engine_leaves_the_callers_network_alone() -> None:

@@ -11,7 +11,7 @@ benchmark's own memory does not count). Two runs:
             held-out MNI152 anatomy rendered T1/T2/PD/FLAIR-like (``heads.py``)
 
 medfcn runs as its command line (``medfcn segment INPUTS -o OUT --device cpu --quiet``, a real process with its
-imports); deepbet through ``deepbet.BrainExtraction`` (its weights ship in its wheel); BET through
+imports; ``medfcn_float32`` the same with ``--float32``, for a CPU without bfloat16 instructions); deepbet through ``deepbet.BrainExtraction`` (its weights ship in its wheel); BET through
 ``brainextractor.BrainExtractor`` (default parameters). Each output mask is scored against each of the case's
 references (``heads.py``: ``field``, brain + CSF inside the skull; ``bet``, BET's cortex-tight ``ch2bet``) with
 Dice (SimpleITK ``LabelOverlapMeasuresImageFilter``), HD95 (``medfcn.metrics.hd95``) and the volume error.
@@ -44,7 +44,7 @@ from peak import launched, peak_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
-TOOLS = ("medfcn", "deepbet", "bet")
+TOOLS = ("medfcn", "medfcn_float32", "deepbet", "bet")
 BATCH = "lsa oblique thick_2x2x3 remapped bias noise cropped combined mni_t1 mni_t2 mni_pd mni_flair".split()
 THREADS = 2
 
@@ -123,10 +123,11 @@ def run_tool(tool: str, images: dict[str, Path], out: Path, python: Path, model:
     env = {**os.environ, **{k: str(THREADS) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}}
     env["OMP_WAIT_POLICY"] = "PASSIVE"  # what medfcn's CLI sets: the same for every tool
     pairs = [(str(p), str(out / f"{case}.nii.gz")) for case, p in images.items()]
-    if tool == "medfcn":
+    if tool.startswith("medfcn"):
         exe = Path(sys.executable).with_name("medfcn")
         argv = [str(exe), "segment", *[src for src, _ in pairs], "-o", str(out), "--device", "cpu", "--quiet"]
         argv += ["--overwrite"] + (["--model", model] if model else [])
+        argv += ["--float32"] if tool == "medfcn_float32" else []
         row = run_process(argv, env)
         manifest = json.loads((out / "manifest.json").read_text())
         row["per_case_s"] = {c["case"]: c["seconds"] for c in manifest["cases"]}

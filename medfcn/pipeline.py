@@ -30,7 +30,7 @@ import torch
 
 from medfcn.checkpoint import Model, ModelCard, load_model
 from medfcn.engine import SliceEngine
-from medfcn.frame import ModelFrame, normalise_intensity, probabilities_to_labels, to_model_frame
+from medfcn.frame import ModelFrame, foreground_box, normalise_intensity, probabilities_to_labels, to_model_frame
 from medfcn.postprocess import apply_to_probabilities
 from medfcn.scan import Scan
 
@@ -96,17 +96,26 @@ class Segmenter:
         self, volume: np.ndarray, *, progress: Progress | None = None, cancel: Cancel | None = None
     ) -> np.ndarray:
         """Stage 3: (C, X', Y', Z') uint16 sums over the slice axes of probabilities x 255, for a normalised frame
-        volume (X', Y', Z')."""
+        volume (X', Y', Z').
+
+        The network runs only inside :func:`~medfcn.frame.foreground_box` (the head and 12 mm around it); the air
+        outside is background with certainty. A scan whose field of view is larger than the head (an oblique grid,
+        a neck, a wide in-plane field) costs only its head.
+        """
         card = self.model.card
-        n_classes = len(card.labels)
+        n_classes, axes = len(card.labels), card.slice_axes
         acc = np.zeros((n_classes, *volume.shape), dtype=np.uint16)
         # probabilities x 255 (x each class's decision weight, at most 1 after scaling), summed over <= 3 axes
         weights = np.asarray(card.class_weights or (1.0,) * n_classes, dtype=np.float32)
         scale = torch.from_numpy(255.0 * weights / weights.max()).view(1, n_classes, 1, 1)
-        vol = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
-        axes = card.slice_axes
+        box = (slice(None), *foreground_box(volume))
+        inner = acc[box]  # a view: what the engine computes is written into acc
+        if inner.size < acc.size:
+            acc[0] = int(torch.round(scale[0, 0, 0, 0])) * len(axes)  # air: background, certain
+            inner[0] = 0
+        vol = torch.from_numpy(np.ascontiguousarray(volume[box[1:]], dtype=np.float32))
         for n, axis in enumerate(axes):
-            view = torch.from_numpy(acc).movedim(axis + 1, 1)  # (C, D, H, W), writes go into acc
+            view = torch.from_numpy(inner).movedim(axis + 1, 1)  # (C, D, H, W), writes go into acc
             sub = None if progress is None else (lambda f, n=n: progress((n + f) / len(axes)))
             for start, probs in self.engine.iter_probabilities(
                 vol, axis=axis, context=card.context, progress=sub, cancel=cancel

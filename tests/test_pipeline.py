@@ -58,3 +58,38 @@ def test_without_release_voxels_the_scan_is_left_alone() -> None:
     before = scan.array
     Segmenter(None, device="cpu").segment(scan)
     assert scan.array is before
+
+
+def test_foreground_box_by_hand() -> None:
+    from medfcn.frame import foreground_box
+
+    v = np.zeros((40, 50, 60), np.float32)
+    v[10:20, 5:45, 30:40] = 1.0
+    assert foreground_box(v, margin=3) == (slice(7, 23), slice(2, 48), slice(27, 43))
+    assert foreground_box(v, margin=8) == (slice(2, 28), slice(0, 50), slice(22, 48))  # clipped to the volume
+    noisy = v.copy()
+    rng = np.random.default_rng(0)
+    noisy[tuple(rng.integers(0, 40, 30)), tuple(rng.integers(0, 50, 30)), tuple(rng.integers(0, 60, 30))] = 5.0
+    noisy += rng.normal(0, 0.02, v.shape).astype(np.float32)  # scattered bright voxels and noise do not count
+    assert foreground_box(noisy, margin=3) == (slice(7, 23), slice(2, 48), slice(27, 43))
+    whole = (slice(None),) * 3
+    assert foreground_box(np.zeros_like(v)) == whole and foreground_box(np.full_like(v, 7.0)) == whole
+
+
+def test_probabilities_run_only_inside_the_head_and_call_the_air_background(segmenter) -> None:
+    """A head in a wide empty field of view: inside the box the probabilities are those of the box alone, bit for
+    bit; outside, background with the certainty of every slice axis."""
+    from medfcn.frame import foreground_box
+
+    head = normalise_intensity(head_volume((26, 30, 22)))
+    wide = np.zeros((60, 54, 50), np.float32)
+    wide[17:43, 9:39, 20:42] = head
+    box = foreground_box(wide)
+    assert wide[box].size < wide.size / 2 and (wide[box] > 0.1).sum() == (wide > 0.1).sum()  # all of the head
+    probs = segmenter.probabilities(wide)
+    inside = (slice(None), *box)
+    np.testing.assert_array_equal(probs[inside], segmenter.probabilities(wide[box]))
+    outside = np.ones(wide.shape, bool)
+    outside[box] = False
+    n_axes = len(segmenter.model.card.slice_axes)
+    assert (probs[0][outside] == 255 * n_axes).all() and (probs[1:, outside] == 0).all()

@@ -33,6 +33,7 @@ Example (a folder of two scans, one already done)::
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import tempfile
@@ -113,6 +114,7 @@ def _prepare_output(out_dir: Path) -> None:
 def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: Callable[[str], None]) -> None:
     """Segment ``jobs`` in order; case i+1 is read and case i-1 written while case i is segmented."""
     device, sha = str(segmenter.device), segmenter.model.sha256
+    entry = functools.partial(case_result, device=device, model_sha256=sha, precision=segmenter.engine.precision)
     with (
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-write") as writer,
@@ -126,14 +128,14 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
             current(job.spec.case)
             step = segment_case(segmenter, step)
             if writing is not None:  # long finished in the background; wait so at most one write is pending
-                record(writing[0].index, case_result(writing[0], writing[1].result(), device, sha))
+                record(writing[0].index, entry(writing[0], writing[1].result()))
                 writing = None
             if step.error is None:
                 writing = (job, writer.submit(write_case, job, step, segmenter.model))
             else:
-                record(job.index, case_result(job, step, device, sha))
+                record(job.index, entry(job, step))
         if writing is not None:
-            record(writing[0].index, case_result(writing[0], writing[1].result(), device, sha))
+            record(writing[0].index, entry(writing[0], writing[1].result()))
 
 
 # -- the entry point ----------------------------------------------------------------------------------------------

@@ -176,8 +176,11 @@ def write_case(job: Job, step: Step, model: Model | None = None) -> Step:
     return step
 
 
-def case_result(job: Job, step: Step, device: str, model_sha256: str | None = None) -> CaseResult:
-    """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded."""
+def case_result(
+    job: Job, step: Step, device: str, model_sha256: str | None = None, precision: str | None = None
+) -> CaseResult:
+    """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded.
+    ``precision``: the network's arithmetic (:attr:`medfcn.engine.SliceEngine.precision`)."""
     scan = step.scan
     if step.error is not None and job.output.is_file():
         log.warning("%s: kept from an earlier run; this run's attempt failed", job.output)
@@ -193,6 +196,7 @@ def case_result(job: Job, step: Step, device: str, model_sha256: str | None = No
         shape=list(scan.shape) if scan is not None else None,
         spacing=[round(s, 6) for s in scan.spacing] if scan is not None else None,
         device=device,
+        precision=precision if step.error is None else None,
         timing={k: round(v, 3) for k, v in step.timing.items()},
         warnings=warnings,
         sha256=step.hashes.get(job.output.name) if step.error is None else None,
@@ -216,4 +220,4 @@ def failed_result(job: Job, error: str, device: str) -> CaseResult:
 def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
     """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
     step = write_case(job, segment_case(segmenter, read_case(job)), segmenter.model)
-    return case_result(job, step, str(segmenter.device), segmenter.model.sha256)
+    return case_result(job, step, str(segmenter.device), segmenter.model.sha256, segmenter.engine.precision)

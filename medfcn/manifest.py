@@ -10,7 +10,7 @@ Layout::
      "started": ISO 8601, "finished": ISO 8601 or null while running,
      "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
      "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
-                "device", "timing": {"read", "segment", "write"}, "warnings": [...],
+                "device", "precision", "timing": {"read", "segment", "write"}, "warnings": [...],
                 "sha256", "output_sha256", "model_sha256", "input_stamp", "outputs": [every file of the case]}, ...]}
 
 ``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing`` (mm)
@@ -74,6 +74,7 @@ class CaseResult:
     shape: list[int] | None = None
     spacing: list[float] | None = None
     device: str | None = None
+    precision: str | None = None  # the network's arithmetic for this case's labels (float32, bfloat16, float16)
     timing: dict[str, float] = field(default_factory=dict)
     outputs: list[str] | None = None  # every file written for the case (--format), ``output`` being the first
     warnings: list[str] = field(default_factory=list)
@@ -88,7 +89,19 @@ class CaseResult:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able, keys in the manifest's order."""
         out = asdict(self)
-        order = ["input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing", "device"]
+        order = [
+            "input",
+            "case",
+            "series_uid",
+            "output",
+            "status",
+            "error",
+            "seconds",
+            "shape",
+            "spacing",
+            "device",
+            "precision",
+        ]
         ordered = {k: out.pop(k) for k in order}
         ordered["status"] = str(self.status)
         return {**ordered, **out}
@@ -109,7 +122,7 @@ class Manifest:
     path: Path
     model: dict[str, Any]
     device: str
-    precision: str = ""  # float32, bfloat16 or float16 (mixed); "auto per worker" on a cluster
+    precision: str = ""  # the arithmetic this run computes with (the file says that of the outputs it lists)
     total: int = 0
     started: str = field(default_factory=now_iso)
     finished: str | None = None
@@ -141,12 +154,19 @@ class Manifest:
             "medfcn_version": self.medfcn_version,
             "model": self.model,
             "device": self.device,
-            "precision": self.precision,
+            "precision": self.outputs_precision(),
             "started": self.started,
             "finished": self.finished,
             "summary": {"ok": self.ok, "failed": self.failed, "skipped": self.skipped, "total": self.total},
             "cases": [c.to_dict() for c in self.cases],
         }
+
+    def outputs_precision(self) -> str:
+        """The arithmetic of the outputs the manifest lists (made or kept): their entries' ``precision``,
+        comma-separated when they differ (a rerun with ``--float32`` keeps cases an earlier run made in bfloat16);
+        this run's when none is listed yet."""
+        done = sorted({c.precision for c in self.cases if c.precision and c.status in (Status.OK, Status.SKIPPED)})
+        return ", ".join(done) or self.precision
 
     def write(self) -> Path:
         """Rewrite :attr:`path` atomically. Raises :class:`medfcn.errors.OutputError`."""

@@ -14,6 +14,8 @@ from typing import Any
 from medfcn.errors import UsageError
 from medfcn.label_codes import parse_label_codes
 
+MAX_BN_BATCHES = 512  # the batches are kept (float16) for the run: ~1 GB at the default frame and batch size
+
 __all__ = ["TrainConfig", "add_train_parser", "check_pair_options", "config_from_args"]
 
 
@@ -119,7 +121,8 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
         default=d.bn_batches,
         metavar="N",
         help="before each validation, set batch norm's statistics to the average over N fixed training batches, "
-        f"so that they do not depend on the last volumes drawn (default {d.bn_batches}; 0: keep the running ones)",
+        f"so that they do not depend on the last volumes drawn (default {d.bn_batches}, at most {MAX_BN_BATCHES}; "
+        "0: keep the running ones)",
     )
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model file's weights (fine-tune)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -148,8 +151,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     ):
         if value < 1:
             raise UsageError(f"{name} must be >= 1, got {value}")
-    if args.bn_batches < 0:
-        raise UsageError(f"--bn-batches must be >= 0, got {args.bn_batches}")
+    if not 0 <= args.bn_batches <= MAX_BN_BATCHES:
+        raise UsageError(
+            f"--bn-batches must be between 0 and {MAX_BN_BATCHES} (they are kept in memory for the run), "
+            f"got {args.bn_batches}"
+        )
     if not 0 <= args.synth <= 1:
         raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
     if args.max_minutes is not None and not args.max_minutes > 0:

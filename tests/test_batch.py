@@ -258,5 +258,11 @@ def test_float32_is_honoured_and_the_precision_recorded(tmp_path, model_file):
     written = read_scan(tmp_path / "f32" / "case00.nii.gz").array
     expected = Segmenter(model_file, device="cpu", amp=False).segment(read_scan(scan))
     np.testing.assert_array_equal(written, expected)
+    assert manifest.cases[0].precision == "float32"
     default = run_batch([scan], tmp_path / "auto", model=model_file, device="cpu", progress=False)
-    assert default.precision == Segmenter(model_file, device="cpu").engine.precision
+    native = Segmenter(model_file, device="cpu").engine.precision
+    assert default.precision == native and default.cases[0].precision == native
+    # a rerun with another arithmetic skips the case: the file says how the output it lists was made
+    rerun = run_batch([scan], tmp_path / "auto", model=model_file, device="cpu", amp=False, progress=False)
+    assert rerun.cases[0].status == Status.SKIPPED and rerun.cases[0].precision == native
+    assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["precision"] == native

@@ -230,8 +230,9 @@ def test_max_minutes_zero_and_an_incompatible_resume_are_refused(dataset, capsys
     base = ["train", "--images", str(dataset / "images"), "--labels", str(dataset / "labels")]
     assert main([*base, "-o", str(dataset / "m.safetensors"), "--max-minutes", "0"]) == 2
     assert "--max-minutes" in capsys.readouterr().err
-    assert main([*base, "-o", str(dataset / "m.safetensors"), "--bn-batches", "-1"]) == 2
-    assert "--bn-batches" in capsys.readouterr().err
+    for bad in ("-1", "1000000"):  # a million batches would be kept in memory (TBs): refused before any work
+        assert main([*base, "-o", str(dataset / "m.safetensors"), "--bn-batches", bad]) == 2
+        assert "--bn-batches must be between 0 and 512" in capsys.readouterr().err
     out = str(dataset / "r.safetensors")
     train(_config(dataset, output=out, epochs=1), progress=False)
     with pytest.raises(MedfcnError) as e:  # the state of a 4-wide network, resumed with an 8-wide one

@@ -89,6 +89,8 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
+    from medfcn.train_options import add_pair_options
+
     p = sub.add_parser(
         "calibrate",
         help="tune a model's foreground threshold on labelled scans, into a new model file",
@@ -97,9 +99,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
         "weights of the network are not changed.",
     )
     p.add_argument("model", nargs="?", metavar="MODEL", help="model file (default: the bundled model)")
-    p.add_argument("--images", default="", help="folder (or file) of images")
-    p.add_argument("--labels", default="", help="folder (or file) of label maps, same case names as the images")
-    p.add_argument("--pairs", default="", help="CSV or JSON list of {case, image, label} instead of two folders")
+    add_pair_options(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="calibrated model file to write")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     p.set_defaults(run=_calibrate)

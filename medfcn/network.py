@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from typing import Any
@@ -293,7 +293,7 @@ def build_network(config: FCNConfig | dict[str, Any]) -> FCN:
 
 
 @torch.no_grad()
-def recompute_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor]) -> int:
+def recompute_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     """Set every BatchNorm layer's running mean and variance of ``model`` to the plain average of its batch
     statistics over ``batches`` (inputs (B, K, H, W) on the model's device), forward passes in training mode with no
     gradient ("precise BN"). Returns the number of batches seen; the model's mode and momenta are restored, and with
@@ -305,17 +305,18 @@ def recompute_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor]) -> in
     set of batches they describe the training distribution, the same at every epoch.
     """
     layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not layers or not batches:
+    if not layers:
         return 0
     momenta = [m.momentum for m in layers]
     was_training = model.training
-    for m in layers:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average: each batch weighs the same
-    model.train()
     n = 0
     try:
-        for x in batches:
+        for x in batches:  # consumed one at a time: a generator keeps a single batch on the device
+            if n == 0:  # the statistics are reset only once a batch has come: no batches, nothing changes
+                for m in layers:
+                    m.reset_running_stats()
+                    m.momentum = None  # a cumulative average: each batch weighs the same
+                model.train()
             model(x)
             n += 1
     finally:

@@ -397,7 +397,7 @@ class _Trainer:
         if self._bn_inputs is None:
             rng = np.random.default_rng([self.config.seed, 7919])
             self._bn_inputs = [x.half() for x, _ in self._batches(rng, self.config.bn_batches)]
-        recompute_batchnorm(self.network, [x.to(self.device, torch.float32) for x in self._bn_inputs])
+        recompute_batchnorm(self.network, (x.to(self.device, torch.float32) for x in self._bn_inputs))
 
     def _batches(self, rng: np.random.Generator, n: int):
         """``n`` training batches (inputs, labels) drawn as training draws them: a new volume (synthesised or

@@ -16,7 +16,7 @@ from medfcn.label_codes import parse_label_codes
 
 MAX_BN_BATCHES = 512  # the batches are kept (float16) for the run: ~1 GB at the default frame and batch size
 
-__all__ = ["TrainConfig", "add_train_parser", "check_pair_options", "config_from_args"]
+__all__ = ["TrainConfig", "add_pair_options", "add_train_parser", "check_pair_options", "config_from_args"]
 
 
 @dataclass
@@ -70,9 +70,7 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
         "(weights + model card). Augments heavily so that few subjects generalise to other scanners, orientations "
         "and resolutions.",
     )
-    p.add_argument("--images", default="", help="folder (or file) of training images")
-    p.add_argument("--labels", default="", help="folder (or file) of label maps, same case names as the images")
-    p.add_argument("--pairs", default="", help="CSV or JSON list of {case, image, label} instead of two folders")
+    add_pair_options(p, "training images")
     p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
     p.add_argument("--architecture", default=d.architecture, choices=["fcn", "basicunet"])
     p.add_argument("--variant", default=d.variant, help="fcn32s, fcn16s, fcn8s (default) or fcn4s")
@@ -127,6 +125,14 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
     p.add_argument("--init", default="", metavar="MODEL", help="start from this model file's weights (fine-tune)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
+
+
+def add_pair_options(p: argparse.ArgumentParser, images: str = "images") -> None:
+    """``--images``, ``--labels`` and ``--pairs``, the labelled scans of ``medfcn train`` and ``medfcn calibrate``
+    (checked by :func:`check_pair_options`); ``images`` names what the images are in the help."""
+    p.add_argument("--images", default="", help=f"folder (or file) of {images}")
+    p.add_argument("--labels", default="", help="folder (or file) of label maps, same case names as the images")
+    p.add_argument("--pairs", default="", help="CSV or JSON list of {case, image, label} instead of two folders")
 
 
 def check_pair_options(images: str, labels: str, pairs: str) -> None:

@@ -287,6 +287,28 @@ class FCN(nn.Module):
         return self.head(score)[:, :, crop[0], crop[1]]
 
 
+def load_coarser_weights(network: FCN, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load into ``network`` the weights ``state`` of a coarser variant of the same FCN (an fcn8s into an fcn4s,
+    say: the paper's way of growing FCN-32s into FCN-16s and FCN-8s). Every tensor of ``state`` must exist in
+    ``network`` with the same shape; the finer variant's extra skip layers keep their initialisation (a zero score,
+    an identity upsampling), so the grown network starts out close to the coarser one. Returns the names of the
+    tensors left at their initialisation; raises :class:`ModelError` when ``state`` does not fit."""
+    own = network.state_dict()
+    misfit = sorted(k for k, v in state.items() if k not in own or tuple(own[k].shape) != tuple(v.shape))
+    if misfit:
+        k = misfit[0]
+        raise ModelError(
+            f"the weights do not fit this network ({len(misfit)} tensors; first {k}: "
+            f"{tuple(state[k].shape)} vs {tuple(own[k].shape) if k in own else 'missing'})"
+        )
+    new = sorted(set(own) - set(state))
+    lacking = [k for k in new if not k.startswith(("skip_scores.", "ups."))]
+    if lacking:
+        raise ModelError(f"the weights lack {len(lacking)} tensors that are not skip layers; first {lacking[0]}")
+    network.load_state_dict(state, strict=False)
+    return new
+
+
 def build_network(config: FCNConfig | dict[str, Any]) -> FCN:
     """An :class:`FCN` from a config or its dict form (as stored beside the weights in a checkpoint)."""
     return FCN(config)

@@ -469,14 +469,40 @@ def _load_init(network: torch.nn.Module, card, path: str) -> str:
     from medfcn.errors import ModelError
 
     init = load_model(path)
-    if init.card.architecture != card.architecture or init.card.network != card.network:
+    if init.card.architecture == card.architecture and init.card.network == card.network:
+        network.load_state_dict(init.network.state_dict())
+    elif _grows_variant(init.card, card):
+        from medfcn.network import load_coarser_weights
+
+        try:
+            fresh = load_coarser_weights(network, init.network.state_dict())
+        except ModelError as exc:
+            raise ModelError(f"--init {path}: {exc}") from None
+        log.info(
+            "growing %s into %s: %d new skip tensors start at their initialisation",
+            init.card.network.get("variant"),
+            card.network.get("variant"),
+            len(fresh),
+        )
+    else:
         raise ModelError(
             f"--init {path}: its network ({init.card.architecture} {init.card.network}) differs from the one "
-            f"configured here ({card.architecture} {card.network}); give the same --width/--variant/--context"
+            f"configured here ({card.architecture} {card.network}); give the same --width/--context/--upsampling "
+            "(the --variant may be finer than the file's: its extra skip layers start at zero)"
         )
-    network.load_state_dict(init.network.state_dict())
     log.info("starting from the weights of %s (%s)", path, init.sha256[:12])
     return init.sha256
+
+
+def _grows_variant(init_card, card) -> bool:
+    """``card``'s FCN is ``init_card``'s with more skip levels fused (fcn8s -> fcn4s), nothing else changed."""
+    from medfcn.network import Variant
+
+    if init_card.architecture != card.architecture or card.architecture != "fcn":
+        return False
+    a, b = dict(init_card.network), dict(card.network)
+    va, vb = a.pop("variant", "fcn8s"), b.pop("variant", "fcn8s")
+    return a == b and Variant(va).skips < Variant(vb).skips
 
 
 def _synthesiser(items: list[dict[str, Any]], config: TrainConfig):

@@ -122,7 +122,13 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
         f"so that they do not depend on the last volumes drawn (default {d.bn_batches}, at most {MAX_BN_BATCHES}; "
         "0: keep the running ones)",
     )
-    p.add_argument("--init", default="", metavar="MODEL", help="start from this model file's weights (fine-tune)")
+    p.add_argument(
+        "--init",
+        default="",
+        metavar="MODEL",
+        help="start from this model file's weights (fine-tune); the network settings must match, but --variant may "
+        "be finer than the file's (fcn8s -> fcn4s): the new skip layers start at zero",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

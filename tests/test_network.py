@@ -15,6 +15,7 @@ from medfcn.network import (
     Variant,
     build_network,
     fold_batchnorm,
+    load_coarser_weights,
     pad_to_stride,
     recompute_batchnorm,
 )
@@ -100,6 +101,45 @@ def test_skip_upsamplers_start_as_bilinear() -> None:
             torch.testing.assert_close(got[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1], atol=1e-6, rtol=1e-6)
         # Skip score layers start at zero, as in the paper.
         assert all(float(s.weight.detach().abs().sum()) == 0.0 for s in net.skip_scores)
+
+
+def test_a_coarser_variant_grows_into_a_finer_one_as_in_the_paper() -> None:
+    torch.manual_seed(0)
+    coarse = FCN(in_channels=3, num_classes=2, variant="fcn8s", **SMALL).eval()
+    with torch.no_grad():  # non-zero skip scores, so that the fused score is not the deepest level's alone
+        for s in coarse.skip_scores:
+            s.weight.normal_()
+            s.bias.normal_()
+    fine = FCN(in_channels=3, num_classes=2, variant="fcn4s", **SMALL).eval()
+    fresh = load_coarser_weights(fine, coarse.state_dict())
+    assert fresh == ["skip_scores.2.bias", "skip_scores.2.weight", "ups.2.1.bias", "ups.2.1.weight"]
+    for k, v in coarse.state_dict().items():
+        assert torch.equal(fine.state_dict()[k], v), k
+    # Worked out from the coarse network's own parts: its stride-8 fused score, bilinear x2 (the new skip adds
+    # zero, its upsampler is the identity after the resize), bilinear x4, then its head's 3x3 convolution.
+    x = torch.randn(2, 3, 64, 64)  # a multiple of the stride: no padding
+    with torch.no_grad():
+        y = coarse.stem(x)
+        feats = []
+        for level in coarse.levels:
+            y = level(y)
+            feats.append(y)
+        score = coarse.score(feats[-1])
+        for j, up, skip in zip(coarse.skip_levels, coarse.ups, coarse.skip_scores, strict=True):
+            score = up(score) + skip(feats[j])
+        score = F.interpolate(score, scale_factor=2.0, mode="bilinear", align_corners=False)
+        score = F.interpolate(score, scale_factor=4.0, mode="bilinear", align_corners=False)
+        expected = coarse.head[1](score)
+        torch.testing.assert_close(fine(x), expected, atol=1e-5, rtol=1e-5)
+    # Transposed upsampling's last layer depends on the factor: its weights do not fit, and it is said.
+    with pytest.raises(ModelError, match="do not fit this network"):
+        load_coarser_weights(
+            FCN(in_channels=3, num_classes=2, variant="fcn4s", upsampling="transpose", **SMALL),
+            FCN(in_channels=3, num_classes=2, variant="fcn8s", upsampling="transpose", **SMALL).state_dict(),
+        )
+    # A finer file into a coarser network: tensors the network lacks.
+    with pytest.raises(ModelError, match="do not fit this network"):
+        load_coarser_weights(FCN(in_channels=3, num_classes=2, variant="fcn8s", **SMALL), fine.state_dict())
 
 
 @pytest.mark.parametrize("upsampling", UPSAMPLINGS)

@@ -181,6 +181,18 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, 
 
     with pytest.raises(ModelError, match="differs from the one configured here"):
         train(_config(dataset, output=str(tmp_path / "x.safetensors"), width=8, init=str(first)), progress=False)
+    # A finer variant grows from a coarser file (the default fcn8s): its layers start as the file's, the new skip at
+    # zero; the other way round is refused, as is any other difference.
+    grown = tmp_path / "grown.safetensors"
+    train(_config(dataset, output=str(grown), epochs=1, lr=0.0, variant="fcn4s", init=str(first)), progress=False)
+    g = load_model(grown)
+    assert g.card.network["variant"] == "fcn4s"
+    assert all(np.array_equal(a[k].numpy(), g.network.state_dict()[k].numpy()) for k in weights)
+    assert float(g.network.skip_scores[2].weight.detach().abs().sum()) == 0.0
+    with pytest.raises(ModelError, match="differs from the one configured here"):
+        train(
+            _config(dataset, output=str(tmp_path / "y.safetensors"), variant="fcn16s", init=str(first)), progress=False
+        )
 
 
 # -- training's errors are named before any epoch runs (issue 11, point 10) ----------------------------------------

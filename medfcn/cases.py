@@ -74,6 +74,7 @@ class Step:
     error: str | None = None
     timing: dict[str, float] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
+    warnings: list[str] = field(default_factory=list)  # what the segmentation noticed (an empty label map)
 
 
 def output_path(out_dir: str | Path, case: str) -> Path:
@@ -158,6 +159,15 @@ def segment_case(segmenter: Segmenter, step: Step) -> Step:
             step.labels = segmenter.segment(step.scan, release_voxels=True)  # the writers need only its grid
         except Exception as exc:
             step.error = error_message(exc)
+        else:
+            if not step.labels.any():
+                names = ", ".join(n for n, i in segmenter.labels.items() if i > 0)
+                text = (
+                    f"every voxel is background (no {names} found): the label map is empty; check that the scan "
+                    f"is what the model was trained on ({segmenter.model.card.modality or 'see medfcn info'})"
+                )
+                log.warning("%s: %s", step.scan.source or step.scan.case, text)
+                step.warnings.append(text)
         step.timing["segment"] = time.perf_counter() - start
     return step
 
@@ -184,7 +194,7 @@ def case_result(
     scan = step.scan
     if step.error is not None and job.output.is_file():
         log.warning("%s: kept from an earlier run; this run's attempt failed", job.output)
-    warnings = list(dict.fromkeys([*job.spec.warnings, *(scan.warnings if scan is not None else [])]))
+    warnings = list(dict.fromkeys([*job.spec.warnings, *(scan.warnings if scan is not None else []), *step.warnings]))
     return CaseResult(
         input=str(job.spec.path),
         case=job.spec.case,

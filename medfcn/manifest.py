@@ -16,7 +16,9 @@ Layout::
 ``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing`` (mm)
 are those of the scan, which the label map shares. ``output`` is ``null`` for a failed case (an output from an
 earlier run is left in place, but no longer counts as done). ``warnings`` lists what was noticed and repaired while
-reading (non-finite voxels replaced, a DICOM series without PixelSpacing, unreadable files left out of a series).
+reading (non-finite voxels replaced, a DICOM series without PixelSpacing, unreadable files left out of a series)
+and by the segmentation (a label map with no voxel of any label: written, and said, since a blank or foreign
+scan gives one).
 ``sha256`` is the label map file's SHA-256 (written, read back whole and verified), ``output_sha256`` that of every
 file of the case by name (``--format``), ``model_sha256`` that of the model file that made it, ``input_stamp`` a
 fingerprint of the input files' names, sizes and modification times: a rerun skips a case only when all three still

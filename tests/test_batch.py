@@ -266,3 +266,25 @@ def test_float32_is_honoured_and_the_precision_recorded(tmp_path, model_file):
     rerun = run_batch([scan], tmp_path / "auto", model=model_file, device="cpu", amp=False, progress=False)
     assert rerun.cases[0].status == Status.SKIPPED and rerun.cases[0].precision == native
     assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["precision"] == native
+
+
+def test_an_empty_label_map_is_written_but_said(tmp_path, model_file, caplog):
+    """A blank scan (every voxel 0: a failed export) segments to all background; the case is not an error, but the
+    manifest entry and the log say the label map is empty. A scan with a head says nothing of the kind."""
+    from medfcn.reader import read_scan
+
+    inputs = tmp_path / "in"
+    (head,) = write_cases(inputs, 1)
+    blank = write_scan_file(inputs / "blank.nii.gz", np.zeros((20, 22, 18), np.int16), affine_from_codes("RAS"))
+    with caplog.at_level("WARNING", logger="medfcn"):
+        manifest = run_batch([inputs], tmp_path / "out", model=model_file, device="cpu", progress=False)
+    entries = {c.case: c for c in manifest.cases}
+    assert manifest.exit_code == 0 and entries["blank"].status == Status.OK
+    assert not read_scan(entries["blank"].output).array.any()
+    (warning,) = entries["blank"].warnings
+    assert "label map is empty" in warning
+    assert any(str(blank) in r.getMessage() and "label map is empty" in r.getMessage() for r in caplog.records)
+    assert read_scan(entries[head.name.split(".")[0]].output).array.any()
+    assert not any("empty" in w for w in entries[head.name.split(".")[0]].warnings)
+    written = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert any("label map is empty" in w for c in written["cases"] if c["case"] == "blank" for w in c["warnings"])

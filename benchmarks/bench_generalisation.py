@@ -1,6 +1,6 @@
 """Does a model generalise? Dice, HD95 and volume error on the test heads of ``heads.py``.
 
-Usage: python benchmarks/bench_generalisation.py [--model MODEL] [--workdir DIR] [--json OUT.json] [--only a,b]
+Usage: python benchmarks/bench_generalisation.py [--model MODEL] [--workdir DIR] [--json OUT.json] [--only a,b] [--tta]
 [--peers-venv DIR] [--field-ref MASK]
 
 The cases (``heads.py``, which says what each row measures): the sample itself; transformed copies of it
@@ -41,13 +41,18 @@ CASES = (
 
 
 def evaluate_cases(
-    model: str | None, cases: dict[str, Case], device: str = "cpu", axes: tuple[int, ...] | None = None
+    model: str | None,
+    cases: dict[str, Case],
+    device: str = "cpu",
+    axes: tuple[int, ...] | None = None,
+    tta: bool = False,
 ) -> dict[str, dict]:
     """{case: {"group", "seconds", "shape", "spacing", reference: {"dice", "hd95_mm", "volume_error_pct"}}}.
 
     ``axes``: slice axes of the model's frame to average over instead of the card's (a speed/quality trade-off).
+    ``tta``: also average over in-plane flips (``medfcn segment --tta``).
     """
-    segmenter = Segmenter(model, device=device)
+    segmenter = Segmenter(model, device=device, tta=tta)
     if axes is not None:
         segmenter.model.card.slice_axes = tuple(axes)
     results = {}
@@ -117,6 +122,7 @@ def main() -> None:
     parser.add_argument("--peers-venv", default=default_venv, help="the peers' environment (see bench_peers.py)")
     parser.add_argument("--field-ref", default=None, help="Colin27 mask, brain + CSF (default: see heads.py)")
     parser.add_argument("--axes", default=None, help="slice axes to use instead of the model's, e.g. 2 or 0,2")
+    parser.add_argument("--tta", action="store_true", help="average over in-plane flips (medfcn segment --tta)")
     args = parser.parse_args()
     axes = tuple(int(a) for a in args.axes.split(",")) if args.axes else None
     names = [n for n in args.only.split(",") if n] or ["original", *CASES]
@@ -125,7 +131,7 @@ def main() -> None:
     refs = colin_references(work, python, args.field_ref)
     cases = {"original": Case(SAMPLE_IMAGE, dict(refs), "training subject itself")} if "original" in names else {}
     cases.update(build_cases(work / "cases", refs, python, [n for n in names if n != "original"]))
-    results = evaluate_cases(args.model, cases, args.device, axes)
+    results = evaluate_cases(args.model, cases, args.device, axes, tta=args.tta)
     for ref in ("field", "bet"):
         dice = [r[ref]["dice"] for r in results.values() if ref in r]
         if dice:
@@ -133,7 +139,8 @@ def main() -> None:
     table = markdown(results)
     print(table)
     if args.json:
-        out = {"model": args.model or "bundled", "axes": args.axes or "the model's", "results": results}
+        out = {"model": args.model or "bundled", "axes": args.axes or "the model's", "tta": args.tta}
+        out["results"] = results
         out["references"] = {k: str(v) for k, v in refs.items()}
         Path(args.json).write_text(json.dumps(out, indent=1))
     if args.markdown:

@@ -11,7 +11,8 @@ benchmark's own memory does not count). Two runs:
             held-out MNI152 anatomy rendered T1/T2/PD/FLAIR-like (``heads.py``)
 
 medfcn runs as its command line (``medfcn segment INPUTS -o OUT --device cpu --quiet``, a real process with its
-imports; ``medfcn_float32`` the same with ``--float32``, for a CPU without bfloat16 instructions); deepbet through ``deepbet.BrainExtraction`` (its weights ship in its wheel); BET through
+imports; ``medfcn_float32`` the same with ``--float32``, for a CPU without bfloat16 instructions); deepbet
+through ``deepbet.BrainExtraction`` (its weights ship in its wheel); BET through
 ``brainextractor.BrainExtractor`` (default parameters). Each output mask is scored against each of the case's
 references (``heads.py``: ``field``, brain + CSF inside the skull; ``bet``, BET's cortex-tight ``ch2bet``) with
 Dice (SimpleITK ``LabelOverlapMeasuresImageFilter``), HD95 (``medfcn.metrics.hd95``) and the volume error.

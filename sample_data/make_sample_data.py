@@ -14,14 +14,14 @@ import random
 import sys
 from pathlib import Path
 
-import numpy as np
 import SimpleITK as sitk
 
 
 def resample(img: sitk.Image, spacing, interp) -> sitk.Image:
     size = [int(round(n * s / t)) for n, s, t in zip(img.GetSize(), img.GetSpacing(), spacing, strict=True)]
-    return sitk.Resample(img, size, sitk.Transform(), interp, img.GetOrigin(), spacing, img.GetDirection(), 0,
-                         img.GetPixelID())
+    return sitk.Resample(
+        img, size, sitk.Transform(), interp, img.GetOrigin(), spacing, img.GetDirection(), 0, img.GetPixelID()
+    )
 
 
 def write_series(img: sitk.Image, folder: Path, seed: int = 27) -> None:
@@ -37,10 +37,17 @@ def write_series(img: sitk.Image, folder: Path, seed: int = 27) -> None:
     for i in range(img.GetDepth()):
         sl = img[:, :, i]
         tags = {
-            "0008|0060": "MR", "0008|0016": "1.2.840.10008.5.1.4.1.1.4", "0008|0018": f"{series}.{i + 1}",
-            "0020|000d": study, "0020|000e": series, "0020|0011": "1", "0020|0013": str(i + 1),
+            "0008|0060": "MR",
+            "0008|0016": "1.2.840.10008.5.1.4.1.1.4",
+            "0008|0018": f"{series}.{i + 1}",
+            "0020|000d": study,
+            "0020|000e": series,
+            "0020|0011": "1",
+            "0020|0013": str(i + 1),
             "0020|0052": f"{study}.9",  # FrameOfReferenceUID: a DICOM SEG or RTSTRUCT of the series needs it
-            "0008|103e": "Colin27 T1 (sample)", "0010|0010": "COLIN27^SAMPLE", "0010|0020": "COLIN27",
+            "0008|103e": "Colin27 T1 (sample)",
+            "0010|0010": "COLIN27^SAMPLE",
+            "0010|0020": "COLIN27",
             "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
             "0020|0032": "\\".join(f"{v:.6f}" for v in img.TransformIndexToPhysicalPoint((0, 0, i))),
             "0018|0050": f"{img.GetSpacing()[2]:.6f}",

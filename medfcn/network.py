@@ -47,6 +47,7 @@ __all__ = [
     "FCN",
     "build_network",
     "fold_batchnorm",
+    "load_coarser_weights",
     "pad_to_stride",
     "recompute_batchnorm",
 ]
@@ -153,6 +154,15 @@ class FCNConfig:
         out["variant"] = str(self.variant)
         out["upsampling"] = str(self.upsampling)
         return out
+
+    def grows_from(self, coarser: FCNConfig) -> bool:
+        """This network is ``coarser``'s with more skip levels fused (fcn8s -> fcn4s) and nothing else changed, so
+        :func:`load_coarser_weights` can start it from ``coarser``'s weights."""
+        try:
+            same_otherwise = replace(coarser, variant=self.variant) == self
+        except ModelError:  # coarser's depth cannot hold this variant: it differs in more than the variant
+            return False
+        return same_otherwise and Variant(coarser.variant).skips < Variant(self.variant).skips
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FCNConfig:

@@ -495,14 +495,13 @@ def _load_init(network: torch.nn.Module, card, path: str) -> str:
 
 
 def _grows_variant(init_card, card) -> bool:
-    """``card``'s FCN is ``init_card``'s with more skip levels fused (fcn8s -> fcn4s), nothing else changed."""
-    from medfcn.network import Variant
+    """Both cards are FCNs and ``card``'s grows from ``init_card``'s (:meth:`FCNConfig.grows_from`)."""
+    from medfcn.checkpoint import Architecture
+    from medfcn.network import FCNConfig
 
-    if init_card.architecture != card.architecture or card.architecture != "fcn":
+    if not init_card.architecture == card.architecture == Architecture.FCN.value:
         return False
-    a, b = dict(init_card.network), dict(card.network)
-    va, vb = a.pop("variant", "fcn8s"), b.pop("variant", "fcn8s")
-    return a == b and Variant(va).skips < Variant(vb).skips
+    return FCNConfig.from_dict(dict(card.network)).grows_from(FCNConfig.from_dict(dict(init_card.network)))
 
 
 def _synthesiser(items: list[dict[str, Any]], config: TrainConfig):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -111,6 +113,10 @@ def test_a_coarser_variant_grows_into_a_finer_one_as_in_the_paper() -> None:
             s.weight.normal_()
             s.bias.normal_()
     fine = FCN(in_channels=3, num_classes=2, variant="fcn4s", **SMALL).eval()
+    assert fine.config.grows_from(coarse.config) and not coarse.config.grows_from(fine.config)
+    assert not fine.config.grows_from(fine.config)
+    for other in ({"width": 8}, {"upsampling": "transpose"}, {"depth": 4}):  # anything but the variant: no
+        assert not fine.config.grows_from(replace(coarse.config, **other))
     fresh = load_coarser_weights(fine, coarse.state_dict())
     assert fresh == ["skip_scores.2.bias", "skip_scores.2.weight", "ups.2.1.bias", "ups.2.1.weight"]
     for k, v in coarse.state_dict().items():

@@ -3,7 +3,7 @@
 Each configuration is trained with ``medfcn train`` on the sample with the same recipe and the same budget
 (epochs x steps, seed), then scored on transformed copies of the sample (``copies.py``: reoriented, resampled,
 intensity-remapped, bias field, noise, cropped) with the full ``medfcn segment`` pipeline: Dice (SimpleITK) and
-HD95 (medfcn.metrics). Slices per second: the engine over 256 x 256 slices in batches of 16 on this machine.
+HD95 (medfcn.evaluation.metrics). Slices per second: the engine over 256 x 256 slices in batches of 16 on this machine.
 
 Usage: python benchmarks/bench_ablation.py OUT_DIR [--epochs 10] [--steps 100] [--configs fcn8s:resize_conv,...]
 Writes OUT_DIR/<config>.safetensors, OUT_DIR/<config>.log, OUT_DIR/ablation.json and prints a Markdown table.
@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generalisation import evaluate_model  # noqa: E402
 from copies import make_copies  # noqa: E402
 
-from medfcn.checkpoint import load_model  # noqa: E402
-from medfcn.engine import SliceEngine  # noqa: E402
+from medfcn.inference.engine import SliceEngine  # noqa: E402
+from medfcn.model.checkpoint import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL = [f"{v}:{u}" for v in ("fcn32s", "fcn16s", "fcn8s") for u in ("transpose", "resize_conv")] + ["basicunet"]

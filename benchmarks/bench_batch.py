@@ -30,8 +30,8 @@ SAMPLE = REPO / "sample_data" / "images" / "colin27.nii.gz"
 
 
 def _model(path: str | None, tmp: Path) -> Path:
-    from medfcn.checkpoint import DEFAULT_MODEL_PATH, ModelCard, save_model
-    from medfcn.network import FCN
+    from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, ModelCard, save_model
+    from medfcn.model.network import FCN
 
     if path:
         return Path(path)
@@ -60,8 +60,8 @@ def _inference(seg, scans) -> tuple[float, str]:
 
 
 def _sequential(seg, paths: list[Path], out: Path) -> tuple[float, str]:
-    from medfcn.reader import read_scan
-    from medfcn.writer import write_labels
+    from medfcn.data.reader import read_scan
+    from medfcn.data.writer import write_labels
 
     reads, writes = [], []
     t0 = time.perf_counter()
@@ -79,7 +79,7 @@ def _sequential(seg, paths: list[Path], out: Path) -> tuple[float, str]:
 
 
 def _batch(inputs: Path, out: Path, model, device: str, workers: int) -> tuple[float, str]:
-    from medfcn.batch import run_batch
+    from medfcn.batch.run import run_batch
 
     t0 = time.perf_counter()
     m = run_batch([inputs], out, model=model, device=device, workers=workers, overwrite=True, progress=False)
@@ -111,8 +111,8 @@ def main() -> None:
 
     from distributed import LocalCluster
 
-    from medfcn.pipeline import Segmenter
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
+    from medfcn.inference.pipeline import Segmenter
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     try:

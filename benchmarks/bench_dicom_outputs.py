@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medfcn.dicom_refs import SeriesIndex
-from medfcn.dicom_seg import Algorithm, read_seg, segments_of
-from medfcn.outputs import OutputFormat, output_files, write_outputs
-from medfcn.reader import read_scan
-from medfcn.rtstruct import read_rtstruct
+from medfcn.batch.outputs import OutputFormat, output_files, write_outputs
+from medfcn.data.reader import read_scan
+from medfcn.dicom.refs import SeriesIndex
+from medfcn.dicom.rtstruct import read_rtstruct
+from medfcn.dicom.seg import Algorithm, read_seg, segments_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SERIES = ROOT / "sample_data" / "dicom" / "colin27_dicom"

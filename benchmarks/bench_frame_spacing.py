@@ -4,7 +4,7 @@ Usage: python benchmarks/bench_frame_spacing.py [--spacings 1.0,1.5] [--json OUT
 
 1. **Ceiling of the boundary** for each spacing: the sample's reference mask (``sample_data/labels/``) brought
    onto the frame as a float (trilinear: the partial-volume probabilities a perfect model would output), then back
-   to the scan's grid through :func:`medfcn.frame.probabilities_to_labels`, exactly as ``medfcn segment`` does.
+   to the scan's grid through :func:`medfcn.inference.frame.probabilities_to_labels`, exactly as ``medfcn segment`` does.
    Dice, HD95 and surface Dice (1 mm) of that round trip against the mask: what the frame alone loses.
 2. **Cost**: the bundled network run at that spacing on the 1 mm sample (``Segmenter.segment``, one fresh process
    per spacing so that peak memory is the process's own): seconds (best of 2) and peak resident memory (MB).
@@ -29,9 +29,9 @@ LABEL = ROOT / "sample_data" / "labels" / "colin27.nii.gz"
 
 
 def ceiling(spacing: float) -> dict[str, float]:
-    from medfcn.frame import probabilities_to_labels, to_model_frame
-    from medfcn.metrics import dice, hd95, surface_dice
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
+    from medfcn.evaluation.metrics import dice, hd95, surface_dice
+    from medfcn.inference.frame import probabilities_to_labels, to_model_frame
 
     image, label = read_scan(IMAGE), read_scan(LABEL)
     mask = label.array > 0
@@ -48,9 +48,9 @@ def ceiling(spacing: float) -> dict[str, float]:
 
 def cost(spacing: float) -> dict[str, float]:
     """In a fresh process: seconds and peak memory of segmenting the sample at ``spacing``."""
-    from medfcn.checkpoint import load_model
-    from medfcn.pipeline import Segmenter
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
+    from medfcn.inference.pipeline import Segmenter
+    from medfcn.model.checkpoint import load_model
 
     model = load_model()
     model.card.spacing = (spacing,) * 3

@@ -7,8 +7,8 @@ The cases (``heads.py``, which says what each row measures): the sample itself; 
 (``copies.py``: the training subject, so robustness to orientation, resolution, intensity and field of view, not
 to anatomy); held-out MNI152 anatomy inside Colin27's head rendered T1/T2/PD/FLAIR-like; the training subject's
 own tissue classes in T2/PD/FLAIR-like contrast; the sample with widened CSF spaces. For each: read with medfcn,
-segment with the full pipeline (``medfcn.pipeline.Segmenter``), then Dice (SimpleITK
-``LabelOverlapMeasuresImageFilter``, independent of medfcn), HD95 (``medfcn.metrics``) and the volume error
+segment with the full pipeline (``medfcn.inference.pipeline.Segmenter``), then Dice (SimpleITK
+``LabelOverlapMeasuresImageFilter``, independent of medfcn), HD95 (``medfcn.evaluation.metrics``) and the volume error
 against each reference the case defines (``field``: brain + CSF inside the skull; ``bet``: BET's ``ch2bet``), and
 the seconds the segmentation took. The peers' interpreter (``bench_peers.py``) supplies nilearn's MNI152
 templates and, until the sample's label is the brain + CSF one, deepbet's mask of the sample as a stand-in.
@@ -30,9 +30,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_peers import peers_python  # noqa: E402
 from heads import SAMPLE_IMAGE, Case, build_cases, colin_references  # noqa: E402
 
-from medfcn.metrics import hd95  # noqa: E402
-from medfcn.pipeline import Segmenter  # noqa: E402
-from medfcn.reader import read_scan  # noqa: E402
+from medfcn.data.reader import read_scan  # noqa: E402
+from medfcn.evaluation.metrics import hd95  # noqa: E402
+from medfcn.inference.pipeline import Segmenter  # noqa: E402
 
 CASES = (
     "lsa oblique thick_2x2x3 fine_0.5mm remapped bias noise cropped combined "

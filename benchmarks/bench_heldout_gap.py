@@ -29,9 +29,9 @@ import SimpleITK as sitk
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from heads import SAMPLE_IMAGE, SAMPLE_LABEL  # noqa: E402
 
-from medfcn.checkpoint import load_model, save_model  # noqa: E402
-from medfcn.pipeline import Segmenter  # noqa: E402
-from medfcn.reader import read_scan  # noqa: E402
+from medfcn.data.reader import read_scan  # noqa: E402
+from medfcn.inference.pipeline import Segmenter  # noqa: E402
+from medfcn.model.checkpoint import load_model, save_model  # noqa: E402
 
 MNI_ROWS = ("mni_t1", "mni_t2", "mni_pd", "mni_flair")
 

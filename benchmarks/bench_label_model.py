@@ -7,11 +7,11 @@ Cases, all of the training subject (Colin27), so they measure fit and contrast r
 - ``sample`` / ``sample_bet``: ``sample_data/images/colin27.nii.gz`` against the training label (brain + CSF,
   ``sample_data/labels/``) and against BET's tighter mask (``sample_data/labels_bet/``);
 - ``dicom``: the sample DICOM series (1.5 x 1.5 x 2 mm) against the label on its grid;
-- ``t2`` / ``pd`` / ``flair``: renderings of the sample's own tissue classes (:func:`medfcn.synth.render`, 3
+- ``t2`` / ``pd`` / ``flair``: renderings of the sample's own tissue classes (:func:`medfcn.training.synth.render`, 3
   brain + 4 non-brain k-means classes, half of the within-class texture kept), against the training label.
 
 Dice from SimpleITK's ``LabelOverlapMeasuresImageFilter`` (independent of medfcn), HD95 and surface Dice at 1 mm
-from ``medfcn.metrics``, volume ratio prediction / reference, seconds of ``Segmenter.segment``.
+from ``medfcn.evaluation.metrics``, volume ratio prediction / reference, seconds of ``Segmenter.segment``.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from medfcn.frame import normalise_intensity
-from medfcn.metrics import hd95, surface_dice
-from medfcn.pipeline import Segmenter
-from medfcn.reader import read_scan
-from medfcn.synth import render, tissue_map
+from medfcn.data.reader import read_scan
+from medfcn.evaluation.metrics import hd95, surface_dice
+from medfcn.inference.frame import normalise_intensity
+from medfcn.inference.pipeline import Segmenter
+from medfcn.training.synth import render, tissue_map
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "sample_data"

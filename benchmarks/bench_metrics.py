@@ -1,7 +1,7 @@
-"""Time :func:`medfcn.metrics.compute_metrics` on a 512 x 512 x 300 pair with 3 labels (CT-like: liver, kidneys).
+"""Time :func:`medfcn.evaluation.metrics.compute_metrics` on a 512 x 512 x 300 pair with 3 labels (CT-like: liver, kidneys).
 
 Run: ``python benchmarks/bench_metrics.py [--repeat N] [--monai]``; prints the seconds per call (best of N), the
-time of the report's overlay thumbnails of the same pair (what :func:`medfcn.evaluate.evaluate` adds per case) and,
+time of the report's overlay thumbnails of the same pair (what :func:`medfcn.evaluation.evaluate.evaluate` adds per case) and,
 with ``--monai``, the time of MONAI's HD95, ASSD and surface Dice on the same pair and the largest difference.
 """
 
@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from medfcn.metrics import compute_metrics
-from medfcn.thumbnails import case_thumbnails
+from medfcn.evaluation.metrics import compute_metrics
+from medfcn.evaluation.thumbnails import case_thumbnails
 
 SHAPE = (512, 512, 300)
 SPACING = (0.8, 0.8, 1.5)

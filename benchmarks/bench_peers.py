@@ -15,7 +15,7 @@ imports; ``medfcn_float32`` the same with ``--float32``, for a CPU without bfloa
 through ``deepbet.BrainExtraction`` (its weights ship in its wheel); BET through
 ``brainextractor.BrainExtractor`` (default parameters). Each output mask is scored against each of the case's
 references (``heads.py``: ``field``, brain + CSF inside the skull; ``bet``, BET's cortex-tight ``ch2bet``) with
-Dice (SimpleITK ``LabelOverlapMeasuresImageFilter``), HD95 (``medfcn.metrics.hd95``) and the volume error.
+Dice (SimpleITK ``LabelOverlapMeasuresImageFilter``), HD95 (``medfcn.evaluation.metrics.hd95``) and the volume error.
 
 The peers live in their own virtual environment, not the project's dependencies: ``--peers-venv DIR`` (default
 ``$MEDFCN_PEERS_VENV`` or ``benchmarks/.peers-venv``); a missing one is created there with torch 2.13.0 (CPU),
@@ -141,7 +141,7 @@ def score(pred_path: Path, ref_path: Path) -> dict:
     """Dice, HD95 (mm) and volume error (%) of a predicted mask against a reference on the same grid."""
     import SimpleITK as sitk
 
-    from medfcn.metrics import hd95
+    from medfcn.evaluation.metrics import hd95
 
     ref = sitk.ReadImage(str(ref_path), sitk.sitkUInt8) > 0
     pred = sitk.ReadImage(str(pred_path), sitk.sitkUInt8) > 0

@@ -11,7 +11,7 @@ import statistics
 import subprocess
 import sys
 
-MODULES = ("napari_plugin._reader", "napari_plugin._writer", "napari_plugin._sample_data", "medfcn.reader")
+MODULES = ("napari_plugin._reader", "napari_plugin._writer", "napari_plugin._sample_data", "medfcn.data.reader")
 
 
 def import_seconds(module: str) -> float:

@@ -80,9 +80,9 @@ def _child_medfcn_stages(
 ) -> dict:
     import torch
 
-    from medfcn.pipeline import Segmenter
-    from medfcn.reader import read_scan
-    from medfcn.writer import write_labels
+    from medfcn.data.reader import read_scan
+    from medfcn.data.writer import write_labels
+    from medfcn.inference.pipeline import Segmenter
 
     times: dict[str, float] = {}
     t = time.perf_counter()
@@ -136,7 +136,7 @@ def medfcn_card(path: str | None):
     with safe_open(path, "pt") as f:
         if (f.metadata() or {}).get("format") != "medfcn":
             return None
-    from medfcn.checkpoint import load_model
+    from medfcn.model.checkpoint import load_model
 
     return load_model(path).card
 
@@ -149,7 +149,7 @@ def _monai_network(weights: str | None):
     net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2)
     card = medfcn_card(weights)
     if card is not None:
-        from medfcn.checkpoint import load_model
+        from medfcn.model.checkpoint import load_model
 
         if card.architecture != "basicunet" or card.context != 0:
             raise SystemExit(f"{weights}: the plain MONAI pipeline feeds single slices: needs basicunet, context 0")
@@ -194,7 +194,7 @@ def _engine_vs_forward(engine, raw, volume: np.ndarray, axes: tuple[int, ...], c
     """Best-of-``repeat`` seconds of the engine and of bare forward passes over the same batches of slices."""
     import torch
 
-    from medfcn.engine import slice_stack
+    from medfcn.inference.engine import slice_stack
 
     t = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
     bs, device = engine.batch_size, engine.device
@@ -246,9 +246,9 @@ def _child_engine(image: str, model: str | None, repeat: int, threads: int = 0, 
     if threads:
         torch.set_num_threads(threads)
 
-    from medfcn.frame import normalise_intensity
-    from medfcn.pipeline import Segmenter
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
+    from medfcn.inference.frame import normalise_intensity
+    from medfcn.inference.pipeline import Segmenter
 
     segmenter = Segmenter(model, device=device, batch_size=16)
     card, engine = segmenter.model.card, segmenter.engine

@@ -3,7 +3,7 @@
 Each measurement is a fresh process, run ``--repeat`` times with the variants interleaved (so other work on the
 machine slows them alike); wall and CPU seconds and peak resident memory come from ``os.wait4``:
 
-    import reader   ``python -c "import medfcn.reader"``: torch, MONAI and the readers, the fixed cost of a run
+    import reader   ``python -c "import medfcn.data.reader"``: torch, MONAI and the readers, the fixed cost of a run
     segment 1 mm    ``python -m medfcn.cli segment sample_data/images/colin27.nii.gz -o OUT --device cpu --quiet
                     --overwrite``: one 1 mm head, as a user's first run
 
@@ -60,7 +60,7 @@ def run(argv: list[str], env: dict[str, str]) -> dict:
 def commands(out: Path) -> dict[str, list[str]]:
     py = sys.executable
     return {
-        "import reader": [py, "-c", "import medfcn, medfcn.reader; print('FROM', medfcn.__file__)"],
+        "import reader": [py, "-c", "import medfcn, medfcn.data.reader; print('FROM', medfcn.__file__)"],
         "segment 1 mm": [
             py,
             "-c",

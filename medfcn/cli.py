@@ -89,7 +89,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    from medfcn.train_options import add_pair_options
+    from medfcn.training.options import add_pair_options
 
     p = sub.add_parser(
         "calibrate",
@@ -106,7 +106,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medfcn.train_options import add_train_parser
+    from medfcn.training.options import add_train_parser
 
     parser = argparse.ArgumentParser(
         prog="medfcn", description="Medical image segmentation with slice-wise fully convolutional networks."
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from medfcn.batch import run_batch
+    from medfcn.batch.run import run_batch
 
     if args.workers < 0:
         raise UsageError("--workers must be >= 0")
@@ -142,9 +142,9 @@ def _segment(args: argparse.Namespace) -> int:
     )
     code = manifest.exit_code
     if args.reference:
-        from medfcn.checkpoint import load_model
-        from medfcn.discovery import find_cases
-        from medfcn.evaluate import evaluate
+        from medfcn.data.discovery import find_cases
+        from medfcn.evaluation.evaluate import evaluate
+        from medfcn.model.checkpoint import load_model
 
         names = {i: name for name, i in load_model(args.model).card.labels.items() if i > 0}
         scans = {c.case: c for c in find_cases(args.inputs) if c.error is None}  # drawn under the overlays
@@ -159,7 +159,7 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from medfcn.evaluate import evaluate
+    from medfcn.evaluation.evaluate import evaluate
 
     result = evaluate(args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series)
     for line in result.summary_lines():
@@ -169,10 +169,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medfcn.train_options import config_from_args
+    from medfcn.training.options import config_from_args
 
     config = config_from_args(args)  # usage errors before torch and MONAI are imported
-    from medfcn.train import train
+    from medfcn.training.train import train
 
     summary = train(config, progress=not args.quiet)
     print(
@@ -183,11 +183,11 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
-    from medfcn.train_options import check_pair_options
+    from medfcn.training.options import check_pair_options
 
     check_pair_options(args.images, args.labels, args.pairs)  # before torch is imported
-    from medfcn.calibrate import calibrate
-    from medfcn.train import find_pairs
+    from medfcn.data.pairs import find_pairs
+    from medfcn.training.calibrate import calibrate
 
     result = calibrate(args.model, find_pairs(args.images, args.labels, args.pairs), args.output, device=args.device)
     for line in result.lines():
@@ -197,7 +197,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from medfcn.checkpoint import describe, load_model
+    from medfcn.model.checkpoint import describe, load_model
 
     print(describe(load_model(args.model)))
     return 0

@@ -2,7 +2,7 @@
 
 The series comes from the layer's metadata (``source`` folder and ``series_uid``, stored by the reader and copied
 by the Segment dock); segment names from ``label_names`` (the Segment dock's model card) when there, else
-``label N``; their codes from :mod:`medfcn.label_codes`. Written by :func:`medfcn.dicom_seg.write_seg`.
+``label N``; their codes from :mod:`medfcn.dicom.codes`. Written by :func:`medfcn.dicom.seg.write_seg`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def write_dicom_seg(path: str | os.PathLike, data: Any, attributes: dict) -> lis
         UnsupportedScanError: the layer was not opened on (or segmented from) a DICOM series, or is not 3-D.
         DicomSeriesError: the series lacks a FrameOfReferenceUID or is gone.  OutputError: cannot write.
     """
-    from medfcn.dicom_seg import Algorithm, segments_of, write_seg
+    from medfcn.dicom.seg import Algorithm, segments_of, write_seg
 
     path = Path(path)
     if not path.name.lower().endswith(".dcm"):

@@ -1,7 +1,7 @@
 """Scans as napari layers and back, with no Qt and no napari import.
 
 Display convention (what a radiologist expects, in napari's default right-handed camera; the rule itself lives in
-:mod:`medfcn.display`, which the HTML report follows too):
+:mod:`medfcn.data.display`, which the HTML report follows too):
 
 - the voxel array is reordered (transposed and flipped, never resampled) so that its axes point, as closely as the
   scan's direction allows, to (inferior, posterior, left) of the patient. napari shows the last two axes of a 3-D
@@ -13,7 +13,7 @@ Display convention (what a radiologist expects, in napari's default right-handed
   layer's ``rotate``; scale is the voxel spacing of the reordered axes.
 
 The layer's metadata keeps what is needed to write a label map on the *source* grid exactly:
-``grid`` (:class:`medfcn.scan.Grid` as a dict), ``display_axes`` and ``display_flip`` (the reordering),
+``grid`` (:class:`medfcn.data.scan.Grid` as a dict), ``display_axes`` and ``display_flip`` (the reordering),
 ``source``, ``case`` and ``series_uid``.
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from medfcn.display import AXIS_LABELS, LPS_TO_DISPLAY, display_order, from_display, to_display
+from medfcn.data.display import AXIS_LABELS, LPS_TO_DISPLAY, display_order, from_display, to_display
+from medfcn.data.scan import Grid, Scan
 from medfcn.errors import GridMismatchError, UnsupportedScanError
-from medfcn.scan import Grid, Scan
 
 __all__ = [
     "LPS_TO_DISPLAY",

@@ -1,11 +1,11 @@
-"""napari reader: NIfTI, NRRD and MetaImage files and DICOM series folders, through :func:`medfcn.reader.read_scan`.
+"""napari reader: NIfTI, NRRD and MetaImage files and DICOM series folders, through :func:`medfcn.data.reader.read_scan`.
 
-A folder is searched as the ``medfcn segment`` command searches it (:func:`medfcn.discovery.find_cases`): one
+A folder is searched as the ``medfcn segment`` command searches it (:func:`medfcn.data.discovery.find_cases`): one
 layer per scan file and per DICOM series, named after the case (``FOLDER_1``, ``FOLDER_2``, ... for a folder of
 several series). Each scan becomes an Image layer (a Labels layer for an integer volume of few values) in
 patient millimetres, displayed as a radiologist expects (see :mod:`napari_plugin._layers`), contrast set at the
 0.5th and 99.5th percentiles. Importing this module imports neither torch nor MONAI (the hook napari calls for every
-path a user opens only needs the file-name rules of :mod:`medfcn.filenames`); reading does.
+path a user opens only needs the file-name rules of :mod:`medfcn.data.filenames`); reading does.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from medfcn.dicom import is_dicom_file
-from medfcn.filenames import DICOM_SUFFIX, SCAN_SUFFIXES, is_scan_name
+from medfcn.data.dicom_series import is_dicom_file
+from medfcn.data.filenames import DICOM_SUFFIX, SCAN_SUFFIXES, is_scan_name
 
 from ._layers import scan_layer_data
 
@@ -74,7 +74,7 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
         MedfcnError: (a subclass) when nothing named could be read; the message names the file. Series of a
             folder that cannot be read are skipped with a logged warning when others can.
     """
-    from medfcn.discovery import find_cases
+    from medfcn.data.discovery import find_cases
     from medfcn.errors import MedfcnError, NoScansError
 
     paths = path if isinstance(path, list | tuple) else [path]

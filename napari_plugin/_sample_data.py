@@ -31,7 +31,7 @@ def sample_files() -> tuple[Path, Path]:
 
 def colin27() -> list[tuple]:
     """The Colin27 T1 head MRI (Image layer) and its reference brain mask (Labels layer)."""
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
 
     from ._layers import scan_layer_data
     from ._reader import _watch_current_viewer

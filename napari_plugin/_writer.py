@@ -1,4 +1,4 @@
-"""napari writer: a Labels layer to ``.nii.gz`` on its source scan's grid, through :func:`medfcn.writer.write_labels`.
+"""napari writer: a Labels layer to ``.nii.gz`` on its source scan's grid, through :func:`medfcn.data.writer.write_labels`.
 
 The grid comes from the layer's metadata (what the reader stored: exactly the grid SimpleITK reads from the source
 file). A Labels layer drawn by hand works the same when it carries the scan's metadata: one made with the Segment
@@ -28,7 +28,7 @@ def write_labels(path: str | os.PathLike, data: Any, attributes: dict) -> list[s
         UnsupportedScanError: the layer is not 3-D.  GridMismatchError: its data does not fit its metadata's grid.
         OutputError: the file cannot be written.
     """
-    from medfcn.writer import write_labels as write
+    from medfcn.data.writer import write_labels as write
 
     scan = layer_scan(data, attributes)
     return [str(write(scan.array, scan, Path(path)))]

@@ -68,7 +68,7 @@ def main(src: Path, out: Path) -> None:
     small = resample(t1, (1.5, 1.5, 2.0), sitk.sitkLinear)
     write_series(small, out / "dicom" / "colin27_dicom")
     # The reference on the grid medfcn reads the series on (GDCM may flip the slice axis: same physical grid).
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
 
     grid = read_scan(out / "dicom" / "colin27_dicom").to_sitk()
     ref = sitk.Resample(sitk.Cast(mask > 0, sitk.sitkUInt8), grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)

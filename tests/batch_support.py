@@ -15,12 +15,12 @@ SHAPE = (24, 28, 20)
 
 
 def train_tiny_model(path: Path, shape: tuple[int, int, int] = SHAPE) -> Path:
-    """Train a tiny FCN to find the head's brain and save it with :func:`medfcn.checkpoint.save_model`."""
+    """Train a tiny FCN to find the head's brain and save it with :func:`medfcn.model.checkpoint.save_model`."""
     import torch
 
-    from medfcn.checkpoint import ModelCard, save_model
-    from medfcn.frame import normalise_intensity
-    from medfcn.network import FCN
+    from medfcn.inference.frame import normalise_intensity
+    from medfcn.model.checkpoint import ModelCard, save_model
+    from medfcn.model.network import FCN
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is fastest, and robust to a busy machine

@@ -325,7 +325,7 @@ def write_scan(tmp_path) -> Callable[..., Path]:
 
 @pytest.fixture(scope="session")
 def model_file(tmp_path_factory) -> Path:
-    """A tiny FCN trained for a few steps with ``medfcn.train`` (real weights, seconds to make), shared by the
+    """A tiny FCN trained for a few steps with ``medfcn.training.train`` (real weights, seconds to make), shared by the
     batch, data-loss, DICOM and distributed tests (none of them changes it)."""
     from batch_support import train_tiny_model
 
@@ -335,7 +335,7 @@ def model_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def segmenter(model_file):
     """The tiny model loaded once per test module, on the CPU."""
-    from medfcn.pipeline import Segmenter
+    from medfcn.inference.pipeline import Segmenter
 
     return Segmenter(model_file, device="cpu")
 

@@ -1,8 +1,8 @@
 """Seeded corruption of DICOM slice headers and NIfTI headers, run on the reading layer a batch uses.
 
 One trial: in a clean input folder (a DICOM series, a NIfTI scan and a good scan beside them), overwrite 1-8 random
-bytes of one header with random values (seeded), find the cases (:func:`medfcn.discovery.find_cases`) and read the
-corrupted one (:func:`medfcn.reader.read_scan`) as the batch does, then restore the file. The outcome is one of
+bytes of one header with random values (seeded), find the cases (:func:`medfcn.data.discovery.find_cases`) and read the
+corrupted one (:func:`medfcn.data.reader.read_scan`) as the batch does, then restore the file. The outcome is one of
 
 - ``ok``: read (the bytes changed something harmless, e.g. a name);
 - ``error``: refused with a :class:`~medfcn.errors.MedfcnError` (a one-line message naming the file or series);
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from medfcn.discovery import find_cases
+from medfcn.data.discovery import find_cases
+from medfcn.data.reader import read_scan
 from medfcn.errors import MedfcnError
-from medfcn.reader import read_scan
 
 OUTCOMES = ("ok", "error", "left-out", "internal", "crash")
 _PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"

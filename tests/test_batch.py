@@ -1,4 +1,4 @@
-"""Batch segmentation (medfcn.batch): outputs, manifest, resume, fault isolation, a killed run, the progress bar.
+"""Batch segmentation (medfcn.batch.run): outputs, manifest, resume, fault isolation, a killed run, the progress bar.
 
 Real files (nibabel, SimpleITK, pydicom), a real tiny model file, and a real ``medfcn segment`` process killed
 with SIGKILL. Each output is checked against the same scan segmented directly with :class:`Segmenter`.
@@ -23,10 +23,10 @@ from batch_support import partial_files, read_labels, write_cases
 from conftest import affine_from_codes, head_volume, write_scan_file
 
 from medfcn import __version__
-from medfcn.batch import run_batch
-from medfcn.cases import error_message
+from medfcn.batch.cases import error_message
+from medfcn.batch.manifest import Manifest, Status
+from medfcn.batch.run import run_batch
 from medfcn.errors import NoScansError, OutputError, ScanReadError
-from medfcn.manifest import Manifest, Status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +38,7 @@ def outputs(folder: Path) -> list[str]:
 
 def direct(segmenter, path: Path, series_uid: str | None = None) -> np.ndarray:
     """The label map of one scan segmented in-process, without the batch machinery."""
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
 
     return segmenter.segment(read_scan(path, series_uid=series_uid))
 
@@ -56,7 +56,7 @@ def test_batch_outputs_and_manifest(tmp_path, model_file, segmenter):
     assert [c.case for c in manifest.cases] == ["case00", "case01", "ct", "series"]  # discovery order
     assert all(c.status == Status.OK and c.error is None for c in manifest.cases)
     for path, entry in zip([*nifti, nrrd, dicom], manifest.cases, strict=True):
-        from medfcn.reader import read_scan
+        from medfcn.data.reader import read_scan
 
         scan = read_scan(path)
         assert entry.input == str(path) and entry.output == str(out / f"{entry.case}.nii.gz")
@@ -248,8 +248,8 @@ def test_error_messages_are_one_line():
 
 def test_float32_is_honoured_and_the_precision_recorded(tmp_path, model_file):
     """``amp=False`` (``--float32``): the labels are float32's exactly; the manifest says which arithmetic ran."""
-    from medfcn.pipeline import Segmenter
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
+    from medfcn.inference.pipeline import Segmenter
 
     (scan,) = write_cases(tmp_path / "in", 1)
     manifest = run_batch([scan], tmp_path / "f32", model=model_file, device="cpu", amp=False, progress=False)
@@ -271,7 +271,7 @@ def test_float32_is_honoured_and_the_precision_recorded(tmp_path, model_file):
 def test_an_empty_label_map_is_written_but_said(tmp_path, model_file, caplog):
     """A blank scan (every voxel 0: a failed export) segments to all background; the case is not an error, but the
     manifest entry and the log say the label map is empty. A scan with a head says nothing of the kind."""
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
 
     inputs = tmp_path / "in"
     (head,) = write_cases(inputs, 1)

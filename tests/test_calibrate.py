@@ -6,19 +6,21 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from batch_support import SHAPE, read_labels, write_cases
 from conftest import affine_from_codes, write_scan_file
 
-from medfcn.calibrate import THRESHOLDS, background_weight, calibrate
-from medfcn.checkpoint import ModelCard, describe, load_model, save_model
 from medfcn.cli import main
+from medfcn.data.pairs import LabelledPair
+from medfcn.data.reader import read_scan
 from medfcn.errors import ModelError
-from medfcn.frame import normalise_intensity
-from medfcn.pipeline import Segmenter
-from medfcn.reader import read_scan
+from medfcn.inference.frame import normalise_intensity
+from medfcn.inference.pipeline import Segmenter
+from medfcn.model.checkpoint import ModelCard, describe, load_model, save_model
+from medfcn.training.calibrate import THRESHOLDS, background_weight, calibrate
 
 
 def _weighted(model_file, threshold: float | None):
@@ -67,7 +69,7 @@ def test_calibrate_recovers_the_threshold_a_reference_was_made_at(tmp_path, mode
     default = Segmenter(_weighted(model_file, None), device="cpu").segment(read_scan(image))
     assert (reference != default).any(), "the tiny model's probabilities must not be saturated for this test"
     label = write_scan_file(tmp_path / "labels" / "case00.nii.gz", reference, affine_from_codes("LPS"))
-    pairs = [{"case": "case00", "image": str(image), "label": str(label)}]
+    pairs = [LabelledPair("case00", Path(image), Path(label))]
     result = calibrate(model_file, pairs, tmp_path / "calibrated.safetensors", device="cpu")
     dice_at = {t: d for t, (d, _) in result.table.items()}
     assert dice_at[target] > 0.999

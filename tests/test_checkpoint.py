@@ -11,9 +11,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from medfcn.checkpoint import DEFAULT_MODEL_PATH, ModelCard, describe, load_model, save_model
 from medfcn.errors import ModelError, OutputError
-from medfcn.network import FCN
+from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, ModelCard, describe, load_model, save_model
+from medfcn.model.network import FCN
 
 
 def _model(tmp_path, **kw):
@@ -139,8 +139,8 @@ _KILLED_SAVE = """
 import os, sys, torch
 from pathlib import Path
 import safetensors.torch
-from medfcn.checkpoint import ModelCard, save_model
-from medfcn.network import FCN
+from medfcn.model.checkpoint import ModelCard, save_model
+from medfcn.model.network import FCN
 
 def killed(state, name, metadata=None):  # half a file, then the process dies (no clean-up runs)
     Path(name).write_bytes(b"partial")
@@ -156,7 +156,7 @@ def test_a_save_killed_midway_keeps_the_previous_model_and_a_recognised_temporar
     import subprocess
     import sys
 
-    from medfcn.writer import remove_stale_partials
+    from medfcn.data.writer import remove_stale_partials
 
     net, card, path = _model(tmp_path)
     before = path.read_bytes()

@@ -1,4 +1,4 @@
-"""medfcn.components: error blobs by size, wrong voxels per slice; cross-checked by a flood fill written here."""
+"""medfcn.evaluation.components: error blobs by size, wrong voxels per slice; cross-checked by a flood fill written here."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections import deque
 import numpy as np
 import pytest
 
-from medfcn.components import error_components, worst_slices, wrong_per_slice
-from medfcn.metrics import Overlap, overlap_map
+from medfcn.evaluation.components import error_components, worst_slices, wrong_per_slice
+from medfcn.evaluation.metrics import Overlap, overlap_map
 
 
 def flood_components(mask: np.ndarray) -> list[set[tuple[int, ...]]]:

@@ -20,10 +20,10 @@ import pytest
 from batch_support import partial_files, read_labels, write_cases
 from conftest import affine_from_codes, head_volume, write_dicom_pydicom, write_scan_file
 
-from medfcn.batch import run_batch
+from medfcn.batch.manifest import Manifest, Status
+from medfcn.batch.run import run_batch
 from medfcn.cli import main
 from medfcn.errors import OutputError
-from medfcn.manifest import Manifest, Status
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -33,7 +33,7 @@ def md5s(folder: Path) -> dict[str, str]:
 
 
 def direct(segmenter, path: Path) -> np.ndarray:
-    from medfcn.reader import read_scan
+    from medfcn.data.reader import read_scan
 
     return segmenter.segment(read_scan(path))
 
@@ -93,8 +93,8 @@ def test_a_full_disk_never_leaves_a_short_output_that_resume_accepts(tmp_path, m
     args = ["segment", str(inputs), "-o", str(out), "--model", str(model_file), "--device", "cpu", "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     labels = direct(segmenter, scan)
-    from medfcn.reader import read_scan
-    from medfcn.writer import write_labels
+    from medfcn.data.reader import read_scan
+    from medfcn.data.writer import write_labels
 
     probe = write_labels(labels, read_scan(scan), tmp_path / "probe.nii.gz")
     full_size = probe.stat().st_size

@@ -7,9 +7,9 @@ import pydicom
 import pytest
 from conftest import affine_from_codes, head_volume, oblique_affine, shuffled_names, write_dicom_pydicom
 
-from medfcn.dicom import find_series, is_dicom_file, list_series
+from medfcn.data.dicom_series import find_series, is_dicom_file, list_series
+from medfcn.data.reader import read_scan
 from medfcn.errors import DicomSeriesError, MedfcnError
-from medfcn.reader import read_scan
 
 SHAPE = (16, 17, 12)
 

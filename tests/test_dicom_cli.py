@@ -13,14 +13,14 @@ from conftest import affine_from_codes, head_volume, shuffled_names, write_dicom
 from napari_support import empty_labels_on, gui
 from test_dicom_outputs import LABELS, synthetic_labels, write_all
 
-from medfcn.checkpoint import ModelCard
+from medfcn.batch.outputs import OutputFormat, parse_formats
 from medfcn.cli import main
-from medfcn.dicom_refs import SeriesIndex
-from medfcn.dicom_seg import read_seg
+from medfcn.data.reader import read_scan
+from medfcn.dicom.codes import parse_label_codes
+from medfcn.dicom.refs import SeriesIndex
+from medfcn.dicom.seg import read_seg
 from medfcn.errors import ModelError, UsageError
-from medfcn.label_codes import parse_label_codes
-from medfcn.outputs import OutputFormat, parse_formats
-from medfcn.reader import read_scan
+from medfcn.model.checkpoint import ModelCard
 
 
 @pytest.fixture

@@ -22,12 +22,12 @@ from conftest import (
     write_dicom_sitk,
 )
 
-from medfcn.dicom_refs import SeriesIndex
-from medfcn.dicom_seg import Algorithm, read_seg, segments_of
+from medfcn.batch.outputs import OutputFormat, output_files, write_outputs
+from medfcn.data.reader import read_scan
+from medfcn.dicom.refs import SeriesIndex
+from medfcn.dicom.rtstruct import fill_contours, mask_contours, read_rtstruct
+from medfcn.dicom.seg import Algorithm, read_seg, segments_of
 from medfcn.errors import DicomSeriesError, UnsupportedScanError
-from medfcn.outputs import OutputFormat, output_files, write_outputs
-from medfcn.reader import read_scan
-from medfcn.rtstruct import fill_contours, mask_contours, read_rtstruct
 
 SHAPE = (24, 24, 10)  # square slices: rt-utils 1.2.7 builds (Columns, Rows) masks, wrong for other shapes
 LABELS = {"background": 0, "brain": 1, "lesion": 2}
@@ -204,7 +204,7 @@ def test_two_series_folder_references_only_its_own_series(tmp_path):
     # the SEG and RTSTRUCT put beside the series are not taken for a third series
     shutil.copy(files[OutputFormat.DICOM_SEG], folder / "seg.dcm")
     shutil.copy(files[OutputFormat.RTSTRUCT], folder / "rt.dcm")
-    from medfcn.dicom import list_series
+    from medfcn.data.dicom_series import list_series
 
     assert [s.uid for s in list_series(folder)] == ["1.2.3.1", "1.2.3.2"]
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import affine_from_codes, head_volume, write_dicom_pydicom
 
-from medfcn.discovery import CaseSpec, case_name, find_cases
+from medfcn.data.discovery import CaseSpec, case_name, find_cases
+from medfcn.data.reader import read_scan
 from medfcn.errors import NoScansError
-from medfcn.reader import read_scan
 
 SHAPE = (12, 13, 10)
 
@@ -144,7 +144,7 @@ def test_no_scans_is_an_error_naming_the_path(tmp_path, make):
 
 
 def test_pair_cases_pairs_by_name_and_names_what_is_left(tmp_path):
-    from medfcn.discovery import CaseSpec, pair_cases
+    from medfcn.data.discovery import CaseSpec, pair_cases
     from medfcn.errors import MedfcnError, NoScansError
 
     def specs(*names):

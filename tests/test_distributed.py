@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from batch_support import partial_files, read_labels, write_cases
 
-from medfcn.batch import run_batch
-from medfcn.cluster import loaded_models
+from medfcn.batch.cluster import loaded_models
+from medfcn.batch.manifest import Status
+from medfcn.batch.run import run_batch
 from medfcn.errors import UsageError
-from medfcn.manifest import Status
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +107,9 @@ def test_existing_cluster_by_scheduler_address(tmp_path, model_file, inputs, loc
 
 def test_worker_refuses_a_different_model_file(tmp_path, model_file, inputs, cluster):
     """A worker that sees another file at the model's path (no shared filesystem) fails its cases, unsegmented."""
-    from medfcn.cases import Job, output_path
-    from medfcn.cluster import run_on_cluster
-    from medfcn.discovery import find_cases
+    from medfcn.batch.cases import Job, output_path
+    from medfcn.batch.cluster import run_on_cluster
+    from medfcn.data.discovery import find_cases
 
     out = tmp_path / "out"
     jobs = [Job(i, spec, output_path(out, spec.case)) for i, spec in enumerate(find_cases([inputs])[1:3])]

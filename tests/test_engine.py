@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from medfcn.engine import SliceEngine, gaussian_weights, select_device, slice_stack, tile_starts
 from medfcn.errors import CancelledError, MedfcnError, ModelError, UnsupportedScanError
-from medfcn.network import FCN, pad_to_stride
+from medfcn.inference.engine import SliceEngine, gaussian_weights, select_device, slice_stack, tile_starts
+from medfcn.model.network import FCN, pad_to_stride
 
 
 class ProbabilityEcho(nn.Module):
@@ -230,7 +230,7 @@ def test_bfloat16_autocast_on_cpu_agrees(trained_fcn: FCN) -> None:
 
 
 def test_mixed_precision_by_default_only_on_a_cpu_with_bfloat16_instructions(tmp_path, trained_fcn: FCN) -> None:
-    from medfcn.engine import cpu_computes_bfloat16
+    from medfcn.inference.engine import cpu_computes_bfloat16
 
     def cpuinfo(flags: str) -> str:
         path = tmp_path / f"cpuinfo-{len(list(tmp_path.iterdir()))}"
@@ -302,7 +302,7 @@ def test_cancel_raises_between_batches() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the fallback on a machine without CUDA")
 def test_select_device_falls_back_to_the_cpu(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="medfcn.engine"):
+    with caplog.at_level(logging.WARNING, logger="medfcn.inference.engine"):
         assert select_device("cuda") == torch.device("cpu")
         assert select_device("cuda:1") == torch.device("cpu")
     assert sum("CUDA is not available" in r.getMessage() for r in caplog.records) == 2
@@ -327,8 +327,8 @@ _TALL_SCAN = textwrap.dedent(
     import json
     import numpy as np
     import torch
-    from medfcn.engine import SliceEngine
-    from medfcn.network import FCN, pad_to_stride
+    from medfcn.inference.engine import SliceEngine
+    from medfcn.model.network import FCN, pad_to_stride
 
     def status(key):
         for line in open("/proc/self/status"):

@@ -1,4 +1,4 @@
-"""medfcn.evaluate on real files: pairing, grid mismatches, unmatched cases, CSV/JSON contents, the CLI."""
+"""medfcn.evaluation.evaluate on real files: pairing, grid mismatches, unmatched cases, CSV/JSON contents, the CLI."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from medfcn.data.reader import read_scan
 from medfcn.errors import NoScansError
-from medfcn.evaluate import evaluate
-from medfcn.metrics import compute_metrics, worst_distance_mm
-from medfcn.reader import read_scan
-from medfcn.results import CSV_COLUMNS
-from medfcn.scoring import aligned_to
+from medfcn.evaluation.evaluate import evaluate
+from medfcn.evaluation.metrics import compute_metrics, worst_distance_mm
+from medfcn.evaluation.results import CSV_COLUMNS
+from medfcn.evaluation.scoring import aligned_to
 
 SPACING = (0.9, 1.2, 2.5)
 SHAPE = (36, 30, 16)

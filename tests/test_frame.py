@@ -9,15 +9,15 @@ import SimpleITK as sitk
 import torch
 from conftest import affine_from_codes, head_labels, head_volume, lps_geometry, oblique_affine
 
+from medfcn.data.scan import Scan
 from medfcn.errors import ModelError
-from medfcn.frame import (
+from medfcn.inference.frame import (
     Normalisation,
     frame_to_scan_coordinates,
     normalise_intensity,
     probabilities_to_labels,
     to_model_frame,
 )
-from medfcn.scan import Scan
 
 AFFINES = {
     "RAS": affine_from_codes("RAS"),

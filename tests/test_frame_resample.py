@@ -1,4 +1,4 @@
-"""The separable resampling paths of :mod:`medfcn.frame` against MONAI's ``Spacing`` and scipy's interpolation."""
+"""The separable resampling paths of :mod:`medfcn.inference.frame` against MONAI's ``Spacing`` and scipy's interpolation."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import torch
 from conftest import affine_from_codes, head_volume, lps_geometry, oblique_affine
 from scipy.ndimage import gaussian_filter, map_coordinates
 
-from medfcn.frame import ModelFrame, frame_to_scan_coordinates, probabilities_to_labels, to_model_frame
-from medfcn.scan import Scan
+from medfcn.data.scan import Scan
+from medfcn.inference.frame import ModelFrame, frame_to_scan_coordinates, probabilities_to_labels, to_model_frame
 
 AFFINES = {
     "RAS": affine_from_codes("RAS"),

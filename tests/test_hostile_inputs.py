@@ -16,12 +16,12 @@ import SimpleITK as sitk
 import torch
 from conftest import affine_from_codes, head_volume, write_dicom_pydicom
 
-from medfcn.checkpoint import ModelCard, load_model, save_model
 from medfcn.cli import main
-from medfcn.dicom import find_series, is_dicom_file, list_series
+from medfcn.data.dicom_series import find_series, is_dicom_file, list_series
+from medfcn.data.reader import read_scan
 from medfcn.errors import DicomSeriesError, MedfcnError, ModelError, ScanReadError, UnsupportedScanError
-from medfcn.network import FCN
-from medfcn.reader import read_scan
+from medfcn.model.checkpoint import ModelCard, load_model, save_model
+from medfcn.model.network import FCN
 
 SHAPE = (16, 17, 12)
 NIBABEL_DATA = Path(nib.__file__).parent / "tests" / "data"  # files from nibabel's own test suite (in its wheel)
@@ -86,7 +86,7 @@ def test_non_orthogonal_orientation_is_refused(tmp_path):
 def test_missing_pixel_spacing_is_read_with_a_warning_in_the_manifest(tmp_path):
     from batch_support import train_tiny_model
 
-    from medfcn.batch import run_batch
+    from medfcn.batch.run import run_batch
 
     files = series(tmp_path / "in" / "ser")
     for f in files:
@@ -171,7 +171,7 @@ def test_nan_sform_and_negative_pixdim_are_refused_at_read(tmp_path):
     except ScanReadError as err:
         assert "neg.nii.gz" in str(err) and ("spacing" in str(err) or "pixdim" in str(err))
     else:  # read: then its grid is one a label map can be written on
-        from medfcn.writer import write_labels
+        from medfcn.data.writer import write_labels
 
         write_labels(np.zeros(scan.shape, np.uint8), scan, tmp_path / "labels.nii.gz")
 
@@ -209,7 +209,7 @@ def test_one_voxel_image_is_not_called_2d(tmp_path):
 
 # -- memory from tiny files (point 11) --------------------------------------------------------------------------------
 def test_huge_field_of_view_is_refused_naming_the_file(tmp_path):
-    from medfcn.pipeline import Segmenter
+    from medfcn.inference.pipeline import Segmenter
 
     nib.save(nib.Nifti1Image(head_volume((20, 20, 20)), np.diag([1e4, 1e4, 1e4, 1])), tmp_path / "huge.nii.gz")
     scan = read_scan(tmp_path / "huge.nii.gz")
@@ -270,8 +270,8 @@ def test_an_unusable_card_is_refused_whole_at_load(tmp_path, case, capsys):
 def test_more_than_255_classes_are_written_as_uint16(tmp_path):
     from batch_support import read_labels
 
-    from medfcn.batch import run_batch
-    from medfcn.pipeline import Segmenter
+    from medfcn.batch.run import run_batch
+    from medfcn.inference.pipeline import Segmenter
 
     model = _tiny_model(tmp_path, classes=300)
     with torch.no_grad():  # a classifier that favours high class ids, so labels above 255 appear

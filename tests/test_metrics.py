@@ -1,4 +1,4 @@
-"""medfcn.metrics against MONAI and SimpleITK, the empty-case rules, per-slice Dice and the overlap map."""
+"""medfcn.evaluation.metrics against MONAI and SimpleITK, the empty-case rules, per-slice Dice and the overlap map."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from monai.metrics import (
 )
 from scipy import ndimage
 
-from medfcn.metrics import (
+from medfcn.evaluation.metrics import (
     LabelMetrics,
     Overlap,
     assd,

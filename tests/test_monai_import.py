@@ -21,7 +21,7 @@ def test_a_fresh_process_reads_and_reframes_a_scan_through_monai_without_the_def
         import sys
         import numpy as np, nibabel as nib  # nibabel itself imports requests
         before = set(sys.modules)
-        import medfcn.reader
+        import medfcn.data.reader
         from medfcn._monai import DEFERRED
         loaded = [m for m in DEFERRED if m in sys.modules and m not in before]
         assert not loaded, loaded
@@ -30,9 +30,9 @@ def test_a_fresh_process_reads_and_reframes_a_scan_through_monai_without_the_def
         assert all(m in sys.modules for m in ("monai.transforms", "monai.data", "monai.networks"))
         affine = np.diag([2.0, 2.0, 3.0, 1.0])
         nib.save(nib.Nifti1Image(np.arange(8 * 9 * 5, dtype=np.int16).reshape(8, 9, 5), affine), "{tmp_path}/s.nii.gz")
-        scan = medfcn.reader.read_scan("{tmp_path}/s.nii.gz")  # through MONAI's LoadImage
+        scan = medfcn.data.reader.read_scan("{tmp_path}/s.nii.gz")  # through MONAI's LoadImage
         assert scan.shape == (8, 9, 5) and scan.spacing == (2.0, 2.0, 3.0)
-        from medfcn.frame import to_model_frame
+        from medfcn.inference.frame import to_model_frame
         from monai.transforms import Spacing
         from monai.data import MetaTensor
         import torch

@@ -26,7 +26,7 @@ from napari import save_layers
 from napari_support import empty_labels_on, gui
 
 import napari_plugin
-from medfcn.reader import read_scan
+from medfcn.data.reader import read_scan
 from napari_plugin._layers import LPS_TO_DISPLAY
 from napari_plugin._reader import get_reader
 
@@ -288,7 +288,7 @@ def oblique_lsa_affine() -> np.ndarray:
 def test_patient_coordinates_of_a_layer_point_are_sitk_physical_points_in_ras():
     """Layer data coordinates -> scan-file index -> RAS mm on an oblique LSA-like scan, against SimpleITK's
     TransformContinuousIndexToPhysicalPoint, the voxel the layer shows there, and napari's own placement."""
-    from medfcn.scan import Scan
+    from medfcn.data.scan import Scan
     from napari_plugin._layers import patient_text, scan_layer_data, scan_point
 
     spacing, origin, direction = lps_geometry(oblique_lsa_affine())

@@ -15,8 +15,8 @@ from napari import save_layers
 from napari_support import gui
 from test_napari_widgets import TIMEOUT_MS, segment_widget, tiny_model  # noqa: F401 (a fixture, used by name)
 
-from medfcn.metrics import compute_metrics
-from medfcn.reader import read_scan
+from medfcn.data.reader import read_scan
+from medfcn.evaluation.metrics import compute_metrics
 from napari_plugin._layers import from_display
 from napari_plugin._widgets.review import OVERLAP_NAMES, ReviewWidget
 from napari_plugin._widgets.segment import is_unedited

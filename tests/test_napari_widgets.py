@@ -1,7 +1,7 @@
 """The Segment and Review dock widgets in a real viewer (run under ``xvfb-run -a``).
 
-Segment's result is checked against :meth:`medfcn.pipeline.Segmenter.segment` called directly on the file read
-with :func:`medfcn.reader.read_scan`; Review's numbers against :mod:`medfcn.metrics` on the source-ordered arrays
+Segment's result is checked against :meth:`medfcn.inference.pipeline.Segmenter.segment` called directly on the file read
+with :func:`medfcn.data.reader.read_scan`; Review's numbers against :mod:`medfcn.evaluation.metrics` on the source-ordered arrays
 and a per-slice Dice written out here slice by slice.
 """
 
@@ -16,11 +16,11 @@ from conftest import affine_from_codes, head_labels, head_volume, write_scan_fil
 from napari_support import gui
 from scipy import ndimage
 
-from medfcn.checkpoint import ModelCard, save_model
-from medfcn.metrics import compute_metrics
-from medfcn.network import FCN
-from medfcn.pipeline import Segmenter
-from medfcn.reader import read_scan
+from medfcn.data.reader import read_scan
+from medfcn.evaluation.metrics import compute_metrics
+from medfcn.inference.pipeline import Segmenter
+from medfcn.model.checkpoint import ModelCard, save_model
+from medfcn.model.network import FCN
 from napari_plugin._layers import from_display, to_display
 from napari_plugin._widgets.review import ReviewWidget
 from napari_plugin._widgets.segment import ModelSource, SegmentWidget
@@ -155,7 +155,7 @@ def test_review_scores_overlays_jumps_recomputes_saves_and_reports(viewer, qtbot
     assert widget.compute() is not None
     qtbot.waitUntil(lambda: widget.result is not None, timeout=TIMEOUT_MS)
 
-    # per-label numbers equal medfcn.metrics on the files' own arrays and spacing
+    # per-label numbers equal medfcn.evaluation.metrics on the files' own arrays and spacing
     p_scan, r_scan = read_scan(pred_path), read_scan(ref_path)
     expected = compute_metrics(p_scan.array, r_scan.array, p_scan.spacing)
     assert list(widget.result.metrics) == [1, 2]
@@ -202,7 +202,7 @@ def test_review_scores_overlays_jumps_recomputes_saves_and_reports(viewer, qtbot
     np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-4)
     np.testing.assert_array_equal(np.transpose(sitk.GetArrayFromImage(written), (2, 1, 0)), p_now)
 
-    # export the report through medfcn.evaluate
+    # export the report through medfcn.evaluation.evaluate
     widget.report_dir.value = tmp_path / "report"
     assert widget.export_report() is not None
     qtbot.waitUntil(lambda: widget.report_button.enabled, timeout=TIMEOUT_MS)

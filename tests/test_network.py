@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medfcn.errors import ModelError
-from medfcn.network import (
+from medfcn.model.network import (
     FCN,
     FCNConfig,
     Upsampling,
@@ -256,7 +256,7 @@ def test_every_network_the_engine_runs_says_its_stride() -> None:
     """The FCN and the BasicUNet baseline expose ``stride`` as an attribute (no default is guessed), and each
     network's own padding is :func:`pad_to_stride`: its output on a padded input, cropped, is its output on the
     input itself."""
-    from medfcn.baselines import BasicUNet2D
+    from medfcn.model.baselines import BasicUNet2D
 
     torch.manual_seed(0)
     nets = [

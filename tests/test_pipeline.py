@@ -1,4 +1,4 @@
-"""medfcn.pipeline: Segmenter.segment is its named stage methods, called in order; what a batch asks of it
+"""medfcn.inference.pipeline: Segmenter.segment is its named stage methods, called in order; what a batch asks of it
 besides its labels."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import weakref
 import numpy as np
 from conftest import head_volume, lps_geometry, oblique_affine
 
-from medfcn.frame import normalise_intensity, probabilities_to_labels, to_model_frame
-from medfcn.pipeline import Segmenter
-from medfcn.postprocess import apply_to_probabilities
-from medfcn.scan import Scan
+from medfcn.data.scan import Scan
+from medfcn.inference.frame import normalise_intensity, probabilities_to_labels, to_model_frame
+from medfcn.inference.pipeline import Segmenter
+from medfcn.inference.postprocess import apply_to_probabilities
 
 
 def test_segment_is_its_stages_in_order(segmenter) -> None:
@@ -61,7 +61,7 @@ def test_without_release_voxels_the_scan_is_left_alone() -> None:
 
 
 def test_foreground_box_by_hand() -> None:
-    from medfcn.frame import foreground_box
+    from medfcn.inference.frame import foreground_box
 
     v = np.zeros((40, 50, 60), np.float32)
     v[10:20, 5:45, 30:40] = 1.0
@@ -79,7 +79,7 @@ def test_foreground_box_by_hand() -> None:
 def test_probabilities_run_only_inside_the_head_and_call_the_air_background(segmenter) -> None:
     """A head in a wide empty field of view: inside the box the probabilities are those of the box alone, bit for
     bit; outside, background with the certainty of every slice axis."""
-    from medfcn.frame import foreground_box
+    from medfcn.inference.frame import foreground_box
 
     head = normalise_intensity(head_volume((26, 30, 22)))
     wide = np.zeros((60, 54, 50), np.float32)

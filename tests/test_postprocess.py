@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from medfcn.errors import ModelError
-from medfcn.postprocess import apply_to_probabilities, argmax_classes, clean_mask, fill_holes
+from medfcn.inference.postprocess import apply_to_probabilities, argmax_classes, clean_mask, fill_holes
 
 
 def test_largest_component_and_fill_holes_by_hand():

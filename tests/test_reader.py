@@ -18,9 +18,9 @@ from conftest import (
     voxels_on,
 )
 
+from medfcn.data.reader import SCAN_SUFFIXES, read_scan, strip_suffix
+from medfcn.data.scan import Scan
 from medfcn.errors import DicomSeriesError, MedfcnError, ScanReadError, UnsupportedScanError
-from medfcn.reader import SCAN_SUFFIXES, read_scan, strip_suffix
-from medfcn.scan import Scan
 
 AFFINES = {
     "RAS": affine_from_codes("RAS"),
@@ -190,7 +190,7 @@ def test_non_finite_voxels_are_cleaned_with_a_warning(write_scan, caplog):
     array = head_volume()
     array[0, 0, 0], array[5, 6, 7], array[10, 10, 10] = np.nan, np.inf, -np.inf
     path = write_scan("nan.nii.gz", array=array)
-    with caplog.at_level(logging.WARNING, logger="medfcn.reader"):
+    with caplog.at_level(logging.WARNING, logger="medfcn.data.reader"):
         scan = read_scan(path)
     assert np.isfinite(scan.array).all()
     low = float(np.nanmin(np.where(np.isfinite(array), array, np.nan)))

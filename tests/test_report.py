@@ -1,4 +1,4 @@
-"""medfcn.report: the HTML parses, embeds its images, escapes every name; thumbnails show the worst slices."""
+"""medfcn.evaluation.report: the HTML parses, embeds its images, escapes every name; thumbnails show the worst slices."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import pytest
 import SimpleITK as sitk
 from matplotlib.image import imread
 
-from medfcn.evaluate import evaluate
-from medfcn.metrics import Overlap, compute_metrics
-from medfcn.report import render_html
-from medfcn.results import Evaluation, MetricRow
-from medfcn.thumbnails import OVERLAY_COLOURS, case_thumbnails, slice_axis, worst_slices
+from medfcn.evaluation.evaluate import evaluate
+from medfcn.evaluation.metrics import Overlap, compute_metrics
+from medfcn.evaluation.report import render_html
+from medfcn.evaluation.results import Evaluation, MetricRow
+from medfcn.evaluation.thumbnails import OVERLAY_COLOURS, case_thumbnails, slice_axis, worst_slices
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

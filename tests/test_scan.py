@@ -10,10 +10,10 @@ import pytest
 import SimpleITK as sitk
 from conftest import affine_from_codes, head_volume, lps_geometry, oblique_affine
 
-import medfcn.discovery
-import medfcn.frame
-import medfcn.scan
-from medfcn.scan import Grid, Scan
+import medfcn.data.discovery
+import medfcn.data.scan
+import medfcn.inference.frame
+from medfcn.data.scan import Grid, Scan
 
 
 def make_scan(affine=None, array=None) -> Scan:
@@ -75,6 +75,6 @@ def test_grid_differences_names_what_differs():
 
 
 def test_module_examples_run():
-    for module in (medfcn.scan, medfcn.frame, medfcn.discovery):
+    for module in (medfcn.data.scan, medfcn.inference.frame, medfcn.data.discovery):
         result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
         assert result.failed == 0 and result.attempted > 0, module.__name__

@@ -1,4 +1,4 @@
-"""Each step of the synthesis generator against a hand-worked case (medfcn.synth)."""
+"""Each step of the synthesis generator against a hand-worked case (medfcn.training.synth)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from medfcn.augment import Augmenter
-from medfcn.frame import normalise_intensity
-from medfcn.synth import Synthesiser, TissueMap, blur, draw_contrast, kmeans_1d, paint, render, tissue_map
+from medfcn.inference.frame import normalise_intensity
+from medfcn.training.augment import Augmenter
+from medfcn.training.synth import Synthesiser, TissueMap, blur, draw_contrast, kmeans_1d, paint, render, tissue_map
 
 
 def toy_head(n: int = 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

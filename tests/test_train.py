@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from conftest import affine_from_codes, head_labels, head_volume, write_scan_file
 
-from medfcn.checkpoint import file_sha256, load_model
-from medfcn.errors import MedfcnError, NoScansError
-from medfcn.train import TrainConfig, find_pairs, sample_batch, train
+from medfcn.data.pairs import LabelledPair, find_pairs
+from medfcn.errors import MedfcnError, NoScansError, OutputError
+from medfcn.model.checkpoint import file_sha256, load_model
+from medfcn.training.dataset import sample_batch
+from medfcn.training.train import TrainConfig, train
 
 SHAPE = (24, 28, 22)
 
@@ -82,19 +84,15 @@ def test_augmented_training_runs_and_single_case_validates_on_copies(dataset, tm
 
 def test_find_pairs_from_folders_and_lists(dataset, tmp_path):
     pairs = find_pairs(str(dataset / "images"), str(dataset / "labels"))
-    assert [p["case"] for p in pairs] == ["case0", "case1"]
+    assert [p.case for p in pairs] == ["case0", "case1"]
     listing = tmp_path / "pairs.csv"
     listing.write_text("case,image,label\nx,images/case1.nii.gz,labels/case1.nii.gz\n")
     assert find_pairs(pairs=str(listing)) == [
-        {
-            "case": "x",
-            "image": str(dataset / "images" / "case1.nii.gz"),
-            "label": str(dataset / "labels" / "case1.nii.gz"),
-        }
+        LabelledPair("x", dataset / "images" / "case1.nii.gz", dataset / "labels" / "case1.nii.gz")
     ]
     js = tmp_path / "pairs.json"
     js.write_text(json.dumps([{"image": "images/case0.nii.gz", "label": "labels/case0.nii.gz"}]))
-    assert find_pairs(pairs=str(js))[0]["case"] == "case0"
+    assert find_pairs(pairs=str(js))[0].case == "case0"
     (tmp_path / "empty").mkdir()
     write_scan_file(tmp_path / "other" / "zzz.nii.gz", head_volume(SHAPE), affine_from_codes("RAS"))
     with pytest.raises(NoScansError, match="no case names are shared"):
@@ -115,16 +113,16 @@ def test_sample_batch_oversamples_foreground_and_stacks_like_inference():
 
 
 def test_synth_fraction_trains_on_synthesised_volumes_and_is_recorded(dataset, tmp_path, monkeypatch):
-    import medfcn.synth
+    import medfcn.training.synth
 
     calls = []
-    real_call = medfcn.synth.Synthesiser.__call__
+    real_call = medfcn.training.synth.Synthesiser.__call__
 
     def counting(self, image, tissue, rng):
         calls.append(tissue.n_classes)
         return real_call(self, image, tissue, rng)
 
-    monkeypatch.setattr(medfcn.synth.Synthesiser, "__call__", counting)
+    monkeypatch.setattr(medfcn.training.synth.Synthesiser, "__call__", counting)
     out = tmp_path / "s.safetensors"
     config = _config(dataset, output=str(out), epochs=1, steps_per_epoch=8, synth=1.0, bn_batches=0)
     summary = train(config, progress=False)
@@ -141,11 +139,12 @@ def test_batchnorm_is_settled_on_the_same_batches_every_epoch_and_recorded(datas
     so they no longer depend on what training drew last; a new run (or a resumed one) draws the same set."""
     import torch
 
-    from medfcn.train import _card, _Trainer, cache_cases
+    from medfcn.training.dataset import cache_volumes
+    from medfcn.training.train import _card, _Trainer
 
     config = _config(dataset, bn_batches=5, augment=True, synth=0.5)
     card = _card(config, 2)
-    items = cache_cases(find_pairs(config.images, config.labels), card)
+    items = cache_volumes(find_pairs(config.images, config.labels), card)
     trainer = _Trainer(config, card, torch.device("cpu"), items)
     trainer.train_epoch(0, time.monotonic(), 0.0, progress=False)
     bns = [m for m in trainer.network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -170,13 +169,17 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, 
     first = tmp_path / "first.safetensors"
     train(_config(dataset, output=str(first), epochs=1), progress=False)
     tuned = tmp_path / "tuned.safetensors"
-    tuned.write_bytes(first.read_bytes())
-    # lr 0: whatever the steps do, the weights stay those of --init; --init may be OUTPUT itself (overwritten)
-    train(_config(dataset, output=str(tuned), epochs=1, lr=0.0, init=str(tuned)), progress=False)
+    # --init is an input: OUTPUT may not be it (refused before any training, the file untouched)
+    before = first.read_bytes()
+    with pytest.raises(OutputError, match="is the --init model"):
+        train(_config(dataset, output=str(first), epochs=1, init=str(first)), progress=False)
+    assert first.read_bytes() == before
+    # lr 0: whatever the steps do, the weights stay those of --init
+    train(_config(dataset, output=str(tuned), epochs=1, lr=0.0, init=str(first)), progress=False)
     a, b = load_model(first).network.state_dict(), load_model(tuned).network.state_dict()
     weights = [k for k in a if "running" not in k and "num_batches" not in k]
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in weights)
-    assert load_model(tuned).card.training["settings"]["init_sha256"] == file_sha256(first)  # before overwriting
+    assert load_model(tuned).card.training["settings"]["init_sha256"] == file_sha256(first)
     from medfcn.errors import ModelError
 
     with pytest.raises(ModelError, match="differs from the one configured here"):
@@ -226,11 +229,11 @@ def test_all_zero_labels_are_refused(dataset):
 
 
 def test_output_path_is_checked_before_training(dataset, monkeypatch):
-    import medfcn.train as train_module
+    import medfcn.training.train as train_module
 
     (dataset / "a_file").write_text("not a folder")
     calls = []
-    monkeypatch.setattr(train_module, "cache_cases", lambda *a: calls.append(a) or [])
+    monkeypatch.setattr(train_module, "cache_volumes", lambda *a: calls.append(a) or [])
     with pytest.raises(MedfcnError) as e:
         train(_config(dataset, output=str(dataset / "a_file" / "m.safetensors")), progress=False)
     assert e.value.exit_code == 2 and "a_file" in str(e.value) and calls == []  # refused before any data is read
@@ -255,7 +258,7 @@ def test_max_minutes_zero_and_an_incompatible_resume_are_refused(dataset, capsys
 _KILLED_STATE_SAVE = """
 import os, sys, torch
 from pathlib import Path
-from medfcn.train import save_state
+from medfcn.training.train import save_state
 
 def killed(obj, f, *args, **kwargs):  # half a file, then the process dies (no clean-up runs)
     Path(f).write_bytes(b"partial")
@@ -273,8 +276,8 @@ def test_a_state_save_killed_midway_keeps_the_previous_state(tmp_path):
 
     import torch
 
-    from medfcn.train import save_state
-    from medfcn.writer import remove_stale_partials
+    from medfcn.data.writer import remove_stale_partials
+    from medfcn.training.train import save_state
 
     path = tmp_path / "m.safetensors.state.pt"
     save_state(path, {"epoch": 1})

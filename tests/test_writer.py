@@ -14,9 +14,9 @@ import pytest
 import SimpleITK as sitk
 from conftest import affine_from_codes, assert_same_grid, head_labels, head_volume, oblique_affine, voxels_on
 
+from medfcn.data.reader import read_scan
+from medfcn.data.writer import atomic_write_text, label_dtype, partial_path, remove_stale_partials, write_labels
 from medfcn.errors import MedfcnError, OutputError
-from medfcn.reader import read_scan
-from medfcn.writer import atomic_write_text, label_dtype, partial_path, remove_stale_partials, write_labels
 
 FORMATS = [
     ("t1.nii.gz", affine_from_codes("LSA"), {}),
@@ -143,8 +143,8 @@ def test_atomic_write_text_replaces_whole_file(tmp_path):
 _WRITER = """
 import sys
 import numpy as np
-from medfcn.scan import Scan
-from medfcn.writer import write_labels
+from medfcn.data.scan import Scan
+from medfcn.data.writer import write_labels
 rng = np.random.default_rng(0)
 labels = rng.integers(0, 255, size=(400, 400, 400), dtype=np.uint8)  # incompressible: takes a while to write
 scan = Scan(labels, (1, 1, 1), (0, 0, 0), np.eye(3))

@@ -8,8 +8,8 @@ import copy
 
 import numpy as np
 
-from medfcn.metrics import Overlap
-from medfcn.thumbnails import OVERLAY_COLOURS
+from medfcn.evaluation.metrics import Overlap
+from medfcn.evaluation.thumbnails import OVERLAY_COLOURS
 
 from ._scan_views import add_labels_like
 
@@ -21,7 +21,7 @@ OVERLAP_COLORS = {
     Overlap.NONE: "transparent",
     **{code: (*(c / 255 for c in rgb), _OPACITY[code]) for code, rgb in OVERLAY_COLOURS.items()},
 }
-"""The overlay's RGBA (0-1) of each overlap code: the report's colours (:data:`medfcn.thumbnails.OVERLAY_COLOURS`)."""
+"""The overlay's RGBA (0-1) of each overlap code: the report's colours (:data:`medfcn.evaluation.thumbnails.OVERLAY_COLOURS`)."""
 OVERLAP_NAMES = {Overlap.TP: "in both (TP)", Overlap.FP: "predicted only (FP)", Overlap.FN: "missed (FN)"}
 
 

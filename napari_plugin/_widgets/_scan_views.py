@@ -2,7 +2,7 @@
 
 - Orientation: napari's axis names say which plane a slider steps through, not which way the patient faces. The
   canvas's text overlay shows the patient directions at the edges of the current view (``axial  top A  bottom P
-  left R  right L``), updated when the displayed axes change (:func:`medfcn.display.screen_letters`).
+  left R  right L``), updated when the displayed axes change (:func:`medfcn.data.display.screen_letters`).
 - Patient coordinates: hovering over a layer this plugin opened, napari's status bar adds the RAS point (mm) and
   the scan-file voxel index of the voxel under the cursor (:func:`patient_status`,
   :func:`napari_plugin._layers.patient_text`), from the layer's ``get_status``, which napari calls for the
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medfcn.display import AXIS_LABELS, screen_letters
+from medfcn.data.display import AXIS_LABELS, screen_letters
 
 from .._layers import patient_text
 

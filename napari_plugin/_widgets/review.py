@@ -1,8 +1,8 @@
 """The Review dock widget: a prediction against a reference, per label, error by error and slice by slice.
 
-Numbers come from :mod:`medfcn.metrics` and :mod:`medfcn.components` (error blobs, wrong voxels per slice, the
+Numbers come from :mod:`medfcn.evaluation.metrics` and :mod:`medfcn.evaluation.components` (error blobs, wrong voxels per slice, the
 worst slice: the HTML report's rule), computed in a worker thread on copies of the layers. Saving goes through
-:func:`medfcn.writer.write_labels`; the report through :func:`medfcn.evaluate.evaluate_scans`, in memory, naming
+:func:`medfcn.data.writer.write_labels`; the report through :func:`medfcn.evaluation.evaluate.evaluate_scans`, in memory, naming
 the layers and their scans. Edits on either layer (paint, fill, erase, undo, redo) mark the numbers stale and
 recompute them (debounced) when "Recompute after edits" is on.
 
@@ -25,11 +25,11 @@ from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
-from medfcn.components import ErrorComponent, error_components, worst_slices
-from medfcn.display import AXIS_LABELS
+from medfcn.data.display import AXIS_LABELS
 from medfcn.errors import GridMismatchError, MedfcnError
-from medfcn.metrics import Overlap, dice_per_slice, overlap_map
-from medfcn.scoring import score_arrays
+from medfcn.evaluation.components import ErrorComponent, error_components, worst_slices
+from medfcn.evaluation.metrics import Overlap, dice_per_slice, overlap_map
+from medfcn.evaluation.scoring import score_arrays
 
 from .._dicom_writer import save_seg_layer
 from .._layers import layer_geometry, layer_scan
@@ -56,8 +56,8 @@ TABLE_COLUMNS = ("label", "Dice", "IoU", "HD95 mm")
 class Review:
     """What the widget shows, all on the layers' (display-ordered) arrays."""
 
-    metrics: dict  # {label: medfcn.metrics.LabelMetrics}
-    overlap: np.ndarray  # uint8 codes of medfcn.metrics.Overlap
+    metrics: dict  # {label: medfcn.evaluation.metrics.LabelMetrics}
+    overlap: np.ndarray  # uint8 codes of medfcn.evaluation.metrics.Overlap
     axis: int  # the data axis the slices run across
     per_slice: dict[int, np.ndarray]  # {label: Dice of every slice across axis, NaN where neither map has it}
     errors: list[ErrorComponent]  # the error blobs, largest first
@@ -280,7 +280,7 @@ class ReviewWidget(Container):
         return out
 
     def export_report(self):
-        """Score both layers in memory and write the report folder (:func:`medfcn.evaluate.evaluate_scans`)."""
+        """Score both layers in memory and write the report folder (:func:`medfcn.evaluation.evaluate.evaluate_scans`)."""
         folder = Path(self.report_dir.value)
         if not str(self.report_dir.value) or folder == Path("."):
             self.status.value = "Choose a report folder."
@@ -423,7 +423,7 @@ class ReviewWidget(Container):
 
 
 def _evaluate(case, pred, ref, out_dir, **kwargs):
-    from medfcn.evaluate import evaluate_scans
+    from medfcn.evaluation.evaluate import evaluate_scans
 
     return evaluate_scans(case, pred, ref, out_dir, **kwargs)
 

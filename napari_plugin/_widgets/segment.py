@@ -1,4 +1,4 @@
-"""The Segment dock widget: an Image layer -> a Labels layer, by :meth:`medfcn.pipeline.Segmenter.segment`.
+"""The Segment dock widget: an Image layer -> a Labels layer, by :meth:`medfcn.inference.pipeline.Segmenter.segment`.
 
 The work runs in a napari ``thread_worker``; the pipeline's progress callback drives the progress bar (through
 the main thread) and its cancel callback is polled between batches, so the viewer stays responsive and Cancel
@@ -28,8 +28,8 @@ from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import ensure_main_thread
 
 from medfcn import __version__
-from medfcn.engine import DeviceName
 from medfcn.errors import CancelledError, MedfcnError
+from medfcn.inference.engine import DeviceName
 
 from .._layers import labels_to_display, layer_scan
 from . import _scan_views
@@ -77,7 +77,7 @@ def is_unedited(layer) -> bool:
 
 def _segment(segmenter, model, device: str, scan, progress, cancel):
     """Worker body: load the model unless ``segmenter`` already holds it, then segment. Returns both."""
-    from medfcn.pipeline import Segmenter
+    from medfcn.inference.pipeline import Segmenter
 
     if segmenter is None:
         segmenter = Segmenter(model, device=device)

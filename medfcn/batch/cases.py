@@ -1,0 +1,233 @@
+"""One case of a batch, stage by stage: read, segment, write, and the manifest entry that records it.
+
+Shared by the two executors of :func:`medfcn.batch.run.run_batch`: the local one (:mod:`medfcn.batch.run`, which runs the
+stages in background threads) and the Dask one (:mod:`medfcn.batch.cluster`, where each worker runs
+:func:`process_case`). A broken case never raises here: its first error is one line in its entry
+(:func:`error_message`) and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from medfcn.batch.manifest import CaseResult, Status
+from medfcn.batch.outputs import OutputFormat, check_case, output_files, write_outputs
+from medfcn.data.discovery import CaseSpec
+from medfcn.data.writer import file_sha256
+from medfcn.errors import MedfcnError
+
+if TYPE_CHECKING:
+    from medfcn.data.scan import Scan
+    from medfcn.inference.pipeline import Segmenter
+    from medfcn.model.checkpoint import Model
+
+__all__ = [
+    "Job",
+    "Record",
+    "Step",
+    "output_path",
+    "input_stamp",
+    "output_complete",
+    "error_message",
+    "read_case",
+    "segment_case",
+    "write_case",
+    "case_result",
+    "skipped_result",
+    "failed_result",
+    "process_case",
+]
+
+log = logging.getLogger(__name__)
+
+Record = Callable[[int, CaseResult], None]  # record(index in discovery order, entry), called as cases finish
+
+
+@dataclass(frozen=True)
+class Job:
+    """A case to segment: its position in discovery order, what to read and where its label map goes."""
+
+    index: int
+    spec: CaseSpec
+    output: Path
+    formats: tuple[OutputFormat, ...] = (OutputFormat.NIFTI,)
+
+    @property
+    def files(self) -> dict[OutputFormat, Path]:
+        """Every file of the case, by format (``output`` is the first); see :mod:`medfcn.batch.outputs`."""
+        return output_files(self.output.parent, self.spec.case, self.formats)
+
+
+@dataclass
+class Step:
+    """What one case produced so far: the scan, its labels, the first error, seconds per stage, the output's hash."""
+
+    scan: Scan | None = None
+    labels: np.ndarray | None = None
+    error: str | None = None
+    timing: dict[str, float] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
+    warnings: list[str] = field(default_factory=list)  # what the segmentation noticed (an empty label map)
+
+
+def output_path(out_dir: str | Path, case: str) -> Path:
+    """Where the label map of ``case`` is written: ``OUT/<case>.nii.gz``."""
+    return Path(out_dir) / f"{case}.nii.gz"
+
+
+def input_stamp(spec: CaseSpec) -> str:
+    """A short fingerprint of a case's input files: their names, sizes and modification times."""
+    import hashlib
+
+    path = Path(spec.path)
+    files = list(spec.files) or (sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path])
+    h = hashlib.sha256()
+    for f in files:
+        try:
+            st = f.stat()
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+        except OSError:
+            h.update(f"{f.name}\0missing\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def output_complete(job: Job, earlier: CaseResult | None, model_sha256: str | None) -> str | None:
+    """Why the output of ``job`` cannot be kept (``None``: it is finished and can be skipped).
+
+    It is kept only when ``earlier`` (the previous manifest's entry of this case) records it as made from the same
+    input by the same model, and the file still has the SHA-256 recorded when it was written and verified.
+    """
+    if not job.output.is_file():
+        return "no output yet"
+    if earlier is None or earlier.status == Status.FAILED or not earlier.sha256:
+        return "the output is not recorded as finished in the manifest"
+    if earlier.input != str(job.spec.path) or earlier.series_uid != job.spec.series_uid:
+        return f"the output was made from another input ({earlier.input})"
+    if not model_sha256 or earlier.model_sha256 != model_sha256:
+        return "the output was made by another model"
+    if earlier.input_stamp != input_stamp(job.spec):
+        return "the input changed since the output was made"
+    recorded = earlier.output_sha256 or {job.output.name: earlier.sha256}
+    for path in job.files.values():
+        if path.name not in recorded:
+            return f"{path.name} was not asked for when the case was made"
+        try:
+            if file_sha256(path) != recorded[path.name]:
+                return f"{path.name} changed since it was written (short, damaged, replaced or missing)"
+        except OSError as e:
+            return f"{path.name} cannot be read ({e.strerror or e})"
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    """A one-line error for the manifest: a MedfcnError's own message, else the type and its first line."""
+    if isinstance(exc, MedfcnError):
+        return str(exc)
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+# -- the three stages of a case --------------------------------------------------------------------------------
+def read_case(job: Job) -> Step:
+    """Read the scan of ``job`` (and check it suits the formats asked for); an error is kept in the step."""
+    step = Step()
+    if job.spec.error:  # a series found broken: no time spent reading
+        step.error = job.spec.error
+        return step
+    start = time.perf_counter()
+    try:
+        step.scan = job.spec.read()
+        check_case(step.scan, job.formats)  # a DICOM format for a case that is not DICOM: fail before segmenting
+    except Exception as exc:  # a broken case never stops the batch
+        step.error = error_message(exc)
+    step.timing["read"] = time.perf_counter() - start
+    return step
+
+
+def segment_case(segmenter: Segmenter, step: Step) -> Step:
+    """Segment the scan of a step that has no error yet; an error is kept in the step."""
+    if step.error is None and step.scan is not None:
+        start = time.perf_counter()
+        try:
+            step.labels = segmenter.segment(step.scan, release_voxels=True)  # the writers need only its grid
+        except Exception as exc:
+            step.error = error_message(exc)
+        else:
+            if not step.labels.any():
+                names = ", ".join(n for n, i in segmenter.labels.items() if i > 0)
+                text = (
+                    f"every voxel is background (no {names} found): the label map is empty; check that the scan "
+                    f"is what the model was trained on ({segmenter.model.card.modality or 'see medfcn info'})"
+                )
+                log.warning("%s: %s", step.scan.source or step.scan.case, text)
+                step.warnings.append(text)
+        step.timing["segment"] = time.perf_counter() - start
+    return step
+
+
+def write_case(job: Job, step: Step, model: Model | None = None) -> Step:
+    """Write every output file of a segmented step and record their hashes; the labels are dropped after."""
+    if step.error is None and step.labels is not None and step.scan is not None:
+        start = time.perf_counter()
+        try:
+            write_outputs(step.labels, step.scan, job.files, model)  # each read back and verified before its rename
+            step.hashes = {path.name: file_sha256(path) for path in job.files.values()}
+        except Exception as exc:
+            step.error = error_message(exc)
+        step.timing["write"] = time.perf_counter() - start
+        step.labels = None
+    return step
+
+
+def case_result(
+    job: Job, step: Step, device: str, model_sha256: str | None = None, precision: str | None = None
+) -> CaseResult:
+    """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded.
+    ``precision``: the network's arithmetic (:attr:`medfcn.inference.engine.SliceEngine.precision`)."""
+    scan = step.scan
+    if step.error is not None and job.output.is_file():
+        log.warning("%s: kept from an earlier run; this run's attempt failed", job.output)
+    warnings = list(dict.fromkeys([*job.spec.warnings, *(scan.warnings if scan is not None else []), *step.warnings]))
+    return CaseResult(
+        input=str(job.spec.path),
+        case=job.spec.case,
+        series_uid=job.spec.series_uid or (scan.series_uid if scan is not None else None),
+        output=None if step.error is not None else str(job.output),
+        status=Status.FAILED if step.error is not None else Status.OK,
+        error=step.error,
+        seconds=round(sum(step.timing.values()), 3),
+        shape=list(scan.shape) if scan is not None else None,
+        spacing=[round(s, 6) for s in scan.spacing] if scan is not None else None,
+        device=device,
+        precision=precision if step.error is None else None,
+        timing={k: round(v, 3) for k, v in step.timing.items()},
+        warnings=warnings,
+        sha256=step.hashes.get(job.output.name) if step.error is None else None,
+        output_sha256=dict(step.hashes) if step.error is None else {},
+        model_sha256=model_sha256 if step.error is None else None,
+        input_stamp=input_stamp(job.spec) if step.error is None else None,
+        outputs=None if step.error is not None else [str(p) for p in job.files.values()],
+    )
+
+
+def skipped_result(earlier: CaseResult) -> CaseResult:
+    """The manifest entry of a case kept from an earlier run: its earlier entry, marked ``skipped``."""
+    return CaseResult.from_dict({**earlier.to_dict(), "status": Status.SKIPPED, "seconds": None, "timing": {}})
+
+
+def failed_result(job: Job, error: str, device: str) -> CaseResult:
+    """The manifest entry of a case that failed before it was read (e.g. its worker died)."""
+    return case_result(job, Step(error=error), device)
+
+
+def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
+    """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
+    step = write_case(job, segment_case(segmenter, read_case(job)), segmenter.model)
+    return case_result(job, step, str(segmenter.device), segmenter.model.sha256, segmenter.engine.precision)

@@ -1,0 +1,205 @@
+"""Running batch cases on a Dask cluster: each worker process loads the model once and does its cases itself.
+
+Used by :func:`medfcn.batch.run.run_batch` with ``workers=N`` (a ``LocalCluster`` of N processes, one thread each) or
+``scheduler="tcp://HOST:PORT"`` (an existing cluster). A worker reads its case, segments it with its cached
+:class:`~medfcn.inference.pipeline.Segmenter` and writes the label map itself (inputs and outputs live on a filesystem the
+workers share); only the small manifest entry travels back to the client, which records it as results arrive.
+
+Torch threads per worker process are set so that the workers of one host do not oversubscribe its cores: a
+local cluster of N workers gives each ``cores // N``; on an existing cluster each worker divides its host's cores
+by the tasks the cluster runs on that host at once (the ``nthreads`` of the workers there).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medfcn.batch.cases import Job, Record, error_message, failed_result, process_case
+from medfcn.batch.manifest import CaseResult
+from medfcn.errors import ModelError, UsageError
+
+if TYPE_CHECKING:
+    from medfcn.inference.pipeline import Segmenter
+    from medfcn.model.checkpoint import Model
+
+__all__ = ["run_on_cluster", "model_file", "loaded_models"]
+
+log = logging.getLogger(__name__)
+
+# This worker process's segmenters, keyed by (model file, its SHA-256, device, tta, amp): loaded once, kept for
+# its life.
+_SEGMENTERS: dict[tuple[str, str | None, str, bool, bool | None], Segmenter] = {}
+_SEGMENTERS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every worker needs besides its case.
+
+    ``sha256``: the model file's hash as the client read it; a worker that finds another file at that path
+    (no shared filesystem, or the file replaced) fails its cases rather than use it.
+    ``threads``: torch threads per worker process; ``None``: each host's cores shared by the tasks the cluster
+    runs there at once.
+    """
+
+    model_path: str
+    sha256: str | None
+    device: str
+    tta: bool
+    amp: bool | None  # mixed precision: None = where the device computes it natively (see SliceEngine)
+    threads: int | None
+
+
+def model_file(model: Model | str | Path | None) -> str:
+    """The absolute path of the model file the workers load (``None``: the bundled model).
+
+    Raises :class:`UsageError` for a :class:`Model` that was not loaded from a file.
+    """
+    from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, Model
+
+    if isinstance(model, Model):
+        if model.path is None:
+            raise UsageError("a distributed run needs the model as a file the workers can read; save it first")
+        return str(Path(model.path).absolute())
+    return str(Path(DEFAULT_MODEL_PATH if model is None else model).expanduser().absolute())
+
+
+def _cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _host(address: str) -> str:
+    from urllib.parse import urlparse
+
+    return urlparse(address).hostname or address
+
+
+def _threads_on_this_host() -> int:
+    """This host's cores divided by the tasks its Dask workers run at once (their threads), at least 1."""
+    from distributed import get_client, get_worker
+
+    here = _host(get_worker().address)
+    try:
+        workers = get_client().scheduler_info(n_workers=-1).get("workers", {})
+        slots = sum(int(w.get("nthreads", 1)) for address, w in workers.items() if _host(address) == here)
+    except Exception as exc:  # the scheduler cannot be asked: assume this worker is alone on its host
+        log.warning("cannot ask the scheduler how many workers share this host (%s)", error_message(exc))
+        slots = get_worker().state.nthreads
+    return max(1, _cpu_count() // max(1, slots))
+
+
+def _worker_segmenter(settings: _Settings) -> Segmenter:
+    """This worker process's segmenter for the model, loaded on its first case and kept for the rest."""
+    key = (settings.model_path, settings.sha256, settings.device, settings.tta, settings.amp)
+    with _SEGMENTERS_LOCK:
+        if key not in _SEGMENTERS:
+            import torch
+
+            from medfcn.inference.pipeline import Segmenter
+
+            n = settings.threads or _threads_on_this_host()
+            torch.set_num_threads(n)
+            segmenter = Segmenter(settings.model_path, device=settings.device, tta=settings.tta, amp=settings.amp)
+            if settings.sha256 and segmenter.model.sha256 != settings.sha256:
+                raise ModelError(
+                    f"{settings.model_path}: not the model file the batch was started with (its SHA-256 differs "
+                    "on this worker); give every worker the same file"
+                )
+            _SEGMENTERS[key] = segmenter
+            log.info("worker %d: %s on %s, %d torch threads", os.getpid(), settings.model_path, segmenter.device, n)
+        return _SEGMENTERS[key]
+
+
+def loaded_models() -> list[tuple[str, str | None, str, bool, bool | None]]:
+    """The models this worker process holds loaded, as ``(model file, sha256, device, tta, amp)``, sorted: each is
+    loaded once per process (run it on the workers with ``client.run(loaded_models)``)."""
+    with _SEGMENTERS_LOCK:
+        return sorted(_SEGMENTERS, key=repr)
+
+
+def _worker_case(job: Job, settings: _Settings) -> CaseResult:
+    """Runs on a Dask worker: segment one case with the worker's cached model and write its output."""
+    try:
+        segmenter = _worker_segmenter(settings)
+    except Exception as exc:
+        return failed_result(job, error_message(exc), settings.device)
+    return process_case(segmenter, job)
+
+
+def _connect(scheduler: str | None, workers: int, stack: ExitStack) -> tuple[Any, int | None]:
+    """A Dask client (closed by ``stack``) and the torch threads per worker process (``None``: each host decides)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is None:
+        cluster = stack.enter_context(
+            LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None)
+        )
+        client = stack.enter_context(Client(cluster))
+        return client, max(1, _cpu_count() // workers)
+    try:
+        client = stack.enter_context(Client(scheduler, timeout="30s"))
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise UsageError(f"cannot reach the Dask scheduler at {scheduler} ({error_message(exc)})") from None
+    if not client.scheduler_info(n_workers=-1).get("workers"):
+        log.warning("the Dask cluster at %s has no workers yet; cases wait until one joins", scheduler)
+    return client, None
+
+
+def run_on_cluster(
+    jobs: list[Job],
+    record: Record,
+    current: Callable[[str], None],
+    *,
+    model_path: str,
+    sha256: str | None,
+    device: str,
+    tta: bool,
+    amp: bool | None = None,
+    workers: int = 0,
+    scheduler: str | None = None,
+) -> None:
+    """Segment ``jobs`` on a local cluster of ``workers`` processes or on the cluster at ``scheduler``.
+
+    ``record(index, entry)`` is called on the client as each case finishes (in any order); a case whose worker
+    died is recorded ``failed``. ``current(case)`` names the case last finished (for a progress bar).
+
+    Raises:
+        UsageError: the scheduler cannot be reached.
+    """
+    from distributed import as_completed
+
+    with ExitStack() as stack:
+        client, threads = _connect(scheduler, workers, stack)
+        settings = _Settings(model_path, sha256, device, tta, amp, threads)
+        futures = {}
+        for job in jobs:
+            # Absolute paths: a worker's working directory is not ours.
+            spec = replace(job.spec, path=job.spec.path.absolute(), files=tuple(f.absolute() for f in job.spec.files))
+            remote = replace(job, spec=spec, output=job.output.absolute())
+            key = f"medfcn-case-{job.index}-{os.getpid()}-{time.time_ns()}"
+            futures[client.submit(_worker_case, remote, settings, pure=False, key=key)] = job
+        try:
+            for future in as_completed(futures):
+                job = futures[future]
+                try:
+                    result = future.result()
+                except Exception as exc:  # the worker died (KilledWorker) or the task could not run
+                    result = failed_result(job, error_message(exc), device)
+                current(job.spec.case)
+                output = None if result.output is None else str(job.output)
+                record(job.index, replace(result, input=str(job.spec.path), output=output))
+        finally:  # interrupted: drop the cases not yet started (those running finish their atomic writes)
+            unfinished = [f for f in futures if not f.done()]
+            if unfinished:
+                client.cancel(unfinished)

@@ -1,0 +1,192 @@
+"""The record of a batch run: one entry per case, written as ``OUT/manifest.json``.
+
+The manifest is rewritten atomically (:func:`medfcn.data.writer.atomic_write_text`) each time a case finishes, so a
+batch killed at any moment leaves a readable manifest that lists the cases finished so far, in discovery order.
+Layout::
+
+    {"medfcn_version": "0.1.0",
+     "model": {"name", "path", "sha256", "architecture", "variant", "labels", "spacing"},
+     "device": "cpu", "precision": "bfloat16" (the network's arithmetic),
+     "started": ISO 8601, "finished": ISO 8601 or null while running,
+     "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
+     "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
+                "device", "precision", "timing": {"read", "segment", "write"}, "warnings": [...],
+                "sha256", "output_sha256", "model_sha256", "input_stamp", "outputs": [every file of the case]}, ...]}
+
+``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing`` (mm)
+are those of the scan, which the label map shares. ``output`` is ``null`` for a failed case (an output from an
+earlier run is left in place, but no longer counts as done). ``warnings`` lists what was noticed and repaired while
+reading (non-finite voxels replaced, a DICOM series without PixelSpacing, unreadable files left out of a series)
+and by the segmentation (a label map with no voxel of any label: written, and said, since a blank or foreign
+scan gives one).
+``sha256`` is the label map file's SHA-256 (written, read back whole and verified), ``output_sha256`` that of every
+file of the case by name (``--format``), ``model_sha256`` that of the model file that made it, ``input_stamp`` a
+fingerprint of the input files' names, sizes and modification times: a rerun skips a case only when all three still
+hold.
+
+>>> entry = CaseResult(input="t1.nii.gz", case="t1", output=None, status="failed", error="t1.nii.gz: empty file")
+>>> entry.status, CaseResult.from_dict(entry.to_dict()) == entry
+(<Status.FAILED: 'failed'>, True)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from medfcn import __version__
+from medfcn.data.writer import atomic_write_text
+
+__all__ = ["Status", "CaseResult", "Manifest", "MANIFEST_NAME", "now_iso"]
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+
+
+class Status(StrEnum):
+    """What happened to a case: segmented, failed (see ``error``), or skipped (its output already existed)."""
+
+    OK = "ok"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+def now_iso() -> str:
+    """The local time with its UTC offset, to the second (``2025-01-31T14:02:11+01:00``)."""
+    return datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+@dataclass
+class CaseResult:
+    """One case of a batch: where it came from, where its label map went, and what happened."""
+
+    input: str
+    case: str
+    output: str | None
+    status: Status
+    series_uid: str | None = None
+    error: str | None = None
+    seconds: float | None = None
+    shape: list[int] | None = None
+    spacing: list[float] | None = None
+    device: str | None = None
+    precision: str | None = None  # the network's arithmetic for this case's labels (float32, bfloat16, float16)
+    timing: dict[str, float] = field(default_factory=dict)
+    outputs: list[str] | None = None  # every file written for the case (--format), ``output`` being the first
+    warnings: list[str] = field(default_factory=list)
+    sha256: str | None = None
+    output_sha256: dict[str, str] = field(default_factory=dict)
+    model_sha256: str | None = None
+    input_stamp: str | None = None
+
+    def __post_init__(self) -> None:
+        self.status = Status(self.status)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able, keys in the manifest's order."""
+        out = asdict(self)
+        order = [
+            "input",
+            "case",
+            "series_uid",
+            "output",
+            "status",
+            "error",
+            "seconds",
+            "shape",
+            "spacing",
+            "device",
+            "precision",
+        ]
+        ordered = {k: out.pop(k) for k in order}
+        ordered["status"] = str(self.status)
+        return {**ordered, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CaseResult:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Manifest:
+    """The cases of a batch run and the model, device and time it ran with.
+
+    ``cases`` holds the finished cases in discovery order; ``total`` is how many were found.
+    """
+
+    path: Path
+    model: dict[str, Any]
+    device: str
+    precision: str = ""  # the arithmetic this run computes with (the file says that of the outputs it lists)
+    total: int = 0
+    started: str = field(default_factory=now_iso)
+    finished: str | None = None
+    cases: list[CaseResult] = field(default_factory=list)
+    medfcn_version: str = __version__
+
+    def count(self, status: Status | str) -> int:
+        return sum(1 for c in self.cases if c.status == status)
+
+    @property
+    def ok(self) -> int:
+        return self.count(Status.OK)
+
+    @property
+    def failed(self) -> int:
+        return self.count(Status.FAILED)
+
+    @property
+    def skipped(self) -> int:
+        return self.count(Status.SKIPPED)
+
+    @property
+    def exit_code(self) -> int:
+        """1 if any case failed, else 0 (the CLI's exit status)."""
+        return 1 if self.failed else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "medfcn_version": self.medfcn_version,
+            "model": self.model,
+            "device": self.device,
+            "precision": self.outputs_precision(),
+            "started": self.started,
+            "finished": self.finished,
+            "summary": {"ok": self.ok, "failed": self.failed, "skipped": self.skipped, "total": self.total},
+            "cases": [c.to_dict() for c in self.cases],
+        }
+
+    def outputs_precision(self) -> str:
+        """The arithmetic of the outputs the manifest lists (made or kept): their entries' ``precision``,
+        comma-separated when they differ (a rerun with ``--float32`` keeps cases an earlier run made in bfloat16);
+        this run's when none is listed yet."""
+        done = sorted({c.precision for c in self.cases if c.precision and c.status in (Status.OK, Status.SKIPPED)})
+        return ", ".join(done) or self.precision
+
+    def write(self) -> Path:
+        """Rewrite :attr:`path` atomically. Raises :class:`medfcn.errors.OutputError`."""
+        return atomic_write_text(self.path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> Manifest:
+        """A manifest from its JSON file (raises ``OSError``/``ValueError`` for a missing or damaged one)."""
+        path = Path(path)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            path=path,
+            model=data.get("model", {}),
+            device=data.get("device", ""),
+            precision=data.get("precision", ""),
+            total=data.get("summary", {}).get("total", len(data.get("cases", []))),
+            started=data.get("started", ""),
+            finished=data.get("finished"),
+            cases=[CaseResult.from_dict(c) for c in data.get("cases", [])],
+            medfcn_version=data.get("medfcn_version", ""),
+        )

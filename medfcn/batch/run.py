@@ -1,0 +1,324 @@
+"""Batch segmentation of many scans: resumable, fault-isolated, and optionally spread over a Dask cluster.
+
+:func:`run_batch` finds the cases in its inputs (:func:`medfcn.data.discovery.find_cases`), segments each with one
+model loaded once, writes ``OUT/<case>.nii.gz`` atomically, and keeps ``OUT/manifest.json`` up to date.
+
+- **Local** (``workers=0``, no scheduler): the next case is read in a background thread while the current one is
+  segmented, and each label map is written in another thread while the next case is segmented, so reading and
+  writing hide behind inference.
+- **Distributed** (``workers=N`` starts a local cluster of N worker processes; ``scheduler="tcp://HOST:PORT"``
+  joins an existing Dask cluster; see :mod:`medfcn.batch.cluster`): each worker process loads the model once and reads,
+  segments and writes its cases itself (inputs and ``OUT`` must be on a filesystem the workers share); the client
+  records the manifest as results arrive. Outputs and manifest are the same as a local run's.
+- **Resume**: a case is ``skipped`` only when the manifest of an earlier run records its output as made from the
+  same input (same path, series, file sizes and modification times) by the same model (SHA-256 of the model
+  file), and the output file still has the SHA-256 recorded when it was written; any other output is made again
+  (``overwrite=True`` redoes every case). Every label map is read back whole and compared with what was
+  written before it is renamed into place, so a full disk or a killed process never leaves a short file under
+  a final name; a batch killed at any moment is finished by running the same command again.
+- **Outputs never replace inputs**: ``out_dir`` equal to an input folder, or an input inside ``out_dir``, is
+  refused before any work (exit status 2); an ``out_dir`` inside an input folder is left out of the search, as is
+  any folder holding a medfcn manifest.
+- **Fault isolation**: a case that cannot be found, read, segmented or written is ``failed`` with a one-line
+  error in the manifest and the batch goes on; an output from an earlier run is kept when a redo fails.
+
+The stages of one case and its manifest entry live in :mod:`medfcn.batch.cases`, which both executors call.
+
+Example (a folder of two scans, one already done)::
+
+    manifest = run_batch(["scans/"], "out/", device="cpu")
+    manifest.exit_code, [c.status for c in manifest.cases]
+    # (0, [<Status.OK: 'ok'>, <Status.SKIPPED: 'skipped'>])
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medfcn.batch.cases import (
+    Job,
+    Record,
+    Step,
+    case_result,
+    error_message,
+    output_complete,
+    read_case,
+    segment_case,
+    skipped_result,
+    write_case,
+)
+from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
+from medfcn.batch.outputs import output_files, parse_formats
+from medfcn.data.discovery import find_cases
+from medfcn.data.writer import check_writable, remove_stale_partials
+from medfcn.errors import OutputError, UsageError
+
+if TYPE_CHECKING:
+    from medfcn.inference.pipeline import Segmenter
+    from medfcn.model.checkpoint import Model
+
+__all__ = ["run_batch"]
+
+log = logging.getLogger(__name__)
+
+
+def _check_not_an_input(out_dir: Path, inputs: list[Path]) -> None:
+    """Refuse an output folder that is an input folder or holds an input: its label maps could replace scans."""
+    out = out_dir.resolve()
+    for item in inputs:
+        src = item.resolve()
+        if src == out:
+            raise OutputError(
+                f"{out_dir}: the output folder is the input folder {item}; label maps would be written among the "
+                "scans (and could replace them): choose another output folder"
+            )
+        if out in src.parents:
+            raise OutputError(
+                f"{out_dir}: the output folder holds the input {item}; a label map could replace it: "
+                "choose another output folder"
+            )
+
+
+def _earlier_results(out_dir: Path) -> dict[str, CaseResult]:
+    """The entries of the manifest an earlier run left in ``out_dir``, by case name (empty if none or damaged)."""
+    path = out_dir / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return {c.case: c for c in Manifest.read(path).cases}
+    except Exception as e:  # a damaged manifest: its cases are segmented again
+        log.warning("%s: cannot be read (%s); every case is segmented again", path, error_message(e))
+        return {}
+
+
+# -- local: one process, reading and writing in background threads ---------------------------------------------
+def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: Callable[[str], None]) -> None:
+    """Segment ``jobs`` in order; case i+1 is read and case i-1 written while case i is segmented."""
+    device, sha = str(segmenter.device), segmenter.model.sha256
+    entry = functools.partial(case_result, device=device, model_sha256=sha, precision=segmenter.engine.precision)
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="medfcn-read") as reader,
+        ThreadPoolExecutor(1, thread_name_prefix="medfcn-write") as writer,
+    ):
+        reads = [reader.submit(read_case, jobs[0])] if jobs else []
+        writing: tuple[Job, Future[Step]] | None = None
+        for i, job in enumerate(jobs):
+            step = reads.pop().result()
+            if i + 1 < len(jobs):
+                reads.append(reader.submit(read_case, jobs[i + 1]))
+            current(job.spec.case)
+            step = segment_case(segmenter, step)
+            if writing is not None:  # long finished in the background; wait so at most one write is pending
+                record(writing[0].index, entry(writing[0], writing[1].result()))
+                writing = None
+            if step.error is None:
+                writing = (job, writer.submit(write_case, job, step, segmenter.model))
+            else:
+                record(job.index, entry(job, step))
+        if writing is not None:
+            record(writing[0].index, entry(writing[0], writing[1].result()))
+
+
+# -- the entry point ----------------------------------------------------------------------------------------------
+def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tuple) -> list[Job]:
+    """The jobs of a batch, once the output folder is known to be safe and writable (see :func:`run_batch`)."""
+    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+    _check_not_an_input(out_dir, inputs)
+    check_writable(out_dir)
+    remove_stale_partials(out_dir)
+    specs = find_cases(inputs, exclude=[out_dir])
+    return [
+        Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
+        for i, spec in enumerate(specs)
+    ]
+
+
+def _resume(
+    jobs: list[Job], earlier: dict[str, CaseResult], model_sha256: str | None, overwrite: bool
+) -> tuple[dict[int, CaseResult], list[Job]]:
+    """``({index: skipped entry}, jobs to run)``: a case is skipped only when its outputs are complete and its own."""
+    results: dict[int, CaseResult] = {}
+    todo = []
+    for job in jobs:
+        why = None if overwrite else output_complete(job, earlier.get(job.spec.case), model_sha256)
+        if why is None and not overwrite:
+            results[job.index] = skipped_result(earlier[job.spec.case])
+        else:
+            if job.output.is_file() and not overwrite:
+                log.info("%s: segmented again: %s", job.output, why)
+            todo.append(job)
+    return results, todo
+
+
+class _Recorder:
+    """``record(index, entry)``: a finished case goes into the manifest (rewritten at once) and the progress bar."""
+
+    def __init__(self, manifest: Manifest, results: dict[int, CaseResult], bar, distributed: bool) -> None:
+        self.manifest, self.results, self.bar, self.distributed = manifest, results, bar, distributed
+        self.device = manifest.device
+
+    def __call__(self, index: int, result: CaseResult) -> None:
+        if result.status == Status.FAILED:
+            log.warning("%s failed: %s", result.case, result.error)
+        self.results[index] = result
+        cases = self.manifest.cases = [self.results[i] for i in sorted(self.results)]
+        if self.distributed:  # the devices the workers used
+            devices = sorted({c.device for c in cases if c.device and c.status == Status.OK})
+            self.manifest.device = ", ".join(devices) or self.device
+        self.manifest.write()
+        self.bar.update(1)
+
+    def current(self, case: str) -> None:
+        """Name the case last finished beside the bar."""
+        self.bar.set_postfix_str(case, refresh=True)
+
+
+def run_batch(
+    inputs: Sequence[str | Path] | str | Path,
+    out_dir: str | Path,
+    *,
+    model: Model | str | Path | None = None,
+    device: str = "auto",
+    tta: bool = False,
+    amp: bool | None = None,
+    overwrite: bool = False,
+    workers: int = 0,
+    scheduler: str | None = None,
+    progress: bool = True,
+    formats: str | Sequence[str] = ("nifti",),
+) -> Manifest:
+    """Segment every case in ``inputs`` into ``out_dir/<case>.nii.gz`` and record ``out_dir/manifest.json``.
+
+    Args:
+        inputs: files and folders in any mix (see :func:`medfcn.data.discovery.find_cases`).
+        out_dir: created if missing.
+        model: a :class:`medfcn.model.checkpoint.Model`, a model file, or ``None`` for the bundled model.
+        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (on each worker for a distributed run).
+        tta: average the predictions of flipped slices.
+        amp: mixed precision; ``None``: where the device computes it natively, ``False``: float32 (see
+            :class:`medfcn.inference.engine.SliceEngine`).
+        overwrite: segment cases whose output exists (default: skip them, which resumes an interrupted batch).
+        workers: N > 0 starts a local Dask cluster of N worker processes.
+        scheduler: address of an existing Dask scheduler (``tcp://HOST:PORT``).
+        progress: show a progress bar on stderr.
+        formats: what to write per case: ``nifti``, ``dicom-seg``, ``rtstruct`` (see :mod:`medfcn.batch.outputs`).
+
+    Returns:
+        The :class:`Manifest`; ``manifest.exit_code`` is 1 if any case failed.
+
+    Raises:
+        OutputError: ``out_dir`` cannot be created or written (checked before any input is looked at).
+        NoScansError: an input does not exist or holds no scan.
+        ModelError: the model file cannot be loaded.
+        UsageError: both ``workers`` and ``scheduler`` given, ``workers`` < 0, or the scheduler cannot be reached.
+    """
+    _check_workers(workers, scheduler)
+    out_dir = Path(out_dir)
+    jobs = _plan(inputs, out_dir, parse_formats(formats))
+    runner = _Runner.start(model, device, tta, amp, workers, scheduler)
+    manifest, results, todo = _start_manifest(jobs, out_dir, runner, overwrite)
+    with _progress_bar(len(jobs), len(results), progress) as bar:
+        runner.run(todo, _Recorder(manifest, results, bar, runner.segmenter is None))
+    manifest.finished = now_iso()
+    manifest.write()
+    return manifest
+
+
+def _check_workers(workers: int, scheduler: str | None) -> None:
+    if workers and scheduler:
+        raise UsageError("give either workers (a local cluster) or a scheduler address (an existing cluster), not both")
+    if workers < 0:
+        raise UsageError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
+
+
+@dataclass
+class _Runner:
+    """Where the cases run: here (``segmenter``, the model loaded once) or on a Dask cluster (``model_path``)."""
+
+    info: dict  # the model's summary for the manifest
+    device: str
+    segmenter: Segmenter | None = None
+    model_path: str = ""
+    tta: bool = False
+    amp: bool | None = None
+    workers: int = 0
+    scheduler: str | None = None
+
+    @classmethod
+    def start(cls, model, device: str, tta: bool, amp: bool | None, workers: int, scheduler: str | None) -> _Runner:
+        """Load the model here, or (distributed) only its card: each worker loads the model itself."""
+        if workers or scheduler:
+            from medfcn.batch.cluster import model_file
+            from medfcn.model.checkpoint import Model, load_model
+
+            path = model_file(model)
+            info = (model if isinstance(model, Model) else load_model(path)).summary()
+            return cls(info, str(device), None, path, tta, amp, workers, scheduler)
+        from medfcn.inference.pipeline import Segmenter
+
+        segmenter = Segmenter(model, device=device, tta=tta, amp=amp)
+        return cls(segmenter.model.summary(), str(segmenter.device), segmenter)
+
+    @property
+    def precision(self) -> str:
+        if self.segmenter is not None:
+            return self.segmenter.engine.precision
+        return "float32" if self.amp is False else "auto per worker"
+
+    def run(self, todo: list[Job], record: _Recorder) -> None:
+        if self.segmenter is not None:
+            _run_local(todo, self.segmenter, record, record.current)
+        elif todo:
+            from medfcn.batch.cluster import run_on_cluster
+
+            run_on_cluster(
+                todo,
+                record,
+                record.current,
+                model_path=self.model_path,
+                sha256=self.info.get("sha256"),
+                device=self.device,
+                tta=self.tta,
+                amp=self.amp,
+                workers=self.workers,
+                scheduler=self.scheduler,
+            )
+
+
+def _start_manifest(
+    jobs: list[Job], out_dir: Path, runner: _Runner, overwrite: bool
+) -> tuple[Manifest, dict[int, CaseResult], list[Job]]:
+    """The manifest with the cases kept from an earlier run already in it (written), those entries, and the jobs
+    left to run."""
+    earlier = {} if overwrite else _earlier_results(out_dir)
+    manifest = Manifest(
+        path=out_dir / MANIFEST_NAME,
+        model=runner.info,
+        device=runner.device,
+        precision=runner.precision,
+        total=len(jobs),
+    )
+    results, todo = _resume(jobs, earlier, runner.info.get("sha256"), overwrite)
+    manifest.cases = [results[i] for i in sorted(results)]
+    manifest.write()
+    log.info("%d cases: %d to segment, %d already done", len(jobs), len(todo), len(results))
+    return manifest, results, todo
+
+
+@contextmanager
+def _progress_bar(total: int, done: int, progress: bool) -> Iterator:
+    """A tqdm bar on stderr (disabled without ``progress``) that log records print above."""
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar = tqdm(total=total, initial=done, unit="case", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    with bar, logging_redirect_tqdm() if progress else nullcontext():
+        yield bar

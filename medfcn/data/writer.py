@@ -1,0 +1,223 @@
+"""Writing label maps on a scan's own grid, atomically.
+
+A label map is written as ``.nii.gz`` with the smallest integer type that holds its labels (uint8, else
+uint16, else int32) and exactly the source scan's size, spacing, origin and direction, so it overlays the scan in
+any viewer. Every file is written to a hidden temporary name in the destination folder and renamed into place:
+a process killed part-way never leaves a partial output under the final name. Temporaries left by a killed
+process are removed by :func:`remove_stale_partials`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from medfcn.data.scan import Grid, Scan
+from medfcn.errors import OutputError
+
+__all__ = [
+    "check_writable",
+    "write_labels",
+    "atomic_write_text",
+    "atomic_write",
+    "label_dtype",
+    "partial_path",
+    "remove_stale_partials",
+    "file_sha256",
+    "verify_labels",
+]
+
+log = logging.getLogger(__name__)
+
+_PART = ".part"
+
+
+def label_dtype(labels: np.ndarray) -> np.dtype:
+    """uint8 when the labels fit, else uint16, else int32."""
+    if labels.size == 0:
+        return np.dtype(np.uint8)
+    lo, hi = int(labels.min()), int(labels.max())
+    if lo >= 0 and hi <= 255:
+        return np.dtype(np.uint8)
+    if lo >= 0 and hi <= 65535:
+        return np.dtype(np.uint16)
+    return np.dtype(np.int32)
+
+
+def partial_path(path: Path) -> Path:
+    """The hidden temporary name ``path`` is written under: ``.NAME.HOST.PID.part`` + the same suffix."""
+    path = Path(path)
+    suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
+    host = socket.gethostname().replace(".", "-")
+    return path.with_name(f".{path.name}.{host}.{os.getpid()}{_PART}{suffix}")
+
+
+def check_writable(folder: str | Path, what: str = "the output folder") -> None:
+    """Create ``folder`` and prove a file can be written there (a probe file, removed at once), before any work
+    is done: the batch's output folder and a trained model's folder both ask here. Raises :class:`OutputError`
+    naming ``what``."""
+    import tempfile
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".medfcn-probe-"):
+            pass
+    except OSError as exc:
+        raise OutputError(f"{folder}: cannot write {what} there ({exc.strerror or exc})") from None
+
+
+def _ensure_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"{folder}: cannot create the output folder ({e.strerror or e})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{folder}: the output folder is not writable")
+
+
+def _commit(tmp: Path, path: Path) -> Path:
+    try:
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    return path
+
+
+def write_labels(labels: np.ndarray, like: Scan | Grid, path: str | Path, *, compression_level: int = 1) -> Path:
+    """Write ``labels`` (X, Y, Z) as a ``.nii.gz`` label map on the grid of ``like`` (a scan or its grid), atomically.
+
+    Raises:
+        ValueError: ``labels`` does not have ``like``'s shape (a programming error, not bad input).
+        OutputError: the folder cannot be created or written.
+    """
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.name.endswith((".nii.gz", ".nii")):
+        path = path.with_name(path.name + ".nii.gz")
+    labels = np.asarray(labels)
+    if isinstance(like, Grid):
+        like = Scan(np.broadcast_to(np.uint8(0), like.size), like.spacing, like.origin, like.direction_matrix)
+    image = like.to_sitk(labels.astype(label_dtype(labels), copy=False))
+    _ensure_folder(path.parent)
+    tmp = partial_path(path)
+    try:
+        sitk.WriteImage(image, str(tmp), True, compression_level)
+        del image  # a copy of the labels (57 MB for a 0.5 mm head), not held while the file is read back
+        verify_labels(tmp, labels, shown=path)  # SimpleITK does not report a failed gzip write (a full disk)
+    except (RuntimeError, OSError) as e:
+        tmp.unlink(missing_ok=True)
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        raise OutputError(f"{path}: cannot write ({lines[-1]})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _commit(tmp, path)
+
+
+def verify_labels(path: Path, labels: np.ndarray, *, shown: Path | None = None) -> None:
+    """Read the label map file ``path`` back (nibabel, which raises on a short gzip stream) and check it holds
+    exactly ``labels`` (X, Y, Z), slab by slab: never a second volume of their size. Raises :class:`OutputError`
+    naming ``shown`` (default ``path``)."""
+    import nibabel as nib
+
+    shown = path if shown is None else shown
+    try:
+        stored = nib.load(str(path), mmap=False, keep_file_open=True).dataobj  # one gzip stream for all the slabs
+        same = stored.shape == labels.shape and all(
+            np.array_equal(np.asanyarray(stored[..., k : k + 16]), labels[..., k : k + 16])
+            for k in range(0, labels.shape[-1], 16)
+        )
+    except Exception as e:  # nibabel raises many types for a short or damaged file
+        text = str(e).strip().splitlines()
+        raise OutputError(
+            f"{shown}: the written file does not read back ({type(e).__name__}: {text[0] if text else ''}); "
+            "is the disk full?"
+        ) from None
+    if not same:
+        raise OutputError(f"{shown}: the written file does not hold the label map written; is the disk full?")
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename. Raises :class:`OutputError`."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, write)
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(temporary)`` on the hidden temporary name of ``path``, then rename it into place.
+
+    ``write`` raises :class:`OutputError` (or any exception, which is re-raised) to abandon the file: the
+    temporary is removed and nothing appears under ``path``.
+    """
+    path = Path(path)
+    _ensure_folder(path.parent)
+    tmp = partial_path(path)
+    try:
+        write(tmp)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return _commit(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | Path) -> list[Path]:
+    """Remove temporaries in ``folder`` left by killed medfcn processes of this host; returns them.
+
+    A temporary of a process still running, or of another host (a distributed run), is left alone.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    host = socket.gethostname().replace(".", "-")
+    removed = []
+    for f in folder.iterdir():
+        name = f.name
+        if not (name.startswith(".") and _PART in name):
+            continue
+        stem = name.rsplit(_PART, 1)[0]  # the case name itself may hold ".part"
+        parts = stem.rsplit(".", 2)
+        if len(parts) != 3 or parts[1] != host or not parts[2].isdigit():
+            continue
+        if int(parts[2]) != os.getpid() and _pid_alive(int(parts[2])):
+            continue
+        f.unlink(missing_ok=True)
+        removed.append(f)
+        log.info("removed %s, left by an interrupted run", f)
+    return removed

@@ -1,0 +1,1 @@
+"""Scoring label maps: metrics, per-case scoring, error components, results, the evaluate command and its report."""

@@ -1,0 +1,251 @@
+"""Scoring predicted label maps against references, case by case: ``metrics.csv``, ``metrics.json``, ``report.html``.
+
+Pairing: ``pred`` and ``ref`` are files or folders of anything :func:`medfcn.data.reader.read_scan` reads, found with
+:func:`medfcn.data.discovery.find_cases`, and DICOM SEG and RTSTRUCT files, rebuilt on the grid of the series they
+reference (given with ``series``; see :mod:`medfcn.dicom.label_objects`); cases pair by case name (file name without its
+extension; :func:`medfcn.data.discovery.pair_cases`, the rule training uses too). Two single files always pair, under
+the prediction's name. Cases on one side only are listed in
+:attr:`Evaluation.unmatched_pred` and :attr:`Evaluation.unmatched_ref`; a case that cannot be read, or whose grids
+differ, is one line in :attr:`Evaluation.failed` and the others go on. A prediction stored in another index order on
+the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused
+(scoring itself, in memory, is :mod:`medfcn.evaluation.scoring`; the HTML report is :mod:`medfcn.evaluation.report`).
+
+Labels: every nonzero id found in any case, plus the ids of ``label_names``; every case has a row for every label
+(a label neither map of a case holds scores as "both empty", see :mod:`medfcn.evaluation.metrics`), so a structure missed in
+one case can never drop out of its label's mean.
+
+Images under the overlays: ``images`` (``{case: path}`` or a folder), else a folder beside a reference folder named
+``labels*`` whose name has ``images`` in its place (``labelsTr`` -> ``imagesTr``), matched by case name or as
+``CASE_0000``; an image on another grid than its reference is left out. Without one, the overlays are drawn on the
+masks alone.
+
+Example::
+
+    ev = evaluate("seg/", "labels/", "report/")
+    print("\\n".join(ev.summary_lines()))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medfcn.data.discovery import CaseSpec, find_cases, pair_cases
+from medfcn.data.scan import Scan
+from medfcn.data.writer import atomic_write_text
+from medfcn.dicom.label_objects import label_object_cases, read_label_object
+from medfcn.dicom.refs import SeriesIndex, dicom_label_kind
+from medfcn.errors import MedfcnError, NoScansError, UsageError
+from medfcn.evaluation.metrics import LabelMetrics
+from medfcn.evaluation.report import render_html
+from medfcn.evaluation.results import Evaluation, MetricRow, Thumbnail
+from medfcn.evaluation.scoring import score_scans
+from medfcn.evaluation.thumbnails import case_thumbnails
+
+__all__ = ["evaluate", "evaluate_scans"]
+
+log = logging.getLogger(__name__)
+
+_IMAGE_SUFFIXES = ("_0000",)  # nnU-Net names the first channel of case X "X_0000"
+
+
+# --- pairing ---------------------------------------------------------------------------------------------------
+
+
+def _find(path: Path, series: SeriesIndex) -> list[CaseSpec]:
+    """The cases at ``path``: scans (:func:`find_cases`), then DICOM SEG/RTSTRUCT files (:mod:`medfcn.dicom.label_objects`)
+    for the case names not taken."""
+    objects = label_object_cases(path, series)
+    specs: list[CaseSpec] = []
+    if not (path.is_file() and objects):
+        try:
+            specs = find_cases(path)
+        except NoScansError:
+            if not objects:
+                raise
+    taken = {c.case for c in specs}
+    objects = [o for o in objects if o.case not in taken]
+    if objects and not series.folders:
+        raise UsageError(
+            f"{objects[0].path}: a DICOM {dicom_label_kind(objects[0].path).upper()} is rebuilt on the series it "
+            "references: give the folder holding that series with --series DIR"
+        )
+    return specs + objects
+
+
+def _pair(
+    pred: Path, ref: Path, series: SeriesIndex
+) -> tuple[list[tuple[str, CaseSpec, CaseSpec]], list[str], list[str]]:
+    preds, refs = _find(pred, series), _find(ref, series)
+    if pred.is_file() and ref.is_file():  # two files named on the command line are one case, whatever their names
+        return [(preds[0].case, preds[0], refs[0])], [], []
+    paired = pair_cases(preds, refs, sides=(f"predictions in {pred}", f"references in {ref}"))
+    return paired.pairs, paired.only_first, paired.only_second
+
+
+def _read(spec: CaseSpec, series: SeriesIndex | None = None) -> Scan:
+    if series is not None and not spec.error and spec.path.is_file() and dicom_label_kind(spec.path) is not None:
+        return read_label_object(spec.path, series, spec.case)
+    return spec.read()
+
+
+def _image_specs(images: Mapping[str, str | Path | CaseSpec] | str | Path | None, ref: Path) -> dict[str, CaseSpec]:
+    if isinstance(images, Mapping):
+        return {str(k): v if isinstance(v, CaseSpec) else CaseSpec(Path(v), str(k)) for k, v in images.items()}
+    folder = Path(images) if images is not None else None
+    if folder is None and ref.is_dir() and ref.name.lower().startswith("labels"):
+        sibling = ref.parent / ("images" + ref.name[len("labels") :])
+        folder = sibling if sibling.is_dir() else None
+    if folder is None:
+        return {}
+    try:
+        specs = find_cases(folder)
+    except NoScansError:
+        return {}
+    out = {c.case: c for c in specs}
+    out.update({c.case[: -len(s)]: c for c in specs for s in _IMAGE_SUFFIXES if c.case.endswith(s)})
+    return out
+
+
+# --- the evaluation --------------------------------------------------------------------------------------------
+
+
+def _check_tolerance(tolerance_mm: float) -> None:
+    if not (np.isfinite(tolerance_mm) and tolerance_mm >= 0):
+        raise UsageError(f"the surface Dice tolerance must be a number of mm >= 0, got {tolerance_mm}")
+
+
+def _label_map(label_names: Mapping | None) -> dict[int, str]:
+    """``{id: name}`` from ``{id: name}`` or from a model card's ``{name: id}``."""
+    if not label_names:
+        return {}
+    items = [(v, k) if isinstance(k, str) and not isinstance(v, str) else (k, v) for k, v in label_names.items()]
+    return {int(k): str(v) for k, v in items}
+
+
+def _scored(
+    case: str, pred: Scan, ref: Scan, image: Scan | None, tolerance_mm: float
+) -> tuple[dict[int, LabelMetrics], list[Thumbnail]]:
+    """``({label: metrics}, thumbnails)`` of one case (:func:`medfcn.evaluation.scoring.score_scans`); ``image`` (drawn under
+    the thumbnails) is left out when it is on another grid."""
+    scores = score_scans(pred, ref, case=case, tolerance_mm=tolerance_mm)
+    under = None
+    if image is not None:
+        under = image.array if not ref.grid.differences(image.grid) else None
+        if under is None:
+            log.warning("%s: the image %s is on another grid; overlays drawn on the masks", case, image.source)
+    thumbnails = case_thumbnails(
+        scores.pred, ref.array, ref.spacing, direction=ref.direction, image=under, labels=sorted(scores.metrics)
+    )
+    return scores.metrics, thumbnails
+
+
+def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm, series) -> tuple[dict, list[Thumbnail]]:
+    pred_scan, ref_scan = _read(pred_spec, series), _read(ref_spec, series)
+    image = None
+    if image_spec is not None:
+        try:
+            image = _read(image_spec)
+        except MedfcnError as e:
+            log.warning("%s: image not used (%s)", case, e)
+    return _scored(case, pred_scan, ref_scan, image, tolerance_mm)
+
+
+def _finish(ev: Evaluation, results: dict[str, dict[int, LabelMetrics]], out_dir: Path) -> Evaluation:
+    """Fill ``ev.rows`` (every label of any case, in every case) and write the three files atomically."""
+    labels = sorted({k for k in ev.label_names if k != 0}.union(*results.values()))
+    ev.rows = [
+        MetricRow.of(case, label, m.get(label) or LabelMetrics.both_empty())
+        for case, m in results.items()
+        for label in labels
+    ]
+    atomic_write_text(out_dir / "metrics.csv", ev.to_csv())
+    atomic_write_text(out_dir / "metrics.json", json.dumps(ev.to_json(), indent=1) + "\n")
+    atomic_write_text(out_dir / "report.html", render_html(ev))
+    return ev
+
+
+def evaluate_scans(
+    case: str,
+    pred: Scan,
+    ref: Scan,
+    out_dir: str | Path,
+    *,
+    image: Scan | None = None,
+    tolerance_mm: float = 1.0,
+    label_names: Mapping[int, str] | Mapping[str, int] | None = None,
+    pred_source: str = "",
+    ref_source: str = "",
+) -> Evaluation:
+    """:func:`evaluate` of one case held in memory (e.g. two napari layers): no temporary files.
+
+    ``pred_source`` and ``ref_source`` are what the report names as the prediction and the reference (a layer
+    and its scan file, say).
+
+    Raises:
+        MedfcnError: the grids differ or a map holds non-integer values (nothing is written then).
+        OutputError: the report cannot be written.
+    """
+    _check_tolerance(tolerance_mm)
+    out_dir = Path(out_dir)
+    metrics, thumbnails = _scored(case, pred, ref, image, tolerance_mm)
+    ev = Evaluation(
+        [], [], [], [], _label_map(label_names), tolerance_mm, {case: thumbnails}, pred_source, ref_source, out_dir
+    )
+    return _finish(ev, {case: metrics}, out_dir)
+
+
+def evaluate(
+    pred: str | Path,
+    ref: str | Path,
+    out_dir: str | Path,
+    *,
+    tolerance_mm: float = 1.0,
+    label_names: Mapping[int, str] | Mapping[str, int] | None = None,
+    images: Mapping[str, str | Path | CaseSpec] | str | Path | None = None,
+    series: Sequence[str | Path] = (),
+) -> Evaluation:
+    """Score every prediction against its reference and write ``out_dir``/``metrics.csv``, ``metrics.json`` and
+    ``report.html`` (atomically).
+
+    Args:
+        pred, ref: label-map files or folders (any format :func:`medfcn.data.reader.read_scan` reads).
+        out_dir: the report folder (created).
+        tolerance_mm: the tolerance of the surface Dice, in mm.
+        label_names: ``{id: name}`` (or a model card's ``{name: id}``); background 0 is never scored.
+        images: the scans under the overlay thumbnails: ``{case: path or CaseSpec}`` (a CaseSpec names the series of
+            a DICOM folder) or a folder (see the module docstring).
+        series: folders holding the DICOM series that SEG and RTSTRUCT files in ``pred`` or ``ref`` reference
+            (searched recursively); each such file is rebuilt on its series' grid (:mod:`medfcn.dicom.label_objects`).
+
+    Returns:
+        An :class:`Evaluation`; cases that could not be scored are in ``.failed``, one line each.
+
+    Raises:
+        NoScansError: ``pred`` or ``ref`` does not exist or holds no scan, or no case pairs.
+        UsageError: a SEG or RTSTRUCT is given but no ``series`` folder.
+        OutputError: the report cannot be written.
+        MedfcnError: ``tolerance_mm`` is negative or not finite.
+    """
+    _check_tolerance(tolerance_mm)
+    pred, ref, out_dir = Path(pred), Path(ref), Path(out_dir)
+    names = _label_map(label_names)
+    index = SeriesIndex([Path(f) for f in series])
+    pairs, unmatched_pred, unmatched_ref = _pair(pred, ref, index)
+    image_specs = _image_specs(images, ref)
+    results: dict[str, dict[int, LabelMetrics]] = {}
+    ev = Evaluation([], [], unmatched_pred, unmatched_ref, names, tolerance_mm, {}, str(pred), str(ref), out_dir)
+    for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
+        log.info("evaluating %s (%d/%d)", case, i, len(pairs))
+        try:
+            scored = _score_case(case, pred_spec, ref_spec, image_specs.get(case), tolerance_mm, index)
+            results[case], ev.thumbnails[case] = scored
+        except MedfcnError as e:
+            msg = str(e) if str(e).startswith(f"{case}:") else f"{case}: {e}"
+            log.info("failed: %s", msg)  # reported in .failed, not logged twice
+            ev.failed.append(msg)
+    return _finish(ev, results, out_dir)

@@ -1,0 +1,199 @@
+"""The whole path from a scan to its label map: one function that the CLI, the napari widget and the tests call.
+
+The stages, each a method of :class:`Segmenter` that :meth:`Segmenter.segment` calls in this order (training's
+validation and the benchmarks call the same methods, never a copy of the sequence):
+
+1. :meth:`~Segmenter.to_frame`: scan -> the model's frame (orientation, spacing: :mod:`medfcn.inference.frame`)
+2. :meth:`~Segmenter.normalise`: intensity normalisation as recorded in the model's card
+3. :meth:`~Segmenter.probabilities`: the slice engine along each of the model's slice axes (probabilities
+   summed, stored as uint16 on the model's frame: never a float volume of the scan's size)
+4. :meth:`~Segmenter.postprocess`: the card's clean-up steps, on the probabilities
+5. :meth:`~Segmenter.to_scan`: probabilities resampled slab by slab onto the scan's own grid -> labels
+
+>>> from medfcn.data.scan import Scan
+>>> scan = Scan(np.random.rand(30, 34, 20).astype(np.float32), (2.0, 2.0, 3.0), (0, 0, 0), np.eye(3))
+>>> segment_scan(scan, device="cpu").shape  # the bundled model
+(30, 34, 20)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medfcn.data.scan import Scan
+from medfcn.inference.engine import SliceEngine
+from medfcn.inference.frame import (
+    ModelFrame,
+    foreground_box,
+    normalise_intensity,
+    probabilities_to_labels,
+    to_model_frame,
+)
+from medfcn.inference.postprocess import apply_to_probabilities
+from medfcn.model.checkpoint import Model, ModelCard, load_model
+
+__all__ = ["Segmenter", "segment_scan", "frame_for_model", "normalise_for_model"]
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[float], None]
+Cancel = Callable[[], bool]
+
+_INFERENCE_SHARE = 0.85  # of the progress bar; the rest is resampling back onto the scan's grid
+
+
+def frame_for_model(
+    scan: Scan, card: ModelCard, *, array: np.ndarray | None = None, mode: str = "bilinear"
+) -> ModelFrame:
+    """Stage 1 for the model ``card`` describes: ``scan`` (or ``array`` on its grid, e.g. a label map with
+    ``mode="nearest"``) on the model's frame (its orientation and spacing). Training prepares its cases with it."""
+    return to_model_frame(scan, card.spacing, orientation=card.orientation, array=array, mode=mode)
+
+
+def normalise_for_model(frame: ModelFrame, card: ModelCard) -> np.ndarray:
+    """Stage 2 for the model ``card`` describes: (X', Y', Z') float32 intensities of ``frame``, normalised."""
+    return normalise_intensity(frame.volume, card.normalisation)
+
+
+class Segmenter:
+    """A model prepared once (weights loaded, batch norm folded, on its device) to segment many scans.
+
+    ``model``: a :class:`Model`, a model file, or ``None`` for the bundled brain-extraction model.
+    ``device``: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
+    ``tta``: average over in-plane flips (4x the inference cost). Raises :class:`ModelError` for a bad model.
+    """
+
+    def __init__(
+        self,
+        model: Model | str | Path | None = None,
+        *,
+        device: str | torch.device = "auto",
+        tta: bool = False,
+        batch_size: int = 16,
+        amp: bool | None = None,
+    ) -> None:
+        self.model = model if isinstance(model, Model) else load_model(model)
+        self.engine = SliceEngine(self.model.network, device=device, batch_size=batch_size, tta=tta, amp=amp)
+        self.device = self.engine.device
+
+    @property
+    def labels(self) -> dict[str, int]:
+        return dict(self.model.card.labels)
+
+    # -- the stages, in order ------------------------------------------------------------------------------------
+
+    def to_frame(self, scan: Scan) -> ModelFrame:
+        """Stage 1: ``scan`` reoriented and resampled onto the model's frame (its card's orientation and spacing)."""
+        return frame_for_model(scan, self.model.card)
+
+    def normalise(self, frame: ModelFrame) -> np.ndarray:
+        """Stage 2: (X', Y', Z') float32 intensities of ``frame`` normalised as the model was trained."""
+        return normalise_for_model(frame, self.model.card)
+
+    def probabilities(
+        self, volume: np.ndarray, *, progress: Progress | None = None, cancel: Cancel | None = None
+    ) -> np.ndarray:
+        """Stage 3: (C, X', Y', Z') uint16 sums over the slice axes of probabilities x 255, for a normalised frame
+        volume (X', Y', Z').
+
+        The network runs only inside :func:`~medfcn.inference.frame.foreground_box` (the head and 12 mm around it); the air
+        outside is background with certainty. A scan whose field of view is larger than the head (an oblique grid,
+        a neck, a wide in-plane field) costs only its head.
+        """
+        card = self.model.card
+        n_classes, axes = len(card.labels), card.slice_axes
+        acc = np.zeros((n_classes, *volume.shape), dtype=np.uint16)
+        # probabilities x 255 (x each class's decision weight, at most 1 after scaling), summed over <= 3 axes
+        weights = np.asarray(card.class_weights or (1.0,) * n_classes, dtype=np.float32)
+        scale = torch.from_numpy(255.0 * weights / weights.max()).view(1, n_classes, 1, 1)
+        box = (slice(None), *foreground_box(volume))
+        inner = acc[box]  # a view: what the engine computes is written into acc
+        if inner.size < acc.size:
+            acc[0] = int(torch.round(scale[0, 0, 0, 0])) * len(axes)  # air: background, certain
+            inner[0] = 0
+        vol = torch.from_numpy(np.ascontiguousarray(volume[box[1:]], dtype=np.float32))
+        for n, axis in enumerate(axes):
+            view = torch.from_numpy(inner).movedim(axis + 1, 1)  # (C, D, H, W), writes go into acc
+            sub = None if progress is None else (lambda f, n=n: progress((n + f) / len(axes)))
+            for start, probs in self.engine.iter_probabilities(
+                vol, axis=axis, context=card.context, progress=sub, cancel=cancel
+            ):
+                q = probs.mul_(scale.to(probs.device)).round_().to(torch.int32).permute(1, 0, 2, 3)
+                block = view[:, start : start + q.shape[1]]
+                block.copy_((block.to(torch.int32) + q).to(torch.uint16))
+        return acc
+
+    def postprocess(self, probabilities: np.ndarray) -> np.ndarray:
+        """Stage 4: the card's post-processing steps applied to ``probabilities`` (C, X', Y', Z') in place;
+        returns them."""
+        return apply_to_probabilities(probabilities, self.model.card.postprocess)
+
+    def to_scan(self, probabilities: np.ndarray, frame: ModelFrame, *, progress: Progress | None = None) -> np.ndarray:
+        """Stage 5: uint8 labels (X, Y, Z) on the grid of the scan ``frame`` came from (see
+        :func:`medfcn.inference.frame.probabilities_to_labels`)."""
+        return probabilities_to_labels(probabilities, frame, progress=progress)
+
+    def segment(
+        self,
+        scan: Scan,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+        release_voxels: bool = False,
+    ) -> np.ndarray:
+        """uint8 labels (X, Y, Z) on ``scan``'s own grid (label ids as in the model's card).
+
+        ``progress(fraction)`` is called as work advances (0 to 1); ``cancel()`` is polled between batches and
+        stops the work with :class:`CancelledError` when it returns true. ``release_voxels``: once the scan is in
+        the model's frame, ``scan.array`` becomes a zero-stride stand-in of the same shape and type (the geometry
+        stays, for the writers), so the voxels are freed while the rest runs (114 MB for a 0.5 mm int16 head); for
+        a caller that does not look at them again (a batch).
+        """
+        t0 = time.perf_counter()
+        frame = self.to_frame(scan)
+        if release_voxels:
+            scan.array = np.broadcast_to(np.zeros((), dtype=scan.array.dtype), scan.shape)
+        volume = self.normalise(frame)
+        inner = None if progress is None else (lambda f: progress(_INFERENCE_SHARE * f))
+        probs = self.probabilities(volume, progress=inner, cancel=cancel)
+        del volume  # the normalised copy is not needed on the way back: free it before resampling
+        _trim_heap()
+        self.postprocess(probs)
+        back = None if progress is None else (lambda f: progress(_INFERENCE_SHARE + (1 - _INFERENCE_SHARE) * f))
+        labels = self.to_scan(probs, frame, progress=back)
+        _trim_heap()  # and the resampling's slab blocks, before the labels are written
+        log.debug("segmented %s %s in %.2f s on %s", scan.case, scan.shape, time.perf_counter() - t0, self.device)
+        return labels
+
+
+def _trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's ``malloc_trim``; nothing elsewhere). After the
+    engine glibc still holds its freed activations (~60-90 MB for a 0.5 mm head: its dynamic mmap threshold has risen
+    past their size, so they came from the heap), and after the way back the slab blocks (~35 MB), which the stages
+    after them reuse only in part."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
+
+
+def segment_scan(
+    scan: Scan,
+    model: Model | str | Path | None = None,
+    *,
+    device: str | torch.device = "auto",
+    tta: bool = False,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+) -> np.ndarray:
+    """uint8 labels (X, Y, Z) for one scan on its own grid; see :class:`Segmenter` (which loads a model once)."""
+    return Segmenter(model, device=device, tta=tta).segment(scan, progress=progress, cancel=cancel)

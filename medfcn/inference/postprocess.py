@@ -1,0 +1,96 @@
+"""Clean-ups applied to a label map per foreground label: keep the largest connected component, fill holes.
+
+Applied on the model's frame by editing class probabilities (:func:`apply_to_probabilities`), so that what is
+resampled back onto the scan's grid is still probabilities, never labels.
+
+>>> import numpy as np
+>>> m = np.zeros((9, 9, 9), bool); m[1:5, 1:5, 1:5] = True; m[7, 7, 7] = True; m[2, 2, 2] = False
+>>> int(clean_mask(m, ("largest_component", "fill_holes")).sum())
+64
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from medfcn.choices import parse_choice
+from medfcn.model.card import PostStep
+
+__all__ = ["PostStep", "clean_mask", "apply_to_probabilities", "argmax_classes", "fill_holes"]
+
+
+def clean_mask(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:
+    """Boolean ``mask`` (any 3-D shape) after ``steps`` in order."""
+    out = np.asarray(mask, dtype=bool)
+    for name in steps:
+        step = parse_choice(PostStep, name, "post-processing step")
+        if not out.any():
+            break
+        if step is PostStep.LARGEST_COMPONENT:
+            components, n = ndimage.label(out)
+            if n > 1:
+                sizes = np.bincount(components.ravel())
+                sizes[0] = 0
+                out = components == int(sizes.argmax())
+        else:
+            out = fill_holes(out)
+    return out
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with every background region that is not face-connected to the array's border filled: what
+    ``scipy.ndimage.binary_fill_holes`` returns, from one labelling of the background (~5x faster than its
+    iterated dilation, ~0.1 s a head at 1.5 mm)."""
+    background, n = ndimage.label(~mask)  # face-connected regions of the background
+    outside = np.zeros(n + 1, dtype=bool)
+    for face in _faces(background):
+        outside[face] = True
+    outside[0] = False  # label 0 is the mask itself
+    return ~outside[background]
+
+
+def _faces(a: np.ndarray) -> list[np.ndarray]:
+    """The six faces (any number of dimensions: 2 x ndim) of ``a``, as views."""
+    index = [slice(None)] * a.ndim
+    faces = []
+    for axis in range(a.ndim):
+        for end in (0, -1):
+            index[axis] = end
+            faces.append(a[tuple(index)])
+        index[axis] = slice(None)
+    return faces
+
+
+def argmax_classes(probs: np.ndarray) -> np.ndarray:
+    """uint8 (int32 beyond 256 classes) index of the largest of ``probs`` (C, ...) along its first axis, the first
+    on ties (as ``argmax(0)``, which reduces over the strided class axis ~20x slower)."""
+    labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] <= 256 else np.int32)
+    best = probs[0]
+    for c in range(1, probs.shape[0]):
+        better = probs[c] > best
+        labels[better] = c
+        best = np.maximum(best, probs[c])
+    return labels
+
+
+def apply_to_probabilities(probs: np.ndarray, steps: Sequence[str]) -> np.ndarray:
+    """``probs`` (C, X, Y, Z), any numeric dtype, edited in place so that its argmax is the cleaned label map.
+
+    Voxels a step removes from label ``l`` get label 0's highest value; voxels it adds get label ``l``'s.
+    Returns ``probs``.
+    """
+    if not steps or probs.shape[0] < 2:
+        return probs
+    top = np.iinfo(probs.dtype).max if np.issubdtype(probs.dtype, np.integer) else 1.0
+    labels = argmax_classes(probs)
+    for label in range(1, probs.shape[0]):
+        mask = labels == label
+        cleaned = clean_mask(mask, steps)
+        for changed, winner in ((mask & ~cleaned, 0), (cleaned & ~mask, label)):
+            if changed.any():
+                probs[:, changed] = 0
+                probs[winner, changed] = top
+    return probs

@@ -1,13 +1,17 @@
 """DICOM Segmentation objects (highdicom): a label map written for the DICOM series it was computed on, and back.
 
 Writing (:func:`write_seg`): one binary segment per foreground label of the model card, numbered as the label ids,
-with its coded category and type (:mod:`medfcn.dicom.codes`) and the algorithm that made it (model name, the model
-file's sha256 as version, medfcn's version as source). Frames are the source slices where a label is present, each
-referencing its source SOP instance; the SEG joins the source's study and Frame of Reference. Written atomically.
+with its coded category and type (:mod:`medfcn.dicom.codes`), a display colour, how it was made (AUTOMATIC as the
+model wrote it; SEMIAUTOMATIC once a person edited the model's label, MANUAL for a label the model does not make) and
+the algorithm that made it (model name, the model file's sha256 as version, medfcn's version as source). One frame
+per segment and source slice, empty ones included, each referencing its source SOP instance, so the SEG alone holds
+the series' grid; the spacing between slices it states is measured from the slices' positions, never copied from
+the source's SpacingBetweenSlices tag. The SEG joins the source's study and Frame of Reference. Written atomically.
 
 Reading (:func:`read_seg`): the frames are put back on the referenced series' grid (found with a
 :class:`medfcn.dicom.refs.SeriesIndex`) through each source slice's own geometry: a label map ``(X, Y, Z)`` whose
 value at a voxel is the number of the segment covering it (the highest, where segments overlap).
+:func:`read_seg_alone` reads a SEG without its series, on the grid its own frames' positions span.
 
 Example::
 
@@ -17,7 +21,8 @@ Example::
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +34,18 @@ from medfcn.dicom.codes import Code, code_for
 from medfcn.dicom.refs import SeriesIndex, frame_indices, frames_of, headers_by_uid, source_datasets
 from medfcn.errors import MedfcnError, OutputError
 
-__all__ = ["Segment", "Algorithm", "segments_of", "algorithm_of", "write_seg", "read_seg"]
+__all__ = [
+    "Generation",
+    "Segment",
+    "Algorithm",
+    "segments_of",
+    "edited_segments",
+    "algorithm_of",
+    "display_rgb",
+    "write_seg",
+    "read_seg",
+    "read_seg_alone",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +53,23 @@ SEG_SERIES_NUMBER = 9901
 RTSTRUCT_SERIES_NUMBER = 9902
 
 
+class Generation(StrEnum):
+    """How a segment was made (DICOM's SegmentAlgorithmType / ROIGenerationAlgorithm)."""
+
+    AUTOMATIC = "AUTOMATIC"  # a model's output as it came out
+    SEMIAUTOMATIC = "SEMIAUTOMATIC"  # a model's output edited by a person
+    MANUAL = "MANUAL"  # drawn by a person (a label the model does not make)
+
+
 @dataclass(frozen=True)
 class Segment:
-    """One label as a DICOM segment or ROI: its number (the label id), name and codes."""
+    """One label as a DICOM segment or ROI: its number (the label id), name, codes and how it was made."""
 
     number: int
     name: str
     category: Code
     type: Code
+    generation: Generation = Generation.AUTOMATIC
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,25 @@ def segments_of(labels: dict[str, int], label_codes: dict | None = None) -> list
             codes = code_for(name, label_codes or {})
             out.append(Segment(int(number), name, codes["category"], codes["type"]))
     return out
+
+
+def edited_segments(segments: list[Segment], model_labels: set[int] | None) -> list[Segment]:
+    """``segments`` of a label map a person edited: a label the model makes (its id in ``model_labels``) becomes
+    SEMIAUTOMATIC, any other MANUAL; every one MANUAL when no model made the map (``model_labels`` None)."""
+    made = model_labels or set()
+    return [
+        replace(s, generation=Generation.SEMIAUTOMATIC if s.number in made else Generation.MANUAL) for s in segments
+    ]
+
+
+# Okabe & Ito's colour-blind-safe palette (orange, sky blue, bluish green, yellow, blue, vermillion, reddish purple):
+# the display colour a written segment recommends, by its order among the segments.
+_PALETTE = ((230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0), (204, 121, 167))
+
+
+def display_rgb(number: int) -> tuple[int, int, int]:
+    """The RGB (0-255) a segment numbered ``number`` (1, 2, ...) is recommended to be shown in."""
+    return _PALETTE[(int(number) - 1) % len(_PALETTE)]
 
 
 def algorithm_of(model) -> Algorithm:
@@ -95,11 +139,34 @@ def _descriptions(segments: list[Segment], algorithm: Algorithm) -> list:
             segment_label=s.name[:64],
             segmented_property_category=hd.sr.CodedConcept(*s.category),
             segmented_property_type=hd.sr.CodedConcept(*s.type),
-            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=ident,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues(s.generation.value),
+            algorithm_identification=None if s.generation == Generation.MANUAL else ident,
+            display_color=hd.color.CIELabColor(*(c / 255 for c in display_rgb(s.number))),
         )
         for s in segments
     ]
+
+
+def _spacing_from_positions(datasets: list) -> None:
+    """Set the source headers' SpacingBetweenSlices (in memory) to the spacing measured from the slices'
+    ImagePositionPatient along their normal, or remove it when the positions are not evenly spaced: highdicom
+    copies the tag into the SEG, readers rebuild the volume from it, and a source's tag can lie."""
+    normal = np.cross(*np.asarray(datasets[0].ImageOrientationPatient, float).reshape(2, 3))
+    steps = np.diff(np.sort([float(np.asarray(ds.ImagePositionPatient, float) @ normal) for ds in datasets]))
+    between = float(np.median(steps)) if steps.size else 0.0
+    even = between > 0 and np.allclose(steps, between, rtol=1e-3, atol=1e-3)
+    stated = datasets[0].get("SpacingBetweenSlices")
+    if stated is not None and (not even or abs(float(stated) - between) > 1e-3):
+        log.info(
+            "the source states SpacingBetweenSlices %s; its slice positions are %s",
+            stated,
+            between if even else "uneven",
+        )
+    for ds in datasets:
+        if even:
+            ds.SpacingBetweenSlices = f"{between:.6g}"
+        elif "SpacingBetweenSlices" in ds:
+            del ds.SpacingBetweenSlices
 
 
 def write_seg(
@@ -118,10 +185,11 @@ def write_seg(
     algorithm = algorithm or Algorithm()
     _check_labels(labels, segments, path)
     datasets = source_datasets(scan)
+    _spacing_from_positions(datasets)
     frames = frames_of(np.asarray(labels), scan, datasets).astype(np.uint16 if labels.max() > 255 else np.uint8)
     descriptions = _descriptions(segments, algorithm)
-    if not frames.any():  # highdicom needs one frame; an empty result keeps all frames (all zero) instead
-        log.info("%s: no label present; the SEG holds empty frames", path)
+    edited = any(s.generation != Generation.AUTOMATIC for s in segments)
+    what = f"{algorithm.name}, edited" if edited else algorithm.name
     try:
         seg = hd.seg.Segmentation(
             source_images=datasets,
@@ -136,10 +204,10 @@ def write_seg(
             manufacturer_model_name=algorithm.name[:64],
             software_versions=algorithm.medfcn_version,
             device_serial_number="0",
-            series_description=f"medfcn {algorithm.name}"[:64],
+            series_description=f"medfcn {what}"[:64],
             content_label="MEDFCN",
-            content_description=f"{algorithm.name} segmentation"[:64],
-            omit_empty_frames=bool(frames.any()),
+            content_description=f"{what} segmentation"[:64],
+            omit_empty_frames=False,  # every source slice: the SEG alone then carries the series' whole grid
         )
     except (ValueError, TypeError, AttributeError) as e:
         raise OutputError(f"{path}: cannot build a DICOM SEG for series {scan.series_uid}: {e}") from None
@@ -159,13 +227,8 @@ def read_seg(path: str | Path, series: SeriesIndex) -> Scan:
     Raises :class:`MedfcnError` for an unreadable SEG, a referenced series not in ``series``, or frames that do not
     lie on it.
     """
-    import highdicom as hd
-
     path = Path(path)
-    try:
-        seg = hd.seg.segread(path)
-    except Exception as e:  # pydicom and highdicom raise many types for a damaged file
-        raise MedfcnError(f"{path}: not a readable DICOM SEG ({type(e).__name__}: {str(e)[:120]})") from None
+    seg = _segread(path)
     refs = [str(s.SeriesInstanceUID) for s in getattr(seg, "ReferencedSeriesSequence", [])]
     if len(refs) != 1:
         raise MedfcnError(f"{path}: references {len(refs)} series; medfcn reads SEGs of one source series")
@@ -188,3 +251,81 @@ def read_seg(path: str | Path, series: SeriesIndex) -> Scan:
             on = pixels[n_slice, :, :, n_seg] > 0
             labels[i[on], j[on], k[on]] = np.maximum(labels[i[on], j[on], k[on]], number)
     return scan.with_array(labels.astype(np.uint8) if labels.max() <= 255 else labels)
+
+
+def _segread(path: Path):
+    import highdicom as hd
+
+    try:
+        return hd.seg.segread(path)
+    except Exception as e:  # pydicom and highdicom raise many types for a damaged file
+        raise MedfcnError(f"{path}: not a readable DICOM SEG ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _frame_item(seg, name: str, k: int):
+    """Frame ``k``'s functional group item ``name`` (its own, else the shared one)."""
+    here = getattr(seg.PerFrameFunctionalGroupsSequence[k], name, None)
+    here = here or getattr(seg.SharedFunctionalGroupsSequence[0], name, None)
+    if not here:
+        raise AttributeError(name)
+    return here[0]
+
+
+def _frame_geometry(seg, path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float], list[int]]:
+    """``(positions (F, 3), orientation (6,), (row spacing, column spacing), segment numbers (F,))`` of a SEG's
+    frames, positions in LPS mm."""
+    try:
+        n = len(seg.PerFrameFunctionalGroupsSequence)
+        iop = np.asarray([float(v) for v in _frame_item(seg, "PlaneOrientationSequence", 0).ImageOrientationPatient])
+        spacing = tuple(float(v) for v in _frame_item(seg, "PixelMeasuresSequence", 0).PixelSpacing)
+        ipp = np.asarray(
+            [[float(v) for v in _frame_item(seg, "PlanePositionSequence", k).ImagePositionPatient] for k in range(n)]
+        )
+        numbers = [int(_frame_item(seg, "SegmentIdentificationSequence", k).ReferencedSegmentNumber) for k in range(n)]
+    except (AttributeError, IndexError, ValueError, TypeError) as e:
+        raise MedfcnError(f"{path}: its frames do not state where they lie in the patient ({e})") from None
+    return ipp, iop, spacing, numbers
+
+
+def read_seg_alone(path: str | Path) -> Scan:
+    """A DICOM SEG on the grid its own frames span, without its source series: a label map ``(X, Y, Z)`` (X along
+    a row, Y down the columns, Z along the slice normal), value = segment number (the highest where they overlap).
+
+    The grid comes from the frames' ImagePositionPatient, ImageOrientationPatient and PixelSpacing only (never
+    SpacingBetweenSlices): the planes are the distinct frame positions, which must lie on one line along the
+    normal, evenly spaced (a gap of whole steps is filled with empty planes: frames a writer left out as empty).
+    ``source`` is the SEG file, ``case`` its name without ``.seg.dcm``/``.dcm``; ``series_uid`` stays None (it is
+    not an image series).
+
+    Raises :class:`MedfcnError` for an unreadable SEG or frames that lie on no regular grid.
+    """
+    path = Path(path)
+    seg = _segread(path)
+    ipp, iop, (row_mm, col_mm), numbers = _frame_geometry(seg, path)
+    along_row, down_col = iop[:3], iop[3:]
+    normal = np.cross(along_row, down_col)
+    depth = ipp @ normal
+    planes = np.unique(np.round(depth, 3))
+    step = float(np.min(np.diff(planes))) if planes.size > 1 else float(seg.get("SliceThickness") or 1.0)
+    index = np.round((depth - planes[0]) / step)
+    origin = ipp[int(np.argmin(depth))]
+    off_line = ipp - origin - np.outer(depth - planes[0], normal)
+    if not np.allclose(index * step, depth - planes[0], atol=1e-2) or not np.allclose(off_line, 0, atol=1e-2):
+        raise MedfcnError(f"{path}: its frames are not evenly spaced planes of one grid; open it with its series")
+    frames = np.asarray(seg.pixel_array).reshape(len(ipp), int(seg.Rows), int(seg.Columns))
+    if str(seg.SegmentationType) == "FRACTIONAL":
+        frames = frames > float(seg.MaximumFractionalValue) / 2
+    dtype = np.uint8 if max(numbers, default=0) <= 255 else np.uint16
+    labels = np.zeros((int(seg.Columns), int(seg.Rows), int(index.max()) + 1), dtype)
+    for frame, k, number in zip(frames, index.astype(int), numbers, strict=True):
+        on = frame.T > 0  # (columns, rows): X along a row, Y down the columns
+        labels[:, :, k][on] = np.maximum(labels[:, :, k][on], number)
+    case = path.name[: -len(".seg.dcm")] if path.name.lower().endswith(".seg.dcm") else path.stem
+    return Scan(
+        array=labels,
+        spacing=(col_mm, row_mm, step),
+        origin=tuple(float(v) for v in origin),
+        direction=np.stack([along_row, down_col, normal], axis=1),
+        source=path,
+        case=case,
+    )

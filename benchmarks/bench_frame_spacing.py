@@ -4,7 +4,8 @@ Usage: python benchmarks/bench_frame_spacing.py [--spacings 1.0,1.5] [--json OUT
 
 1. **Ceiling of the boundary** for each spacing: the sample's reference mask (``sample_data/labels/``) brought
    onto the frame as a float (trilinear: the partial-volume probabilities a perfect model would output), then back
-   to the scan's grid through :func:`medfcn.inference.frame.probabilities_to_labels`, exactly as ``medfcn segment`` does.
+   to the scan's grid through :func:`medfcn.inference.frame.probabilities_to_labels`, exactly as ``medfcn segment``
+   does.
    Dice, HD95 and surface Dice (1 mm) of that round trip against the mask: what the frame alone loses.
 2. **Cost**: the bundled network run at that spacing on the 1 mm sample (``Segmenter.segment``, one fresh process
    per spacing so that peak memory is the process's own): seconds (best of 2) and peak resident memory (MB).
@@ -50,11 +51,12 @@ def cost(spacing: float) -> dict[str, float]:
     """In a fresh process: seconds and peak memory of segmenting the sample at ``spacing``."""
     from medfcn.data.reader import read_scan
     from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.settings import InferenceSettings
     from medfcn.model.checkpoint import load_model
 
     model = load_model()
     model.card.spacing = (spacing,) * 3
-    segmenter = Segmenter(model, device="cpu")
+    segmenter = Segmenter(model, InferenceSettings(device="cpu"))
     scan = read_scan(IMAGE)
     times = []
     for _ in range(2):

@@ -1,7 +1,9 @@
-"""Time :func:`medfcn.evaluation.metrics.compute_metrics` on a 512 x 512 x 300 pair with 3 labels (CT-like: liver, kidneys).
+"""Time :func:`medfcn.evaluation.metrics.compute_metrics` on a 512 x 512 x 300 pair with 3 labels (CT-like: liver,
+kidneys).
 
 Run: ``python benchmarks/bench_metrics.py [--repeat N] [--monai]``; prints the seconds per call (best of N), the
-time of the report's overlay thumbnails of the same pair (what :func:`medfcn.evaluation.evaluate.evaluate` adds per case) and,
+time of the report's overlay thumbnails of the same pair (what :func:`medfcn.evaluation.evaluate.evaluate` adds per
+case) and,
 with ``--monai``, the time of MONAI's HD95, ASSD and surface Dice on the same pair and the largest difference.
 """
 

@@ -1,6 +1,7 @@
 """One case of a batch, stage by stage: read, segment, write, and the manifest entry that records it.
 
-Shared by the two executors of :func:`medfcn.batch.run.run_batch`: the local one (:mod:`medfcn.batch.run`, which runs the
+Shared by the two executors of :func:`medfcn.batch.run.run_batch`: the local one (:mod:`medfcn.batch.run`, which
+runs the
 stages in background threads) and the Dask one (:mod:`medfcn.batch.cluster`, where each worker runs
 :func:`process_case`). A broken case never raises here: its first error is one line in its entry
 (:func:`error_message`) and the batch goes on.
@@ -31,10 +32,9 @@ if TYPE_CHECKING:
 __all__ = [
     "Job",
     "Record",
-    "Step",
-    "output_path",
+    "CaseState",
     "input_stamp",
-    "output_complete",
+    "reason_to_redo",
     "error_message",
     "read_case",
     "segment_case",
@@ -66,7 +66,7 @@ class Job:
 
 
 @dataclass
-class Step:
+class CaseState:
     """What one case produced so far: the scan, its labels, the first error, seconds per stage, the output's hash."""
 
     scan: Scan | None = None
@@ -75,11 +75,6 @@ class Step:
     timing: dict[str, float] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
     warnings: list[str] = field(default_factory=list)  # what the segmentation noticed (an empty label map)
-
-
-def output_path(out_dir: str | Path, case: str) -> Path:
-    """Where the label map of ``case`` is written: ``OUT/<case>.nii.gz``."""
-    return Path(out_dir) / f"{case}.nii.gz"
 
 
 def input_stamp(spec: CaseSpec) -> str:
@@ -98,8 +93,8 @@ def input_stamp(spec: CaseSpec) -> str:
     return h.hexdigest()[:16]
 
 
-def output_complete(job: Job, earlier: CaseResult | None, model_sha256: str | None) -> str | None:
-    """Why the output of ``job`` cannot be kept (``None``: it is finished and can be skipped).
+def reason_to_redo(job: Job, earlier: CaseResult | None, model_sha256: str | None) -> str | None:
+    """Why ``job`` must be segmented again, or ``None`` when its outputs are finished and can be skipped.
 
     It is kept only when ``earlier`` (the previous manifest's entry of this case) records it as made from the same
     input by the same model, and the file still has the SHA-256 recorded when it was written and verified.
@@ -135,9 +130,9 @@ def error_message(exc: BaseException) -> str:
 
 
 # -- the three stages of a case --------------------------------------------------------------------------------
-def read_case(job: Job) -> Step:
+def read_case(job: Job) -> CaseState:
     """Read the scan of ``job`` (and check it suits the formats asked for); an error is kept in the step."""
-    step = Step()
+    step = CaseState()
     if job.spec.error:  # a series found broken: no time spent reading
         step.error = job.spec.error
         return step
@@ -151,7 +146,7 @@ def read_case(job: Job) -> Step:
     return step
 
 
-def segment_case(segmenter: Segmenter, step: Step) -> Step:
+def segment_case(segmenter: Segmenter, step: CaseState) -> CaseState:
     """Segment the scan of a step that has no error yet; an error is kept in the step."""
     if step.error is None and step.scan is not None:
         start = time.perf_counter()
@@ -172,7 +167,7 @@ def segment_case(segmenter: Segmenter, step: Step) -> Step:
     return step
 
 
-def write_case(job: Job, step: Step, model: Model | None = None) -> Step:
+def write_case(job: Job, step: CaseState, model: Model | None = None) -> CaseState:
     """Write every output file of a segmented step and record their hashes; the labels are dropped after."""
     if step.error is None and step.labels is not None and step.scan is not None:
         start = time.perf_counter()
@@ -187,7 +182,7 @@ def write_case(job: Job, step: Step, model: Model | None = None) -> Step:
 
 
 def case_result(
-    job: Job, step: Step, device: str, model_sha256: str | None = None, precision: str | None = None
+    job: Job, step: CaseState, device: str, model_sha256: str | None = None, precision: str | None = None
 ) -> CaseResult:
     """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded.
     ``precision``: the network's arithmetic (:attr:`medfcn.inference.engine.SliceEngine.precision`)."""
@@ -224,7 +219,7 @@ def skipped_result(earlier: CaseResult) -> CaseResult:
 
 def failed_result(job: Job, error: str, device: str) -> CaseResult:
     """The manifest entry of a case that failed before it was read (e.g. its worker died)."""
-    return case_result(job, Step(error=error), device)
+    return case_result(job, CaseState(error=error), device)
 
 
 def process_case(segmenter: Segmenter, job: Job) -> CaseResult:

@@ -29,7 +29,7 @@ from medfcn.choices import choices_of, parse_choice
 from medfcn.data.scan import Scan
 from medfcn.errors import UnsupportedScanError, UsageError
 
-__all__ = ["OutputFormat", "parse_formats", "output_files", "needs_dicom", "check_case", "write_outputs", "complete"]
+__all__ = ["OutputFormat", "parse_formats", "output_files", "needs_dicom", "check_case", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -96,17 +96,3 @@ def write_outputs(labels: np.ndarray, scan: Scan, files: dict[OutputFormat, Path
         write = write_seg if fmt is OutputFormat.DICOM_SEG else write_rtstruct
         written.append(write(labels, scan, path, segments=segments, algorithm=algorithm))
     return written
-
-
-def complete(path: Path) -> bool:
-    """Whether a DICOM output is a finished file: it exists and pydicom reads it (NIfTI: see ``batch``)."""
-    import pydicom
-
-    if not path.is_file():
-        return False
-    try:
-        pydicom.dcmread(path, stop_before_pixels=True)
-        return True
-    except Exception:  # a damaged file is treated as absent: the case is segmented again
-        log.warning("%s: exists but cannot be read; segmenting that case again", path)
-        return False

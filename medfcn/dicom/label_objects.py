@@ -22,17 +22,12 @@ from medfcn.data.scan import Scan
 from medfcn.dicom.refs import SeriesIndex, dicom_label_kind
 from medfcn.errors import MedfcnError
 
-__all__ = ["label_object_cases", "read_label_object", "is_label_object"]
+__all__ = ["label_object_cases", "read_label_object"]
 
 log = logging.getLogger(__name__)
 
 _SUFFIXES = (".seg.dcm", ".rtstruct.dcm", ".dcm")
 _ORDER = {"seg": 0, "rtstruct": 1}
-
-
-def is_label_object(path: Path) -> bool:
-    """True for a DICOM SEG or RTSTRUCT file."""
-    return dicom_label_kind(Path(path)) is not None
 
 
 def _referenced_series(path: Path, kind: str) -> str | None:

@@ -11,7 +11,8 @@ the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) 
 (scoring itself, in memory, is :mod:`medfcn.evaluation.scoring`; the HTML report is :mod:`medfcn.evaluation.report`).
 
 Labels: every nonzero id found in any case, plus the ids of ``label_names``; every case has a row for every label
-(a label neither map of a case holds scores as "both empty", see :mod:`medfcn.evaluation.metrics`), so a structure missed in
+(a label neither map of a case holds scores as "both empty", see :mod:`medfcn.evaluation.metrics`), so a structure
+missed in
 one case can never drop out of its label's mean.
 
 Images under the overlays: ``images`` (``{case: path}`` or a folder), else a folder beside a reference folder named
@@ -57,7 +58,8 @@ _IMAGE_SUFFIXES = ("_0000",)  # nnU-Net names the first channel of case X "X_000
 
 
 def _find(path: Path, series: SeriesIndex) -> list[CaseSpec]:
-    """The cases at ``path``: scans (:func:`find_cases`), then DICOM SEG/RTSTRUCT files (:mod:`medfcn.dicom.label_objects`)
+    """The cases at ``path``: scans (:func:`find_cases`), then DICOM SEG/RTSTRUCT files
+    (:mod:`medfcn.dicom.label_objects`)
     for the case names not taken."""
     objects = label_object_cases(path, series)
     specs: list[CaseSpec] = []
@@ -130,7 +132,8 @@ def _label_map(label_names: Mapping | None) -> dict[int, str]:
 def _scored(
     case: str, pred: Scan, ref: Scan, image: Scan | None, tolerance_mm: float
 ) -> tuple[dict[int, LabelMetrics], list[Thumbnail]]:
-    """``({label: metrics}, thumbnails)`` of one case (:func:`medfcn.evaluation.scoring.score_scans`); ``image`` (drawn under
+    """``({label: metrics}, thumbnails)`` of one case (:func:`medfcn.evaluation.scoring.score_scans`); ``image``
+    (drawn under
     the thumbnails) is left out when it is on another grid."""
     scores = score_scans(pred, ref, case=case, tolerance_mm=tolerance_mm)
     under = None

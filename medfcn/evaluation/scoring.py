@@ -2,7 +2,8 @@
 
 :func:`score_arrays` scores two label maps on one grid (the Review dock calls it on its layers' arrays);
 :func:`score_scans` scores two scans, first reordering a prediction stored in another index order on the same
-voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) exactly; :func:`medfcn.evaluation.evaluate.evaluate`
+voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) exactly;
+:func:`medfcn.evaluation.evaluate.evaluate`
 calls it for every pair of files.
 
 >>> import numpy as np

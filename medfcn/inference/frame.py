@@ -259,7 +259,9 @@ def probabilities_to_labels(
     to float.
 
     Args:
-        probabilities: (C, X', Y', Z') on the model frame; uint8 (probability x 255) or float.
+        probabilities: (C, X', Y', Z') on the model frame, any numeric type: the pipeline passes uint16 sums
+            of probability x 255 over its slice axes (:meth:`medfcn.inference.pipeline.Segmenter.probabilities`);
+            only their order per voxel matters.
 
     Returns:
         uint8 labels (X, Y, Z) (uint16 beyond 256 classes) on the scan's grid (class index of the highest

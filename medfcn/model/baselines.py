@@ -24,6 +24,9 @@ class BasicUNet2D(nn.Module):
 
     def __init__(self, in_channels: int = 3, num_classes: int = 2, **kwargs: Any) -> None:
         super().__init__()
+        from medfcn._monai import import_monai
+
+        import_monai()  # the one way medfcn imports MONAI
         from monai.networks.nets import BasicUNet
 
         self.in_channels = in_channels

@@ -45,7 +45,6 @@ __all__ = [
     "Upsampling",
     "FCNConfig",
     "FCN",
-    "build_network",
     "fold_batchnorm",
     "load_coarser_weights",
     "pad_to_stride",
@@ -317,11 +316,6 @@ def load_coarser_weights(network: FCN, state: dict[str, torch.Tensor]) -> list[s
         raise ModelError(f"the weights lack {len(lacking)} tensors that are not skip layers; first {lacking[0]}")
     network.load_state_dict(state, strict=False)
     return new
-
-
-def build_network(config: FCNConfig | dict[str, Any]) -> FCN:
-    """An :class:`FCN` from a config or its dict form (as stored beside the weights in a checkpoint)."""
-    return FCN(config)
 
 
 @torch.no_grad()

@@ -122,6 +122,9 @@ class Augmenter:
         return img
 
     def _intensity(self, img: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        from medfcn._monai import import_monai
+
+        import_monai()  # the one way medfcn imports MONAI
         from monai.transforms import RandBiasField, RandGaussianSmooth, RandHistogramShift
 
         seed = int(rng.integers(2**31))

@@ -60,16 +60,15 @@ class Calibration:
         return [f"calibrated on {len(self.cases)} scan(s): {', '.join(self.cases)}", *rows]
 
 
-def _score(probs: np.ndarray, frame, reference: np.ndarray, postprocess, threshold: float) -> list[tuple]:
-    """(Dice, volume ratio) per foreground label of ``reference`` for one threshold, on the scan's grid."""
+def _score(segmenter, probs: np.ndarray, frame, reference: np.ndarray, threshold: float) -> list[tuple]:
+    """(Dice, volume ratio) per foreground label of ``reference`` for one threshold, on the scan's grid: the
+    background's probability weighted as the threshold asks, then the pipeline's own stages 4 and 5
+    (:meth:`~medfcn.inference.pipeline.Segmenter.postprocess`, :meth:`~medfcn.inference.pipeline.Segmenter.to_scan`)."""
     from medfcn.evaluation.metrics import dice
-    from medfcn.inference.frame import probabilities_to_labels
-    from medfcn.inference.postprocess import apply_to_probabilities
 
     p = probs.astype(np.float32)
     p[0] *= background_weight(threshold)
-    apply_to_probabilities(p, postprocess)
-    labels = probabilities_to_labels(p, frame)
+    labels = segmenter.to_scan(segmenter.postprocess(p), frame)
     out = []
     for label in range(1, probs.shape[0]):
         pred, ref = labels == label, reference == label
@@ -95,6 +94,7 @@ def calibrate(
     """
     from medfcn.data.pairs import read_pair
     from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.settings import InferenceSettings
     from medfcn.model.checkpoint import load_model, save_model
     from medfcn.training.train import check_output
 
@@ -104,7 +104,7 @@ def calibrate(
         raise UsageError(f"{output} is the model being calibrated: write the calibrated model to a new file")
     check_output(output, pairs)  # before any scan is segmented
     card = dataclasses.replace(source.card, class_weights=())  # score from the uncalibrated probabilities
-    segmenter = Segmenter(dataclasses.replace(source, card=card), device=device)  # folds a copy of the network
+    segmenter = Segmenter(dataclasses.replace(source, card=card), InferenceSettings(device=device))  # folds a copy of the network
     scores: dict[float, list[tuple[float, float]]] = {t: [] for t in thresholds}
     for pair in pairs:
         image, reference = read_pair(pair)
@@ -114,7 +114,7 @@ def calibrate(
         if not (ref > 0).any():
             raise MedfcnError(f"{pair.label}: the label map holds no foreground to calibrate on")
         for t in thresholds:
-            scores[t].extend(_score(probs, frame, ref, card.postprocess, t))
+            scores[t].extend(_score(segmenter, probs, frame, ref, t))
         log.info("calibration: scored %s", pair.case)
     table = {t: (float(np.mean([d for d, _ in s])), float(np.mean([v for _, v in s]))) for t, s in scores.items()}
     best = max(table, key=lambda t: (round(table[t][0], 6), -abs(t - 0.5)))

@@ -59,6 +59,9 @@ def prepare_volume(pair: LabelledPair, card: ModelCard) -> TrainingVolume:
 def cache_volumes(pairs: list[LabelledPair], card: ModelCard) -> list[TrainingVolume]:
     """The pairs loaded once onto the model's frame, through a MONAI ``CacheDataset``. Raises
     :class:`MedfcnError` when every label map is empty."""
+    from medfcn._monai import import_monai
+
+    import_monai()  # the one way medfcn imports MONAI
     from monai.data import CacheDataset
     from monai.transforms import Lambda
 

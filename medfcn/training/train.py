@@ -3,7 +3,8 @@
 Cases (image + label map, paired by case name, any format medfcn reads) are brought into the model's frame
 once and cached (a MONAI ``CacheDataset``). Each training volume is then augmented as a whole
 (:class:`medfcn.training.augment.Augmenter`) and batches of slices are drawn from it along the model's slice axes, with
-foreground oversampling, stacked with their neighbours exactly as at inference (:func:`medfcn.inference.engine.slice_stack`).
+foreground oversampling, stacked with their neighbours exactly as at inference
+(:func:`medfcn.inference.engine.slice_stack`).
 Loss: Dice + cross-entropy (MONAI ``DiceCELoss``); AdamW with warm-up and cosine decay driven by steps or time,
 whichever runs out first; mixed precision on a GPU. After every epoch the model is validated on held-out cases
 (or, with a single case, on fixed augmented copies of it: reoriented, rescaled, re-contrasted) with the same
@@ -76,10 +77,11 @@ def frame_dice(network: torch.nn.Module, items: list[TrainingVolume], card, devi
     :meth:`~medfcn.inference.pipeline.Segmenter.postprocess`), the arg-max taken on the model's frame."""
     from medfcn.evaluation.metrics import dice
     from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.settings import InferenceSettings
     from medfcn.inference.postprocess import argmax_classes
     from medfcn.model.checkpoint import Model
 
-    segmenter = Segmenter(Model(network=network, card=card), device=device, batch_size=32)
+    segmenter = Segmenter(Model(network=network, card=card), InferenceSettings(device=str(device), batch_size=32))
     scores = []
     for item in items:
         pred = argmax_classes(segmenter.postprocess(segmenter.probabilities(item.image)))
@@ -226,6 +228,9 @@ class _Trainer:
     """The network, its optimiser and the training data of one run, set up once (weights from ``--init``)."""
 
     def __init__(self, config: TrainConfig, card, device: torch.device, items: list[TrainingVolume]) -> None:
+        from medfcn._monai import import_monai
+
+        import_monai()  # the one way medfcn imports MONAI
         from monai.losses import DiceCELoss
 
         from medfcn.model.checkpoint import build_from_card

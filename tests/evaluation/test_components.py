@@ -1,0 +1,91 @@
+"""medfcn.evaluation.components: error blobs by size, wrong voxels per slice; cross-checked by a flood fill written
+here."""
+
+from __future__ import annotations
+
+from collections import deque
+
+import numpy as np
+import pytest
+
+from medfcn.evaluation.components import error_components, worst_slices, wrong_per_slice
+from medfcn.evaluation.metrics import Overlap, overlap_map
+
+
+def flood_components(mask: np.ndarray) -> list[set[tuple[int, ...]]]:
+    """26-connected components by breadth-first search, voxel by voxel (independent of scipy)."""
+    seen = np.zeros(mask.shape, bool)
+    steps = [d for d in np.ndindex(3, 3, 3) if d != (1, 1, 1)]
+    out = []
+    for start in zip(*np.nonzero(mask), strict=True):
+        if seen[start]:
+            continue
+        blob, queue = set(), deque([start])
+        seen[start] = True
+        while queue:
+            v = queue.popleft()
+            blob.add(tuple(int(c) for c in v))
+            for d in steps:
+                w = tuple(v[a] + d[a] - 1 for a in range(3))
+                if all(0 <= w[a] < mask.shape[a] for a in range(3)) and mask[w] and not seen[w]:
+                    seen[w] = True
+                    queue.append(w)
+        out.append(blob)
+    return out
+
+
+def test_hand_worked_blobs_sizes_volumes_centroids_boxes():
+    ref = np.zeros((10, 12, 8), np.uint8)
+    ref[2:6, 2:6, 2:6] = 1  # 64 voxels
+    pred = ref.copy()
+    pred[2:6, 2:6, 5] = 0  # missed: a 4 x 4 plate, 16 voxels
+    pred[8, 10, 1] = 1  # spurious: one voxel
+    pred[8, 0:3, 6] = 1  # spurious: a 3-voxel bar
+    pred[9, 3, 7] = 1  # touches the bar only by a corner? no: (9,3,7) vs (8,2,6) is a corner neighbour
+    blobs = error_components(pred, ref, spacing=(1.0, 2.0, 0.5))
+    assert [(b.kind, b.voxels) for b in blobs] == [("missed", 16), ("spurious", 4), ("spurious", 1)]
+    assert blobs[0].volume_ml == pytest.approx(16 * 1.0 / 1000)
+    assert blobs[0].centroid == pytest.approx((3.5, 3.5, 5.0))
+    assert blobs[0].box == ((2, 6), (2, 6), (5, 6))
+    assert blobs[2].box == ((8, 9), (10, 11), (1, 2))
+    assert "missed 16 voxels" in blobs[0].describe(("axial", "coronal", "sagittal"))
+    assert error_components(ref, ref, (1, 1, 1)) == []
+    assert len(error_components(pred, ref, (1, 1, 1), limit=2)) == 2
+
+
+def test_blobs_match_a_flood_fill_on_random_maps():
+    rng = np.random.default_rng(3)
+    ref = (rng.random((14, 13, 11)) < 0.3).astype(np.uint8) * 2
+    pred = (rng.random(ref.shape) < 0.3).astype(np.uint8) * 2
+    codes = overlap_map(pred, ref)
+    blobs = error_components(pred, ref, (1, 1, 1))
+    for code, kind in ((Overlap.FP, "spurious"), (Overlap.FN, "missed")):
+        expected = sorted(len(b) for b in flood_components(codes == code))
+        assert sorted(b.voxels for b in blobs if b.kind == kind) == expected
+    sizes = [b.voxels for b in blobs]
+    assert sizes == sorted(sizes, reverse=True)
+    assert sum(sizes) == np.count_nonzero(codes >= Overlap.FP)
+
+
+def test_worst_slice_counts_wrong_voxels_not_dice():
+    """A speck alone at the edge has slice Dice 0; a rim of 30 wrong voxels around 400 right ones wins."""
+    ref = np.zeros((30, 30, 12), np.uint8)
+    ref[5:25, 5:25, 1:10] = 1
+    pred = ref.copy()
+    pred[4, 5:25, 6] = 1  # 20 spurious voxels on slice 6
+    pred[5:15, 5, 6] = 0  # 10 missed on slice 6
+    pred[0, 0, 11] = 1  # a speck on an otherwise empty edge slice: Dice 0 there
+    assert wrong_per_slice(pred, ref, axis=2).tolist() == [0] * 6 + [30] + [0] * 4 + [1]
+    assert worst_slices(overlap_map(pred, ref), axis=2, n=1) == [6]
+    assert worst_slices(overlap_map(pred, ref), axis=2, n=2) == [6, 11]
+
+
+def test_the_anchor_of_a_shell_is_on_the_shell_not_at_its_empty_centre():
+    ref = np.zeros((21, 21, 21), np.uint8)
+    ref[5:16, 5:16, 5:16] = 1
+    pred = np.zeros_like(ref)
+    pred[4:17, 4:17, 4:17] = 1  # a one-voxel rim all round: one spurious shell
+    (shell,) = error_components(pred, ref, (1, 1, 1))
+    assert shell.centroid == pytest.approx((10.0, 10.0, 10.0)) and ref[10, 10, 10] == 1  # the centre is not wrong
+    assert overlap_map(pred, ref)[shell.anchor] == Overlap.FP
+    assert min(abs(a - 10) for a in shell.anchor) == 0 and max(abs(a - 10) for a in shell.anchor) == 6

@@ -1,0 +1,41 @@
+"""Fuzzing the reading layer: seeded corruptions of DICOM slice headers and NIfTI headers never end a batch.
+
+Each trial corrupts 1-8 bytes of one header (seeds 0..N-1, recorded in any failure message) beside a good scan and
+runs discovery and reading as the batch does (:mod:`tests.support.fuzz`). Every trial must end in a read or a one-line
+:class:`~medfcn.errors.MedfcnError` for the corrupted case only, with the good scan read. ``benchmarks/bench_fuzz.py``
+runs thousands of trials and counts the outcomes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+import pytest
+
+from tests.support.fuzz import dicom_trial, make_template, nifti_trial
+
+DICOM_SEEDS = range(120)
+NIFTI_SEEDS = range(80)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return make_template(tmp_path_factory.mktemp("fuzz-template"))
+
+
+@pytest.mark.parametrize(
+    "trial, seeds", [(dicom_trial, DICOM_SEEDS), (nifti_trial, NIFTI_SEEDS)], ids=["dicom", "nifti"]
+)
+def test_corrupted_headers_fail_their_own_case_only(template, trial, seeds, caplog):
+    caplog.set_level(logging.ERROR, logger="medfcn")  # a warning per corrupted file is expected; restored after
+    outcomes, bad = Counter(), []
+    for seed in seeds:
+        outcome, detail = trial(template, seed)
+        outcomes[outcome] += 1
+        if outcome in ("internal", "crash"):
+            bad.append(f"seed {seed}: {outcome}: {detail}")
+        elif outcome == "error":
+            assert "\n" not in detail and len(detail) > 10, (seed, detail)
+    assert not bad, f"{len(bad)} of {len(seeds)} trials ended badly ({dict(outcomes)}): " + "; ".join(bad[:5])
+    assert outcomes["error"] > 0  # the corruptions do reach the checks

@@ -13,6 +13,7 @@ from typing import Any
 
 from medfcn.dicom.codes import parse_label_codes
 from medfcn.errors import UsageError
+from medfcn.model.config import FCNConfig
 
 MAX_BN_BATCHES = 512  # the batches are kept (float16) for the run: ~1 GB at the default frame and batch size
 
@@ -28,9 +29,9 @@ class TrainConfig:
     pairs: str = ""
     output: str = "model.safetensors"
     architecture: str = "fcn"
-    variant: str = "fcn8s"
-    upsampling: str = "resize_conv"
-    width: int = 16
+    variant: str = FCNConfig.variant
+    upsampling: str = FCNConfig.upsampling
+    width: int = FCNConfig.width
     context: int = 1
     spacing: float = 1.5
     axes: tuple[int, ...] = (0, 1, 2)

@@ -1,5 +1,9 @@
 """Overlap and surface metrics of a predicted label map against a reference, per label, in mm and mL.
 
+One module (over 400 lines) because the metrics share one set of conventions, stated once below: how a mask's
+surface is found, how distances are measured, and what each metric is for empty structures; split, the table of
+empty cases would have to be kept true in several places.
+
 Conventions:
 
 - Masks are ``pred == label`` and ``ref == label``; any integer ids (``1, 4, 17``, negative ones too).

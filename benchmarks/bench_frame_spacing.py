@@ -5,8 +5,7 @@ Usage: python benchmarks/bench_frame_spacing.py [--spacings 1.0,1.5] [--json OUT
 1. **Ceiling of the boundary** for each spacing: the sample's reference mask (``sample_data/labels/``) brought
    onto the frame as a float (trilinear: the partial-volume probabilities a perfect model would output), then back
    to the scan's grid through :func:`medfcn.inference.frame.probabilities_to_labels`, exactly as ``medfcn segment``
-   does.
-   Dice, HD95 and surface Dice (1 mm) of that round trip against the mask: what the frame alone loses.
+   does. Dice, HD95 and surface Dice (1 mm) of that round trip against the mask: what the frame alone loses.
 2. **Cost**: the bundled network run at that spacing on the 1 mm sample (``Segmenter.segment``, one fresh process
    per spacing so that peak memory is the process's own): seconds (best of 2) and peak resident memory (MB).
    The weights are the bundled ones whatever the spacing, so only the cost is meaningful here, not the mask.

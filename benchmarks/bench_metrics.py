@@ -3,8 +3,8 @@ kidneys).
 
 Run: ``python benchmarks/bench_metrics.py [--repeat N] [--monai]``; prints the seconds per call (best of N), the
 time of the report's overlay thumbnails of the same pair (what :func:`medfcn.evaluation.evaluate.evaluate` adds per
-case) and,
-with ``--monai``, the time of MONAI's HD95, ASSD and surface Dice on the same pair and the largest difference.
+case) and, with ``--monai``, the time of MONAI's HD95, ASSD and surface Dice on the same pair and the largest
+difference.
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """One case of a batch, stage by stage: read, segment, write, and the manifest entry that records it.
 
 Shared by the two executors of :func:`medfcn.batch.run.run_batch`: the local one (:mod:`medfcn.batch.run`, which
-runs the
-stages in background threads) and the Dask one (:mod:`medfcn.batch.cluster`, where each worker runs
-:func:`process_case`). A broken case never raises here: its first error is one line in its entry
-(:func:`error_message`) and the batch goes on.
+runs the stages in background threads) and the Dask one (:mod:`medfcn.batch.cluster`, where each worker runs
+:func:`process_case`). A broken case never raises here: its first error is one line in its entry (:func:`error_message`)
+and the batch goes on.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 
 Formats: NIfTI (``.nii``, ``.nii.gz``), NRRD (``.nrrd``, ``.nhdr``), MetaImage (``.mha``, ``.mhd``) and DICOM
 series (a folder of slice files; see :mod:`medfcn.data.dicom_series`). The geometry is what SimpleITK reads from the
-file,
-so a label map written on it (:func:`medfcn.data.writer.write_labels`) overlays the scan in any viewer.
+file, so a label map written on it (:func:`medfcn.data.writer.write_labels`) overlays the scan in any viewer.
 
 NIfTI voxels are read by nibabel, which detects truncated and corrupt gzip streams that SimpleITK reads
 without complaint; their geometry comes from SimpleITK's reading of the same header.

@@ -1,9 +1,8 @@
 """The result model of an evaluation: one :class:`MetricRow` per case and label, gathered in an :class:`Evaluation`.
 
 :func:`medfcn.evaluation.evaluate.evaluate` fills it; :mod:`medfcn.evaluation.report` renders it as HTML; the model
-itself writes
-``metrics.csv`` (:meth:`Evaluation.to_csv`) and ``metrics.json`` (:meth:`Evaluation.to_json`) and the terminal
-summary (:meth:`Evaluation.summary_lines`). It holds numbers and names only: no reading, scoring or drawing.
+itself writes ``metrics.csv`` (:meth:`Evaluation.to_csv`) and ``metrics.json`` (:meth:`Evaluation.to_json`) and the
+terminal summary (:meth:`Evaluation.summary_lines`). It holds numbers and names only: no reading, scoring or drawing.
 """
 
 from __future__ import annotations

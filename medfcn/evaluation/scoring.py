@@ -3,8 +3,7 @@
 :func:`score_arrays` scores two label maps on one grid (the Review dock calls it on its layers' arrays);
 :func:`score_scans` scores two scans, first reordering a prediction stored in another index order on the same
 voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) exactly;
-:func:`medfcn.evaluation.evaluate.evaluate`
-calls it for every pair of files.
+:func:`medfcn.evaluation.evaluate.evaluate` calls it for every pair of files.
 
 >>> import numpy as np
 >>> ref = np.zeros((8, 8, 4), np.uint8); ref[2:6, 2:6, 1:3] = 1

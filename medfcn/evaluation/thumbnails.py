@@ -1,11 +1,10 @@
 """Overlay thumbnails of a case's worst slices, for the HTML report (:mod:`medfcn.evaluation.report`).
 
 Each thumbnail is a whole slice as napari shows it (:mod:`medfcn.data.display`): square pixels, named by plane and
-by the
-slice number napari's slider shows, with the patient's directions at the edges; green where both maps agree, red
-where only the prediction has a label, blue where the prediction missed one (:data:`OVERLAY_COLOURS`, which the
-napari Review dock's overlay uses too), and a yellow box around the slice's errors. Worst slices are the ones with
-the most wrong voxels (:func:`medfcn.evaluation.components.worst_slices`, the rule of the napari Review dock too).
+by the slice number napari's slider shows, with the patient's directions at the edges; green where both maps agree, red
+where only the prediction has a label, blue where the prediction missed one (:data:`OVERLAY_COLOURS`, which the napari
+Review dock's overlay uses too), and a yellow box around the slice's errors. Worst slices are the ones with the most
+wrong voxels (:func:`medfcn.evaluation.components.worst_slices`, the rule of the napari Review dock too).
 """
 
 from __future__ import annotations

@@ -109,8 +109,8 @@ def _check_weights(path: Path, card: ModelCard, tensors: dict[str, torch.Tensor]
 
 def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
     """Write ``network``'s weights and ``card`` to ``path`` (safetensors) through
-    :func:`medfcn.data.writer.atomic_write`
-    (a killed save leaves the previous file and a temporary :func:`~medfcn.data.writer.remove_stale_partials` knows).
+    :func:`medfcn.data.writer.atomic_write` (a killed save leaves the previous file and a temporary
+    :func:`~medfcn.data.writer.remove_stale_partials` knows).
     Returns the path; raises :class:`OutputError` when it cannot be written."""
     from safetensors.torch import save_file
 

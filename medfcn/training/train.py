@@ -4,12 +4,11 @@ Cases (image + label map, paired by case name, any format medfcn reads) are brou
 once and cached (a MONAI ``CacheDataset``). Each training volume is then augmented as a whole
 (:class:`medfcn.training.augment.Augmenter`) and batches of slices are drawn from it along the model's slice axes, with
 foreground oversampling, stacked with their neighbours exactly as at inference
-(:func:`medfcn.inference.engine.slice_stack`).
-Loss: Dice + cross-entropy (MONAI ``DiceCELoss``); AdamW with warm-up and cosine decay driven by steps or time,
-whichever runs out first; mixed precision on a GPU. After every epoch the model is validated on held-out cases
-(or, with a single case, on fixed augmented copies of it: reoriented, rescaled, re-contrasted) with the same
-multi-axis inference as ``medfcn segment``; the best model is written to OUTPUT, and the full training state to
-OUTPUT's ``.state.pt`` sibling so that ``--resume`` continues where a run stopped.
+(:func:`medfcn.inference.engine.slice_stack`). Loss: Dice + cross-entropy (MONAI ``DiceCELoss``); AdamW with warm-up and
+cosine decay driven by steps or time, whichever runs out first; mixed precision on a GPU. After every epoch the model is
+validated on held-out cases (or, with a single case, on fixed augmented copies of it: reoriented, rescaled,
+re-contrasted) with the same multi-axis inference as ``medfcn segment``; the best model is written to OUTPUT, and the
+full training state to OUTPUT's ``.state.pt`` sibling so that ``--resume`` continues where a run stopped.
 """
 
 from __future__ import annotations
@@ -77,8 +76,8 @@ def frame_dice(network: torch.nn.Module, items: list[TrainingVolume], card, devi
     :meth:`~medfcn.inference.pipeline.Segmenter.postprocess`), the arg-max taken on the model's frame."""
     from medfcn.evaluation.metrics import dice
     from medfcn.inference.pipeline import Segmenter
-    from medfcn.inference.settings import InferenceSettings
     from medfcn.inference.postprocess import argmax_classes
+    from medfcn.inference.settings import InferenceSettings
     from medfcn.model.checkpoint import Model
 
     segmenter = Segmenter(Model(network=network, card=card), InferenceSettings(device=str(device), batch_size=32))

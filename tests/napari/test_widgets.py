@@ -2,8 +2,7 @@
 
 Segment's result is checked against :meth:`medfcn.inference.pipeline.Segmenter.segment` called directly on the file read
 with :func:`medfcn.data.reader.read_scan`; Review's numbers against :mod:`medfcn.evaluation.metrics` on the
-source-ordered arrays
-and a per-slice Dice written out here slice by slice.
+source-ordered arrays and a per-slice Dice written out here slice by slice.
 """
 
 from __future__ import annotations

@@ -193,6 +193,10 @@ class SeriesIndex:
         self._scans[series_uid] = scan
         return scan
 
+    def __contains__(self, series_uid: object) -> bool:
+        """Whether series ``series_uid`` is under the folders."""
+        return series_uid in self._build()
+
     def case_of(self, series_uid: str) -> str | None:
         """The case name ``medfcn segment`` gives the series (its folder's name, ``FOLDER_N`` for several)."""
         from medfcn.data.discovery import find_cases

@@ -141,7 +141,7 @@ def _descriptions(segments: list[Segment], algorithm: Algorithm) -> list:
             segmented_property_type=hd.sr.CodedConcept(*s.type),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues(s.generation.value),
             algorithm_identification=None if s.generation == Generation.MANUAL else ident,
-            display_color=hd.color.CIELabColor(*(c / 255 for c in display_rgb(s.number))),
+            display_color=hd.color.CIELabColor.from_rgb(*display_rgb(s.number)),
         )
         for s in segments
     ]

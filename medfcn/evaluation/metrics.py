@@ -60,6 +60,7 @@ __all__ = [
     "assd",
     "surface_dice",
     "volume_ml",
+    "label_volumes_ml",
     "surface_distances",
     "worst_distance_mm",
     "dice_per_slice",
@@ -281,6 +282,17 @@ def surface_dice(
 def volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
     """Volume of a boolean mask in mL (voxel count x voxel volume in mm^3 / 1000)."""
     return int(np.count_nonzero(mask)) * float(np.prod(spacing)) / 1000.0
+
+
+def label_volumes_ml(labels: np.ndarray, spacing: Sequence[float]) -> dict[int, float]:
+    """``{label id: volume in mL}`` of every nonzero label of a label map (non-negative integer ids), in id order.
+
+    >>> label_volumes_ml(np.array([[[0, 1, 1], [2, 1, 0]]]), (2.0, 1.0, 0.5))
+    {1: 0.003, 2: 0.001}
+    """
+    counts = np.bincount(np.asarray(labels).ravel().astype(np.int64, copy=False))
+    voxel_ml = float(np.prod(np.asarray(spacing, float))) / 1000.0
+    return {int(v): int(counts[v]) * voxel_ml for v in np.flatnonzero(counts) if v != 0}
 
 
 # --- all metrics of a label map ------------------------------------------------------------------------------

@@ -1,1 +1,1 @@
-"""The networks, their model card and the safetensors model files (the bundled weights under weights/)."""
+"""The networks, their model card and the safetensors model files (the bundled weights are in medfcn/models/)."""

@@ -48,7 +48,8 @@ __all__ = [
 ]
 
 FORMAT = "medfcn"
-DEFAULT_MODEL_PATH = Path(__file__).parent / "weights" / "default.safetensors"
+# medfcn/models/: where users and scripts have always found the bundled file (kept there across the layout change)
+DEFAULT_MODEL_PATH = Path(__file__).parents[1] / "models" / "default.safetensors"
 
 
 @dataclass

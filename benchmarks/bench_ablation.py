@@ -26,6 +26,7 @@ from bench_generalisation import evaluate_model  # noqa: E402
 from copies import make_copies  # noqa: E402
 
 from medfcn.inference.engine import SliceEngine  # noqa: E402
+from medfcn.inference.settings import InferenceSettings  # noqa: E402
 from medfcn.model.checkpoint import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +35,7 @@ SCORED = ["lsa", "oblique", "thick_2x2x3", "remapped", "bias", "noise", "cropped
 
 
 def slices_per_second(model_path: Path, n: int = 64) -> float:
-    engine = SliceEngine(load_model(model_path).network, device="cpu", batch_size=16)
+    engine = SliceEngine(load_model(model_path).network, InferenceSettings(device="cpu", batch_size=16))
     volume = np.random.default_rng(0).random((256, 256, n), dtype=np.float32)
     engine.predict(volume[:, :, :16])  # warm-up
     t0 = time.perf_counter()

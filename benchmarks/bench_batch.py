@@ -79,10 +79,20 @@ def _sequential(seg, paths: list[Path], out: Path) -> tuple[float, str]:
 
 
 def _batch(inputs: Path, out: Path, model, device: str, workers: int) -> tuple[float, str]:
+    from medfcn.batch.cluster import ClusterSettings
     from medfcn.batch.run import run_batch
+    from medfcn.inference.settings import InferenceSettings
 
     t0 = time.perf_counter()
-    m = run_batch([inputs], out, model=model, device=device, workers=workers, overwrite=True, progress=False)
+    m = run_batch(
+        [inputs],
+        out,
+        model=model,
+        settings=InferenceSettings(device=device),
+        cluster=ClusterSettings(workers=workers),
+        overwrite=True,
+        progress=False,
+    )
     wall = time.perf_counter() - t0
     if m.exit_code:
         raise SystemExit(f"batch failed: {[c.error for c in m.cases if c.error]}")
@@ -113,6 +123,7 @@ def main() -> None:
 
     from medfcn.data.reader import read_scan
     from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.settings import InferenceSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_batch_"))
     try:
@@ -122,7 +133,7 @@ def main() -> None:
             shutil.copy(args.image, inputs / f"case{i:02d}.nii.gz")
         paths = sorted(inputs.iterdir())
         model = _model(args.model, tmp)
-        seg = Segmenter(model, device=args.device)
+        seg = Segmenter(model, InferenceSettings(device=args.device))
         n = args.cases
         print(
             f"{n} cases of {Path(args.image).name}, model {seg.model.name}, device {seg.device}, "

@@ -33,6 +33,7 @@ from heads import SAMPLE_IMAGE, Case, build_cases, colin_references  # noqa: E40
 from medfcn.data.reader import read_scan  # noqa: E402
 from medfcn.evaluation.metrics import hd95  # noqa: E402
 from medfcn.inference.pipeline import Segmenter  # noqa: E402
+from medfcn.inference.settings import InferenceSettings  # noqa: E402
 
 CASES = (
     "lsa oblique thick_2x2x3 fine_0.5mm remapped bias noise cropped combined "
@@ -52,7 +53,7 @@ def evaluate_cases(
     ``axes``: slice axes of the model's frame to average over instead of the card's (a speed/quality trade-off).
     ``tta``: also average over in-plane flips (``medfcn segment --tta``).
     """
-    segmenter = Segmenter(model, device=device, tta=tta)
+    segmenter = Segmenter(model, InferenceSettings(device=device, tta=tta))
     if axes is not None:
         segmenter.model.card.slice_axes = tuple(axes)
     results = {}

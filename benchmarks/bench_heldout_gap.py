@@ -31,6 +31,7 @@ from heads import SAMPLE_IMAGE, SAMPLE_LABEL  # noqa: E402
 
 from medfcn.data.reader import read_scan  # noqa: E402
 from medfcn.inference.pipeline import Segmenter  # noqa: E402
+from medfcn.inference.settings import InferenceSettings  # noqa: E402
 from medfcn.model.checkpoint import load_model, save_model  # noqa: E402
 
 MNI_ROWS = ("mni_t1", "mni_t2", "mni_pd", "mni_flair")
@@ -73,7 +74,7 @@ def average_models(paths: list[str], out: Path) -> Path:
 
 
 def mni_rows(model: str | Path | None, cases: dict) -> dict[str, float]:
-    segmenter = Segmenter(model, device="cpu")
+    segmenter = Segmenter(model, InferenceSettings(device="cpu"))
     out = {}
     for name in MNI_ROWS:
         scan = read_scan(cases[name]["image"])
@@ -91,7 +92,9 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
     results: dict = {"model": args.model or "bundled"}
-    results["blurred_sample"] = blurred_sample(Segmenter(args.model, device="cpu"), (0.0, 1.0, 1.5, 2.0))
+    results["blurred_sample"] = blurred_sample(
+        Segmenter(args.model, InferenceSettings(device="cpu")), (0.0, 1.0, 1.5, 2.0)
+    )
     if args.average:
         cases_file = Path(args.workdir) / "cases" / "cases.json"
         if not cases_file.is_file():

@@ -28,6 +28,7 @@ from medfcn.data.reader import read_scan
 from medfcn.evaluation.metrics import hd95, surface_dice
 from medfcn.inference.frame import normalise_intensity
 from medfcn.inference.pipeline import Segmenter
+from medfcn.inference.settings import InferenceSettings
 from medfcn.training.synth import render, tissue_map
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    segmenter = Segmenter(args.model, device="cpu")
+    segmenter = Segmenter(args.model, InferenceSettings(device="cpu"))
     results: dict[str, dict] = {}
     done: dict[int, np.ndarray] = {}
     for name, scan, ref in cases():

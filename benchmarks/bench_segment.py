@@ -83,6 +83,7 @@ def _child_medfcn_stages(
     from medfcn.data.reader import read_scan
     from medfcn.data.writer import write_labels
     from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.settings import InferenceSettings
 
     times: dict[str, float] = {}
     t = time.perf_counter()
@@ -93,7 +94,7 @@ def _child_medfcn_stages(
         times[name] = now - t
         t = now
 
-    segmenter = Segmenter(model, device=device)
+    segmenter = Segmenter(model, InferenceSettings(device=device))
     lap("load model")
     scan = read_scan(image)
     lap("read")
@@ -249,8 +250,9 @@ def _child_engine(image: str, model: str | None, repeat: int, threads: int = 0, 
     from medfcn.data.reader import read_scan
     from medfcn.inference.frame import normalise_intensity
     from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.settings import InferenceSettings
 
-    segmenter = Segmenter(model, device=device, batch_size=16)
+    segmenter = Segmenter(model, InferenceSettings(device=device, batch_size=16))
     card, engine = segmenter.model.card, segmenter.engine
     raw = segmenter.model.network.eval()
     scan = read_scan(image)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medfcn import __version__
-from medfcn.errors import MedfcnError, UsageError, terminal_safe
+from medfcn.errors import MedfcnError, terminal_safe
 
 __all__ = ["main", "build_parser"]
 
@@ -123,20 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    from medfcn.batch.cluster import ClusterSettings
     from medfcn.batch.run import run_batch
+    from medfcn.inference.settings import InferenceSettings
 
-    if args.workers < 0:
-        raise UsageError("--workers must be >= 0")
+    settings = InferenceSettings(device=args.device, tta=args.tta, amp=False if args.float32 else None)
     manifest = run_batch(
         args.inputs,
         args.output,
         model=args.model,
-        device=args.device,
-        tta=args.tta,
-        amp=False if args.float32 else None,
+        settings=settings,
+        cluster=ClusterSettings(workers=args.workers, scheduler=args.scheduler),
         overwrite=args.overwrite,
-        workers=args.workers,
-        scheduler=args.scheduler,
         progress=not args.quiet,
         formats=args.format,
     )

@@ -2,7 +2,8 @@
 
 Used by :func:`medfcn.batch.run.run_batch` with ``workers=N`` (a ``LocalCluster`` of N processes, one thread each) or
 ``scheduler="tcp://HOST:PORT"`` (an existing cluster). A worker reads its case, segments it with its cached
-:class:`~medfcn.inference.pipeline.Segmenter` and writes the label map itself (inputs and outputs live on a filesystem the
+:class:`~medfcn.inference.pipeline.Segmenter` and writes the label map itself (inputs and outputs live on a
+filesystem the
 workers share); only the small manifest entry travels back to the client, which records it as results arrive.
 
 Torch threads per worker process are set so that the workers of one host do not oversubscribe its cores: a
@@ -25,37 +26,59 @@ from typing import TYPE_CHECKING, Any
 from medfcn.batch.cases import Job, Record, error_message, failed_result, process_case
 from medfcn.batch.manifest import CaseResult
 from medfcn.errors import ModelError, UsageError
+from medfcn.inference.settings import InferenceSettings
 
 if TYPE_CHECKING:
     from medfcn.inference.pipeline import Segmenter
     from medfcn.model.checkpoint import Model
 
-__all__ = ["run_on_cluster", "model_file", "loaded_models"]
+__all__ = ["ClusterSettings", "RUN_HERE", "run_on_cluster", "model_file", "loaded_models"]
 
 log = logging.getLogger(__name__)
 
-# This worker process's segmenters, keyed by (model file, its SHA-256, device, tta, amp): loaded once, kept for
-# its life.
-_SEGMENTERS: dict[tuple[str, str | None, str, bool, bool | None], Segmenter] = {}
+# This worker process's segmenters, keyed by (model file, its SHA-256, settings): loaded once, kept for its life.
+_SEGMENTERS: dict[tuple[str, str | None, InferenceSettings], Segmenter] = {}
 _SEGMENTERS_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
-class _Settings:
+class ClusterSettings:
+    """Where a distributed batch runs: ``workers`` > 0 starts a local cluster of that many processes (one thread
+    each); ``scheduler`` (``tcp://HOST:PORT``) joins an existing cluster; neither: the batch runs in this process.
+
+    Raises :class:`UsageError` for both at once or a negative number of workers.
+    """
+
+    workers: int = 0
+    scheduler: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.workers and self.scheduler:
+            raise UsageError(
+                "give either workers (a local cluster) or a scheduler address (an existing cluster), not both"
+            )
+        if self.workers < 0:
+            raise UsageError(f"workers must be 0 (run here) or a positive number of processes, got {self.workers}")
+
+    @property
+    def distributed(self) -> bool:
+        return bool(self.workers or self.scheduler)
+
+
+RUN_HERE = ClusterSettings()  # no cluster: the batch runs in this process
+
+
+@dataclass(frozen=True)
+class _WorkerTask:
     """What every worker needs besides its case.
 
     ``sha256``: the model file's hash as the client read it; a worker that finds another file at that path
     (no shared filesystem, or the file replaced) fails its cases rather than use it.
-    ``threads``: torch threads per worker process; ``None``: each host's cores shared by the tasks the cluster
-    runs there at once.
     """
 
     model_path: str
     sha256: str | None
-    device: str
-    tta: bool
-    amp: bool | None  # mixed precision: None = where the device computes it natively (see SliceEngine)
-    threads: int | None
+    settings: InferenceSettings
 
 
 def model_file(model: Model | str | Path | None) -> str:
@@ -99,48 +122,49 @@ def _threads_on_this_host() -> int:
     return max(1, _cpu_count() // max(1, slots))
 
 
-def _worker_segmenter(settings: _Settings) -> Segmenter:
+def _worker_segmenter(task: _WorkerTask) -> Segmenter:
     """This worker process's segmenter for the model, loaded on its first case and kept for the rest."""
-    key = (settings.model_path, settings.sha256, settings.device, settings.tta, settings.amp)
+    key = (task.model_path, task.sha256, task.settings)
     with _SEGMENTERS_LOCK:
         if key not in _SEGMENTERS:
             import torch
 
             from medfcn.inference.pipeline import Segmenter
 
-            n = settings.threads or _threads_on_this_host()
+            n = task.settings.threads or _threads_on_this_host()
             torch.set_num_threads(n)
-            segmenter = Segmenter(settings.model_path, device=settings.device, tta=settings.tta, amp=settings.amp)
-            if settings.sha256 and segmenter.model.sha256 != settings.sha256:
+            segmenter = Segmenter(task.model_path, task.settings)
+            if task.sha256 and segmenter.model.sha256 != task.sha256:
                 raise ModelError(
-                    f"{settings.model_path}: not the model file the batch was started with (its SHA-256 differs "
+                    f"{task.model_path}: not the model file the batch was started with (its SHA-256 differs "
                     "on this worker); give every worker the same file"
                 )
             _SEGMENTERS[key] = segmenter
-            log.info("worker %d: %s on %s, %d torch threads", os.getpid(), settings.model_path, segmenter.device, n)
+            log.info("worker %d: %s on %s, %d torch threads", os.getpid(), task.model_path, segmenter.device, n)
         return _SEGMENTERS[key]
 
 
-def loaded_models() -> list[tuple[str, str | None, str, bool, bool | None]]:
-    """The models this worker process holds loaded, as ``(model file, sha256, device, tta, amp)``, sorted: each is
-    loaded once per process (run it on the workers with ``client.run(loaded_models)``)."""
+def loaded_models() -> list[tuple[str, str | None, InferenceSettings]]:
+    """The models this worker process holds loaded, as ``(model file, sha256, settings)``, sorted: each is loaded
+    once per process (run it on the workers with ``client.run(loaded_models)``)."""
     with _SEGMENTERS_LOCK:
         return sorted(_SEGMENTERS, key=repr)
 
 
-def _worker_case(job: Job, settings: _Settings) -> CaseResult:
+def _worker_case(job: Job, task: _WorkerTask) -> CaseResult:
     """Runs on a Dask worker: segment one case with the worker's cached model and write its output."""
     try:
-        segmenter = _worker_segmenter(settings)
+        segmenter = _worker_segmenter(task)
     except Exception as exc:
-        return failed_result(job, error_message(exc), settings.device)
+        return failed_result(job, error_message(exc), task.settings.device)
     return process_case(segmenter, job)
 
 
-def _connect(scheduler: str | None, workers: int, stack: ExitStack) -> tuple[Any, int | None]:
+def _connect(where: ClusterSettings, stack: ExitStack) -> tuple[Any, int | None]:
     """A Dask client (closed by ``stack``) and the torch threads per worker process (``None``: each host decides)."""
     from distributed import Client, LocalCluster
 
+    scheduler, workers = where.scheduler, where.workers
     if scheduler is None:
         cluster = stack.enter_context(
             LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None)
@@ -163,13 +187,13 @@ def run_on_cluster(
     *,
     model_path: str,
     sha256: str | None,
-    device: str,
-    tta: bool,
-    amp: bool | None = None,
-    workers: int = 0,
-    scheduler: str | None = None,
+    settings: InferenceSettings,
+    where: ClusterSettings,
 ) -> None:
-    """Segment ``jobs`` on a local cluster of ``workers`` processes or on the cluster at ``scheduler``.
+    """Segment ``jobs`` on a local cluster of ``where.workers`` processes or on the cluster at ``where.scheduler``.
+
+    ``settings.threads`` (torch threads per worker process), when not set, is each host's cores shared by its
+    workers.
 
     ``record(index, entry)`` is called on the client as each case finishes (in any order); a case whose worker
     died is recorded ``failed``. ``current(case)`` names the case last finished (for a progress bar).
@@ -180,22 +204,24 @@ def run_on_cluster(
     from distributed import as_completed
 
     with ExitStack() as stack:
-        client, threads = _connect(scheduler, workers, stack)
-        settings = _Settings(model_path, sha256, device, tta, amp, threads)
+        client, threads = _connect(where, stack)
+        if settings.threads is None:
+            settings = replace(settings, threads=threads)
+        task = _WorkerTask(model_path, sha256, settings)
         futures = {}
         for job in jobs:
             # Absolute paths: a worker's working directory is not ours.
             spec = replace(job.spec, path=job.spec.path.absolute(), files=tuple(f.absolute() for f in job.spec.files))
             remote = replace(job, spec=spec, output=job.output.absolute())
             key = f"medfcn-case-{job.index}-{os.getpid()}-{time.time_ns()}"
-            futures[client.submit(_worker_case, remote, settings, pure=False, key=key)] = job
+            futures[client.submit(_worker_case, remote, task, pure=False, key=key)] = job
         try:
             for future in as_completed(futures):
                 job = futures[future]
                 try:
                     result = future.result()
                 except Exception as exc:  # the worker died (KilledWorker) or the task could not run
-                    result = failed_result(job, error_message(exc), device)
+                    result = failed_result(job, error_message(exc), settings.device)
                 current(job.spec.case)
                 output = None if result.output is None else str(job.output)
                 record(job.index, replace(result, input=str(job.spec.path), output=output))

@@ -26,7 +26,7 @@ The stages of one case and its manifest entry live in :mod:`medfcn.batch.cases`,
 
 Example (a folder of two scans, one already done)::
 
-    manifest = run_batch(["scans/"], "out/", device="cpu")
+    manifest = run_batch(["scans/"], "out/", settings=InferenceSettings(device="cpu"))
     manifest.exit_code, [c.status for c in manifest.cases]
     # (0, [<Status.OK: 'ok'>, <Status.SKIPPED: 'skipped'>])
 """
@@ -44,22 +44,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medfcn.batch.cases import (
+    CaseState,
     Job,
     Record,
-    Step,
     case_result,
     error_message,
-    output_complete,
     read_case,
+    reason_to_redo,
     segment_case,
     skipped_result,
     write_case,
 )
+from medfcn.batch.cluster import RUN_HERE, ClusterSettings
 from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.batch.outputs import output_files, parse_formats
 from medfcn.data.discovery import find_cases
 from medfcn.data.writer import check_writable, remove_stale_partials
-from medfcn.errors import OutputError, UsageError
+from medfcn.errors import OutputError
+from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
 
 if TYPE_CHECKING:
     from medfcn.inference.pipeline import Segmenter
@@ -109,7 +111,7 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-write") as writer,
     ):
         reads = [reader.submit(read_case, jobs[0])] if jobs else []
-        writing: tuple[Job, Future[Step]] | None = None
+        writing: tuple[Job, Future[CaseState]] | None = None
         for i, job in enumerate(jobs):
             step = reads.pop().result()
             if i + 1 < len(jobs):
@@ -148,7 +150,7 @@ def _resume(
     results: dict[int, CaseResult] = {}
     todo = []
     for job in jobs:
-        why = None if overwrite else output_complete(job, earlier.get(job.spec.case), model_sha256)
+        why = None if overwrite else reason_to_redo(job, earlier.get(job.spec.case), model_sha256)
         if why is None and not overwrite:
             results[job.index] = skipped_result(earlier[job.spec.case])
         else:
@@ -186,12 +188,9 @@ def run_batch(
     out_dir: str | Path,
     *,
     model: Model | str | Path | None = None,
-    device: str = "auto",
-    tta: bool = False,
-    amp: bool | None = None,
+    settings: InferenceSettings = DEFAULT_SETTINGS,
+    cluster: ClusterSettings = RUN_HERE,
     overwrite: bool = False,
-    workers: int = 0,
-    scheduler: str | None = None,
     progress: bool = True,
     formats: str | Sequence[str] = ("nifti",),
 ) -> Manifest:
@@ -201,13 +200,11 @@ def run_batch(
         inputs: files and folders in any mix (see :func:`medfcn.data.discovery.find_cases`).
         out_dir: created if missing.
         model: a :class:`medfcn.model.checkpoint.Model`, a model file, or ``None`` for the bundled model.
-        device: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps`` (on each worker for a distributed run).
-        tta: average the predictions of flipped slices.
-        amp: mixed precision; ``None``: where the device computes it natively, ``False``: float32 (see
-            :class:`medfcn.inference.engine.SliceEngine`).
+        settings: device, precision, test-time augmentation, batch size, threads per worker
+            (:class:`medfcn.inference.settings.InferenceSettings`; on each worker for a distributed run).
+        cluster: ``workers=N`` starts a local Dask cluster of N worker processes, ``scheduler`` joins an existing
+            one (:class:`medfcn.batch.cluster.ClusterSettings`); the default runs here.
         overwrite: segment cases whose output exists (default: skip them, which resumes an interrupted batch).
-        workers: N > 0 starts a local Dask cluster of N worker processes.
-        scheduler: address of an existing Dask scheduler (``tcp://HOST:PORT``).
         progress: show a progress bar on stderr.
         formats: what to write per case: ``nifti``, ``dicom-seg``, ``rtstruct`` (see :mod:`medfcn.batch.outputs`).
 
@@ -218,12 +215,11 @@ def run_batch(
         OutputError: ``out_dir`` cannot be created or written (checked before any input is looked at).
         NoScansError: an input does not exist or holds no scan.
         ModelError: the model file cannot be loaded.
-        UsageError: both ``workers`` and ``scheduler`` given, ``workers`` < 0, or the scheduler cannot be reached.
+        UsageError: the scheduler cannot be reached.
     """
-    _check_workers(workers, scheduler)
     out_dir = Path(out_dir)
     jobs = _plan(inputs, out_dir, parse_formats(formats))
-    runner = _Runner.start(model, device, tta, amp, workers, scheduler)
+    runner = _Runner.start(model, settings, cluster)
     manifest, results, todo = _start_manifest(jobs, out_dir, runner, overwrite)
     with _progress_bar(len(jobs), len(results), progress) as bar:
         runner.run(todo, _Recorder(manifest, results, bar, runner.segmenter is None))
@@ -232,46 +228,37 @@ def run_batch(
     return manifest
 
 
-def _check_workers(workers: int, scheduler: str | None) -> None:
-    if workers and scheduler:
-        raise UsageError("give either workers (a local cluster) or a scheduler address (an existing cluster), not both")
-    if workers < 0:
-        raise UsageError(f"workers must be 0 (run here) or a positive number of processes, got {workers}")
-
-
 @dataclass
 class _Runner:
     """Where the cases run: here (``segmenter``, the model loaded once) or on a Dask cluster (``model_path``)."""
 
     info: dict  # the model's summary for the manifest
     device: str
+    settings: InferenceSettings
+    cluster: ClusterSettings
     segmenter: Segmenter | None = None
     model_path: str = ""
-    tta: bool = False
-    amp: bool | None = None
-    workers: int = 0
-    scheduler: str | None = None
 
     @classmethod
-    def start(cls, model, device: str, tta: bool, amp: bool | None, workers: int, scheduler: str | None) -> _Runner:
+    def start(cls, model, settings: InferenceSettings, cluster: ClusterSettings) -> _Runner:
         """Load the model here, or (distributed) only its card: each worker loads the model itself."""
-        if workers or scheduler:
+        if cluster.distributed:
             from medfcn.batch.cluster import model_file
             from medfcn.model.checkpoint import Model, load_model
 
             path = model_file(model)
             info = (model if isinstance(model, Model) else load_model(path)).summary()
-            return cls(info, str(device), None, path, tta, amp, workers, scheduler)
+            return cls(info, settings.device, settings, cluster, model_path=path)
         from medfcn.inference.pipeline import Segmenter
 
-        segmenter = Segmenter(model, device=device, tta=tta, amp=amp)
-        return cls(segmenter.model.summary(), str(segmenter.device), segmenter)
+        segmenter = Segmenter(model, settings)
+        return cls(segmenter.model.summary(), str(segmenter.device), settings, cluster, segmenter=segmenter)
 
     @property
     def precision(self) -> str:
         if self.segmenter is not None:
             return self.segmenter.engine.precision
-        return "float32" if self.amp is False else "auto per worker"
+        return "float32" if self.settings.amp is False else "auto per worker"
 
     def run(self, todo: list[Job], record: _Recorder) -> None:
         if self.segmenter is not None:
@@ -285,11 +272,8 @@ class _Runner:
                 record.current,
                 model_path=self.model_path,
                 sha256=self.info.get("sha256"),
-                device=self.device,
-                tta=self.tta,
-                amp=self.amp,
-                workers=self.workers,
-                scheduler=self.scheduler,
+                settings=self.settings,
+                where=self.cluster,
             )
 
 

@@ -12,8 +12,7 @@ the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) 
 
 Labels: every nonzero id found in any case, plus the ids of ``label_names``; every case has a row for every label
 (a label neither map of a case holds scores as "both empty", see :mod:`medfcn.evaluation.metrics`), so a structure
-missed in
-one case can never drop out of its label's mean.
+missed in one case can never drop out of its label's mean.
 
 Images under the overlays: ``images`` (``{case: path}`` or a folder), else a folder beside a reference folder named
 ``labels*`` whose name has ``images`` in its place (``labelsTr`` -> ``imagesTr``), matched by case name or as
@@ -59,8 +58,7 @@ _IMAGE_SUFFIXES = ("_0000",)  # nnU-Net names the first channel of case X "X_000
 
 def _find(path: Path, series: SeriesIndex) -> list[CaseSpec]:
     """The cases at ``path``: scans (:func:`find_cases`), then DICOM SEG/RTSTRUCT files
-    (:mod:`medfcn.dicom.label_objects`)
-    for the case names not taken."""
+    (:mod:`medfcn.dicom.label_objects`) for the case names not taken."""
     objects = label_object_cases(path, series)
     specs: list[CaseSpec] = []
     if not (path.is_file() and objects):
@@ -133,8 +131,7 @@ def _scored(
     case: str, pred: Scan, ref: Scan, image: Scan | None, tolerance_mm: float
 ) -> tuple[dict[int, LabelMetrics], list[Thumbnail]]:
     """``({label: metrics}, thumbnails)`` of one case (:func:`medfcn.evaluation.scoring.score_scans`); ``image``
-    (drawn under
-    the thumbnails) is left out when it is on another grid."""
+    (drawn under the thumbnails) is left out when it is on another grid."""
     scores = score_scans(pred, ref, case=case, tolerance_mm=tolerance_mm)
     under = None
     if image is not None:
@@ -197,7 +194,13 @@ def evaluate_scans(
     out_dir = Path(out_dir)
     metrics, thumbnails = _scored(case, pred, ref, image, tolerance_mm)
     ev = Evaluation(
-        [], [], [], [], _label_map(label_names), tolerance_mm, {case: thumbnails}, pred_source, ref_source, out_dir
+        rows=[],
+        label_names=_label_map(label_names),
+        tolerance_mm=tolerance_mm,
+        thumbnails={case: thumbnails},
+        pred_source=pred_source,
+        ref_source=ref_source,
+        out_dir=out_dir,
     )
     return _finish(ev, {case: metrics}, out_dir)
 
@@ -241,7 +244,16 @@ def evaluate(
     pairs, unmatched_pred, unmatched_ref = _pair(pred, ref, index)
     image_specs = _image_specs(images, ref)
     results: dict[str, dict[int, LabelMetrics]] = {}
-    ev = Evaluation([], [], unmatched_pred, unmatched_ref, names, tolerance_mm, {}, str(pred), str(ref), out_dir)
+    ev = Evaluation(
+        rows=[],
+        unmatched_pred=unmatched_pred,
+        unmatched_ref=unmatched_ref,
+        label_names=names,
+        tolerance_mm=tolerance_mm,
+        pred_source=str(pred),
+        ref_source=str(ref),
+        out_dir=out_dir,
+    )
     for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
         log.info("evaluating %s (%d/%d)", case, i, len(pairs))
         try:

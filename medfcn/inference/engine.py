@@ -8,7 +8,8 @@ C x D x H x W float tensor is never allocated. Labels are streamed into a uint8 
 streamed to a ``sink`` or iterated (:meth:`SliceEngine.iter_probabilities`).
 
 >>> from medfcn.model.network import FCN
->>> engine = SliceEngine(FCN(in_channels=3, num_classes=2), device="cpu", batch_size=4)
+>>> from medfcn.inference.settings import InferenceSettings
+>>> engine = SliceEngine(FCN(in_channels=3, num_classes=2), InferenceSettings(device="cpu", batch_size=4))
 >>> engine.predict(np.zeros((20, 24, 5), np.float32)).shape
 (20, 24, 5)
 """
@@ -26,6 +27,7 @@ from torch import nn
 
 from medfcn.choices import parse_choice
 from medfcn.errors import CancelledError, MedfcnError, ModelError, UnsupportedScanError, UsageError
+from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
 from medfcn.model.network import fold_batchnorm, pad_to_stride
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
     "tile_starts",
     "gaussian_weights",
     "SliceEngine",
-    "predict_labels",
 ]
 
 log = logging.getLogger(__name__)
@@ -187,37 +188,34 @@ class SliceEngine:
     (inputs are stacked straight into that layout), on the chosen device, mixed precision on a GPU, run under
     ``torch.inference_mode``.
 
-    ``batch_size`` slices go through the network together; slices larger than ``window`` (pixels, int or
-    (h, w); ``None``: never tile) are tiled with fractional ``overlap`` and Gaussian blending. ``amp``:
-    ``None`` means on for CUDA/MPS (float16) and for a CPU with bfloat16 instructions (:func:`cpu_computes_bfloat16`;
-    labels agree with float32's at Dice 0.9999 on the benchmark heads), off on other CPUs; ``False``: float32
-    throughout; ``True`` on any CPU uses bfloat16. ``tta`` averages
-    the softmax over the four in-plane flips (4x the cost). The caller's network is not modified.
+    ``settings`` (:class:`~medfcn.inference.settings.InferenceSettings`): the device; ``batch_size`` slices go
+    through the network together; ``amp``: ``None`` means on for CUDA/MPS (float16) and for a CPU with bfloat16
+    instructions (:func:`cpu_computes_bfloat16`; labels agree with float32's at Dice 0.9999 on the benchmark heads),
+    off on other CPUs; ``False``: float32 throughout; ``True`` on any CPU uses bfloat16. ``tta`` averages the
+    softmax over the four in-plane flips (4x the cost). Slices larger than ``window`` (pixels, int or (h, w);
+    ``None``: never tile) are tiled with fractional ``overlap`` and Gaussian blending. The caller's network is not
+    modified.
     Raises :class:`MedfcnError` for invalid options.
     """
 
     def __init__(
         self,
         network: nn.Module,
+        settings: InferenceSettings = DEFAULT_SETTINGS,
         *,
-        device: str | torch.device = "auto",
-        batch_size: int = 16,
         window: int | tuple[int, int] | None = 512,
         overlap: float = 0.25,
-        amp: bool | None = None,
-        tta: bool = False,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise MedfcnError(f"batch size must be a positive integer, got {batch_size!r}")
         if not 0.0 <= float(overlap) < 1.0:
             raise MedfcnError(f"overlap must be in [0, 1), got {overlap!r}")
+        self.settings = settings
         self.window = _window_pair(window)
-        self.batch_size = batch_size
+        self.batch_size = settings.batch_size
         self.overlap = float(overlap)
-        self.tta = bool(tta)
-        self.device = select_device(device)
+        self.tta = settings.tta
+        self.device = select_device(settings.device)
         native = self.device.type in ("cuda", "mps") or (self.device.type == "cpu" and cpu_computes_bfloat16())
-        self.amp = native if amp is None else bool(amp)
+        self.amp = native if settings.amp is None else settings.amp
         self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         self.in_channels: int | None = getattr(network, "in_channels", None)
         self.stride = int(network.stride)
@@ -227,7 +225,7 @@ class SliceEngine:
             "slice engine on %s (amp=%s, batch %d, window %s, tta=%s)",
             self.device,
             self.amp,
-            batch_size,
+            self.batch_size,
             self.window,
             self.tta,
         )
@@ -370,18 +368,3 @@ class SliceEngine:
             if sink is not None:  # after the argmax: the sink may modify the probabilities in place
                 sink(start, probs.to("cpu"))
         return labels
-
-
-def predict_labels(
-    network: nn.Module,
-    volume: np.ndarray | torch.Tensor,
-    *,
-    axis: int = 2,
-    device: str = "auto",
-    tta: bool = False,
-    progress: Progress | None = None,
-    cancel: Cancel | None = None,
-) -> np.ndarray:
-    """uint8 labels (X, Y, Z) for ``volume`` with default engine settings; see :class:`SliceEngine`."""
-    engine = SliceEngine(network, device=device, tta=tta)
-    return engine.predict(volume, axis=axis, progress=progress, cancel=cancel)

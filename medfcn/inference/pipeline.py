@@ -12,7 +12,7 @@ validation and the benchmarks call the same methods, never a copy of the sequenc
 
 >>> from medfcn.data.scan import Scan
 >>> scan = Scan(np.random.rand(30, 34, 20).astype(np.float32), (2.0, 2.0, 3.0), (0, 0, 0), np.eye(3))
->>> segment_scan(scan, device="cpu").shape  # the bundled model
+>>> segment_scan(scan, settings=InferenceSettings(device="cpu")).shape  # the bundled model
 (30, 34, 20)
 """
 
@@ -38,6 +38,7 @@ from medfcn.inference.frame import (
     to_model_frame,
 )
 from medfcn.inference.postprocess import apply_to_probabilities
+from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
 from medfcn.model.checkpoint import Model, ModelCard, load_model
 
 __all__ = ["Segmenter", "segment_scan", "frame_for_model", "normalise_for_model"]
@@ -47,15 +48,25 @@ log = logging.getLogger(__name__)
 Progress = Callable[[float], None]
 Cancel = Callable[[], bool]
 
-_INFERENCE_SHARE = 0.85  # of the progress bar; the rest is resampling back onto the scan's grid
+_FRAME_SHARE = 0.15  # of the progress bar: resampling onto the model's frame (7.5 s of a 0.5 mm head)
+_INFERENCE_SHARE = 0.85  # up to here: the network; the rest is resampling back onto the scan's grid
 
 
 def frame_for_model(
-    scan: Scan, card: ModelCard, *, array: np.ndarray | None = None, mode: str = "bilinear"
+    scan: Scan,
+    card: ModelCard,
+    *,
+    array: np.ndarray | None = None,
+    mode: str = "bilinear",
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
 ) -> ModelFrame:
     """Stage 1 for the model ``card`` describes: ``scan`` (or ``array`` on its grid, e.g. a label map with
-    ``mode="nearest"``) on the model's frame (its orientation and spacing). Training prepares its cases with it."""
-    return to_model_frame(scan, card.spacing, orientation=card.orientation, array=array, mode=mode)
+    ``mode="nearest"``) on the model's frame (its orientation and spacing). Training prepares its cases with it.
+    ``progress`` and ``cancel`` as :func:`medfcn.inference.frame.to_model_frame` takes them."""
+    return to_model_frame(
+        scan, card.spacing, orientation=card.orientation, array=array, mode=mode, progress=progress, cancel=cancel
+    )
 
 
 def normalise_for_model(frame: ModelFrame, card: ModelCard) -> np.ndarray:
@@ -67,21 +78,14 @@ class Segmenter:
     """A model prepared once (weights loaded, batch norm folded, on its device) to segment many scans.
 
     ``model``: a :class:`Model`, a model file, or ``None`` for the bundled brain-extraction model.
-    ``device``: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
-    ``tta``: average over in-plane flips (4x the inference cost). Raises :class:`ModelError` for a bad model.
+    ``settings``: device, precision, test-time augmentation, batch size
+    (:class:`~medfcn.inference.settings.InferenceSettings`). Raises :class:`ModelError` for a bad model.
     """
 
-    def __init__(
-        self,
-        model: Model | str | Path | None = None,
-        *,
-        device: str | torch.device = "auto",
-        tta: bool = False,
-        batch_size: int = 16,
-        amp: bool | None = None,
-    ) -> None:
+    def __init__(self, model: Model | str | Path | None = None, settings: InferenceSettings = DEFAULT_SETTINGS) -> None:
         self.model = model if isinstance(model, Model) else load_model(model)
-        self.engine = SliceEngine(self.model.network, device=device, batch_size=batch_size, tta=tta, amp=amp)
+        self.settings = settings
+        self.engine = SliceEngine(self.model.network, settings)
         self.device = self.engine.device
 
     @property
@@ -90,9 +94,10 @@ class Segmenter:
 
     # -- the stages, in order ------------------------------------------------------------------------------------
 
-    def to_frame(self, scan: Scan) -> ModelFrame:
-        """Stage 1: ``scan`` reoriented and resampled onto the model's frame (its card's orientation and spacing)."""
-        return frame_for_model(scan, self.model.card)
+    def to_frame(self, scan: Scan, *, progress: Progress | None = None, cancel: Cancel | None = None) -> ModelFrame:
+        """Stage 1: ``scan`` reoriented and resampled onto the model's frame (its card's orientation and spacing),
+        slab by slab, reporting ``progress`` and polling ``cancel`` between slabs."""
+        return frame_for_model(scan, self.model.card, progress=progress, cancel=cancel)
 
     def normalise(self, frame: ModelFrame) -> np.ndarray:
         """Stage 2: (X', Y', Z') float32 intensities of ``frame`` normalised as the model was trained."""
@@ -104,9 +109,9 @@ class Segmenter:
         """Stage 3: (C, X', Y', Z') uint16 sums over the slice axes of probabilities x 255, for a normalised frame
         volume (X', Y', Z').
 
-        The network runs only inside :func:`~medfcn.inference.frame.foreground_box` (the head and 12 mm around it); the air
-        outside is background with certainty. A scan whose field of view is larger than the head (an oblique grid,
-        a neck, a wide in-plane field) costs only its head.
+        The network runs only inside :func:`~medfcn.inference.frame.foreground_box` (the head and 12 mm around it);
+        the air outside is background with certainty. A scan whose field of view is larger than the head (an oblique
+        grid, a neck, a wide in-plane field) costs only its head.
         """
         card = self.model.card
         n_classes, axes = len(card.labels), card.slice_axes
@@ -158,11 +163,12 @@ class Segmenter:
         a caller that does not look at them again (a batch).
         """
         t0 = time.perf_counter()
-        frame = self.to_frame(scan)
+        ahead = None if progress is None else (lambda f: progress(_FRAME_SHARE * f))
+        frame = self.to_frame(scan, progress=ahead, cancel=cancel)
         if release_voxels:
             scan.array = np.broadcast_to(np.zeros((), dtype=scan.array.dtype), scan.shape)
         volume = self.normalise(frame)
-        inner = None if progress is None else (lambda f: progress(_INFERENCE_SHARE * f))
+        inner = None if progress is None else (lambda f: progress(_FRAME_SHARE + (_INFERENCE_SHARE - _FRAME_SHARE) * f))
         probs = self.probabilities(volume, progress=inner, cancel=cancel)
         del volume  # the normalised copy is not needed on the way back: free it before resampling
         _trim_heap()
@@ -190,10 +196,9 @@ def segment_scan(
     scan: Scan,
     model: Model | str | Path | None = None,
     *,
-    device: str | torch.device = "auto",
-    tta: bool = False,
+    settings: InferenceSettings = DEFAULT_SETTINGS,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
 ) -> np.ndarray:
     """uint8 labels (X, Y, Z) for one scan on its own grid; see :class:`Segmenter` (which loads a model once)."""
-    return Segmenter(model, device=device, tta=tta).segment(scan, progress=progress, cancel=cancel)
+    return Segmenter(model, settings).segment(scan, progress=progress, cancel=cancel)

@@ -104,7 +104,8 @@ def calibrate(
         raise UsageError(f"{output} is the model being calibrated: write the calibrated model to a new file")
     check_output(output, pairs)  # before any scan is segmented
     card = dataclasses.replace(source.card, class_weights=())  # score from the uncalibrated probabilities
-    segmenter = Segmenter(dataclasses.replace(source, card=card), InferenceSettings(device=device))  # folds a copy of the network
+    # the Segmenter folds a copy of the network
+    segmenter = Segmenter(dataclasses.replace(source, card=card), InferenceSettings(device=device))
     scores: dict[float, list[tuple[float, float]]] = {t: [] for t in thresholds}
     for pair in pairs:
         image, reference = read_pair(pair)

@@ -14,12 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medfcn.batch.cluster import loaded_models
+from medfcn.batch.cluster import ClusterSettings, loaded_models
 from medfcn.batch.manifest import Status
 from medfcn.batch.run import run_batch
-from medfcn.batch.cluster import ClusterSettings
-from medfcn.inference.settings import InferenceSettings
 from medfcn.errors import UsageError
+from medfcn.inference.settings import InferenceSettings
 from tests.support.batch import partial_files, read_labels, write_cases
 
 
@@ -65,7 +64,14 @@ def assert_same_as_local(out: Path, manifest, local_run) -> None:
 def test_local_cluster_of_two_workers_matches_a_local_run(tmp_path, model_file, inputs, local_run):
     out = tmp_path / "out"
 
-    manifest = run_batch([inputs], out, model=model_file, settings=InferenceSettings(device="cpu"), cluster=ClusterSettings(workers=2), progress=False)
+    manifest = run_batch(
+        [inputs],
+        out,
+        model=model_file,
+        settings=InferenceSettings(device="cpu"),
+        cluster=ClusterSettings(workers=2),
+        progress=False,
+    )
 
     assert_same_as_local(out, manifest, local_run)
     assert [c.status for c in manifest.cases] == [Status.FAILED] + [Status.OK] * 5
@@ -91,7 +97,12 @@ def test_existing_cluster_by_scheduler_address(tmp_path, model_file, inputs, loc
 
     out = tmp_path / "out"
     manifest = run_batch(
-        [inputs], out, model=model_file, settings=InferenceSettings(device="cpu"), cluster=ClusterSettings(scheduler=cluster.scheduler_address), progress=False
+        [inputs],
+        out,
+        model=model_file,
+        settings=InferenceSettings(device="cpu"),
+        cluster=ClusterSettings(scheduler=cluster.scheduler_address),
+        progress=False,
     )
     with Client(cluster) as client:
         loaded = client.run(loaded_models)
@@ -101,7 +112,7 @@ def test_existing_cluster_by_scheduler_address(tmp_path, model_file, inputs, loc
     sha256 = hashlib.sha256(model_file.read_bytes()).hexdigest()
     # Each worker that ran a case holds one model, loaded once, for the rest of its cases.
     assert [m for m in loaded.values() if m] and all(
-        m in ([], [(str(model_file), sha256, "cpu", False, None)]) for m in loaded.values()
+        m in ([], [(str(model_file), sha256, InferenceSettings(device="cpu"))]) for m in loaded.values()
     )
     cores = len(os.sched_getaffinity(0))
     assert all(n == max(1, cores // 2) for n, m in zip(threads.values(), loaded.values(), strict=True) if m)
@@ -123,9 +134,8 @@ def test_worker_refuses_a_different_model_file(tmp_path, model_file, inputs, clu
         lambda case: None,
         model_path=str(model_file),
         sha256="0" * 64,
-        device="cpu",
-        tta=False,
-        scheduler=cluster.scheduler_address,
+        settings=InferenceSettings(device="cpu"),
+        where=ClusterSettings(scheduler=cluster.scheduler_address),
     )
 
     assert sorted(recorded) == [0, 1]
@@ -136,7 +146,11 @@ def test_worker_refuses_a_different_model_file(tmp_path, model_file, inputs, clu
 def test_workers_and_scheduler_together_are_refused(tmp_path, model_file, inputs):
     with pytest.raises(UsageError, match="not both") as info:
         run_batch(
-            [inputs], tmp_path / "out", model=model_file, cluster=ClusterSettings(workers=2, scheduler="tcp://127.0.0.1:8786"), progress=False
+            [inputs],
+            tmp_path / "out",
+            model=model_file,
+            cluster=ClusterSettings(workers=2, scheduler="tcp://127.0.0.1:8786"),
+            progress=False,
         )
     assert info.value.exit_code == 2 and not (tmp_path / "out").exists()  # refused before anything is done
 

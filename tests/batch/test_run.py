@@ -24,8 +24,8 @@ from medfcn import __version__
 from medfcn.batch.cases import error_message
 from medfcn.batch.manifest import Manifest, Status
 from medfcn.batch.run import run_batch
-from medfcn.inference.settings import InferenceSettings
 from medfcn.errors import NoScansError, OutputError, ScanReadError
+from medfcn.inference.settings import InferenceSettings
 from tests.support.batch import partial_files, read_labels, write_cases
 from tests.support.scans import affine_from_codes, head_volume, write_scan_file
 
@@ -126,7 +126,9 @@ def test_failed_redo_keeps_an_earlier_output_but_no_longer_counts_it(tmp_path, m
     before = (out / "case00.nii.gz").read_bytes()
     scan.write_bytes(b"not a scan any more")
 
-    manifest = run_batch([scan], out, model=model_file, settings=InferenceSettings(device="cpu"), overwrite=True, progress=False)
+    manifest = run_batch(
+        [scan], out, model=model_file, settings=InferenceSettings(device="cpu"), overwrite=True, progress=False
+    )
 
     assert manifest.cases[0].status == Status.FAILED and manifest.cases[0].output is None
     assert (out / "case00.nii.gz").read_bytes() == before  # a redo that fails never destroys a result
@@ -139,13 +141,21 @@ def test_unwritable_output_folder(tmp_path, model_file, make_out):
 
     # The output is checked before anything else: even a missing input is not looked at first.
     with pytest.raises(OutputError) as info:
-        run_batch([tmp_path / "missing"], out, model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
+        run_batch(
+            [tmp_path / "missing"], out, model=model_file, settings=InferenceSettings(device="cpu"), progress=False
+        )
 
     assert str(out) in str(info.value) and "\n" not in str(info.value)
     assert info.value.exit_code == 2
     assert (tmp_path / "file.txt").read_text().startswith("a regular file")
     with pytest.raises(NoScansError):  # with a writable output, the missing input is what is reported
-        run_batch([tmp_path / "missing"], tmp_path / "ok", model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
+        run_batch(
+            [tmp_path / "missing"],
+            tmp_path / "ok",
+            model=model_file,
+            settings=InferenceSettings(device="cpu"),
+            progress=False,
+        )
 
 
 def test_rerun_skips_everything_and_overwrite_redoes_it(tmp_path, model_file):
@@ -166,7 +176,9 @@ def test_rerun_skips_everything_and_overwrite_redoes_it(tmp_path, model_file):
     }
     assert json.loads((out / "manifest.json").read_text())["summary"]["skipped"] == 3
 
-    redone = run_batch([inputs], out, model=model_file, settings=InferenceSettings(device="cpu"), overwrite=True, progress=False)
+    redone = run_batch(
+        [inputs], out, model=model_file, settings=InferenceSettings(device="cpu"), overwrite=True, progress=False
+    )
 
     assert [c.status for c in redone.cases] == [Status.OK] * 3
     assert all(p.stat().st_ino != stats[p.name].st_ino for p in out.glob("*.nii.gz"))  # renamed into place anew
@@ -254,18 +266,24 @@ def test_float32_is_honoured_and_the_precision_recorded(tmp_path, model_file):
     from medfcn.inference.settings import InferenceSettings
 
     (scan,) = write_cases(tmp_path / "in", 1)
-    manifest = run_batch([scan], tmp_path / "f32", model=model_file, settings=InferenceSettings(device="cpu", amp=False), progress=False)
+    manifest = run_batch(
+        [scan], tmp_path / "f32", model=model_file, settings=InferenceSettings(device="cpu", amp=False), progress=False
+    )
     assert manifest.precision == "float32"
     assert json.loads((tmp_path / "f32" / "manifest.json").read_text())["precision"] == "float32"
     written = read_scan(tmp_path / "f32" / "case00.nii.gz").array
     expected = Segmenter(model_file, InferenceSettings(device="cpu", amp=False)).segment(read_scan(scan))
     np.testing.assert_array_equal(written, expected)
     assert manifest.cases[0].precision == "float32"
-    default = run_batch([scan], tmp_path / "auto", model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
+    default = run_batch(
+        [scan], tmp_path / "auto", model=model_file, settings=InferenceSettings(device="cpu"), progress=False
+    )
     native = Segmenter(model_file, InferenceSettings(device="cpu")).engine.precision
     assert default.precision == native and default.cases[0].precision == native
     # a rerun with another arithmetic skips the case: the file says how the output it lists was made
-    rerun = run_batch([scan], tmp_path / "auto", model=model_file, settings=InferenceSettings(device="cpu", amp=False), progress=False)
+    rerun = run_batch(
+        [scan], tmp_path / "auto", model=model_file, settings=InferenceSettings(device="cpu", amp=False), progress=False
+    )
     assert rerun.cases[0].status == Status.SKIPPED and rerun.cases[0].precision == native
     assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["precision"] == native
 
@@ -279,7 +297,9 @@ def test_an_empty_label_map_is_written_but_said(tmp_path, model_file, caplog):
     (head,) = write_cases(inputs, 1)
     blank = write_scan_file(inputs / "blank.nii.gz", np.zeros((20, 22, 18), np.int16), affine_from_codes("RAS"))
     with caplog.at_level("WARNING", logger="medfcn"):
-        manifest = run_batch([inputs], tmp_path / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
+        manifest = run_batch(
+            [inputs], tmp_path / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False
+        )
     entries = {c.case: c for c in manifest.cases}
     assert manifest.exit_code == 0 and entries["blank"].status == Status.OK
     assert not read_scan(entries["blank"].output).array.any()

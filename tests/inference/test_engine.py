@@ -137,7 +137,9 @@ def test_gaussian_weights_hand_worked() -> None:
 @pytest.mark.parametrize("window", [None, 16, (24, 16), 40])
 def test_gaussian_stitching_of_an_identity_model_reproduces_its_input(window, tta: bool) -> None:
     volume = np.random.default_rng(3).uniform(0.02, 0.98, (45, 53, 7)).astype(np.float32)
-    engine = SliceEngine(ProbabilityEcho(), InferenceSettings(device="cpu", batch_size=3, tta=tta), window=window, overlap=0.3)
+    engine = SliceEngine(
+        ProbabilityEcho(), InferenceSettings(device="cpu", batch_size=3, tta=tta), window=window, overlap=0.3
+    )
     probs = _all_probabilities(engine, volume)  # (Z, 2, X, Y)
     assert tuple(probs.shape) == (7, 2, 45, 53)
     np.testing.assert_allclose(probs[:, 0].numpy(), volume.transpose(2, 0, 1), rtol=0, atol=2e-6)
@@ -152,7 +154,9 @@ def test_tiles_meet_the_networks_own_padding_and_grid(window) -> None:
     and places tiles on its grid, so tiling a block-exact network changes nothing."""
     volume = np.random.default_rng(5).uniform(0, 1, (33, 37, 3)).astype(np.float32)
     whole = _all_probabilities(SliceEngine(BlockMean(), InferenceSettings(device="cpu"), window=None), volume)
-    tiled = _all_probabilities(SliceEngine(BlockMean(), InferenceSettings(device="cpu"), window=window, overlap=0.4), volume)
+    tiled = _all_probabilities(
+        SliceEngine(BlockMean(), InferenceSettings(device="cpu"), window=window, overlap=0.4), volume
+    )
     assert tuple(whole.shape) == (3, 2, 33, 37)
     torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
 
@@ -175,7 +179,9 @@ def test_tiled_blending_agrees_with_monai_sliding_window(trained_fcn: FCN) -> No
     from monai.inferers import sliding_window_inference
 
     image, _ = _blobs((72, 80, 3), seed=2)
-    engine = SliceEngine(trained_fcn, InferenceSettings(device="cpu", amp=False), window=40, overlap=0.5)  # MONAI's float32
+    engine = SliceEngine(
+        trained_fcn, InferenceSettings(device="cpu", amp=False), window=40, overlap=0.5
+    )  # MONAI's float32
     ours = _all_probabilities(engine, image)
     x = slice_stack(torch.from_numpy(image), 0, 3, axis=2, context=0)
 
@@ -277,7 +283,9 @@ def test_engine_option_errors() -> None:
 def test_progress_reaches_one() -> None:
     net = FCN(in_channels=3, num_classes=2, width=4, depth=3)
     seen: list[float] = []
-    SliceEngine(net, InferenceSettings(device="cpu", batch_size=4)).predict(np.zeros((8, 9, 10), np.float32), progress=seen.append)
+    SliceEngine(net, InferenceSettings(device="cpu", batch_size=4)).predict(
+        np.zeros((8, 9, 10), np.float32), progress=seen.append
+    )
     assert seen == [0.0, 0.4, 0.8, 1.0]
 
 

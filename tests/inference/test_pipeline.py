@@ -10,8 +10,8 @@ import numpy as np
 from medfcn.data.scan import Scan
 from medfcn.inference.frame import normalise_intensity, probabilities_to_labels, to_model_frame
 from medfcn.inference.pipeline import Segmenter
-from medfcn.inference.settings import InferenceSettings
 from medfcn.inference.postprocess import apply_to_probabilities
+from medfcn.inference.settings import InferenceSettings
 from tests.support.scans import head_volume, lps_geometry, oblique_affine
 
 

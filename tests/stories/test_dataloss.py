@@ -20,9 +20,9 @@ import pytest
 
 from medfcn.batch.manifest import Manifest, Status
 from medfcn.batch.run import run_batch
-from medfcn.inference.settings import InferenceSettings
 from medfcn.cli import main
 from medfcn.errors import OutputError
+from medfcn.inference.settings import InferenceSettings
 from tests.support.batch import partial_files, read_labels, write_cases
 from tests.support.scans import affine_from_codes, head_volume, write_dicom_pydicom, write_scan_file
 
@@ -66,9 +66,15 @@ def test_output_folder_inside_the_input_is_never_read_back(tmp_path, model_file)
     write_cases(inputs, 2)
     before = md5s(inputs)
 
-    first = run_batch([inputs], inputs / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
-    second = run_batch([inputs], inputs / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
-    other = run_batch([inputs], inputs / "out2", model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
+    first = run_batch(
+        [inputs], inputs / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False
+    )
+    second = run_batch(
+        [inputs], inputs / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False
+    )
+    other = run_batch(
+        [inputs], inputs / "out2", model=model_file, settings=InferenceSettings(device="cpu"), progress=False
+    )
 
     assert [c.case for c in first.cases] == ["case00", "case01"] and first.exit_code == 0
     assert [(c.case, c.status) for c in second.cases] == [("case00", Status.SKIPPED), ("case01", Status.SKIPPED)]
@@ -215,7 +221,9 @@ def test_a_failed_redo_keeps_the_earlier_output(tmp_path, model_file):
     before = md5s(out)
     scan.write_bytes(scan.read_bytes()[:200])  # the scan is damaged afterwards
 
-    again = run_batch([inputs], out, model=model_file, settings=InferenceSettings(device="cpu"), overwrite=True, progress=False)
+    again = run_batch(
+        [inputs], out, model=model_file, settings=InferenceSettings(device="cpu"), overwrite=True, progress=False
+    )
 
     assert again.cases[0].status == Status.FAILED and again.cases[0].output is None
     assert md5s(out) == before
@@ -245,7 +253,9 @@ def test_a_malformed_dicom_slice_fails_its_series_only(tmp_path, model_file):
     iop = bytes(pydicom.dcmread(files[3]).get_item((0x0020, 0x0037)).value)
     files[3].write_bytes(raw.replace(iop, iop[:5] + b"x" + iop[6:]))
 
-    manifest = run_batch([inputs], tmp_path / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
+    manifest = run_batch(
+        [inputs], tmp_path / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False
+    )
 
     by = {c.case: c for c in manifest.cases}
     assert by["case00"].status == Status.OK and by["series"].status == Status.FAILED

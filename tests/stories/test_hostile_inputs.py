@@ -94,7 +94,9 @@ def test_missing_pixel_spacing_is_read_with_a_warning_in_the_manifest(tmp_path):
     [s] = list_series(tmp_path / "in" / "ser")
     assert s.error is None and "no PixelSpacing" in s.warnings[0]
     model = train_tiny_model(tmp_path / "m.safetensors")
-    manifest = run_batch([tmp_path / "in"], tmp_path / "out", model=model, settings=InferenceSettings(device="cpu"), progress=False)
+    manifest = run_batch(
+        [tmp_path / "in"], tmp_path / "out", model=model, settings=InferenceSettings(device="cpu"), progress=False
+    )
     [case] = manifest.cases
     assert case.status == "ok" and any("no PixelSpacing" in w for w in case.warnings)
     assert any(
@@ -270,7 +272,6 @@ def test_an_unusable_card_is_refused_whole_at_load(tmp_path, case, capsys):
 # -- more than 255 classes (point 7) ----------------------------------------------------------------------------------
 def test_more_than_255_classes_are_written_as_uint16(tmp_path):
     from medfcn.batch.run import run_batch
-    from medfcn.inference.settings import InferenceSettings
     from medfcn.inference.pipeline import Segmenter
     from medfcn.inference.settings import InferenceSettings
     from tests.support.batch import read_labels
@@ -285,7 +286,13 @@ def test_more_than_255_classes_are_written_as_uint16(tmp_path):
     nib.save(nib.Nifti1Image(head_volume((20, 22, 18)), np.diag([1.5, 1.5, 1.5, 1])), tmp_path / "in.nii.gz")
     expected = Segmenter(model, InferenceSettings(device="cpu")).segment(read_scan(tmp_path / "in.nii.gz"))
     assert expected.max() > 255 and expected.dtype == np.uint16
-    manifest = run_batch([tmp_path / "in.nii.gz"], tmp_path / "out", model=model, settings=InferenceSettings(device="cpu"), progress=False)
+    manifest = run_batch(
+        [tmp_path / "in.nii.gz"],
+        tmp_path / "out",
+        model=model,
+        settings=InferenceSettings(device="cpu"),
+        progress=False,
+    )
     assert manifest.exit_code == 0, manifest.cases[0].error
     assert nib.load(tmp_path / "out" / "in.nii.gz").get_data_dtype() == np.uint16
     assert np.array_equal(read_labels(tmp_path / "out" / "in.nii.gz"), expected)

@@ -1,8 +1,11 @@
 """napari writer: a Labels layer opened on a DICOM series (or segmented from one) as a DICOM SEG referencing it.
 
 The series comes from the layer's metadata (``source`` folder and ``series_uid``, stored by the reader and copied
-by the Segment dock); segment names from ``label_names`` (the Segment dock's model card) when there, else
-``label N``; their codes from :mod:`medfcn.dicom.codes`. Written by :func:`medfcn.dicom.seg.write_seg`.
+by the Segment dock); segment names from ``label_names`` (the Segment dock's model card, or the segments of a SEG
+or RTSTRUCT the layer was read from) when there, else ``label N``; their codes from :mod:`medfcn.dicom.codes`.
+How each segment was made: AUTOMATIC, naming the model, while the layer holds exactly what the model wrote (its
+``labels_checksum``); once edited, SEMIAUTOMATIC for the model's labels and MANUAL for any other; MANUAL for a layer
+no model made. Written by :func:`medfcn.dicom.seg.write_seg`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ._layers import layer_scan
+from ._layers import is_unedited, layer_scan
 
 __all__ = ["write_dicom_seg", "save_seg_layer"]
 
@@ -25,7 +28,7 @@ def write_dicom_seg(path: str | os.PathLike, data: Any, attributes: dict) -> lis
         UnsupportedScanError: the layer was not opened on (or segmented from) a DICOM series, or is not 3-D.
         DicomSeriesError: the series lacks a FrameOfReferenceUID or is gone.  OutputError: cannot write.
     """
-    from medfcn.dicom.seg import Algorithm, segments_of, write_seg
+    from medfcn.dicom.seg import Algorithm, edited_segments, segments_of, write_seg
 
     path = Path(path)
     if not path.name.lower().endswith(".dcm"):
@@ -35,8 +38,12 @@ def write_dicom_seg(path: str | os.PathLike, data: Any, attributes: dict) -> lis
     names = {int(k): str(v) for k, v in (meta.get("label_names") or {}).items()}
     values = [int(v) for v in np.unique(scan.array) if v > 0]
     labels = {names.get(v, f"label {v}"): v for v in sorted(set(values) | {k for k in names if k > 0})}
-    algorithm = Algorithm(str(meta.get("model") or "napari (manual)"))
-    return [str(write_seg(scan.array, scan, path, segments=segments_of(labels), algorithm=algorithm))]
+    segments = segments_of(labels)
+    model = meta.get("model")
+    if not (model and is_unedited(data, meta)):
+        segments = edited_segments(segments, set(names) if model else None)
+    algorithm = Algorithm(str(model or "napari (manual)"))
+    return [str(write_seg(scan.array, scan, path, segments=segments, algorithm=algorithm))]
 
 
 def save_seg_layer(layer, path: str | os.PathLike) -> Path:

@@ -20,6 +20,7 @@ The layer's metadata keeps what is needed to write a label map on the *source* g
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from typing import Any
 
@@ -43,6 +44,8 @@ __all__ = [
     "auto_contrast",
     "scan_point",
     "patient_text",
+    "labels_checksum",
+    "is_unedited",
 ]
 
 log = logging.getLogger(__name__)
@@ -264,3 +267,17 @@ def labels_to_display(labels: np.ndarray, attributes: dict) -> np.ndarray:
     axes = tuple(int(a) for a in meta.get("display_axes", (0, 1, 2))) if "grid" in meta else (0, 1, 2)
     flip = tuple(bool(f) for f in meta.get("display_flip", (False,) * 3)) if "grid" in meta else (False,) * 3
     return to_display(labels, axes, flip)
+
+
+def labels_checksum(data: np.ndarray) -> str:
+    """A checksum of a label array's values, shape and type (to tell whether a layer was edited)."""
+    array = np.ascontiguousarray(data)
+    digest = hashlib.blake2b(f"{array.dtype.str}{array.shape}".encode(), digest_size=16)
+    digest.update(memoryview(array).cast("B"))
+    return digest.hexdigest()
+
+
+def is_unedited(data: np.ndarray, metadata: dict) -> bool:
+    """Whether a label layer's ``data`` is exactly what a model wrote (the ``labels_checksum`` in its metadata)."""
+    recorded = (metadata or {}).get("labels_checksum")
+    return recorded is not None and recorded == labels_checksum(np.asarray(data))

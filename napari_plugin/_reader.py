@@ -1,4 +1,5 @@
-"""napari reader: NIfTI, NRRD and MetaImage files and DICOM series folders, through :func:`medfcn.data.reader.read_scan`.
+"""napari reader: NIfTI, NRRD and MetaImage files, DICOM series folders (through :func:`medfcn.data.reader.read_scan`),
+and DICOM SEG and RTSTRUCT files (:mod:`medfcn.dicom.label_objects`), on their series or, a SEG, alone.
 
 A folder is searched as the ``medfcn segment`` command searches it (:func:`medfcn.data.discovery.find_cases`): one
 layer per scan file and per DICOM series, named after the case (``FOLDER_1``, ``FOLDER_2``, ... for a folder of
@@ -66,23 +67,38 @@ def get_reader(path: str | os.PathLike | list) -> Callable[[str | list], list[tu
 
 
 def read_layers(path: str | os.PathLike | list) -> list[tuple]:
-    """Read every scan named by ``path`` as napari layer data tuples.
+    """Read every scan, DICOM SEG and RTSTRUCT named by ``path`` as napari layer data tuples.
 
-    A single ``.dcm`` file is read as the series of the folder holding it.
+    A ``.dcm`` image file is read as the series of the folder holding it. A SEG or RTSTRUCT (a file named, or
+    found in a folder named) becomes a Labels layer on its referenced series' grid when that series is in the
+    folders named or beside the file, so it lies on the series' image layer; a SEG without its series lies on
+    the grid of its own frames. Its labels are named and coloured as its segments (ROIs) say.
 
     Raises:
         MedfcnError: (a subclass) when nothing named could be read; the message names the file. Series of a
             folder that cannot be read are skipped with a logged warning when others can.
     """
     from medfcn.data.discovery import find_cases
+    from medfcn.dicom.label_objects import label_object_files
+    from medfcn.dicom.refs import SeriesIndex, dicom_label_kind
     from medfcn.errors import MedfcnError, NoScansError
 
-    paths = path if isinstance(path, list | tuple) else [path]
+    paths = [Path(p) for p in (path if isinstance(path, list | tuple) else [path])]
+    objects = [p for p in paths if p.is_file() and dicom_label_kind(p)]
     inputs = []
-    for p in map(Path, paths):
+    for p in (p for p in paths if p not in objects):
         inputs.append(p.parent if p.is_file() and p.name.lower().endswith(DICOM_SUFFIX) else p)
-    cases = find_cases(list(dict.fromkeys(inputs)))
+    inputs = list(dict.fromkeys(inputs))
+    folders = [p for p in inputs if p.is_dir()]
+    objects += [f for folder in folders for f in label_object_files(folder)]
     layers, errors = [], []
+    try:
+        cases = find_cases(inputs) if inputs else []
+    except NoScansError as e:  # a folder holding only SEG or RTSTRUCT files
+        if not objects:
+            raise
+        log.info("%s", e)
+        cases = []
     for case in cases:
         try:
             scan = case.read()
@@ -90,11 +106,47 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
             log.warning("%s", e)
             errors.append(e)
             continue
-        layers.append(scan_layer_data(scan))
+        layers.append(_scan_layer(scan, case.path))
+    series = SeriesIndex(list(dict.fromkeys([*folders, *(o.parent for o in objects)])))
+    for obj in dict.fromkeys(objects):
+        try:
+            layers.append(_label_object_layer(obj, series))
+        except MedfcnError as e:
+            log.warning("%s", e)
+            errors.append(e)
     if not layers:
         raise errors[0] if errors else NoScansError(f"{paths[0]}: no scans found")
     _watch_current_viewer()
     return layers
+
+
+def _scan_layer(scan, path: Path) -> tuple:
+    """A scan's layer; a label map read from a file is named ``case (folder)`` (``colin27 (labels)``), so a
+    reference opened beside its image is told apart from it by name, not by napari's ``[1]``."""
+    data, kwargs, kind = scan_layer_data(scan)
+    if kind == "labels" and Path(path).is_file():
+        kwargs["name"] = f"{scan.case} ({Path(path).resolve().parent.name})"
+    return data, kwargs, kind
+
+
+def _label_object_layer(path: Path, series) -> tuple:
+    """A SEG or RTSTRUCT as a Labels layer, named after its file, its labels named and coloured as it says."""
+    from medfcn.dicom.label_objects import label_legend, open_label_object
+
+    scan = open_label_object(path, series)
+    legend = label_legend(path)
+    name = path.name[: -len(DICOM_SUFFIX)] if path.name.lower().endswith(DICOM_SUFFIX) else path.name
+    data, kwargs, kind = scan_layer_data(scan, layer_type="labels", name=name)
+    kwargs["metadata"].update(
+        label_object=str(path),
+        label_names={number: item.name for number, item in legend.items()},
+    )
+    if legend:
+        kwargs["features"] = {"index": [0, *legend], "label": ["background", *(i.name for i in legend.values())]}
+    colours = {number: (*(c / 255 for c in item.rgb), 1.0) for number, item in legend.items() if item.rgb}
+    if colours:
+        kwargs["colormap"] = {None: (1.0, 1.0, 1.0, 1.0), 0: (0.0, 0.0, 0.0, 0.0), **colours}
+    return data, kwargs, kind
 
 
 def _watch_current_viewer() -> None:

@@ -154,6 +154,8 @@ def to_model_frame(
     orientation: str = "RAS",
     mode: str = "bilinear",
     array: np.ndarray | None = None,
+    progress: Callable[[float], None] | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> ModelFrame:
     """Reorient ``scan`` to ``orientation`` and resample it to ``spacing`` (mm) with MONAI transforms.
 
@@ -164,7 +166,11 @@ def to_model_frame(
 
     Args:
         array: voxels to bring instead of the scan's own, on the same grid (e.g. a label map, ``mode="nearest"``).
+        progress: called with the fraction of the frame's slabs done (slab by slab; once at the end otherwise).
+        cancel: polled before each slab; :class:`~medfcn.errors.CancelledError` when it returns true.
     """
+    from medfcn.errors import CancelledError
+
     import_monai()
     from monai.data import MetaTensor
     from monai.transforms import Spacing
@@ -179,6 +185,10 @@ def to_model_frame(
             volume = np.empty(shape, dtype=np.float32)
             for k0, k1, block in _resample_slabs(torch.from_numpy(np.asarray(data))[None], m, sources, shape, 8):
                 volume[:, :, k0:k1] = block[0].numpy()
+                if progress is not None:
+                    progress(k1 / shape[2])
+                if cancel is not None and cancel():
+                    raise CancelledError("cancelled while resampling onto the model's frame")
             return ModelFrame(volume=volume, affine=affine, scan_affine=scan.affine, scan_shape=scan.shape)
     x = MetaTensor(
         torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))[None],
@@ -186,6 +196,8 @@ def to_model_frame(
     )
     x = _orientation(orientation)(x)
     x = Spacing(pixdim=tuple(float(s) for s in spacing), mode=mode, padding_mode="border")(x)
+    if progress is not None:
+        progress(1.0)
     return ModelFrame(
         volume=np.ascontiguousarray(x[0].numpy()),
         affine=x.affine.numpy().astype(np.float64),

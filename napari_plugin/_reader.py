@@ -99,6 +99,7 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
             raise
         log.info("%s", e)
         cases = []
+    taken = _layer_names()
     for case in cases:
         try:
             scan = case.read()
@@ -106,7 +107,7 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
             log.warning("%s", e)
             errors.append(e)
             continue
-        layers.append(_scan_layer(scan, case.path))
+        layers.append(_scan_layer(scan, case.path, taken))
     series = SeriesIndex(list(dict.fromkeys([*folders, *(o.parent for o in objects)])))
     for obj in dict.fromkeys(objects):
         try:
@@ -120,13 +121,25 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
     return layers
 
 
-def _scan_layer(scan, path: Path) -> tuple:
-    """A scan's layer; a label map read from a file is named ``case (folder)`` (``colin27 (labels)``), so a
-    reference opened beside its image is told apart from it by name, not by napari's ``[1]``."""
+def _scan_layer(scan, path: Path, taken: set[str]) -> tuple:
+    """A scan's layer; a label map whose case name a layer already has (a reference opened beside its image,
+    ``colin27``) is named after its folder too (``colin27 (labels)``), not napari's ``colin27 [1]``."""
     data, kwargs, kind = scan_layer_data(scan)
-    if kind == "labels" and Path(path).is_file():
+    if kind == "labels" and kwargs["name"] in taken:
         kwargs["name"] = f"{scan.case} ({Path(path).resolve().parent.name})"
+    taken.add(kwargs["name"])
     return data, kwargs, kind
+
+
+def _layer_names() -> set[str]:
+    """The names of the layers of the viewer being opened into (napari's current viewer), if any."""
+    try:
+        from napari import current_viewer
+
+        viewer = current_viewer()
+        return {layer.name for layer in viewer.layers} if viewer is not None else set()
+    except Exception:  # naming is a courtesy
+        return set()
 
 
 def _label_object_layer(path: Path, series) -> tuple:

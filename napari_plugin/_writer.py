@@ -1,4 +1,4 @@
-"""napari writer: a Labels layer to ``.nii.gz`` on its source scan's grid, through :func:`medfcn.data.writer.write_labels`.
+"""napari writer: a Labels layer to ``.nii.gz`` on its source scan's grid (:func:`medfcn.data.writer.write_labels`).
 
 The grid comes from the layer's metadata (what the reader stored: exactly the grid SimpleITK reads from the source
 file). A Labels layer drawn by hand works the same when it carries the scan's metadata: one made with the Segment

@@ -1,9 +1,10 @@
 """Overlay thumbnails of a case's worst slices, for the HTML report (:mod:`medfcn.evaluation.report`).
 
 Each thumbnail is a whole slice as napari shows it (:mod:`medfcn.data.display`): square pixels, named by plane and
-by the slice number napari's slider shows, with the patient's directions at the edges; green where both maps agree, red
-where only the prediction has a label, blue where the prediction missed one (:data:`OVERLAY_COLOURS`, which the napari
-Review dock's overlay uses too), and a yellow box around the slice's errors. Worst slices are the ones with the most
+by the slice number napari's slider shows, with the patient's directions at the edges; sky blue where both maps
+agree, blue where only the prediction has a label, orange where the prediction missed one (Okabe & Ito's
+colour-blind-safe colours, :data:`OVERLAY_COLOURS`, which the napari Review dock's overlay uses too), and a yellow box
+around the slice's errors. Worst slices are the ones with the most
 wrong voxels (:func:`medfcn.evaluation.components.worst_slices`, the rule of the napari Review dock too).
 """
 
@@ -23,8 +24,11 @@ from medfcn.evaluation.results import Thumbnail
 
 __all__ = ["case_thumbnails", "slice_axis", "worst_slices", "OVERLAY_COLOURS", "BOX_COLOUR"]
 
-OVERLAY_COLOURS = {Overlap.TP: (40, 200, 90), Overlap.FP: (235, 60, 50), Overlap.FN: (40, 130, 240)}
-"""RGB (0-255) of each overlap code: in both, predicted only, missed; the report and the napari overlay use them."""
+OVERLAY_COLOURS = {Overlap.TP: (86, 180, 233), Overlap.FP: (0, 114, 178), Overlap.FN: (230, 159, 0)}
+"""RGB (0-255) of each overlap code: in both (sky blue), predicted only (blue), missed (orange): Okabe & Ito's
+palette, told apart with any of the three common colour-vision deficiencies (red and green, as before, are not), and
+from the napari Review's yellow reference contour and white prediction outline; the prediction is blue (light where
+right), what it missed orange. The report and the napari overlay use them."""
 BOX_COLOUR = (255, 214, 0)  # the box around a thumbnail's errors
 
 

@@ -1,6 +1,11 @@
-"""The Review dock's picture of a prediction against a reference: an overlay of where they disagree (missed and
-spurious voxels strong, agreement faint, each named on hover), the reference as a contour, the prediction filled,
-and the legend the dock shows."""
+"""The Review dock's picture of a prediction against a reference, and the legend the dock shows.
+
+- an overlay of where they disagree: missed (FN, orange) and spurious (FP, blue) voxels strong, agreement (TP,
+  sky blue) faint, each named on hover; the report's colours (:data:`medfcn.evaluation.thumbnails.OVERLAY_COLOURS`,
+  Okabe & Ito's colour-blind-safe palette);
+- the reference as a contour in yellow, a colour no error uses, drawn on top;
+- the prediction as a white outline (not filled: a fill under the faint agreement colour mixes into a third colour).
+"""
 
 from __future__ import annotations
 
@@ -13,37 +18,52 @@ from medfcn.evaluation.thumbnails import OVERLAY_COLOURS
 
 from ._scan_views import add_labels_like
 
-__all__ = ["OVERLAP_COLORS", "OVERLAP_NAMES", "legend_html", "show_overlap"]
+__all__ = ["OVERLAP_COLORS", "OVERLAP_NAMES", "REFERENCE_RGB", "PREDICTION_RGB", "legend_html", "show_overlap"]
 
-_OPACITY = {Overlap.TP: 0.22, Overlap.FP: 1.0, Overlap.FN: 1.0}  # agreement faint, so the anatomy shows through
+_OPACITY = {Overlap.TP: 0.3, Overlap.FP: 1.0, Overlap.FN: 1.0}  # agreement faint, so the anatomy shows through
 OVERLAP_COLORS = {
     None: "transparent",
     Overlap.NONE: "transparent",
     **{code: (*(c / 255 for c in rgb), _OPACITY[code]) for code, rgb in OVERLAY_COLOURS.items()},
 }
-"""The overlay's RGBA (0-1) of each overlap code: the report's colours (:data:`medfcn.evaluation.thumbnails.OVERLAY_COLOURS`)."""
+"""The overlay's RGBA (0-1) of each overlap code (the report's colours)."""
 OVERLAP_NAMES = {Overlap.TP: "in both (TP)", Overlap.FP: "predicted only (FP)", Overlap.FN: "missed (FN)"}
+REFERENCE_RGB = (240, 228, 66)  # Okabe-Ito yellow: the reference's contour
+PREDICTION_RGB = (255, 255, 255)  # the prediction's outline
+
+
+def _swatch(rgb, *, outline: bool = False) -> str:
+    r, g, b = (int(v) for v in rgb[:3])
+    if outline:  # a hollow square: a contour
+        return f"<span style='border:2px solid rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;</span>"
+    return f"<span style='background:rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;&nbsp;</span>"
 
 
 def legend_html() -> str:
-    """The legend of the overlay (rich text for a Qt label)."""
+    """The legend of the picture (rich text for a Qt label): a swatch for each overlap code and each outline."""
+    items = [f"{_swatch(OVERLAY_COLOURS[c])} {OVERLAP_NAMES[c]}" for c in (Overlap.FN, Overlap.FP, Overlap.TP)]
+    items += [f"{_swatch(REFERENCE_RGB, outline=True)} reference (contour)"]
+    items += [f"{_swatch(PREDICTION_RGB, outline=True)} prediction (outline)"]
+    return "&nbsp; ".join(items)
 
-    def swatch(rgba) -> str:
-        r, g, b, _ = (round(255 * c) for c in rgba)
-        return f"<span style='background:rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;&nbsp;</span>"
 
-    items = [f"{swatch(OVERLAP_COLORS[c])} {OVERLAP_NAMES[c]}" for c in (Overlap.FN, Overlap.FP, Overlap.TP)]
-    return "&nbsp; ".join(items) + "&nbsp; <b>&#9634;</b> reference (contour)"
+def _one_colour(rgb) -> dict:
+    """A direct label colormap painting every label ``rgb`` (0-255) and the background transparent."""
+    colour = (*(c / 255 for c in rgb), 1.0)
+    return {None: colour, 0: (0.0, 0.0, 0.0, 0.0)}
 
 
 def show_overlap(viewer, pred, ref, overlap: np.ndarray):
     """Show where ``pred`` and ``ref`` disagree: the overlay layer ``"<pred> vs <ref>"`` (added or updated), the
-    reference as a contour on top, the prediction filled. Returns the overlay layer."""
+    reference as a yellow contour on top, the prediction as a white outline. Returns the overlay layer."""
     from napari.utils.colormaps import DirectLabelColormap
 
     name = f"{pred.name} vs {ref.name}"
-    ref.contour = max(1, ref.contour)  # the reference as an outline, the prediction filled
-    pred.contour = 0
+    ref.colormap = DirectLabelColormap(color_dict=_one_colour(REFERENCE_RGB))
+    pred.colormap = DirectLabelColormap(color_dict=_one_colour(PREDICTION_RGB))
+    ref.contour = max(2, ref.contour)
+    pred.contour = max(1, pred.contour)
+    pred.opacity = ref.opacity = 1.0
     if name in viewer.layers and viewer.layers[name].data.shape == overlap.shape:
         layer = viewer.layers[name]
         layer.data = overlap
@@ -57,11 +77,12 @@ def show_overlap(viewer, pred, ref, overlap: np.ndarray):
             overlap,
             name=name,
             metadata=meta,
-            opacity=0.9,
+            opacity=1.0,
             colormap=DirectLabelColormap(color_dict=OVERLAP_COLORS),
             features={"index": [int(c) for c in OVERLAP_NAMES], "overlap": list(OVERLAP_NAMES.values())},
         )
-        layers = viewer.layers
-        layers.move(layers.index(ref), len(layers))  # the reference's contour over the overlay
+    layers = viewer.layers
+    layers.move(layers.index(pred), len(layers))  # the outlines over the overlay, the reference's on top
+    layers.move(layers.index(ref), len(layers))
     viewer.layers.selection.active = pred
     return layer

@@ -3,8 +3,9 @@
 - Orientation: napari's axis names say which plane a slider steps through, not which way the patient faces. The
   canvas's text overlay shows the patient directions at the edges of the current view (``axial  top A  bottom P
   left R  right L``), updated when the displayed axes change (:func:`medfcn.data.display.screen_letters`).
-- Patient coordinates: hovering over a layer this plugin opened, napari's status bar adds the RAS point (mm) and
-  the scan-file voxel index of the voxel under the cursor (:func:`patient_status`,
+- Patient coordinates: hovering over a layer this plugin opened, napari's status bar shows the RAS point (mm) and
+  the scan-file voxel index of the voxel under the cursor in place of napari's own index triple of the displayed
+  (reordered) data (:func:`patient_status`,
   :func:`napari_plugin._layers.patient_text`), from the layer's ``get_status``, which napari calls for the
   status bar whether it computes it at once or in its status thread.
 - Grid-safe labels: napari's own "New labels" button makes a layer shaped like the displayed data, with the scan's
@@ -38,6 +39,8 @@ __all__ = [
     "adopt_scan_grid",
     "new_labels_on_scan",
     "scan_image_of",
+    "prefer_medfcn_reader",
+    "READER_PATTERNS",
 ]
 
 log = logging.getLogger(__name__)
@@ -109,12 +112,18 @@ def _show_patient_coordinates(layer) -> None:
             except Exception:  # the status bar must not break on a malformed layer
                 log.debug("medfcn: no patient coordinates for %r", layer.name, exc_info=True)
                 text = ""
-            if text:
-                status["coordinates"] = f"{status.get('coordinates', '')}  {text}"
+            if text:  # in place of napari's own index triple: one place, in patient terms
+                status["coordinates"] = _patient_coordinates(str(status.get("coordinates", "")), text)
         return status
 
     layer.get_status = get_status
     layer._medfcn_status = True
+
+
+def _patient_coordinates(napari_text: str, patient: str) -> str:
+    """napari's ``"[12 40 33]: value"`` with its bracketed index triple replaced by the patient text."""
+    _, bracket, rest = napari_text.partition("]")
+    return f"{patient}{rest if bracket else (': ' + napari_text if napari_text else '')}"
 
 
 def scan_image_of(viewer, layer):
@@ -166,12 +175,37 @@ def new_labels_on_scan(viewer, image, name: str | None = None):
     )
 
 
+READER_PATTERNS = ("*.nii", "*.nii.gz", "*.nrrd", "*.nhdr", "*.mha", "*.mhd", "*.dcm")
+"""The medical file patterns napari's own reader claims too (through imageio, which cannot read them)."""
+
+
+def prefer_medfcn_reader() -> list[str]:
+    """Make medfcn napari's preferred reader of :data:`READER_PATTERNS` the user has not assigned to a reader
+    (napari's ``settings.plugins.extension2reader``, which its "remember this choice" box writes too), so File >
+    Open and ``viewer.open(path, plugin=None)`` pick it. npe2 gives a plugin no way to declare this, so it is done
+    on the plugin's first use. Returns the patterns assigned now."""
+    try:
+        from napari.settings import get_settings
+
+        plugins = get_settings().plugins
+        taken = dict(plugins.extension2reader)
+        new = [p for p in READER_PATTERNS if p not in taken]
+        if new:
+            plugins.extension2reader = {**taken, **dict.fromkeys(new, "medfcn")}
+            log.info("medfcn: napari now opens %s with medfcn (Preferences > Plugins to change)", ", ".join(new))
+        return new
+    except Exception:  # a preference is a convenience; never fail a read for it
+        log.debug("medfcn: could not set the reader preference", exc_info=True)
+        return []
+
+
 def install(viewer: napari.viewer.Viewer) -> None:
     """Connect the orientation letters, the patient coordinates and the grid adoption to ``viewer`` (once per
-    viewer)."""
+    viewer), and make medfcn napari's reader of the medical file patterns (:func:`prefer_medfcn_reader`)."""
     if unwrap(viewer) in _INSTALLED:
         return
     _INSTALLED.add(unwrap(viewer))
+    prefer_medfcn_reader()
 
     def on_inserted(event) -> None:
         adopt_scan_grid(viewer, event.value)

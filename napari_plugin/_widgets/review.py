@@ -1,14 +1,17 @@
 """The Review dock widget: a prediction against a reference, per label, error by error and slice by slice.
 
-Numbers come from :mod:`medfcn.evaluation.metrics` and :mod:`medfcn.evaluation.components` (error blobs, wrong voxels per slice, the
-worst slice: the HTML report's rule), computed in a worker thread on copies of the layers. Saving goes through
-:func:`medfcn.data.writer.write_labels`; the report through :func:`medfcn.evaluation.evaluate.evaluate_scans`, in memory, naming
-the layers and their scans. Edits on either layer (paint, fill, erase, undo, redo) mark the numbers stale and
-recompute them (debounced) when "Recompute after edits" is on.
+Numbers come from :mod:`medfcn.evaluation.metrics` (Dice, IoU, HD95, volumes in mL) and
+:mod:`medfcn.evaluation.components` (error blobs, the smallest hidden below a size in mm³; wrong voxels per slice;
+the worst slice: the HTML report's rule), computed in a worker thread on copies of the layers. Saving goes through
+:func:`medfcn.data.writer.write_labels`; the report through :func:`medfcn.evaluation.evaluate.evaluate_scans`, in
+memory, naming the layers and their scans. Edits on either layer (paint, fill, erase, undo, redo, and changes made
+from code followed by ``refresh()``) mark the numbers stale and recompute them (debounced) when "Recompute after
+edits" is on. The error list is rebuilt from the result whenever napari refreshes the dock's choices (as it does
+when any layer is added or removed), so it never empties under the user.
 
-The picture: the reference drawn as a contour, the prediction filled, and an overlay of where they disagree:
-missed (FN) and spurious (FP) voxels in strong colours, agreement (TP) faint; a legend in the dock, and hovering
-the overlay names what a voxel is.
+The picture (:mod:`napari_plugin._widgets._overlay`): an overlay of where prediction and reference disagree in
+colour-blind-safe colours, the reference as a contour in a colour no error uses, the prediction as a white outline;
+a legend with a swatch for each, and hovering the overlay names what a voxel is.
 """
 
 from __future__ import annotations
@@ -19,20 +22,30 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, FileEdit, Label, PushButton, Select, Table, create_widget
+from magicgui.widgets import (
+    CheckBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+    Select,
+    Table,
+    create_widget,
+)
 from napari.layers import Image
 from napari.qt.threading import thread_worker
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtWidgets import QAbstractScrollArea, QHeaderView, QSizePolicy
 
 from medfcn.data.display import AXIS_LABELS
 from medfcn.errors import GridMismatchError, MedfcnError
-from medfcn.evaluation.components import ErrorComponent, error_components, worst_slices
+from medfcn.evaluation.components import MIN_ERROR_MM3, ErrorComponent, error_components, large_errors, worst_slices
 from medfcn.evaluation.metrics import Overlap, dice_per_slice, overlap_map
 from medfcn.evaluation.scoring import score_arrays
 
 from .._dicom_writer import save_seg_layer
-from .._layers import layer_geometry, layer_scan
+from .._layers import labels_checksum, layer_geometry, layer_scan
 from .._writer import save_labels_layer
 from . import _scan_views
 from ._camera import go_to_box, slicing_axis
@@ -48,8 +61,8 @@ __all__ = ["ReviewWidget", "Review", "review", "OVERLAP_COLORS", "OVERLAP_NAMES"
 log = logging.getLogger(__name__)
 
 _RECOMPUTE_DELAY_MS = 400
-_LISTED_ERRORS = 50
-TABLE_COLUMNS = ("label", "Dice", "IoU", "HD95 mm")
+_LIST_ROWS = 8  # the error list shows this many rows without scrolling
+TABLE_COLUMNS = ("label", "Dice", "IoU", "HD95 mm", "pred mL", "ref mL")
 
 
 @dataclass
@@ -62,6 +75,7 @@ class Review:
     per_slice: dict[int, np.ndarray]  # {label: Dice of every slice across axis, NaN where neither map has it}
     errors: list[ErrorComponent]  # the error blobs, largest first
     worst: list[int]  # the slice with the most wrong voxels (the report's rule), or []
+    checksums: tuple[str, str] = ("", "")  # of the prediction and reference arrays scored (to tell edits from code)
 
 
 def review(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> Review:
@@ -70,7 +84,8 @@ def review(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> Review:
     per_slice = {label: dice_per_slice(pred, ref, label, axis) for label in metrics}
     codes = overlap_map(pred, ref)
     errors = error_components(pred, ref, spacing, codes=codes)
-    return Review(metrics, codes, axis, per_slice, errors, worst_slices(codes, axis, 1))
+    sums = (labels_checksum(pred), labels_checksum(ref))
+    return Review(metrics, codes, axis, per_slice, errors, worst_slices(codes, axis, 1), sums)
 
 
 class ReviewWidget(Container):
@@ -78,6 +93,10 @@ class ReviewWidget(Container):
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
+        self.result: Review | None = None
+        self.shown: list[ErrorComponent] = []  # the error blobs listed: those of at least min_mm3, largest first
+        self.hidden = 0  # how many smaller blobs are left out
+        self._scored: tuple = (None, None)  # the (prediction, reference) layers the result is of
         _scan_views.install(viewer)
         self._make_widgets()
         nav = Container(widgets=[self.previous_button, self.next_button], layout="horizontal", labels=False)
@@ -89,6 +108,7 @@ class ReviewWidget(Container):
                 self.auto,
                 self.legend,
                 self.table,
+                self.min_mm3,
                 self.error_list,
                 nav,
                 self.worst_button,
@@ -100,7 +120,6 @@ class ReviewWidget(Container):
             ]
         )
         self._arrange()
-        self.result: Review | None = None
         self.stale = False
         self.error_index = -1
         self.worker = None
@@ -121,7 +140,9 @@ class ReviewWidget(Container):
         self.legend = Label(value=legend_html())
         self.table = Table(value={"data": [], "index": [], "columns": list(TABLE_COLUMNS)})
         self.plot = SliceDicePlot()
-        self.error_list = Select(label="Errors", choices=[], allow_multiple=False)
+        self.min_mm3 = FloatSpinBox(label="Hide blobs under (mm³)", value=MIN_ERROR_MM3, min=0.0, max=1e6, step=5.0)
+        # choices from a callable: napari refreshes every dock's choices when a layer is added or removed
+        self.error_list = Select(label="Errors", choices=lambda _: self._error_choices(), allow_multiple=False)
         self.previous_button = PushButton(text="< Previous error", enabled=False)
         self.next_button = PushButton(text="Next error >", enabled=False)
         self.worst_button = PushButton(text="Go to worst slice", enabled=False)
@@ -132,12 +153,17 @@ class ReviewWidget(Container):
         self.status = Label(value="")
 
     def _arrange(self) -> None:
-        """Wrap long messages, keep the error list short, and put the slice plot right under the table."""
+        """Wrap long messages, size the table and the error list to their content, and put the slice plot right
+        under the table."""
         for label in (self.status, self.legend):  # long messages wrap instead of widening the dock
             label.native.setWordWrap(True)
             label.native.setMinimumWidth(10)
             label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
-        self.error_list.native.setMaximumHeight(110)
+        table = self.table.native
+        table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
+        errors = self.error_list.native
+        errors.setMinimumHeight(_LIST_ROWS * max(errors.fontMetrics().height() + 4, 18))
         layout = self.native.layout()
         layout.insertWidget(_layout_index(layout, self.table.native) + 1, self.plot)
 
@@ -151,8 +177,9 @@ class ReviewWidget(Container):
         self.worst_button.clicked.connect(self.go_to_worst_slice)
         self.save_button.clicked.connect(self.save)
         self.report_button.clicked.connect(self.export_report)
-        self.prediction.changed.connect(self._watch)
-        self.reference.changed.connect(self._watch)
+        self.prediction.changed.connect(self._inputs_changed)
+        self.reference.changed.connect(self._inputs_changed)
+        self.min_mm3.changed.connect(self._list_errors)
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.dims.events.order.connect(self._on_order)
         viewer.layers.events.inserted.connect(lambda _: QTimer.singleShot(0, self._default_pair_later))
@@ -225,16 +252,18 @@ class ReviewWidget(Container):
         return self.worker
 
     def go_to_error(self, k: int) -> ErrorComponent | None:
-        """Centre and zoom the view on error blob ``k`` (0: the largest) and move to its slice."""
-        if self.result is None or not self.result.errors or self.prediction.value is None:
+        """Centre and zoom the view on listed error blob ``k`` (0: the largest) and move to its slice (the blob's
+        anchor voxel, which its description names)."""
+        if self.result is None or not self.shown or self.prediction.value is None:
             return None
-        k %= len(self.result.errors)
+        k %= len(self.shown)
         self.error_index = k
-        blob = self.result.errors[k]
+        blob = self.shown[k]
+        self.status.value = f"Error {k + 1} of {len(self.shown)}: {self._describe(blob)}"
         go_to_box(self._viewer, self.prediction.value, blob.box, blob.anchor)
-        if self.error_list.value != self._error_choices()[k]:
-            self.error_list.value = self._error_choices()[k]
-        self.status.value = f"Error {k + 1} of {len(self.result.errors)}: {self._describe(blob)}"
+        choice = self._error_choices()[k]
+        if self.error_list.value not in (choice, [choice]):
+            self.error_list.value = choice
         return blob
 
     def next_error(self) -> ErrorComponent | None:
@@ -280,7 +309,8 @@ class ReviewWidget(Container):
         return out
 
     def export_report(self):
-        """Score both layers in memory and write the report folder (:func:`medfcn.evaluation.evaluate.evaluate_scans`)."""
+        """Score both layers in memory and write the report folder
+        (:func:`medfcn.evaluation.evaluate.evaluate_scans`)."""
         folder = Path(self.report_dir.value)
         if not str(self.report_dir.value) or folder == Path("."):
             self.status.value = "Choose a report folder."
@@ -318,7 +348,14 @@ class ReviewWidget(Container):
         names = pred.metadata.get("label_names") or ref.metadata.get("label_names") or {}
         self.table.value = {
             "data": [
-                [_label_name(names, k), round(m.dice, 4), round(m.iou, 4), round(m.hd95_mm, 2)]
+                [
+                    _label_name(names, k),
+                    round(m.dice, 4),
+                    round(m.iou, 4),
+                    round(m.hd95_mm, 2),
+                    round(m.vol_pred_ml, 2),
+                    round(m.vol_ref_ml, 2),
+                ]
                 for k, m in result.metrics.items()
             ],
             "index": [str(k) for k in result.metrics],
@@ -326,20 +363,34 @@ class ReviewWidget(Container):
         }
         self._update_overlay(pred, ref, result.overlap)
         self.plot.show_curves(result.per_slice, names, self._current_index())
-        self.error_list.choices = self._error_choices()
         self.worst_button.enabled = bool(result.worst)
-        self.next_button.enabled = self.previous_button.enabled = bool(result.errors)
+        self._scored = (pred, ref)
+        self._list_errors()
+
+    def _list_errors(self, *_) -> None:
+        """List the error blobs of at least the chosen size and say how many smaller ones are hidden."""
+        result = self.result
+        if result is None:
+            self.shown, self.hidden = [], 0
+            self.error_list.reset_choices()
+            return
+        self.shown, self.hidden = large_errors(result.errors, float(self.min_mm3.value))
+        self.error_index = -1
+        self.error_list.reset_choices()
+        self.next_button.enabled = self.previous_button.enabled = bool(self.shown)
+        pred, ref = self._scored
+        names = (pred.metadata.get("label_names") or ref.metadata.get("label_names") or {}) if pred else {}
         summary = ", ".join(f"{_label_name(names, k)} Dice {m.dice:.4f}" for k, m in result.metrics.items())
-        blobs = f"; {len(result.errors):,} error blobs" if result.errors else "; no errors"
+        blobs = f"; {len(self.shown):,} error blobs" if self.shown else "; no error blobs"
+        if self.hidden:
+            blobs += f" of at least {self.min_mm3.value:g} mm³ ({self.hidden:,} smaller hidden)"
         self.status.value = (summary + blobs) if summary else "Neither layer holds a label."
 
     def _describe(self, blob: ErrorComponent) -> str:
         return blob.describe(AXIS_LABELS if len(blob.centroid) == 3 else None)
 
     def _error_choices(self) -> list[str]:
-        if self.result is None:
-            return []
-        return [f"{i + 1}. {self._describe(b)}" for i, b in enumerate(self.result.errors[:_LISTED_ERRORS])]
+        return [f"{i + 1}. {self._describe(b)}" for i, b in enumerate(self.shown)]
 
     def _on_error_chosen(self, value) -> None:
         choices = self._error_choices()
@@ -374,11 +425,21 @@ class ReviewWidget(Container):
         return None
 
     # -- events --------------------------------------------------------------------------------------------------
+    def _inputs_changed(self, *_) -> None:
+        """A new prediction or reference (chosen, or the old one removed from the viewer): the numbers, the list
+        and the jumps were of the old pair, so they go."""
+        self._watch()
+        if self.result is not None and (self.prediction.value, self.reference.value) != self._scored:
+            self.result, self._scored, self.stale = None, (None, None), False
+            self._list_errors()
+            self.worst_button.enabled = self.next_button.enabled = self.previous_button.enabled = False
+            self.status.value = "New layers chosen: press Compute."
+
     def _watch(self, *_) -> None:
         for layer in self._watched:
             layer.events.paint.disconnect(self._edited)
             layer.events.data.disconnect(self._edited)
-            for name in ("undo", "redo"):
+            for name in ("undo", "redo", "refresh"):
                 unwrap(layer).__dict__.pop(name, None)
         self._watched = [w for w in dict.fromkeys((self.prediction.value, self.reference.value)) if w is not None]
         for layer in self._watched:
@@ -387,14 +448,24 @@ class ReviewWidget(Container):
             real = unwrap(layer)
             for name in ("undo", "redo"):  # napari's undo and redo change the data without an event
                 setattr(real, name, self._notifying(getattr(type(real), name).__get__(real)))
+            # ``layer.data[...] = ...; layer.refresh()`` from code changes the data without an event either
+            real.refresh = self._notifying(type(real).refresh.__get__(real), only_if_changed=real)
 
-    def _notifying(self, method):
+    def _notifying(self, method, only_if_changed=None):
         def run(*args, **kwargs):
             out = method(*args, **kwargs)
-            self._edited()
+            if only_if_changed is None or self._changed_since_scored(only_if_changed):
+                self._edited()
             return out
 
         return run
+
+    def _changed_since_scored(self, layer) -> bool:
+        """Whether ``layer`` (the prediction or the reference) no longer holds the array the result scored."""
+        if self.result is None or self.stale:
+            return False
+        scored = [i for i, la in enumerate(self._scored) if la is not None and unwrap(la) is layer]
+        return any(labels_checksum(np.asarray(layer.data)) != self.result.checksums[i] for i in scored)
 
     def _edited(self, *_) -> None:
         if self.result is None:

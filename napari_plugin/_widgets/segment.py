@@ -1,8 +1,10 @@
 """The Segment dock widget: an Image layer -> a Labels layer, by :meth:`medfcn.inference.pipeline.Segmenter.segment`.
 
 The work runs in a napari ``thread_worker``; the pipeline's progress callback drives the progress bar (through
-the main thread) and its cancel callback is polled between batches, so the viewer stays responsive and Cancel
-stops the work within one batch.
+the main thread) and its cancel callback is polled between slabs and batches, from the resampling onto the model's
+frame on, so the viewer stays responsive and Cancel stops the work within one slab or batch. The result's
+reordering, checksum and volumes are computed in the worker too; the viewer's thread only adds the layer. The
+status names each label's volume in mL.
 
 Edits are never lost: the result goes into ``<image>_labels``, replaced on a rerun only while it holds exactly what
 Segment wrote there (its checksum is in the metadata); once painted on, a rerun writes a new layer
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import hashlib
 import logging
 import threading
 from enum import StrEnum
@@ -31,7 +32,8 @@ from medfcn import __version__
 from medfcn.errors import CancelledError, MedfcnError
 from medfcn.inference.engine import DeviceName
 
-from .._layers import labels_to_display, layer_scan
+from .._layers import is_unedited as _is_unedited
+from .._layers import labels_checksum, labels_to_display, layer_scan
 from . import _scan_views
 
 if TYPE_CHECKING:
@@ -61,27 +63,36 @@ def available_devices() -> list[str]:
     return devices
 
 
-def labels_checksum(data: np.ndarray) -> str:
-    """A checksum of a label array's values, shape and type (to tell whether a layer was edited)."""
-    array = np.ascontiguousarray(data)
-    digest = hashlib.blake2b(f"{array.dtype.str}{array.shape}".encode(), digest_size=16)
-    digest.update(memoryview(array).cast("B"))
-    return digest.hexdigest()
-
-
 def is_unedited(layer) -> bool:
     """Whether a Labels layer still holds exactly what Segment wrote into it (a rerun may replace it)."""
-    recorded = layer.metadata.get("labels_checksum")
-    return recorded is not None and recorded == labels_checksum(np.asarray(layer.data))
+    return _is_unedited(layer.data, layer.metadata)
 
 
 def _segment(segmenter, model, device: str, scan, progress, cancel):
     """Worker body: load the model unless ``segmenter`` already holds it, then segment. Returns both."""
     from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.settings import InferenceSettings
 
     if segmenter is None:
-        segmenter = Segmenter(model, device=device)
+        segmenter = Segmenter(model, InferenceSettings(device=device))
     return segmenter, segmenter.segment(scan, progress=progress, cancel=cancel)
+
+
+def _segment_for_layer(segmenter, model, device: str, scan, attributes: dict, progress, cancel):
+    """Worker body: segment (:func:`_segment`), then everything the layer needs that is not Qt's business, so
+    the viewer's thread only adds the layer: the labels reordered like the image layer's data, their checksum
+    and each label's volume in mL. Returns ``(segmenter, display labels, {label: mL}, checksum)``."""
+    from medfcn.evaluation.metrics import label_volumes_ml
+
+    segmenter, labels = _segment(segmenter, model, device, scan, progress, cancel)
+    volumes = label_volumes_ml(labels, scan.spacing)
+    display = labels_to_display(labels, attributes)
+    return segmenter, display, volumes, labels_checksum(display)
+
+
+def volumes_text(volumes: dict[int, float], names: dict[str, int]) -> str:
+    """``"brain 1,470.2 mL"``, one entry per label of the card (``{name: id}``), background left out."""
+    return ", ".join(f"{n} {volumes.get(int(v), 0.0):,.1f} mL" for n, v in names.items() if int(v) != 0)
 
 
 class SegmentWidget(Container):
@@ -147,8 +158,9 @@ class SegmentWidget(Container):
         key = (str(model), model.stat().st_mtime if model else None, str(self.device.value))  # a rewritten file reloads
         segmenter = self._cached[1] if self._cached and self._cached[0] == key else None
         self._cancel.clear()
-        self.worker = thread_worker(_segment, start_thread=False, ignore_errors=True)(
-            segmenter, model, str(self.device.value), scan, self._on_progress, self._cancel.is_set
+        attributes = layer.as_layer_data_tuple()[1]
+        self.worker = thread_worker(_segment_for_layer, start_thread=False, ignore_errors=True)(
+            segmenter, model, str(self.device.value), scan, attributes, self._on_progress, self._cancel.is_set
         )
         self.worker.returned.connect(lambda result: self._on_done(layer, key, *result))
         self.worker.errored.connect(self._on_error)
@@ -169,6 +181,15 @@ class SegmentWidget(Container):
         self.status.value = f"{out.name}: draw with the paint brush; it saves on the grid of {layer.name}."
         return out
 
+    def use_model(self, path: str | Path) -> None:
+        """Segment with the model file ``path`` from now on (the Train dock's "Segment with this model")."""
+        self.model_source.value = ModelSource.FILE
+        self.checkpoint.value = Path(path)
+
+    def model_in_use(self) -> Path | None:
+        """The model file the next run uses (``None``: the bundled one)."""
+        return Path(self.checkpoint.value) if self.model_source.value == ModelSource.FILE else None
+
     def cancel(self) -> None:
         """Ask the running segmentation to stop after its current batch."""
         self._cancel.set()
@@ -182,10 +203,8 @@ class SegmentWidget(Container):
     def _on_progress(self, fraction: float) -> None:
         self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
 
-    def _on_done(self, layer, key: tuple, segmenter, labels: np.ndarray) -> None:
+    def _on_done(self, layer, key: tuple, segmenter, display: np.ndarray, volumes: dict, checksum: str) -> None:
         self._cached = (key, segmenter)
-        attrs = layer.as_layer_data_tuple()[1]
-        display = labels_to_display(labels, attrs)
         card_labels = segmenter.model.card.labels
         metadata = copy.deepcopy(dict(layer.metadata))
         metadata.update(
@@ -195,7 +214,10 @@ class SegmentWidget(Container):
             medfcn_version=__version__,
             image=layer.name,
             label_names={int(v): k for k, v in card_labels.items()},
-            labels_checksum=labels_checksum(display),
+            labels_checksum=checksum,
+            volumes_ml={int(k): float(v) for k, v in volumes.items()},
+            prediction=display.copy(),  # what Segment wrote: the Train dock finds the slices edited since
+            model_path=str(segmenter.model.path) if segmenter.model.path else None,
         )
         features = {"index": [int(v) for v in card_labels.values()], "label": list(card_labels)}
         name = f"{layer.name}_labels"
@@ -211,7 +233,7 @@ class SegmentWidget(Container):
                 self._viewer, layer, display, name=name, metadata=metadata, features=features
             )
         self.progress.value = 100
-        found = ", ".join(f"{n} {np.count_nonzero(display == v):,} voxels" for n, v in card_labels.items() if v != 0)
+        found = volumes_text(volumes, card_labels)
         self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device}){kept}"
 
     def _on_error(self, error: BaseException) -> None:

@@ -33,6 +33,7 @@ __all__ = [
     "Record",
     "CaseState",
     "input_stamp",
+    "is_file",
     "reason_to_redo",
     "error_message",
     "read_case",
@@ -74,10 +75,12 @@ class CaseState:
     timing: dict[str, float] = field(default_factory=dict)
     hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
     warnings: list[str] = field(default_factory=list)  # what the segmentation noticed (an empty label map)
+    stamp: str | None = None  # input_stamp of the input files, taken before they were read
 
 
 def input_stamp(spec: CaseSpec) -> str:
-    """A short fingerprint of a case's input files: their names, sizes and modification times."""
+    """A short fingerprint of a case's input files: their names, sizes, modification and change times (a file
+    replaced by another of the same size and modification time, ``cp -p`` or ``mv``, has a new change time)."""
     import hashlib
 
     path = Path(spec.path)
@@ -86,10 +89,18 @@ def input_stamp(spec: CaseSpec) -> str:
     for f in files:
         try:
             st = f.stat()
-            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogateescape"))
+            h.update(f"{f.name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\n".encode("utf-8", "surrogateescape"))
         except OSError:
             h.update(f"{f.name}\0missing\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
+
+
+def is_file(path: Path) -> bool:
+    """``path.is_file()``, false (not an error) for a name the system refuses, e.g. longer than 255 bytes."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
 
 
 def reason_to_redo(job: Job, earlier: CaseResult | None, model_sha256: str | None) -> str | None:
@@ -98,7 +109,9 @@ def reason_to_redo(job: Job, earlier: CaseResult | None, model_sha256: str | Non
     It is kept only when ``earlier`` (the previous manifest's entry of this case) records it as made from the same
     input by the same model, and the file still has the SHA-256 recorded when it was written and verified.
     """
-    if not job.output.is_file():
+    if job.spec.error:
+        return "it cannot be read"
+    if not is_file(job.output):
         return "no output yet"
     if earlier is None or earlier.status == Status.FAILED or not earlier.sha256:
         return "the output is not recorded as finished in the manifest"
@@ -136,6 +149,9 @@ def read_case(job: Job) -> CaseState:
         step.error = job.spec.error
         return step
     start = time.perf_counter()
+    # Stamped before reading: an input replaced while (or after) it is read no longer matches the stamp recorded,
+    # so a later run redoes the case instead of keeping labels of the scan that was replaced.
+    step.stamp = input_stamp(job.spec)
     try:
         step.scan = job.spec.read()
         check_case(step.scan, job.formats)  # a DICOM format for a case that is not DICOM: fail before segmenting
@@ -186,8 +202,11 @@ def case_result(
     """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded.
     ``precision``: the network's arithmetic (:attr:`medfcn.inference.engine.SliceEngine.precision`)."""
     scan = step.scan
-    if step.error is not None and job.output.is_file():
-        log.warning("%s: kept from an earlier run; this run's attempt failed", job.output)
+    kept = [p.name for p in job.files.values() if is_file(p)] if step.error is not None else []
+    if kept:  # the outputs are one unit (outputs.write_outputs): a failed attempt changed none of them
+        note = f"this run's attempt failed; {', '.join(kept)} from an earlier run left unchanged"
+        log.warning("%s: %s", job.spec.case, note)
+        step.warnings.append(note)
     warnings = list(dict.fromkeys([*job.spec.warnings, *(scan.warnings if scan is not None else []), *step.warnings]))
     return CaseResult(
         input=str(job.spec.path),
@@ -206,7 +225,7 @@ def case_result(
         sha256=step.hashes.get(job.output.name) if step.error is None else None,
         output_sha256=dict(step.hashes) if step.error is None else {},
         model_sha256=model_sha256 if step.error is None else None,
-        input_stamp=input_stamp(job.spec) if step.error is None else None,
+        input_stamp=step.stamp if step.error is None else None,
         outputs=None if step.error is not None else [str(p) for p in job.files.values()],
     )
 

@@ -27,7 +27,7 @@ import numpy as np
 
 from medfcn.choices import choices_of, parse_choice
 from medfcn.data.scan import Scan
-from medfcn.errors import UnsupportedScanError, UsageError
+from medfcn.errors import MedfcnError, OutputError, UnsupportedScanError, UsageError
 
 __all__ = ["OutputFormat", "parse_formats", "output_files", "needs_dicom", "check_case", "write_outputs"]
 
@@ -66,33 +66,61 @@ def needs_dicom(formats: Iterable[OutputFormat]) -> bool:
 
 
 def check_case(scan: Scan, formats: Iterable[OutputFormat]) -> None:
-    """Raise :class:`UnsupportedScanError` (one line) when a DICOM format is asked for a case not read from DICOM."""
-    if needs_dicom(formats) and scan.series_uid is None:
+    """Refuse, before any segmenting, a case the formats asked for cannot be written for: a DICOM format for a case
+    not read from DICOM (:class:`UnsupportedScanError`), or a series whose headers lack what a SEG or RTSTRUCT
+    references (:class:`~medfcn.errors.DicomSeriesError`, see :func:`medfcn.dicom.refs.source_datasets`)."""
+    if not needs_dicom(formats):
+        return
+    if scan.series_uid is None:
         asked = ", ".join(f.value for f in map(OutputFormat, formats) if f is not OutputFormat.NIFTI)
         raise UnsupportedScanError(
             f"{scan.source}: not a DICOM series, so no {asked} can reference it (use --format nifti for this case)"
         )
+    from medfcn.dicom.refs import source_datasets
+
+    source_datasets(scan)
 
 
 def write_outputs(labels: np.ndarray, scan: Scan, files: dict[OutputFormat, Path], model=None) -> list[Path]:
-    """Write ``labels`` (X, Y, Z, on ``scan``'s grid) in each format of ``files``; returns the paths written.
+    """Write ``labels`` (X, Y, Z, on ``scan``'s grid) in each format of ``files`` as one unit; returns the paths.
+
+    Every file is written and read back under its temporary name first; only when all are does each replace its
+    final name (:class:`medfcn.data.writer.FileSet`). If any fails, no final name changes: the files of an
+    earlier run stay as they were, all of them.
 
     ``model``: the :class:`medfcn.model.checkpoint.Model` (label names, codes, name and sha256 for the DICOM objects).
-    Raises what the writers raise (one-line :class:`medfcn.errors.MedfcnError`).
+    Raises a one-line :class:`medfcn.errors.MedfcnError` naming the file (:class:`OutputError` for what a writer
+    raised that is not one).
     """
-    from medfcn.data.writer import write_labels
+    from medfcn.data.writer import FileSet, write_labels
 
-    written = []
-    for fmt, path in files.items():
-        if fmt is OutputFormat.NIFTI:
-            written.append(write_labels(labels, scan, path))
-            continue
-        from medfcn.dicom.rtstruct import write_rtstruct
-        from medfcn.dicom.seg import Algorithm, algorithm_of, segments_of, write_seg
+    with FileSet() as unit:
+        for fmt, path in files.items():
+            try:
+                if fmt is OutputFormat.NIFTI:
+                    write_labels(labels, scan, path, into=unit)
+                else:
+                    _write_dicom(fmt, labels, scan, path, model, unit)
+            except MedfcnError:
+                raise
+            except Exception as e:  # a library's error on a source series it did not expect: name the file
+                raise OutputError(f"{path}: cannot write a {fmt.value} for {scan.source} ({_first_line(e)})") from None
+        return unit.commit()
 
-        card_labels = model.card.labels if model is not None else {"background": 0, "brain": 1}
-        segments = segments_of(card_labels, model.card.label_codes if model is not None else {})
-        algorithm = algorithm_of(model) if model is not None else Algorithm()
-        write = write_seg if fmt is OutputFormat.DICOM_SEG else write_rtstruct
-        written.append(write(labels, scan, path, segments=segments, algorithm=algorithm))
-    return written
+
+def _write_dicom(fmt: OutputFormat, labels: np.ndarray, scan: Scan, path: Path, model, unit) -> Path:
+    from medfcn.dicom.rtstruct import write_rtstruct
+    from medfcn.dicom.seg import Algorithm, algorithm_of, segments_of, write_seg
+
+    card_labels = model.card.labels if model is not None else {"background": 0, "brain": 1}
+    segments = segments_of(card_labels, model.card.label_codes if model is not None else {})
+    algorithm = algorithm_of(model) if model is not None else Algorithm()
+    write = write_seg if fmt is OutputFormat.DICOM_SEG else write_rtstruct
+    return write(labels, scan, path, segments=segments, algorithm=algorithm, into=unit)
+
+
+def _first_line(exc: BaseException) -> str:
+    """A library's error as its type and the first line of its text (never a traceback), at most 200 characters."""
+    lines = str(exc).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + "..."

@@ -33,8 +33,11 @@ Example (a folder of two scans, one already done)::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
+import os
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -49,6 +52,7 @@ from medfcn.batch.cases import (
     Record,
     case_result,
     error_message,
+    is_file,
     read_case,
     reason_to_redo,
     segment_case,
@@ -58,7 +62,7 @@ from medfcn.batch.cases import (
 from medfcn.batch.cluster import RUN_HERE, ClusterSettings
 from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.batch.outputs import output_files, parse_formats
-from medfcn.data.discovery import find_cases
+from medfcn.data.discovery import CaseSpec, find_cases
 from medfcn.data.writer import check_writable, remove_stale_partials
 from medfcn.errors import OutputError
 from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
@@ -87,6 +91,52 @@ def _check_not_an_input(out_dir: Path, inputs: list[Path]) -> None:
                 f"{out_dir}: the output folder holds the input {item}; a label map could replace it: "
                 "choose another output folder"
             )
+
+
+LOCK_NAME = ".medfcn.lock"
+_LOCKS: dict[Path, object] = {}  # the output folders this process holds locked, with their open lock files
+
+
+def _lock(out_dir: Path) -> None:
+    """Hold ``OUT/.medfcn.lock`` (``flock``) until :func:`_unlock`: a second run into the same folder is refused, so
+    two runs never write one manifest (the last to finish would drop the other's cases). Raises OutputError."""
+    import fcntl
+
+    path = out_dir / LOCK_NAME
+    for _ in range(5):
+        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise OutputError(
+                f"{out_dir}: another medfcn segment is writing into this folder ({holder}); wait for it to finish "
+                "or choose another output folder"
+            ) from None
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:  # the run before us removed it as we opened it: lock the new one
+            same = False
+        if same:
+            break
+        handle.close()
+    else:
+        raise OutputError(f"{path}: cannot take the lock of the output folder (it keeps being replaced)")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    _LOCKS[out_dir.resolve()] = handle
+
+
+def _unlock(out_dir: Path) -> None:
+    """Release the lock and remove its file (removed while held: a run that opened it before sees it gone)."""
+    handle = _LOCKS.pop(out_dir.resolve(), None)
+    if handle is not None:
+        (out_dir / LOCK_NAME).unlink(missing_ok=True)
+        handle.close()
 
 
 def _earlier_results(out_dir: Path) -> dict[str, CaseResult]:
@@ -135,12 +185,26 @@ def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tup
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
     _check_not_an_input(out_dir, inputs)
     check_writable(out_dir)
+    _lock(out_dir)
     remove_stale_partials(out_dir)
-    specs = find_cases(inputs, exclude=[out_dir])
+    specs = [_check_names(spec, out_dir, formats) for spec in find_cases(inputs, exclude=[out_dir])]
     return [
         Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
         for i, spec in enumerate(specs)
     ]
+
+
+def _check_names(spec: CaseSpec, out_dir: Path, formats: tuple) -> CaseSpec:
+    """``spec``, failed (its error set) when an output name of its case is longer than a file name may be."""
+    for path in output_files(out_dir, spec.case, formats).values():
+        size = len(path.name.encode("utf-8", "surrogateescape"))
+        if size > 255:
+            error = (
+                f"{spec.path}: file name too long: its output {path.name[:40]}...{path.name[-20:]} would be {size} "
+                "bytes, more than the 255 a file name may have; rename the input"
+            )
+            return dataclasses.replace(spec, error=spec.error or error)
+    return spec
 
 
 def _resume(
@@ -154,7 +218,7 @@ def _resume(
         if why is None and not overwrite:
             results[job.index] = skipped_result(earlier[job.spec.case])
         else:
-            if job.output.is_file() and not overwrite:
+            if is_file(job.output) and not overwrite:
                 log.info("%s: segmented again: %s", job.output, why)
             todo.append(job)
     return results, todo
@@ -218,13 +282,17 @@ def run_batch(
         UsageError: the scheduler cannot be reached.
     """
     out_dir = Path(out_dir)
-    jobs = _plan(inputs, out_dir, parse_formats(formats))
-    runner = _Runner.start(model, settings, cluster)
-    manifest, results, todo = _start_manifest(jobs, out_dir, runner, overwrite)
-    with _progress_bar(len(jobs), len(results), progress) as bar:
-        runner.run(todo, _Recorder(manifest, results, bar, runner.segmenter is None))
-    manifest.finished = now_iso()
-    manifest.write()
+    formats = parse_formats(formats)
+    try:
+        jobs = _plan(inputs, out_dir, formats)
+        runner = _Runner.start(model, settings, cluster)
+        manifest, results, todo = _start_manifest(jobs, out_dir, runner, overwrite)
+        with _progress_bar(len(jobs), len(results), progress) as bar:
+            runner.run(todo, _Recorder(manifest, results, bar, runner.segmenter is None))
+        manifest.finished = now_iso()
+        manifest.write()
+    finally:
+        _unlock(out_dir)
     return manifest
 
 

@@ -5,6 +5,10 @@ uint16, else int32) and exactly the source scan's size, spacing, origin and dire
 any viewer. Every file is written to a hidden temporary name in the destination folder and renamed into place:
 a process killed part-way never leaves a partial output under the final name. Temporaries left by a killed
 process are removed by :func:`remove_stale_partials`.
+
+Several files that belong together (a case's NIfTI, SEG and RTSTRUCT) are one :class:`FileSet`: each is written and
+verified under its temporary name, and only when all of them are is each renamed into place; if any fails, none
+replaces what its final name held.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from medfcn.data.scan import Grid, Scan
 from medfcn.errors import OutputError
 
 __all__ = [
+    "FileSet",
     "check_writable",
     "write_labels",
     "atomic_write_text",
@@ -50,12 +55,83 @@ def label_dtype(labels: np.ndarray) -> np.dtype:
     return np.dtype(np.int32)
 
 
+_NAME_MAX = 255  # bytes in one file name (Linux, macOS)
+
+
+def _host() -> str:
+    """This host's name as temporary names carry it (no dots: they separate the name's parts)."""
+    return socket.gethostname().replace(".", "-")[:64]
+
+
 def partial_path(path: Path) -> Path:
-    """The hidden temporary name ``path`` is written under: ``.NAME.HOST.PID.part`` + the same suffix."""
+    """The hidden temporary name ``path`` is written under: ``.NAME.HOST.PID.part`` + the same suffix.
+
+    A ``NAME`` that would make it longer than a file name may be (255 bytes) is shortened to its start and a hash
+    of the whole name, so any final name that fits has a temporary name that fits too.
+    """
     path = Path(path)
     suffix = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    host = socket.gethostname().replace(".", "-")
-    return path.with_name(f".{path.name}.{host}.{os.getpid()}{_PART}{suffix}")
+    tail = f".{_host()}.{os.getpid()}{_PART}{suffix}"
+    name = path.name
+    if len(f".{name}{tail}".encode("utf-8", "surrogateescape")) > _NAME_MAX:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        room = _NAME_MAX - len(tail.encode()) - len(digest) - 2
+        head = name.encode("utf-8", "surrogateescape")[:room].decode("utf-8", "ignore")
+        name = f"{head}-{digest}"
+    return path.with_name(f".{name}{tail}")
+
+
+class FileSet:
+    """Files that are one unit (a case's outputs): each written and verified under its temporary name, then all
+    renamed into place by :meth:`commit`, or all removed by :meth:`discard` (what the final names held stays).
+
+    Used as a context manager: leaving it by an exception discards the temporaries.
+
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> with FileSet() as unit:
+    ...     _ = atomic_write_text(folder / "a.txt", "A", into=unit)
+    ...     _ = atomic_write_text(folder / "b.txt", "B", into=unit)
+    ...     sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+    ...     sorted(p.name for p in unit.commit())
+    []
+    ['a.txt', 'b.txt']
+    """
+
+    def __init__(self) -> None:
+        self._pending: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def add(self, tmp: Path, path: Path) -> None:
+        self._pending.append((Path(tmp), Path(path)))
+
+    def commit(self) -> list[Path]:
+        """Rename every temporary to its final name (renames within one folder); returns the final names.
+        Raises :class:`OutputError` if a rename fails (the temporaries not yet renamed are removed)."""
+        done = []
+        try:
+            for tmp, path in self._pending:
+                os.replace(tmp, path)
+                done.append(path)
+        except OSError as e:
+            self.discard()
+            kept = len(self._pending) - len(done)
+            raise OutputError(
+                f"{path}: cannot be renamed into place ({e.strerror or e}); {len(done)} file(s) of this unit were "
+                f"replaced, {kept} not"
+            ) from None
+        self._pending = []
+        return done
+
+    def discard(self) -> None:
+        for tmp, _ in self._pending:
+            tmp.unlink(missing_ok=True)
+        self._pending = []
+
+    def __enter__(self) -> FileSet:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        self.discard()  # after a commit nothing is pending
 
 
 def check_writable(folder: str | Path, what: str = "the output folder") -> None:
@@ -82,7 +158,10 @@ def _ensure_folder(folder: Path) -> None:
         raise OutputError(f"{folder}: the output folder is not writable")
 
 
-def _commit(tmp: Path, path: Path) -> Path:
+def _commit(tmp: Path, path: Path, into: FileSet | None = None) -> Path:
+    if into is not None:  # renamed with the rest of its unit
+        into.add(tmp, path)
+        return path
     try:
         os.replace(tmp, path)
     except OSError as e:
@@ -91,8 +170,11 @@ def _commit(tmp: Path, path: Path) -> Path:
     return path
 
 
-def write_labels(labels: np.ndarray, like: Scan | Grid, path: str | Path, *, compression_level: int = 1) -> Path:
-    """Write ``labels`` (X, Y, Z) as a ``.nii.gz`` label map on the grid of ``like`` (a scan or its grid), atomically.
+def write_labels(
+    labels: np.ndarray, like: Scan | Grid, path: str | Path, *, compression_level: int = 1, into: FileSet | None = None
+) -> Path:
+    """Write ``labels`` (X, Y, Z) as a ``.nii.gz`` label map on the grid of ``like`` (a scan or its grid), atomically
+    (``into``: written and verified, renamed into place with the rest of that unit by its ``commit``).
 
     Raises:
         ValueError: ``labels`` does not have ``like``'s shape (a programming error, not bad input).
@@ -120,7 +202,7 @@ def write_labels(labels: np.ndarray, like: Scan | Grid, path: str | Path, *, com
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return _commit(tmp, path)
+    return _commit(tmp, path, into)
 
 
 def verify_labels(path: Path, labels: np.ndarray, *, shown: Path | None = None) -> None:
@@ -155,7 +237,7 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def atomic_write_text(path: str | Path, text: str) -> Path:
+def atomic_write_text(path: str | Path, text: str, *, into: FileSet | None = None) -> Path:
     """Write ``text`` to ``path`` through a temporary file and a rename. Raises :class:`OutputError`."""
 
     def write(tmp: Path) -> None:
@@ -164,11 +246,12 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
             f.flush()
             os.fsync(f.fileno())
 
-    return atomic_write(path, write)
+    return atomic_write(path, write, into=into)
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(temporary)`` on the hidden temporary name of ``path``, then rename it into place.
+def atomic_write(path: str | Path, write: Callable[[Path], None], *, into: FileSet | None = None) -> Path:
+    """Call ``write(temporary)`` on the hidden temporary name of ``path``, then rename it into place (``into``: with
+    the rest of that unit, when its ``commit`` is called).
 
     ``write`` raises :class:`OutputError` (or any exception, which is re-raised) to abandon the file: the
     temporary is removed and nothing appears under ``path``.
@@ -184,7 +267,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return _commit(tmp, path)
+    return _commit(tmp, path, into)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -205,7 +288,7 @@ def remove_stale_partials(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    host = socket.gethostname().replace(".", "-")
+    host = _host()
     removed = []
     for f in folder.iterdir():
         name = f.name

@@ -106,7 +106,26 @@ def source_datasets(scan: Scan) -> list:
             f"{folder}: DICOM series {scan.series_uid} has no FrameOfReferenceUID; a DICOM SEG or RTSTRUCT must "
             "name the frame of reference of its source (ask the sender for a complete export)"
         )
+    for f, ds in zip(found[0].files, datasets, strict=True):
+        missing = [k for k in _PLACED_BY if k not in ds or ds.get(k) in (None, "")]
+        if missing:
+            raise DicomSeriesError(
+                f"{f}: no {', '.join(missing)}; a DICOM SEG or RTSTRUCT references its source slices by these and "
+                "places its pixels by them (use --format nifti for this case, or ask for a complete export)"
+            )
     return datasets
+
+
+# What a derived object needs of every source slice besides its Frame of Reference: the references it copies and
+# what places each pixel in the patient (a slice without PixelSpacing is read as 1 mm, which a SEG must not claim).
+_PLACED_BY = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "PixelSpacing",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+)
 
 
 def headers_by_uid(scan: Scan) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from medfcn.data.scan import Scan
-from medfcn.data.writer import atomic_write
+from medfcn.data.writer import FileSet, atomic_write
 from medfcn.dicom.refs import (
     RTSTRUCT_SOP_CLASS,
     SeriesIndex,
@@ -280,7 +280,13 @@ def _add_rois(ds, src, segments: list[Segment], algorithm: Algorithm) -> None:
 
 
 def write_rtstruct(
-    labels: np.ndarray, scan: Scan, path: str | Path, *, segments: list[Segment], algorithm: Algorithm | None = None
+    labels: np.ndarray,
+    scan: Scan,
+    path: str | Path,
+    *,
+    segments: list[Segment],
+    algorithm: Algorithm | None = None,
+    into: FileSet | None = None,
 ) -> Path:
     """Write ``labels`` (X, Y, Z, on ``scan``'s grid) as an RT Structure Set on the series ``scan`` was read from.
 
@@ -315,7 +321,7 @@ def write_rtstruct(
         pydicom.dcmwrite(tmp, ds, enforce_file_format=True)
         pydicom.dcmread(tmp)  # read back whole before it takes the final name
 
-    return atomic_write(path, save)
+    return atomic_write(path, save, into=into)
 
 
 # --- reading ---------------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ import numpy as np
 
 from medfcn import __version__
 from medfcn.data.scan import Scan
-from medfcn.data.writer import atomic_write
+from medfcn.data.writer import FileSet, atomic_write
 from medfcn.dicom.codes import Code, code_for
 from medfcn.dicom.refs import SeriesIndex, frame_indices, frames_of, headers_by_uid, source_datasets
 from medfcn.errors import MedfcnError, OutputError
@@ -170,9 +170,16 @@ def _spacing_from_positions(datasets: list) -> None:
 
 
 def write_seg(
-    labels: np.ndarray, scan: Scan, path: str | Path, *, segments: list[Segment], algorithm: Algorithm | None = None
+    labels: np.ndarray,
+    scan: Scan,
+    path: str | Path,
+    *,
+    segments: list[Segment],
+    algorithm: Algorithm | None = None,
+    into: FileSet | None = None,
 ) -> Path:
-    """Write ``labels`` (X, Y, Z, on ``scan``'s grid) as a DICOM SEG referencing the series ``scan`` was read from.
+    """Write ``labels`` (X, Y, Z, on ``scan``'s grid) as a DICOM SEG referencing the series ``scan`` was read from
+    (``into``: renamed into place with the rest of that unit, see :class:`medfcn.data.writer.FileSet`).
 
     Raises:
         UnsupportedScanError: ``scan`` was not read from a DICOM series.
@@ -218,7 +225,7 @@ def write_seg(
         seg.save_as(tmp)
         pydicom.dcmread(tmp)  # read back whole before it takes the final name
 
-    return atomic_write(path, save)
+    return atomic_write(path, save, into=into)
 
 
 def read_seg(path: str | Path, series: SeriesIndex) -> Scan:

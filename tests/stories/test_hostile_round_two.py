@@ -1,0 +1,194 @@
+"""Hostile inputs, round two (issue 25): each test reproduces an attack that lost data or gave a raw error before.
+
+Batch side: an input replaced while it is read, a redo that fails half-way, two runs into one folder, names too long
+for their temporaries. Reading and evaluation side: in ``test_bombs.py`` and below.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from medfcn.batch.manifest import MANIFEST_NAME, Status
+from medfcn.batch.run import run_batch
+from medfcn.errors import OutputError
+from medfcn.inference.settings import InferenceSettings
+from tests.support.batch import partial_files, read_labels, write_cases
+from tests.support.scans import affine_from_codes, head_volume, write_scan_file
+
+CPU = InferenceSettings(device="cpu")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# -- 1. the input stamp is taken when the input is read ---------------------------------------------------------
+def test_an_input_replaced_while_it_is_segmented_is_redone_on_resume(tmp_path, model_file, monkeypatch):
+    import medfcn.batch.run as run
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    [scan, _] = write_cases(inputs, 2)
+    original = run.segment_case
+
+    def replace_then_segment(segmenter, step):
+        if step.scan is not None and step.scan.case == "case00":  # read already: the user swaps the file now
+            write_scan_file(scan, head_volume(seed=42)[::-1].copy(), affine_from_codes("LPS"))
+        return original(segmenter, step)
+
+    monkeypatch.setattr(run, "segment_case", replace_then_segment)
+    run_batch([inputs], out, model=model_file, settings=CPU, progress=False)
+    monkeypatch.setattr(run, "segment_case", original)
+
+    again = run_batch([inputs], out, model=model_file, settings=CPU, progress=False)
+
+    by = {c.case: c for c in again.cases}
+    assert by["case00"].status == Status.OK and by["case01"].status == Status.SKIPPED  # redone, not kept
+    from medfcn.data.reader import read_scan
+    from medfcn.inference.pipeline import Segmenter
+
+    expected = Segmenter(model_file, CPU).segment(read_scan(scan))
+    assert np.array_equal(read_labels(out / "case00.nii.gz"), expected)  # the labels of the scan there now
+
+
+# -- 2. a case's outputs are one unit ---------------------------------------------------------------------------
+@pytest.fixture
+def dicom_case(tmp_path):
+    from tests.support.dicom import make_series
+
+    return make_series("lps_shuffled", tmp_path / "in" / "series")
+
+
+def test_a_redo_that_fails_at_the_seg_keeps_every_earlier_output(tmp_path, model_file, dicom_case, monkeypatch):
+    import highdicom
+
+    from tests.support.batch import train_tiny_model
+
+    out, formats = tmp_path / "out", "nifti,dicom-seg,rtstruct"
+    first = run_batch([dicom_case], out, model=model_file, settings=CPU, formats=formats, progress=False)
+    assert first.cases[0].status == Status.OK
+    before = {p.name: _sha(p) for p in out.iterdir() if p.name != MANIFEST_NAME}
+    assert sorted(before) == ["series.nii.gz", "series.rtstruct.dcm", "series.seg.dcm"]
+
+    def disk_full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(highdicom.seg.Segmentation, "save_as", disk_full)
+    other = train_tiny_model(tmp_path / "other.safetensors", shape=(24, 28, 18))
+    redo = run_batch([dicom_case], out, model=other, settings=CPU, formats=formats, overwrite=True, progress=False)
+
+    [case] = redo.cases
+    assert case.status == Status.FAILED and case.output is None
+    assert "series.seg.dcm" in case.error and "No space left on device" in case.error
+    assert "\n" not in case.error and "Traceback" not in case.error and len(case.error) < 300
+    assert {p.name: _sha(p) for p in out.iterdir() if p.name != MANIFEST_NAME} == before  # all three unchanged
+    assert any("left unchanged" in w and "series.nii.gz" in w for w in case.warnings)
+    assert partial_files(out) == []
+
+
+def test_a_first_run_that_fails_at_the_seg_writes_nothing_and_claims_nothing(tmp_path, model_file, dicom_case):
+    """A series without FrameOfReferenceUID: refused before segmenting, in one line; no NIfTI left beside nothing."""
+    import pydicom
+
+    for f in dicom_case.iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    out = tmp_path / "out"
+    manifest = run_batch([dicom_case], out, model=model_file, settings=CPU, formats="nifti,dicom-seg", progress=False)
+
+    [case] = manifest.cases
+    assert case.status == Status.FAILED and "FrameOfReferenceUID" in case.error and str(dicom_case) in case.error
+    assert "timing" not in case.error and "segment" not in case.timing  # refused when read, not after segmenting
+    assert not any("earlier run" in w for w in case.warnings)
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]
+
+
+def test_a_series_without_pixel_spacing_is_refused_for_dicom_outputs_in_one_line(tmp_path, model_file, dicom_case):
+    import pydicom
+
+    for f in dicom_case.iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.PixelSpacing
+        ds.save_as(f)
+    out = tmp_path / "out"
+    manifest = run_batch([dicom_case], out, model=model_file, settings=CPU, formats="rtstruct", progress=False)
+
+    [case] = manifest.cases
+    assert case.status == Status.FAILED and "PixelSpacing" in case.error and "AttributeError" not in case.error
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]
+    nifti = run_batch([dicom_case], tmp_path / "nii", model=model_file, settings=CPU, progress=False)
+    assert nifti.cases[0].status == Status.OK  # a NIfTI needs no PixelSpacing: read as 1 mm, with a warning
+
+
+# -- rough edges of the batch ------------------------------------------------------------------------------------
+def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path, model_file):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    write_cases(inputs, 1)
+    out.mkdir()
+    code = f"from medfcn.batch.run import _lock; from pathlib import Path; _lock(Path({str(out)!r}))"
+    code += "; print('locked', flush=True); import time; time.sleep(60)"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputError, match="another medfcn segment is writing into this folder") as info:
+            run_batch([inputs], out, model=model_file, settings=CPU, progress=False)
+        assert info.value.exit_code == 2 and f"pid {holder.pid}" in str(info.value)
+        assert not (out / MANIFEST_NAME).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    manifest = run_batch([inputs], out, model=model_file, settings=CPU, progress=False)  # free again
+    assert manifest.cases[0].status == Status.OK
+    assert sorted(p.name for p in out.iterdir()) == ["case00.nii.gz", MANIFEST_NAME]  # the lock file is gone
+
+
+def test_two_runs_started_together_never_share_a_folder(tmp_path, model_file):
+    """Real processes: of two ``medfcn segment`` runs into one folder, one is refused (exit 2) or waits its turn
+    after the other finished; the manifest holds every case."""
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    write_cases(inputs, 3)
+    cmd = [sys.executable, "-m", "medfcn.cli", "segment", str(inputs), "-o", str(out), "--model", str(model_file)]
+    procs = [subprocess.Popen([*cmd, "--device", "cpu", "--quiet"], stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 2]), results
+    if codes == [0, 2]:
+        assert any("another medfcn segment is writing" in err for code, err in results if code == 2)
+    cases = json.loads((out / MANIFEST_NAME).read_text())["cases"]
+    assert sorted(c["case"] for c in cases) == ["case00", "case01", "case02"]
+
+
+def test_names_long_enough_to_overflow_a_temporary_name_are_written(tmp_path, model_file):
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    name = "n" * 240
+    write_scan_file(inputs / f"{name}.nii.gz", head_volume((24, 28, 20)), affine_from_codes("LPS"))
+    too_long = write_scan_file(inputs / f"{'m' * 250}.mha", head_volume((24, 28, 20)), affine_from_codes("LPS"))
+
+    manifest = run_batch([inputs], out, model=model_file, settings=CPU, progress=False)
+
+    by = {c.case: c for c in manifest.cases}
+    assert by[name].status == Status.OK and (out / f"{name}.nii.gz").is_file()
+    failed = by[too_long.name.removesuffix(".mha")]
+    assert failed.status == Status.FAILED and "name too long" in failed.error.lower() and "\n" not in failed.error
+    assert partial_files(out) == []
+
+
+def test_temporary_names_fit_and_are_still_cleaned_up(tmp_path):
+    from medfcn.data.writer import partial_path, remove_stale_partials
+
+    for n in (1, 200, 247):
+        tmp = partial_path(tmp_path / f"{'é' * (n // 2)}{'x' * (n - 2 * (n // 2))}.nii.gz")
+        assert len(tmp.name.encode()) <= 255 and tmp.name.endswith(".part.nii.gz")
+    stale = partial_path(tmp_path / ("z" * 247 + ".nii.gz"))
+    stale.write_bytes(b"")
+    # a temporary of this very process is stale once its write is over: remove_stale_partials takes it
+    assert remove_stale_partials(tmp_path) == [stale]
+    time.sleep(0)

@@ -1,4 +1,5 @@
-"""Clean-ups applied to a label map per foreground label: keep the largest connected component, fill holes.
+"""Clean-ups applied to a label map per foreground label: keep the largest connected component, fill holes (in 3-D,
+or in every 2-D slice along each axis of the model's frame as well: a thick-slice scan's slices lie along one of them).
 
 Applied on the model's frame by editing class probabilities (:func:`apply_to_probabilities`), so that what is
 resampled back onto the scan's grid is still probabilities, never labels.
@@ -19,7 +20,7 @@ from scipy import ndimage
 from medfcn.choices import parse_choice
 from medfcn.model.card import PostStep
 
-__all__ = ["PostStep", "clean_mask", "apply_to_probabilities", "argmax_classes", "fill_holes"]
+__all__ = ["PostStep", "clean_mask", "apply_to_probabilities", "argmax_classes", "fill_holes", "fill_slice_holes"]
 
 
 def clean_mask(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:
@@ -35,9 +36,38 @@ def clean_mask(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:
                 sizes = np.bincount(components.ravel())
                 sizes[0] = 0
                 out = components == int(sizes.argmax())
+        elif step is PostStep.FILL_SLICES:
+            for axis in range(out.ndim):
+                out = fill_slice_holes(out, axis)
+            out = fill_holes(out)
         else:
             out = fill_holes(out)
     return out
+
+
+def fill_slice_holes(mask: np.ndarray, axis: int) -> np.ndarray:
+    """``mask`` (3-D) with the holes of each 2-D slice along ``axis`` filled: background not connected (through
+    edges, within its slice) to the slice's border becomes foreground. One labelling for all slices; the same as
+    ``scipy.ndimage.binary_fill_holes`` slice by slice.
+
+    >>> m = np.zeros((3, 5, 5), bool); m[1, 1:4, 1:4] = True; m[1, 2, 2] = False
+    >>> int(fill_slice_holes(m, 0).sum()), int(fill_slice_holes(m, 1).sum())
+    (9, 8)
+    """
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1, 1, 1] = True
+    for other in (a for a in range(3) if a != axis):
+        for end in (0, 2):
+            index = [1, 1, 1]
+            index[other] = end
+            structure[tuple(index)] = True
+    background, n = ndimage.label(~mask, structure)
+    outside = np.zeros(n + 1, dtype=bool)
+    for face_axis, face in _faces_with_axis(background):
+        if face_axis != axis:  # the faces across ``axis`` are whole slices, not borders
+            outside[face] = True
+    outside[0] = False
+    return ~outside[background]
 
 
 def fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -54,12 +84,17 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
 
 def _faces(a: np.ndarray) -> list[np.ndarray]:
     """The six faces (any number of dimensions: 2 x ndim) of ``a``, as views."""
+    return [face for _, face in _faces_with_axis(a)]
+
+
+def _faces_with_axis(a: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """(axis, face) for the 2 x ndim faces of ``a`` (views), each with the axis it lies across."""
     index = [slice(None)] * a.ndim
     faces = []
     for axis in range(a.ndim):
         for end in (0, -1):
             index[axis] = end
-            faces.append(a[tuple(index)])
+            faces.append((axis, a[tuple(index)]))
         index[axis] = slice(None)
     return faces
 

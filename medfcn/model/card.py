@@ -38,6 +38,7 @@ class PostStep(StrEnum):
 
     LARGEST_COMPONENT = "largest_component"  # 6-connected components; the largest is kept
     FILL_HOLES = "fill_holes"  # background enclosed by the structure in 3-D becomes the structure
+    FILL_SLICES = "fill_slices"  # ... and background enclosed in any 2-D slice along each axis of the model's frame
 
 
 class Architecture(StrEnum):
@@ -54,9 +55,10 @@ class ModelCard:
     ``spacing`` (mm) and ``orientation`` define the model's frame; ``slice_axes`` are axes of that frame along
     which 2-D slices are taken (probabilities averaged over them); ``normalisation`` is a
     :class:`Normalisation` value; ``postprocess`` lists steps applied per foreground label
-    (``largest_component``, ``fill_holes``). ``class_weights``, one positive number per label in id order (empty:
-    all 1), multiply each class's probability before the argmax: a decision prior that ``medfcn calibrate`` sets
-    on labelled scans (for two labels, a background weight ``w`` moves the threshold to ``w / (1 + w)``).
+    (``largest_component``, ``fill_holes``, ``fill_slices``). ``class_weights``, one positive number per label in id
+    order (empty: all 1), multiply each class's probability before the argmax: a decision prior that
+    ``medfcn calibrate`` sets on labelled scans (for two labels, a background weight ``w`` moves the threshold to
+    ``w / (1 + w)``).
     """
 
     network: dict[str, Any] = field(default_factory=dict)

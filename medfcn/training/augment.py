@@ -7,7 +7,10 @@ Everything a scan from another person, scanner and protocol may differ by:
 * resolution (MONAI ``RandSimulateLowResolution``, and thick slices along a random axis averaged then
   re-interpolated, as a 2 x 2 x 3 mm scan looks after resampling to the model's spacing);
 * intensity with MONAI transforms: bias field, gamma, histogram shift, contrast and offset, noise, smoothing;
-* field of view: part of the head cut off on one side.
+* field of view: part of the head cut off on one side;
+* with probability ``p_clinical``, a clinical acquisition instead of the resolution and field-of-view steps
+  (:class:`medfcn.training.clinical.Clinical`: a lesion with mass effect and oedema, contrast enhancement, thick
+  slices with or without gaps along any axis, partial coverage, ghosting).
 
 The result is normalised exactly as at inference (:func:`medfcn.inference.frame.normalise_intensity`).
 
@@ -28,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from medfcn.inference.frame import normalise_intensity
+from medfcn.training.clinical import Clinical
 
 __all__ = ["Augmenter"]
 
@@ -65,6 +69,7 @@ class Augmenter:
     p_smooth: float = 0.15
     p_crop: float = 0.3
     crop: tuple[float, float] = (0.1, 0.35)
+    p_clinical: float = 0.0  # not drawn at 0: the random stream of other settings is unchanged
 
     def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
@@ -73,9 +78,13 @@ class Augmenter:
             img, lab = self._spatial(img, lab, rng)
         if rng.random() < self.p_flip:
             img, lab = img.flip(0), lab.flip(0)
-        img = self._resolution(img, rng)
+        clinical = Clinical(spacing=self.spacing) if self.p_clinical > 0 and rng.random() < self.p_clinical else None
+        if clinical is not None:
+            img = clinical.anatomy(img, lab, rng)
+        else:
+            img = self._resolution(img, rng)
         img = self._intensity(img, rng)
-        img, lab = self._crop(img, lab, rng)
+        img, lab = clinical.acquire(img, lab, rng) if clinical is not None else self._crop(img, lab, rng)
         out = normalise_intensity(img.numpy())
         return np.ascontiguousarray(out), np.ascontiguousarray(lab.numpy())
 

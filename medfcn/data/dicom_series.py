@@ -17,7 +17,12 @@ series, its folder and, where one slice is at fault, the file:
   a sheared volume) are refused: a volume of parallel, stacked slices cannot place their voxels;
 - a header that cannot be parsed (a corrupt value) fails its own series, naming the file; a file whose
   SeriesInstanceUID cannot be read is left out with a warning on every series beside it;
-- a series without PixelSpacing is read with 1 mm pixels (what GDCM assumes) and a warning.
+- a series without PixelSpacing is read with 1 mm pixels (what GDCM assumes) and a warning;
+- slices that share a SeriesInstanceUID but not a PatientID or FrameOfReferenceUID are refused (two patients, or
+  two frames of reference, cannot be one volume);
+- the header bounds the read (:mod:`medfcn.data.limits`): Rows x Columns x slices beyond the voxel bound, or an
+  uncompressed slice file shorter than its Rows x Columns promise, fails the series before any voxel is read;
+- a ``.dcm`` file that is no longer DICOM (a damaged preamble) beside a series is left out with a warning on it.
 """
 
 from __future__ import annotations
@@ -31,7 +36,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfcn.errors import DicomSeriesError
+from medfcn.data.limits import check_voxels
+from medfcn.errors import DicomSeriesError, MedfcnError
 
 __all__ = [
     "DicomSeries",
@@ -59,6 +65,10 @@ _HEADER_TAGS = [
     "NumberOfFrames",
     "InstanceNumber",
     "Modality",
+    "FrameOfReferenceUID",
+    "PatientID",
+    "SamplesPerPixel",
+    "BitsAllocated",
 ]
 
 
@@ -93,6 +103,9 @@ class _Slice:
     orientation: np.ndarray | None = None
     pixel_spacing: tuple[float, float] | None = None
     size: tuple[int, int] = (0, 0)
+    frames: int = 1
+    frame_of_reference: str = ""
+    patient: str = ""
     error: str | None = None
 
 
@@ -153,6 +166,8 @@ def _read_header(path: Path) -> _Slice | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _parse_geometry(ds, s)
+    except MedfcnError as e:  # the voxel bound: already one line naming the file
+        s.error = str(e)
     except Exception as e:
         text = str(e).strip().splitlines()
         s.error = f"{path.name}: header cannot be parsed ({type(e).__name__}: {text[0] if text else ''})"
@@ -169,6 +184,25 @@ def _parse_geometry(ds, s: _Slice) -> None:
     s.position = None if ipp is None else _numbers(ipp, 3, "ImagePositionPatient")
     s.pixel_spacing = None if spacing in (None, "") else tuple(_numbers(spacing, 2, "PixelSpacing").tolist())
     s.size = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+    s.frames = max(1, int(ds.get("NumberOfFrames", 1) or 1))
+    s.frame_of_reference = str(ds.get("FrameOfReferenceUID", "") or "").strip()
+    s.patient = str(ds.get("PatientID", "") or "").strip()
+    _check_pixel_bytes(ds, s)
+
+
+def _check_pixel_bytes(ds, s: _Slice) -> None:
+    """Refuse, before any pixel is read, a slice whose size the voxel bound refuses, or an uncompressed slice file
+    shorter than the pixels its Rows x Columns x frames promise (a forged 4096 x 4096 in a small file)."""
+    rows, cols = s.size
+    check_voxels(s.path, (cols, rows, s.frames))
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is None or syntax.is_encapsulated:  # compressed: bounded by the voxel count only
+        return
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    needed = rows * cols * s.frames * max(1, int(ds.get("SamplesPerPixel", 1) or 1)) * bits // 8
+    held = s.path.stat().st_size
+    if held < needed:
+        raise ValueError(f"Rows x Columns {rows} x {cols} promise {needed:,} bytes of pixels, the file holds {held:,}")
 
 
 def find_series(folder: Path) -> list[DicomSeries]:
@@ -194,7 +228,12 @@ def list_series(folder: Path) -> list[DicomSeries]:
         names = sorted(os.listdir(folder))
     except OSError as e:
         raise DicomSeriesError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
-    return group_series([folder / n for n in names if (folder / n).is_file() and is_dicom_file(folder / n)])
+    return group_series([folder / n for n in names if (folder / n).is_file() and _dicom_named_or_read(folder / n)])
+
+
+def _dicom_named_or_read(path: Path) -> bool:
+    """A DICOM file by its content, or by its ``.dcm`` name (a damaged one is then reported, not skipped)."""
+    return path.suffix.lower() == ".dcm" or is_dicom_file(path)
 
 
 def _common_folder(paths: list[Path]) -> Path:
@@ -273,6 +312,20 @@ def _check_stack(items: list[_Slice], where: str) -> None:
     sizes = {s.size for s in items}
     if len(sizes) > 1:
         raise DicomSeriesError(f"{where}: slices of different sizes {sorted(sizes)}")
+    for what, key in (("PatientID", "patient"), ("FrameOfReferenceUID", "frame_of_reference")):
+        values = {getattr(s, key) for s in items}
+        if len(values) > 1:
+            odd = next(s for s in items if getattr(s, key) != getattr(items[0], key))
+            raise DicomSeriesError(
+                f"{where}: slices with {len(values)} different {what}s share this SeriesInstanceUID ({odd.path.name}: "
+                f"{getattr(odd, key) or 'none'}, {items[0].path.name}: {getattr(items[0], key) or 'none'}); "
+                "slices of another patient or frame of reference cannot be one volume"
+            )
+    rows, cols = items[0].size
+    try:
+        check_voxels(where, (cols, rows, len(items)))
+    except MedfcnError as e:
+        raise DicomSeriesError(str(e)) from None
     for s in items:
         if s.orientation is None or s.position is None:
             raise DicomSeriesError(f"{where}: {s.path.name} has no ImagePositionPatient/ImageOrientationPatient")

@@ -142,7 +142,7 @@ def _cases_in_folder(root: Path, exclude: set[Path]) -> list[CaseSpec]:
         for p in (here / f for f in sorted(files)):
             if _is_scan_file(p):
                 cases.append(CaseSpec(p, _relative_name(p, root)))
-            elif not p.name.startswith(".") and p.is_file() and is_dicom_file(p):
+            elif not p.name.startswith(".") and p.is_file() and (is_dicom_file(p) or p.suffix.lower() == ".dcm"):
                 dicom_files.append(p)
     cases += _series_cases(root, dicom_files) if dicom_files else []
     return sorted(cases, key=lambda c: str(c.path))  # stable: series keep their order within a folder

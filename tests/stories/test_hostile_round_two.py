@@ -21,7 +21,7 @@ from medfcn.batch.run import run_batch
 from medfcn.errors import OutputError
 from medfcn.inference.settings import InferenceSettings
 from tests.support.batch import partial_files, read_labels, write_cases
-from tests.support.scans import affine_from_codes, head_volume, write_scan_file
+from tests.support.scans import affine_from_codes, head_volume, write_dicom_pydicom, write_scan_file
 
 CPU = InferenceSettings(device="cpu")
 
@@ -192,3 +192,31 @@ def test_temporary_names_fit_and_are_still_cleaned_up(tmp_path):
     # a temporary of this very process is stale once its write is over: remove_stale_partials takes it
     assert remove_stale_partials(tmp_path) == [stale]
     time.sleep(0)
+
+
+# -- DICOM series that are not one volume -------------------------------------------------------------------------
+@pytest.mark.parametrize("keyword", ["FrameOfReferenceUID", "PatientID"])
+def test_a_slice_of_another_patient_or_frame_with_the_same_series_uid_is_refused(tmp_path, keyword):
+    import pydicom
+
+    from medfcn.data.discovery import find_cases
+
+    files = write_dicom_pydicom(tmp_path / "series", np.round(head_volume((12, 10, 8))), affine_from_codes("LPS"))
+    ds = pydicom.dcmread(files[3])
+    setattr(ds, keyword, "1.2.3.4" if keyword == "FrameOfReferenceUID" else "OTHER")
+    ds.save_as(files[3])
+
+    [case] = find_cases(tmp_path / "series")
+
+    assert case.error is not None and f"different {keyword}s" in case.error and files[3].name in case.error
+
+
+def test_an_end_slice_no_longer_dicom_is_left_out_with_a_warning(tmp_path, model_file):
+    files = write_dicom_pydicom(tmp_path / "series", np.round(head_volume((12, 10, 8))), affine_from_codes("LPS"))
+    files[0].write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+
+    manifest = run_batch([tmp_path / "series"], tmp_path / "out", model=model_file, settings=CPU, progress=False)
+
+    [case] = manifest.cases
+    assert case.status == Status.OK and case.shape == [12, 10, 7]
+    assert any("left out" in w and files[0].name in w for w in case.warnings)

@@ -16,6 +16,7 @@ its referenced series' grid, value = ROI number (the highest where ROIs overlap)
 from __future__ import annotations
 
 import logging
+from collections.abc import MutableSequence
 from datetime import datetime
 from pathlib import Path
 
@@ -331,7 +332,8 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
     """An RT Structure Set as a label map on its referenced series' grid (value: ROI number).
 
     Raises :class:`MedfcnError` for an unreadable file, no or several referenced series, a series not in
-    ``series``, or a contour on no slice of it.
+    ``series``, a contour on no slice of it, or a contour whose points are not finite numbers or more than a slice
+    can hold (:func:`_contour_points`).
     """
     import pydicom
 
@@ -355,8 +357,8 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
     for roi in getattr(ds, "ROIContourSequence", []):
         number = int(roi.ReferencedROINumber)
         per_slice: dict[str, list[np.ndarray]] = {}
-        for item in getattr(roi, "ContourSequence", []):
-            xyz = np.asarray([float(v) for v in item.ContourData]).reshape(-1, 3)
+        for n, item in enumerate(getattr(roi, "ContourSequence", []), 1):
+            xyz = _contour_points(item, path, f"ROI {number}, contour {n}", _max_points(by_uid))
             uid = _slice_of(item, xyz, by_uid, normal_of, path)
             per_slice.setdefault(uid, []).append(_to_pixels(by_uid[uid], xyz))
         for uid, contours in per_slice.items():
@@ -365,6 +367,39 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
             i, j, k = frame_indices(src, scan)
             labels[i[on], j[on], k[on]] = np.maximum(labels[i[on], j[on], k[on]], number)
     return scan.with_array(labels.astype(np.uint8) if labels.max() <= 255 else labels)
+
+
+def _max_points(by_uid: dict) -> int:
+    """The most points a contour on one of these slices can need: one per pixel corner, ``(Rows+1) x (Columns+1)``
+    (a contour through every pixel boundary of the largest slice); more is not a contour of this series."""
+    return max((int(d.Rows) + 1) * (int(d.Columns) + 1) for d in by_uid.values())
+
+
+def _contour_points(item, path: Path, where: str, limit: int) -> np.ndarray:
+    """``(K, 3)`` LPS mm of one contour item, parsed from its raw text (pydicom's per-value parsing of a
+    million-point contour takes minutes and gigabytes). Raises :class:`MedfcnError` naming ``path`` and ``where``
+    for values that are not finite numbers, a count that is not a multiple of 3, or more than ``limit`` points."""
+    element = item.get_item(0x30060050) if "ContourData" in item else None
+    if element is None:
+        raise MedfcnError(f"{path}: {where} has no ContourData")
+    raw = element.value
+    try:
+        if isinstance(raw, bytes):  # not yet parsed by pydicom: its DS text, values separated by backslashes
+            n = raw.count(b"\\") + 1
+            if n > 3 * limit:
+                raise MedfcnError(f"{path}: {where} has {n // 3:,} points, more than the {limit:,} a slice can hold")
+            values = np.array(raw.replace(b"\\", b" ").split(), dtype=np.float64)
+        else:
+            values = np.asarray([float(v) for v in (raw if isinstance(raw, MutableSequence | tuple) else [raw])])
+    except ValueError as e:
+        raise MedfcnError(f"{path}: {where}: ContourData is not a list of numbers ({e})") from None
+    if values.size % 3 or values.size == 0:
+        raise MedfcnError(f"{path}: {where}: ContourData holds {values.size} numbers, not x, y, z triples")
+    if values.size > 3 * limit:
+        raise MedfcnError(f"{path}: {where} has {values.size // 3:,} points, more than the {limit:,} a slice can hold")
+    if not np.all(np.isfinite(values)):
+        raise MedfcnError(f"{path}: {where}: ContourData holds NaN or infinite coordinates")
+    return values.reshape(-1, 3)
 
 
 def _slice_of(item, xyz: np.ndarray, by_uid: dict, normal_of: dict, path: Path) -> str:

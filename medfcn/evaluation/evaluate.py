@@ -263,4 +263,9 @@ def evaluate(
             msg = str(e) if str(e).startswith(f"{case}:") else f"{case}: {e}"
             log.info("failed: %s", msg)  # reported in .failed, not logged twice
             ev.failed.append(msg)
+        except Exception as e:  # a reader's bug on one odd file ends that case, never the evaluation of the rest
+            text = str(e).strip().splitlines()
+            files = " and ".join(str(s.path) for s in (pred_spec, ref_spec))
+            ev.failed.append(f"{case}: {type(e).__name__}: {text[0] if text else ''} (reading {files})")
+            log.warning("%s", ev.failed[-1])
     return _finish(ev, results, out_dir)

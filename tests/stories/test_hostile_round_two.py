@@ -220,3 +220,60 @@ def test_an_end_slice_no_longer_dicom_is_left_out_with_a_warning(tmp_path, model
     [case] = manifest.cases
     assert case.status == Status.OK and case.shape == [12, 10, 7]
     assert any("left out" in w and files[0].name in w for w in case.warnings)
+
+
+# -- 6. one bad RTSTRUCT fails its own case -----------------------------------------------------------------------
+@pytest.fixture
+def two_structure_sets(tmp_path):
+    """Two DICOM series, a NIfTI prediction and an RTSTRUCT reference for each: ``(series root, pred, ref)``."""
+    from medfcn.batch.outputs import OutputFormat
+    from medfcn.data.reader import read_scan
+    from tests.support.dicom import SHAPE, synthetic_labels, write_all
+
+    root = tmp_path / "series"
+    for name in ("good", "bad"):
+        write_dicom_pydicom(root / name, np.round(head_volume(SHAPE)), affine_from_codes("LPS"))
+        scan = read_scan(root / name)
+        write_all(scan, synthetic_labels(scan), tmp_path / "pred", formats=(OutputFormat.NIFTI,))
+        write_all(scan, synthetic_labels(scan), tmp_path / "ref", formats=(OutputFormat.RTSTRUCT,))
+    return root, tmp_path / "pred", tmp_path / "ref"
+
+
+def _edit_first_contour(path: Path, edit) -> None:
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    item = ds.ROIContourSequence[0].ContourSequence[0]
+    edit(item)
+    ds.save_as(path)
+
+
+def test_a_nan_in_one_rtstruct_fails_its_case_naming_the_file(tmp_path, two_structure_sets, capsys):
+    from medfcn.cli import main
+
+    root, pred, ref = two_structure_sets
+    bad = ref / "bad.rtstruct.dcm"
+    _edit_first_contour(bad, lambda item: setattr(item, "ContourData", ["nan", *item.ContourData[1:]]))
+
+    code = main(["evaluate", str(pred), str(ref), "-o", str(tmp_path / "report"), "--series", str(root)])
+
+    assert code == 1
+    out = capsys.readouterr()
+    assert "internal error" not in out.err
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert report["cases"]["good"]["1"]["dice"] == pytest.approx(1.0)  # the good case is scored
+    assert any(str(bad) in f and "NaN" in f and "ROI 1, contour 1" in f for f in report["failed"])
+
+
+def test_a_contour_with_more_points_than_its_slice_can_hold_is_refused(tmp_path, two_structure_sets):
+    from medfcn.dicom.refs import SeriesIndex
+    from medfcn.dicom.rtstruct import read_rtstruct
+    from medfcn.errors import MedfcnError
+
+    root, _, ref = two_structure_sets
+    bad = ref / "bad.rtstruct.dcm"
+    _edit_first_contour(bad, lambda item: setattr(item, "ContourData", list(item.ContourData[:3]) * 700))
+    start = time.perf_counter()
+    with pytest.raises(MedfcnError, match="has 700 points, more than the 625 a slice can hold"):
+        read_rtstruct(bad, SeriesIndex([root]))
+    assert time.perf_counter() - start < 10

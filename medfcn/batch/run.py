@@ -62,7 +62,7 @@ from medfcn.batch.cases import (
 from medfcn.batch.cluster import RUN_HERE, ClusterSettings
 from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.batch.outputs import output_files, parse_formats
-from medfcn.data.discovery import CaseSpec, find_cases
+from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input
 from medfcn.data.writer import check_writable, remove_stale_partials
 from medfcn.errors import OutputError
 from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
@@ -78,9 +78,9 @@ log = logging.getLogger(__name__)
 
 def _check_not_an_input(out_dir: Path, inputs: list[Path]) -> None:
     """Refuse an output folder that is an input folder or holds an input: its label maps could replace scans."""
-    out = out_dir.resolve()
+    out = resolve_input(out_dir)
     for item in inputs:
-        src = item.resolve()
+        src = resolve_input(item)
         if src == out:
             raise OutputError(
                 f"{out_dir}: the output folder is the input folder {item}; label maps would be written among the "
@@ -181,13 +181,15 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
 
 # -- the entry point ----------------------------------------------------------------------------------------------
 def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tuple) -> list[Job]:
-    """The jobs of a batch, once the output folder is known to be safe and writable (see :func:`run_batch`)."""
+    """The jobs of a batch, once the output folder is known to be safe and writable (see :func:`run_batch`). Cases an
+    earlier run into ``out_dir`` named keep their names (see :func:`medfcn.data.discovery.find_cases`)."""
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
     _check_not_an_input(out_dir, inputs)
     check_writable(out_dir)
     _lock(out_dir)
     remove_stale_partials(out_dir)
-    specs = [_check_names(spec, out_dir, formats) for spec in find_cases(inputs, exclude=[out_dir])]
+    keep = {input_key(r.input, r.series_uid): name for name, r in _earlier_results(out_dir).items() if r.input}
+    specs = [_check_names(s, out_dir, formats) for s in find_cases(inputs, exclude=[out_dir], keep=keep)]
     return [
         Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
         for i, spec in enumerate(specs)

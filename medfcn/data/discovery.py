@@ -17,6 +17,8 @@ Rules:
   read back as scans;
 - a name that two inputs give (``a/t1.nii.gz`` and ``b/t1.nii.gz`` named separately) is prefixed with its
   input folder's name; characters a terminal would interpret (control characters, escapes) become ``_``;
+- names an earlier run gave (``keep``, from a batch's manifest) are kept: a case added later that would take one
+  gets another name (a prefix, then ``_2``...), so the outputs already made keep theirs;
 - images and label maps (training), predictions and references (evaluation) pair by case name, and only by it:
   :func:`pair_cases` is the one place that pairs them.
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,7 +43,17 @@ from medfcn.errors import MedfcnError, NoScansError, few_names
 if TYPE_CHECKING:
     from medfcn.data.scan import Scan
 
-__all__ = ["CaseSpec", "Pairing", "find_cases", "pair_cases", "case_name", "safe_name", "is_batch_output"]
+__all__ = [
+    "input_key",
+    "CaseSpec",
+    "Pairing",
+    "find_cases",
+    "resolve_input",
+    "pair_cases",
+    "case_name",
+    "safe_name",
+    "is_batch_output",
+]
 
 log = logging.getLogger(__name__)
 
@@ -148,20 +160,36 @@ def _cases_in_folder(root: Path, exclude: set[Path]) -> list[CaseSpec]:
     return sorted(cases, key=lambda c: str(c.path))  # stable: series keep their order within a folder
 
 
-def _disambiguate(cases: list[tuple[CaseSpec, Path | None]]) -> list[CaseSpec]:
+def input_key(path: str | Path, series_uid: str | None) -> tuple[str, str]:
+    """What identifies one case's input across runs: its resolved path and series (the key of ``keep``)."""
+    try:
+        where = str(Path(path).resolve())
+    except (RuntimeError, OSError):
+        where = str(path)
+    return where, series_uid or ""
+
+
+def _disambiguate(cases: list[tuple[CaseSpec, Path | None]], keep: Mapping[tuple[str, str], str]) -> list[CaseSpec]:
+    kept: dict[int, str] = {}  # cases that keep the name an earlier run gave them
+    for i, (c, _) in enumerate(cases):
+        name = keep.get(input_key(c.path, c.series_uid))
+        if name and name not in kept.values():
+            kept[i] = name
     counts: dict[str, int] = {}
-    for c, _ in cases:
-        counts[c.case] = counts.get(c.case, 0) + 1
-    out, seen = [], set()
-    for c, root in cases:
-        name = c.case
-        if counts[name] > 1:
-            parent = root if root is not None else c.path.parent
-            name = f"{case_name(parent)}_{name}" if parent.name else name
-        base, k = name, 2
-        while name in seen:
-            name, k = f"{base}_{k}", k + 1
-        seen.add(name)
+    for i, (c, _) in enumerate(cases):
+        if i not in kept:
+            counts[c.case] = counts.get(c.case, 0) + 1
+    out, seen = [], set(kept.values())
+    for i, (c, root) in enumerate(cases):
+        name = kept.get(i, c.case)
+        if i not in kept:
+            if counts[name] > 1 or name in seen:
+                parent = root if root is not None else c.path.parent
+                name = f"{case_name(parent)}_{name}" if parent.name else name
+            base, k = name, 2
+            while name in seen:
+                name, k = f"{base}_{k}", k + 1
+            seen.add(name)
         out.append(CaseSpec(c.path, name, c.series_uid, c.error, c.files, c.warnings) if name != c.case else c)
     return out
 
@@ -206,11 +234,27 @@ def pair_cases(
     return Pairing(pairs, only_first, only_second)
 
 
-def find_cases(inputs: str | Path | Iterable[str | Path], *, exclude: Iterable[str | Path] = ()) -> list[CaseSpec]:
+def resolve_input(path: str | Path) -> Path:
+    """``path`` resolved (symbolic links followed). Raises :class:`NoScansError` for a loop of symbolic links, which
+    ``Path.resolve`` reports as a bare ``RuntimeError`` and ``is_dir``/``is_file`` as nothing at all."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:
+        raise NoScansError(f"{path}: a loop of symbolic links, not a file or folder ({e})") from None
+
+
+def find_cases(
+    inputs: str | Path | Iterable[str | Path],
+    *,
+    exclude: Iterable[str | Path] = (),
+    keep: Mapping[tuple[str, str], str] | None = None,
+) -> list[CaseSpec]:
     """The cases named by ``inputs`` (files and folders, in any mix), in a stable order.
 
     A file given explicitly is always a case, whatever its extension (reading it reports what is wrong).
-    Folders in ``exclude`` (and everything under them) are never searched.
+    Folders in ``exclude`` (and everything under them) are never searched. ``keep``: ``{input_key: name}`` of an
+    earlier run (a batch's manifest): each such input keeps its name, and a case added since that would take it
+    gets another, so adding cases never renames the ones already done.
 
     Raises:
         NoScansError: an input does not exist, or a folder holds no scan.
@@ -221,6 +265,7 @@ def find_cases(inputs: str | Path | Iterable[str | Path], *, exclude: Iterable[s
     cases: list[tuple[CaseSpec, Path | None]] = []
     for item in inputs:
         path = Path(item)
+        resolve_input(path)
         if path.is_dir():
             found = _cases_in_folder(path, skip)
             if not found:
@@ -232,4 +277,4 @@ def find_cases(inputs: str | Path | Iterable[str | Path], *, exclude: Iterable[s
             cases.append((CaseSpec(path, case_name(path)), None))
         else:
             raise NoScansError(f"{path}: no such file or folder")
-    return _disambiguate(cases)
+    return _disambiguate(cases, keep or {})

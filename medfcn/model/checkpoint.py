@@ -168,6 +168,8 @@ def load_model(path: str | Path | None = None) -> Model:
         raise ModelError(f"{path}: unusable model card: {exc}") from None
     except (ValueError, TypeError, AttributeError) as exc:
         raise ModelError(f"{path}: damaged model card: {exc}") from None
+    except RecursionError:  # JSON nested deeper than Python's parser recurses: no card is
+        raise ModelError(f"{path}: damaged model card: nested too deeply to be a model card") from None
     _check_weights(path, card, tensors)
     network = build_from_card(card)
     try:

@@ -277,3 +277,50 @@ def test_a_contour_with_more_points_than_its_slice_can_hold_is_refused(tmp_path,
     with pytest.raises(MedfcnError, match="has 700 points, more than the 625 a slice can hold"):
         read_rtstruct(bad, SeriesIndex([root]))
     assert time.perf_counter() - start < 10
+
+
+# -- rough edges: names, links, cards -----------------------------------------------------------------------------
+def test_adding_a_case_never_renames_the_cases_already_done(tmp_path, model_file):
+    one, two, out = tmp_path / "coll1", tmp_path / "coll2", tmp_path / "out"
+    for folder, seed in ((one, 0), (two, 1)):
+        write_scan_file(folder / "x.nii", head_volume((24, 28, 20), seed=seed), affine_from_codes("LPS"))
+    first = run_batch([one, two], out, model=model_file, settings=CPU, progress=False)
+    assert sorted(c.case for c in first.cases) == ["coll1_x", "coll2_x"]
+    before = {p.name: _sha(p) for p in out.glob("*.nii.gz")}
+    write_scan_file(one / "coll2_x.mha", head_volume((24, 28, 20), seed=2), affine_from_codes("LPS"))
+
+    again = run_batch([one, two], out, model=model_file, settings=CPU, progress=False)
+
+    by = {c.case: c for c in again.cases}
+    assert by["coll2_x"].input == str(two / "x.nii") and by["coll2_x"].status == Status.SKIPPED
+    assert by["coll1_x"].status == Status.SKIPPED
+    assert by["coll1_coll2_x"].input == str(one / "coll2_x.mha") and by["coll1_coll2_x"].status == Status.OK
+    assert {n: _sha(out / n) for n in before} == before
+
+
+def test_a_symlink_loop_on_the_command_line_is_a_named_error(tmp_path, capsys):
+    from medfcn.cli import main
+
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert main(["segment", str(loop), "-o", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("medfcn: error:") and "loop of symbolic links" in err and "internal" not in err
+
+
+def test_a_model_card_nested_100000_deep_is_refused_as_damaged(tmp_path, capsys):
+    from safetensors.numpy import save_file
+
+    from medfcn.cli import main
+    from medfcn.model.checkpoint import FORMAT, FORMAT_VERSION
+
+    path = tmp_path / "deep.safetensors"
+    card = "[" * 100_000 + "]" * 100_000
+    save_file(
+        {"w": np.zeros(1, np.float32)},
+        str(path),
+        {"format": FORMAT, "format_version": str(FORMAT_VERSION), "card": card},
+    )
+    assert main(["info", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "damaged model card" in err and "nested too deeply" in err and "internal" not in err

@@ -23,18 +23,25 @@ __all__ = ["main", "build_parser"]
 log = logging.getLogger("medfcn")
 
 
+DEVICE_HELP = "auto (default), cpu, cuda, cuda:N or mps"
+
+
+def _command(sub: argparse._SubParsersAction, name: str, run) -> argparse.ArgumentParser:
+    """A subcommand ``name`` that ``main`` dispatches to ``run(args)``. ``run``'s docstring is its help: the first
+    line (lower-cased, without the full stop) in ``medfcn --help``, the rest as its description."""
+    summary, _, rest = (run.__doc__ or "").strip().partition("\n")
+    description = " ".join(rest.split())
+    p = sub.add_parser(name, help=summary[0].lower() + summary[1:].rstrip("."), description=description)
+    p.set_defaults(run=run)
+    return p
+
+
 def _add_segment(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "segment",
-        help="segment scans (files and folders, any mix) into label maps",
-        description="Segment scans: NIfTI, NRRD, MetaImage files and DICOM series folders (searched recursively). "
-        "Writes OUT/<case>.nii.gz on each scan's own grid and OUT/manifest.json. Cases already done are skipped "
-        "(resume); exit status 1 if any case failed.",
-    )
+    p = _command(sub, "segment", _segment)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="scan files and/or folders")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     p.add_argument("--model", metavar="MODEL", help="model file (default: the bundled T1 brain-extraction model)")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--tta", action="store_true", help="test-time augmentation (in-plane flips, 4x slower)")
     p.add_argument(
         "--float32",
@@ -55,16 +62,10 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_segment)
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "evaluate",
-        help="score label maps against references (Dice, IoU, HD95, ASSD, surface Dice, volumes)",
-        description="Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv, "
-        "REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.",
-    )
+    p = _command(sub, "evaluate", _evaluate)
     p.add_argument(
         "pred", metavar="PRED", help="predicted label map file or folder (NIfTI, NRRD, MHA, DICOM SEG/RTSTRUCT)"
     )
@@ -79,30 +80,21 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="folder holding the DICOM series that SEG/RTSTRUCT files in PRED or REF reference (searched "
         "recursively; repeat for several): they are rebuilt on that series' grid",
     )
-    p.set_defaults(run=_evaluate)
 
 
 def _add_info(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("info", help="describe a model file", description="Print a model's card.")
+    p = _command(sub, "info", _info)
     p.add_argument("model", nargs="?", metavar="MODEL", help="model file (default: the bundled model)")
-    p.set_defaults(run=_info)
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     from medfcn.training.options import add_pair_options
 
-    p = sub.add_parser(
-        "calibrate",
-        help="tune a model's foreground threshold on labelled scans, into a new model file",
-        description="Segment each labelled scan once, score every foreground threshold from 0.30 to 0.80 (mean Dice "
-        "on the scans' own grids) and write MODEL with the best one to OUT (its card's class_weights). The "
-        "weights of the network are not changed.",
-    )
+    p = _command(sub, "calibrate", _calibrate)
     p.add_argument("model", nargs="?", metavar="MODEL", help="model file (default: the bundled model)")
     add_pair_options(p)
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="calibrated model file to write")
-    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.set_defaults(run=_calibrate)
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    """Segment scans (files and folders, any mix) into label maps.
+
+    Segment scans: NIfTI, NRRD, MetaImage files and DICOM series folders (searched recursively). Writes
+    OUT/<case>.nii.gz on each scan's own grid and OUT/manifest.json. Cases already done are skipped (resume); exit
+    status 1 if any case failed.
+    """
     from medfcn.batch.cluster import ClusterSettings
     from medfcn.batch.run import run_batch
     from medfcn.inference.settings import InferenceSettings
@@ -157,6 +155,11 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    """Score label maps against references (Dice, IoU, HD95, ASSD, surface Dice, volumes).
+
+    Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv,
+    REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.
+    """
     from medfcn.evaluation.evaluate import evaluate
 
     result = evaluate(args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series)
@@ -181,6 +184,12 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _calibrate(args: argparse.Namespace) -> int:
+    """Tune a model's foreground threshold on labelled scans, into a new model file.
+
+    Segment each labelled scan once, score every foreground threshold from 0.30 to 0.80 (mean Dice on the scans'
+    own grids) and write MODEL with the best one to OUT (its card's class_weights). The weights of the network are
+    not changed.
+    """
     from medfcn.training.options import check_pair_options
 
     check_pair_options(args.images, args.labels, args.pairs)  # before torch is imported
@@ -195,6 +204,10 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    """Describe a model file.
+
+    Print a model's card.
+    """
     from medfcn.model.checkpoint import describe, load_model
 
     print(describe(load_model(args.model)))

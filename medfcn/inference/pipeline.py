@@ -28,15 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import medfcn.inference.frame as model_frame
 from medfcn.data.scan import Scan
 from medfcn.inference.engine import SliceEngine
-from medfcn.inference.frame import (
-    ModelFrame,
-    foreground_box,
-    normalise_intensity,
-    probabilities_to_labels,
-    to_model_frame,
-)
+from medfcn.inference.frame import ModelFrame, foreground_box, probabilities_to_labels
 from medfcn.inference.postprocess import apply_to_probabilities
 from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
 from medfcn.model.checkpoint import Model, ModelCard, load_model
@@ -64,14 +59,14 @@ def frame_for_model(
     """Stage 1 for the model ``card`` describes: ``scan`` (or ``array`` on its grid, e.g. a label map with
     ``mode="nearest"``) on the model's frame (its orientation and spacing). Training prepares its cases with it.
     ``progress`` and ``cancel`` as :func:`medfcn.inference.frame.to_model_frame` takes them."""
-    return to_model_frame(
+    return model_frame.to_model_frame(
         scan, card.spacing, orientation=card.orientation, array=array, mode=mode, progress=progress, cancel=cancel
     )
 
 
 def normalise_for_model(frame: ModelFrame, card: ModelCard) -> np.ndarray:
     """Stage 2 for the model ``card`` describes: (X', Y', Z') float32 intensities of ``frame``, normalised."""
-    return normalise_intensity(frame.volume, card.normalisation)
+    return model_frame.normalise_intensity(frame.volume, card.normalisation)
 
 
 class Segmenter:

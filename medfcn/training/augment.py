@@ -24,6 +24,7 @@ The result is normalised exactly as at inference (:func:`medfcn.inference.frame.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +44,9 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     rz = np.array([[math.cos(az), -math.sin(az), 0], [math.sin(az), math.cos(az), 0], [0, 0, 1]])
     return rz @ ry @ rx
 
+
+# restyle(image, label, rng) -> (image, label), on the deformed volumes (see Augmenter.__call__)
+Restyle = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
 
 @dataclass
 class Augmenter:
@@ -71,13 +75,21 @@ class Augmenter:
     crop: tuple[float, float] = (0.1, 0.35)
     p_clinical: float = 0.0  # not drawn at 0: the random stream of other settings is unchanged
 
-    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator, *, restyle: Restyle | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(image, label) augmented: spatial, flip, then (``restyle``), resolution or clinical anatomy, intensity,
+        crop or clinical acquisition, normalisation. ``restyle(img, lab, rng) -> (img, lab)`` replaces the deformed
+        image and label map before the intensity steps (the synthesiser paints a new contrast from deformed tissue
+        classes there); without it the random stream is the same as before it existed."""
         img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        lab = torch.from_numpy(np.ascontiguousarray(label, dtype=np.uint8))
+        lab = torch.from_numpy(np.ascontiguousarray(label, dtype=label.dtype if restyle else np.uint8))
         if rng.random() < self.p_spatial:
             img, lab = self._spatial(img, lab, rng)
         if rng.random() < self.p_flip:
             img, lab = img.flip(0), lab.flip(0)
+        if restyle is not None:
+            img, lab = restyle(img, lab, rng)
         clinical = Clinical(spacing=self.spacing) if self.p_clinical > 0 and rng.random() < self.p_clinical else None
         if clinical is not None:
             img = clinical.anatomy(img, lab, rng)

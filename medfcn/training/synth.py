@@ -210,18 +210,10 @@ class Synthesiser:
         self.augmenter.spacing = self.spacing
 
     def __call__(self, image: np.ndarray, tissue: TissueMap, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        aug = self.augmenter
-        img = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
-        cls = torch.from_numpy(np.ascontiguousarray(tissue.classes))
-        if rng.random() < aug.p_spatial:
-            img, cls = aug._spatial(img, cls, rng)
-        if rng.random() < aug.p_flip:
-            img, cls = img.flip(0), cls.flip(0)
-        classes = cls.numpy()
-        means, gains = draw_contrast(tissue.n_classes, rng)
-        out = paint(classes, img.numpy(), tissue, means, gains)
-        out = blur(out, tuple(rng.uniform(*self.blur_sigma, 3)))
-        x = aug._intensity(aug._resolution(torch.from_numpy(out), rng), rng)
-        label = torch.from_numpy(tissue.to_label[classes])
-        x, label = aug._crop(x, label, rng)
-        return np.ascontiguousarray(normalise_intensity(x.numpy())), np.ascontiguousarray(label.numpy())
+        def restyle(img: torch.Tensor, cls: torch.Tensor, rng: np.random.Generator):
+            classes = cls.numpy()  # the tissue classes, deformed with the image
+            means, gains = draw_contrast(tissue.n_classes, rng)
+            out = blur(paint(classes, img.numpy(), tissue, means, gains), tuple(rng.uniform(*self.blur_sigma, 3)))
+            return torch.from_numpy(out), torch.from_numpy(tissue.to_label[classes])
+
+        return self.augmenter(image, tissue.classes, rng, restyle=restyle)

@@ -21,6 +21,8 @@ from medfcn.errors import UsageError
 from medfcn.inference.settings import InferenceSettings
 from tests.support.batch import partial_files, read_labels, write_cases
 
+pytestmark = pytest.mark.slow  # every test here starts a Dask cluster of real worker processes
+
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Path:
@@ -61,7 +63,14 @@ def assert_same_as_local(out: Path, manifest, local_run) -> None:
     assert partial_files(out) == []
 
 
-def test_local_cluster_of_two_workers_matches_a_local_run(tmp_path, model_file, inputs, local_run):
+def test_local_cluster_of_two_workers_matches_a_local_run(tmp_path, model_file, inputs, local_run, monkeypatch):
+    """... and leaves nothing in the system's temporary folder (Dask's scratch space lives in OUT, then goes)."""
+    import tempfile
+
+    temp = tmp_path / "system-temp"
+    temp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temp))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     out = tmp_path / "out"
 
     manifest = run_batch(
@@ -75,6 +84,7 @@ def test_local_cluster_of_two_workers_matches_a_local_run(tmp_path, model_file, 
 
     assert_same_as_local(out, manifest, local_run)
     assert [c.status for c in manifest.cases] == [Status.FAILED] + [Status.OK] * 5
+    assert not list(temp.iterdir())  # no dask-scratch-space left behind
 
 
 def _torch_threads() -> int:

@@ -37,11 +37,22 @@ def clean_mask(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:
                 sizes[0] = 0
                 out = components == int(sizes.argmax())
         elif step is PostStep.FILL_SLICES:
-            for axis in range(out.ndim):
-                out = fill_slice_holes(out, axis)
-            out = fill_holes(out)
+            out = _fill_all_slices(out)
         else:
             out = fill_holes(out)
+    return out
+
+
+def _fill_all_slices(mask: np.ndarray) -> np.ndarray:
+    """``mask`` with the holes of every slice along each axis filled, then those in 3-D; computed inside the mask's
+    bounding box (every voxel outside it is background joined to the border, so no hole lies outside it)."""
+    nz = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != k))) for k in range(mask.ndim)]
+    box = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in nz)
+    inner = mask[box]
+    for axis in range(mask.ndim):
+        inner = fill_slice_holes(inner, axis)
+    out = mask.copy()
+    out[box] = fill_holes(inner)
     return out
 
 

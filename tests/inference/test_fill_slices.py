@@ -60,3 +60,13 @@ def test_card_and_probabilities():
     apply_to_probabilities(probs, card.postprocess)
     labels = probs.argmax(0)
     assert labels.sum() == 7**3 and labels[4, 4, 5] == 1
+
+
+def test_fill_slices_inside_the_box_equals_the_whole_array():
+    rng = np.random.default_rng(1)
+    m = np.zeros((30, 32, 34), bool)
+    m[5:25, 6:28, 4:30] = ndimage.binary_opening(rng.random((20, 22, 26)) > 0.3)
+    expected = m.copy()
+    for axis in range(3):
+        expected = fill_slice_holes(expected, axis)
+    assert np.array_equal(clean_mask(m, ["fill_slices"]), fill_holes(expected))

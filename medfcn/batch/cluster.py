@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -160,14 +161,28 @@ def _worker_case(job: Job, task: _WorkerTask) -> CaseResult:
     return process_case(segmenter, job)
 
 
-def _connect(where: ClusterSettings, stack: ExitStack) -> tuple[Any, int | None]:
-    """A Dask client (closed by ``stack``) and the torch threads per worker process (``None``: each host decides)."""
+def _connect(where: ClusterSettings, stack: ExitStack, scratch: Path) -> tuple[Any, int | None]:
+    """A Dask client (closed by ``stack``) and the torch threads per worker process (``None``: each host decides).
+
+    A local cluster keeps its workers' scratch space (their lock and spill files) in ``scratch``, a hidden folder
+    of the output folder removed when the cluster closes, instead of ``dask-scratch-space`` in the system's
+    temporary folder, which it would leave behind."""
     from distributed import Client, LocalCluster
 
     scheduler, workers = where.scheduler, where.workers
     if scheduler is None:
+        import dask
+
+        stack.callback(shutil.rmtree, scratch, ignore_errors=True)  # runs after the cluster below has closed
+        stack.enter_context(dask.config.set({"temporary-directory": str(scratch)}))
         cluster = stack.enter_context(
-            LocalCluster(n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None)
+            LocalCluster(
+                n_workers=workers,
+                processes=True,
+                threads_per_worker=1,
+                dashboard_address=None,
+                local_directory=str(scratch),
+            )
         )
         client = stack.enter_context(Client(cluster))
         return client, max(1, _cpu_count() // workers)
@@ -203,8 +218,10 @@ def run_on_cluster(
     """
     from distributed import as_completed
 
+    if not jobs:
+        return
     with ExitStack() as stack:
-        client, threads = _connect(where, stack)
+        client, threads = _connect(where, stack, jobs[0].output.parent.absolute() / f".medfcn-dask-{os.getpid()}")
         if settings.threads is None:
             settings = replace(settings, threads=threads)
         task = _WorkerTask(model_path, sha256, settings)

@@ -324,3 +324,4 @@ def test_a_model_card_nested_100000_deep_is_refused_as_damaged(tmp_path, capsys)
     assert main(["info", str(path)]) == 2
     err = capsys.readouterr().err
     assert "damaged model card" in err and "nested too deeply" in err and "internal" not in err
+

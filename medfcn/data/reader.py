@@ -48,6 +48,7 @@ from medfcn.data.dicom_series import group_series, list_series  # noqa: E402
 from medfcn.data.filenames import SCAN_SUFFIXES, strip_suffix  # noqa: E402
 from medfcn.data.limits import check_voxels  # noqa: E402
 from medfcn.data.scan import LPS_TO_RAS, Scan  # noqa: E402
+from medfcn.data.writer import nifti_forms  # noqa: E402
 from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError  # noqa: E402
 
 __all__ = ["SimpleITKReader", "read_scan", "SCAN_SUFFIXES", "strip_suffix"]
@@ -160,7 +161,9 @@ class SimpleITKReader(ImageReader):
                 return _Volume(array, *_geometry_from_affine(nii.affine))
             raise ScanReadError(f"{path}: SimpleITK cannot read its header ({_itk_message(e)})") from None
         spacing, origin, direction = _geometry_3d(reader, path)
-        return _Volume(array, spacing, origin, direction)
+        vol = _Volume(array, spacing, origin, direction)
+        vol.warnings = _forms_disagree(nii, path)
+        return vol
 
     def _read_itk(self, path: Path) -> _Volume:
         import SimpleITK as sitk
@@ -413,6 +416,24 @@ def _detached_data(path: Path) -> tuple[Path | None, bool]:
         return None, True
     data = Path(name)
     return (data if data.is_absolute() else path.parent / data), compressed
+
+
+def _forms_disagree(nii, path: Path) -> list[str]:
+    """A warning when the qform and sform place the voxels differently (tools disagree on which to use)."""
+    forms = nifti_forms(path)
+    if forms is None:
+        return []
+    qform, _, sform, _ = forms
+    shape = nii.header.get_data_shape()[:3]
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in shape], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    gap = float(np.max(np.linalg.norm(((qform - sform) @ corners)[:3], axis=0)))
+    text = (
+        f"{path}: its qform and sform disagree (up to {gap:.3g} mm apart at the grid's corners); read as ITK reads "
+        "it, and the label map keeps both forms as the scan has them: check which one your viewer uses"
+    )
+    log.warning(text)
+    return [text]
 
 
 def _geometry_from_affine(affine: np.ndarray):

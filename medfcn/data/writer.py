@@ -36,6 +36,7 @@ __all__ = [
     "remove_stale_partials",
     "file_sha256",
     "verify_labels",
+    "nifti_forms",
 ]
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ def write_labels(
     try:
         sitk.WriteImage(image, str(tmp), True, compression_level)
         del image  # a copy of the labels (57 MB for a 0.5 mm head), not held while the file is read back
+        _keep_nifti_forms(tmp, like)
         verify_labels(tmp, labels, shown=path)  # SimpleITK does not report a failed gzip write (a full disk)
     except (RuntimeError, OSError) as e:
         tmp.unlink(missing_ok=True)
@@ -203,6 +205,46 @@ def write_labels(
         tmp.unlink(missing_ok=True)
         raise
     return _commit(tmp, path, into)
+
+
+def nifti_forms(path: str | Path) -> tuple[np.ndarray, int, np.ndarray, int] | None:
+    """``(qform, qform_code, sform, sform_code)`` of a NIfTI whose header holds both, disagreeing by more than
+    1e-3 mm at its grid's corners; ``None`` otherwise (one form, agreeing forms, not NIfTI). Header only."""
+    import nibabel as nib
+
+    path = Path(path)
+    if not path.name.lower().endswith((".nii", ".nii.gz")) or not path.is_file():
+        return None
+    try:
+        header = nib.load(str(path), mmap=False).header
+    except Exception:  # not ours to judge here: the reader reports an unreadable file
+        return None
+    qform, qcode = header.get_qform(coded=True)
+    sform, scode = header.get_sform(coded=True)
+    if qform is None or sform is None or not qcode or not scode:
+        return None
+    corners = np.array(np.meshgrid(*[[0, n - 1] for n in header.get_data_shape()[:3]], indexing="ij")).reshape(3, -1)
+    corners = np.vstack([corners, np.ones(corners.shape[1])])
+    if np.max(np.abs((qform - sform) @ corners)) <= 1e-3:
+        return None
+    return qform, int(qcode), sform, int(scode)
+
+
+def _keep_nifti_forms(tmp: Path, like: Scan) -> None:
+    """Give the label map ``tmp`` the qform and sform of its NIfTI scan when they disagree (ITK keeps one of them):
+    then every tool overlays the labels on the scan, whichever form it prefers."""
+    import nibabel as nib
+
+    forms = nifti_forms(like.source) if like.source is not None else None
+    if forms is None:
+        return
+    qform, qcode, sform, scode = forms
+    image = nib.load(str(tmp))
+    labels = np.asanyarray(image.dataobj)
+    out = nib.Nifti1Image(labels, None, header=image.header)
+    out.header.set_qform(qform, code=qcode)
+    out.header.set_sform(sform, code=scode)
+    nib.save(out, str(tmp))
 
 
 def verify_labels(path: Path, labels: np.ndarray, *, shown: Path | None = None) -> None:

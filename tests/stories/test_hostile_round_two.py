@@ -325,3 +325,27 @@ def test_a_model_card_nested_100000_deep_is_refused_as_damaged(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "damaged model card" in err and "nested too deeply" in err and "internal" not in err
 
+
+def test_a_qform_and_sform_that_disagree_are_said_and_both_kept(tmp_path, model_file):
+    import nibabel as nib
+
+    from medfcn.data.reader import read_scan
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    image = nib.Nifti1Image(head_volume((24, 28, 20)), affine_from_codes("RAS"))
+    sform = affine_from_codes("LAS")
+    sform[:3, 3] += [50.0, 0, 0]
+    image.set_qform(affine_from_codes("RAS"), code=1)
+    image.set_sform(sform, code=2)
+    nib.save(image, inputs / "both.nii.gz")
+
+    manifest = run_batch([inputs], out, model=model_file, settings=CPU, progress=False)
+
+    [case] = manifest.cases
+    assert case.status == Status.OK and any("qform and sform disagree" in w for w in case.warnings)
+    written = nib.load(out / "both.nii.gz").header
+    assert np.allclose(written.get_qform(), affine_from_codes("RAS"), atol=1e-4) and written["qform_code"] == 1
+    assert np.allclose(written.get_sform(), sform, atol=1e-4) and written["sform_code"] == 2
+    scan, labels = read_scan(inputs / "both.nii.gz"), read_scan(out / "both.nii.gz")
+    assert scan.grid == labels.grid  # and medfcn (ITK) reads the label map on the scan's grid

@@ -33,9 +33,11 @@ PREDICTION_RGB = (255, 255, 255)  # the prediction's outline
 
 
 def _swatch(rgb, *, outline: bool = False) -> str:
+    """A filled square of colour ``rgb`` (0-255), or a hollow one for a contour (Qt's rich text draws no CSS
+    borders: the hollow square is a character in that colour)."""
     r, g, b = (int(v) for v in rgb[:3])
-    if outline:  # a hollow square: a contour
-        return f"<span style='border:2px solid rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;</span>"
+    if outline:
+        return f"<span style='color:rgb({r},{g},{b}); font-size:large'><b>&#9633;</b></span>"
     return f"<span style='background:rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;&nbsp;</span>"
 
 
@@ -61,7 +63,7 @@ def show_overlap(viewer, pred, ref, overlap: np.ndarray):
     name = f"{pred.name} vs {ref.name}"
     ref.colormap = DirectLabelColormap(color_dict=_one_colour(REFERENCE_RGB))
     pred.colormap = DirectLabelColormap(color_dict=_one_colour(PREDICTION_RGB))
-    ref.contour = max(2, ref.contour)
+    ref.contour = max(1, ref.contour)
     pred.contour = max(1, pred.contour)
     pred.opacity = ref.opacity = 1.0
     if name in viewer.layers and viewer.layers[name].data.shape == overlap.shape:

@@ -21,7 +21,7 @@ class SliceDicePlot(FigureCanvasQTAgg):
         self._marker = None
         self.curves: dict[int, np.ndarray] = {}
         self._style()
-        self.setMinimumHeight(150)
+        self.setMinimumHeight(120)
 
     def _style(self) -> None:
         ax = self.axes

@@ -35,7 +35,7 @@ from magicgui.widgets import (
 )
 from napari.layers import Image
 from napari.qt.threading import thread_worker
-from qtpy.QtCore import QTimer
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QAbstractScrollArea, QHeaderView, QSizePolicy
 
 from medfcn.data.display import AXIS_LABELS
@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 _RECOMPUTE_DELAY_MS = 400
 _LIST_ROWS = 8  # the error list shows this many rows without scrolling
-TABLE_COLUMNS = ("label", "Dice", "IoU", "HD95 mm", "pred mL", "ref mL")
+TABLE_ROWS = ("Dice", "IoU", "HD95 mm", "pred mL", "ref mL")  # one column per label: a narrow dock shows them all
 
 
 @dataclass
@@ -138,9 +138,9 @@ class ReviewWidget(Container):
         self.compute_button = PushButton(text="Compute")
         self.auto = CheckBox(text="Recompute after edits", value=True)
         self.legend = Label(value=legend_html())
-        self.table = Table(value={"data": [], "index": [], "columns": list(TABLE_COLUMNS)})
+        self.table = Table(value={"data": [], "index": [], "columns": []})
         self.plot = SliceDicePlot()
-        self.min_mm3 = FloatSpinBox(label="Hide blobs under (mm³)", value=MIN_ERROR_MM3, min=0.0, max=1e6, step=5.0)
+        self.min_mm3 = FloatSpinBox(label="Min. blob mm³", value=MIN_ERROR_MM3, min=0.0, max=1e6, step=5.0)
         # choices from a callable: napari refreshes every dock's choices when a layer is added or removed
         self.error_list = Select(label="Errors", choices=lambda _: self._error_choices(), allow_multiple=False)
         self.previous_button = PushButton(text="< Previous error", enabled=False)
@@ -164,6 +164,8 @@ class ReviewWidget(Container):
         table.setSizeAdjustPolicy(QAbstractScrollArea.SizeAdjustPolicy.AdjustToContents)
         errors = self.error_list.native
         errors.setMinimumHeight(_LIST_ROWS * max(errors.fontMetrics().height() + 4, 18))
+        errors.setWordWrap(True)  # a long line wraps, never hides behind a horizontal scroll
+        errors.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         layout = self.native.layout()
         layout.insertWidget(_layout_index(layout, self.table.native) + 1, self.plot)
 
@@ -346,26 +348,28 @@ class ReviewWidget(Container):
     def _show(self, pred, ref, result: Review) -> None:
         self.result, self.stale, self.error_index = result, False, -1
         names = pred.metadata.get("label_names") or ref.metadata.get("label_names") or {}
+        columns = [
+            [round(m.dice, 4), round(m.iou, 4), round(m.hd95_mm, 2), round(m.vol_pred_ml, 2), round(m.vol_ref_ml, 2)]
+            for m in result.metrics.values()
+        ]
         self.table.value = {
-            "data": [
-                [
-                    _label_name(names, k),
-                    round(m.dice, 4),
-                    round(m.iou, 4),
-                    round(m.hd95_mm, 2),
-                    round(m.vol_pred_ml, 2),
-                    round(m.vol_ref_ml, 2),
-                ]
-                for k, m in result.metrics.items()
-            ],
-            "index": [str(k) for k in result.metrics],
-            "columns": list(TABLE_COLUMNS),
+            "data": [list(row) for row in zip(*columns, strict=True)] if columns else [],
+            "index": list(TABLE_ROWS) if columns else [],
+            "columns": [_label_name(names, k) for k in result.metrics],
         }
+        self._fit_table()
         self._update_overlay(pred, ref, result.overlap)
         self.plot.show_curves(result.per_slice, names, self._current_index())
         self.worst_button.enabled = bool(result.worst)
         self._scored = (pred, ref)
         self._list_errors()
+
+    def _fit_table(self) -> None:
+        """Make the table exactly as tall as its rows (magicgui's table keeps a fixed height otherwise)."""
+        table = self.table.native
+        table.resizeColumnsToContents()
+        frame = 2 * table.frameWidth()
+        table.setFixedHeight(table.horizontalHeader().height() + table.verticalHeader().length() + frame + 2)
 
     def _list_errors(self, *_) -> None:
         """List the error blobs of at least the chosen size and say how many smaller ones are hidden."""
@@ -390,7 +394,14 @@ class ReviewWidget(Container):
         return blob.describe(AXIS_LABELS if len(blob.centroid) == 3 else None)
 
     def _error_choices(self) -> list[str]:
-        return [f"{i + 1}. {self._describe(b)}" for i, b in enumerate(self.shown)]
+        """One short line per listed blob (``"1. missed 12 mL, axial 161"``: the slice the view goes to); the
+        status gives the whole description of the blob chosen."""
+        axis = self.result.axis if self.result is not None else 0
+        plane = AXIS_LABELS[axis] if axis < 3 else "slice"
+        return [
+            f"{i + 1}. {b.kind} {b.volume_ml:.2g} mL, {plane} {b.anchor[axis] if b.anchor else round(b.centroid[axis])}"
+            for i, b in enumerate(self.shown)
+        ]
 
     def _on_error_chosen(self, value) -> None:
         choices = self._error_choices()

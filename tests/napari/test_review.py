@@ -95,7 +95,7 @@ def test_undo_and_redo_recompute_the_dice_shown(viewer, qtbot, blobs):
     r = read_scan(blobs[1])
     now = from_display(pred.data, pred.metadata["display_axes"], pred.metadata["display_flip"])
     assert painted == pytest.approx(compute_metrics(now, r.array, r.spacing)[1].dice, abs=1e-12)
-    assert widget.table.data.to_list()[0][1] == pytest.approx(painted, abs=1e-4)
+    assert widget.table.data.to_list()[0][0] == pytest.approx(painted, abs=1e-4)
 
     pred.undo()
     qtbot.waitUntil(lambda: widget.result.metrics[1].dice != painted and not widget.stale, timeout=TIMEOUT_MS)
@@ -104,7 +104,7 @@ def test_undo_and_redo_recompute_the_dice_shown(viewer, qtbot, blobs):
         lambda: not widget.stale and widget.result.metrics[1].dice == pytest.approx(original, abs=1e-12),
         timeout=TIMEOUT_MS,
     )
-    assert widget.table.data.to_list()[0][1] == pytest.approx(original, abs=1e-4)
+    assert widget.table.data.to_list()[0][0] == pytest.approx(original, abs=1e-4)
     pred.redo()
     pred.redo()
     qtbot.waitUntil(

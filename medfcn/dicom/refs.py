@@ -54,9 +54,22 @@ def dicom_label_kind(path: Path) -> str | None:
 
 
 def _read_headers(series: DicomSeries) -> list:
+    """Every slice's whole header (no pixels). Raises :class:`DicomSeriesError` naming a file pydicom cannot parse."""
     import pydicom
 
-    return [pydicom.dcmread(f, stop_before_pixels=True) for f in series.files]
+    headers = []
+    for f in series.files:
+        try:
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
+            for _ in ds.iterall():  # pydicom parses each value when first used: parse them all here, named
+                pass
+            headers.append(ds)
+        except Exception as e:  # pydicom raises many types for a damaged header
+            text = str(e).strip().splitlines()
+            raise DicomSeriesError(
+                f"{f}: its header cannot be read whole ({type(e).__name__}: {text[0] if text else ''})"
+            ) from None
+    return headers
 
 
 # Type 2 attributes of the Patient and General Study modules a derived object copies from its source: a source
@@ -106,6 +119,7 @@ def source_datasets(scan: Scan) -> list:
             f"{folder}: DICOM series {scan.series_uid} has no FrameOfReferenceUID; a DICOM SEG or RTSTRUCT must "
             "name the frame of reference of its source (ask the sender for a complete export)"
         )
+    first = None
     for f, ds in zip(found[0].files, datasets, strict=True):
         missing = [k for k in _PLACED_BY if k not in ds or ds.get(k) in (None, "")]
         if missing:
@@ -113,8 +127,19 @@ def source_datasets(scan: Scan) -> list:
                 f"{f}: no {', '.join(missing)}; a DICOM SEG or RTSTRUCT references its source slices by these and "
                 "places its pixels by them (use --format nifti for this case, or ask for a complete export)"
             )
+        shared = tuple(str(ds.get(k, "")) for k in _SHARED)
+        first = first or (f, shared)
+        for k, mine, theirs in zip(_SHARED, shared, first[1], strict=True):
+            if mine != theirs:
+                raise DicomSeriesError(
+                    f"{f}: its {k} {mine!r} is not the {theirs!r} of {first[0].name}; a DICOM SEG or RTSTRUCT needs "
+                    "it identical in every source slice (use --format nifti for this case)"
+                )
     return datasets
 
+
+# What a derived object needs identical, as written, in every source slice (highdicom compares them exactly).
+_SHARED = ("SeriesInstanceUID", "StudyInstanceUID", "FrameOfReferenceUID", "Rows", "Columns", "ImageOrientationPatient")
 
 # What a derived object needs of every source slice besides its Frame of Reference: the references it copies and
 # what places each pixel in the patient (a slice without PixelSpacing is read as 1 mm, which a SEG must not claim).

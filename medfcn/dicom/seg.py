@@ -217,7 +217,8 @@ def write_seg(
             omit_empty_frames=False,  # every source slice: the SEG alone then carries the series' whole grid
         )
     except (ValueError, TypeError, AttributeError) as e:
-        raise OutputError(f"{path}: cannot build a DICOM SEG for series {scan.series_uid}: {e}") from None
+        where = f"series {scan.series_uid} in {scan.source}"
+        raise OutputError(f"{path}: cannot build a DICOM SEG for {where}: {e}") from None
 
     def save(tmp: Path) -> None:
         import pydicom

@@ -39,3 +39,26 @@ def test_corrupted_headers_fail_their_own_case_only(template, trial, seeds, capl
             assert "\n" not in detail and len(detail) > 10, (seed, detail)
     assert not bad, f"{len(bad)} of {len(seeds)} trials ended badly ({dict(outcomes)}): " + "; ".join(bad[:5])
     assert outcomes["error"] > 0  # the corruptions do reach the checks
+
+
+OUTPUT_SEEDS = range(30)
+
+
+def test_corrupted_dicom_headers_through_every_output_format_fail_in_one_named_line(
+    template, segmenter, tmp_path, caplog
+):
+    """The corrupted case read, segmented and written as NIfTI, DICOM SEG and RTSTRUCT as the batch does: no
+    exception escapes, every error names the series or the file, no slice is dropped without a warning."""
+    from tests.support.fuzz import dicom_output_trial
+
+    caplog.set_level(logging.CRITICAL, logger="medfcn")
+    outcomes, bad = Counter(), []
+    for seed in OUTPUT_SEEDS:
+        outcome, detail = dicom_output_trial(template, seed, segmenter, tmp_path / "out")
+        outcomes[outcome] += 1
+        if outcome in ("traceback", "unnamed", "silent-left-out"):
+            bad.append(f"seed {seed}: {outcome}: {detail}")
+        elif outcome == "error":
+            assert "\n" not in detail and "Traceback" not in detail, (seed, detail)
+    assert not bad, f"{len(bad)} of {len(OUTPUT_SEEDS)} trials ended badly ({dict(outcomes)}): " + "; ".join(bad[:5])
+    assert outcomes["error"] > 0 and outcomes["ok"] + outcomes["ok-warned"] > 0

@@ -94,3 +94,63 @@ def dicom_trial(template: Path, seed: int) -> tuple[str, str]:
 def nifti_trial(template: Path, seed: int) -> tuple[str, str]:
     """Corrupt 1-8 bytes of the 348-byte header of ``template``'s ``scan.nii`` (restored afterwards); the outcome."""
     return _trial(template, template / "scan.nii", np.random.default_rng(seed), 0, 348)
+
+
+# -- the whole batch path: read, segment, write every output format -------------------------------------------------
+OUTPUT_OUTCOMES = ("ok", "ok-warned", "error", "unnamed", "silent-left-out", "traceback")
+ALL_FORMATS = ("nifti", "dicom-seg", "rtstruct")
+
+
+def dicom_output_trial(template: Path, seed: int, segmenter, out: Path) -> tuple[str, str]:
+    """Corrupt 1-8 header bytes of one slice of ``template``'s series (as :func:`dicom_trial`), then run that case
+    through the batch's own stages (:mod:`medfcn.batch.cases`: read, segment, write NIfTI, DICOM SEG and RTSTRUCT
+    as one unit) into ``out``. The outcome is one of
+
+    - ``ok``: written whole; ``ok-warned``: written, with warnings (a slice left out says so);
+    - ``error``: failed with a one-line error naming the series folder or the corrupted file;
+    - ``unnamed``: failed with an error that names neither (raw library text a person cannot act on);
+    - ``silent-left-out``: written without a slice and without a warning saying so;
+    - ``traceback``: an exception escaped discovery or the stages (the batch would have ended).
+    """
+    from medfcn.batch.cases import Job, case_result, read_case, segment_case, write_case
+    from medfcn.batch.outputs import output_files, parse_formats
+
+    rng = np.random.default_rng(seed)
+    files = sorted((template / "series").iterdir())
+    target = files[int(rng.integers(len(files)))]
+    original = target.read_bytes()
+    stop = original.find(_PIXEL_DATA_TAG)
+    target.write_bytes(_corrupt(original, rng, 132, stop if stop > 132 else len(original)))
+    try:
+        try:
+            cases = find_cases(template / "series")
+        except Exception as e:
+            return "traceback", f"find_cases: {type(e).__name__}: {e}"
+        formats = parse_formats(ALL_FORMATS)
+        results = []
+        for i, spec in enumerate(cases):
+            job = Job(i, spec, next(iter(output_files(out, spec.case, formats).values())), formats)
+            try:
+                step = write_case(job, segment_case(segmenter, read_case(job)), segmenter.model)
+                results.append(case_result(job, step, "cpu"))
+            except Exception as e:
+                return "traceback", f"{type(e).__name__}: {e}"
+        return _output_outcome(results, template / "series", target, len(files))
+    finally:
+        target.write_bytes(original)
+        for f in out.iterdir() if out.is_dir() else []:
+            f.unlink()
+
+
+def _output_outcome(results, folder: Path, target: Path, slices: int) -> tuple[str, str]:
+    failed = [r for r in results if r.status == "failed"]
+    for r in failed:
+        if str(folder) not in r.error and target.name not in r.error:
+            return "unnamed", r.error
+    if failed:
+        return "error", failed[0].error
+    written = sum(r.shape[2] if r.shape else 0 for r in results)
+    warned = any(r.warnings for r in results)
+    if written < slices and not any(target.name in w or "left out" in w for r in results for w in r.warnings):
+        return "silent-left-out", f"{written} of {slices} slices written, warnings: {[r.warnings for r in results]}"
+    return ("ok-warned" if warned else "ok"), ""

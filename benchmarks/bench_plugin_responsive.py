@@ -70,6 +70,7 @@ def run(widget, *, cancel: bool = False) -> dict:
     timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
     pressed = time.perf_counter()
     widget.run()
+    marks["run_returned"] = time.perf_counter()
     timer.start(10)
     if cancel:
         wait(lambda: "first_progress" in marks)

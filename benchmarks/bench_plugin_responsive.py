@@ -101,6 +101,8 @@ def main() -> None:
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image.value, widget.device.value = image, "cpu"
+    t0 = time.monotonic()  # the canvas's first draws (vispy builds its shaders and font atlas: ~1.4 s) come first,
+    wait(lambda: time.monotonic() - t0 > 3)  # as they do long before a person presses Segment
     results["segment"] = run(widget)  # the model loads here
     results["segment_again"] = run(widget)  # the model cached; the unedited result replaced in place
     results["cancel_during_resampling"] = run(widget, cancel=True)

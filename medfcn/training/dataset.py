@@ -4,12 +4,17 @@ A :class:`TrainingVolume` is a case's normalised image and its label map on the 
 spacing), made through the inference pipeline's own first two stages so that training sees exactly what
 ``medfcn segment`` feeds the network. Batches are slices along one of the model's slice axes, stacked with their
 neighbours exactly as at inference (:func:`medfcn.inference.engine.slice_stack`), with foreground oversampling.
+
+Partial labels: a label map may mark voxels "not annotated" with an ignore value (``ignore``, 255 by default). It
+travels through the frame and the augmentation as a value of its own (nearest neighbour), batches are drawn only
+from slices that hold annotated voxels (along every slice axis: an annotated axial slice crosses every coronal and
+sagittal slice), and the loss (:mod:`medfcn.training.loss`) counts only annotated voxels.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,52 +26,92 @@ from medfcn.errors import MedfcnError
 if TYPE_CHECKING:
     from medfcn.model.card import ModelCard
 
-__all__ = ["TrainingVolume", "prepare_volume", "cache_volumes", "sample_batch"]
+__all__ = ["IGNORE", "TrainingVolume", "prepare_volume", "cache_volumes", "sample_batch", "annotated_foreground"]
+
+IGNORE = 255  # the default "not annotated" value of a label map
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class TrainingVolume:
-    """One case on the model's frame: ``image`` (X, Y, Z) float32 normalised, ``label`` (X, Y, Z) uint8 class ids.
-    ``tissue`` is filled in by training when it synthesises contrasts (:func:`medfcn.training.synth.tissue_map`)."""
+    """One case on the model's frame: ``image`` (X, Y, Z) float32 normalised, ``label`` (X, Y, Z) uint8 class ids
+    (or the ignore value where not annotated). ``tissue`` is filled in by training when it synthesises contrasts
+    (:func:`medfcn.training.synth.tissue_map`)."""
 
     case: str
     image: np.ndarray
     label: np.ndarray
     tissue: np.ndarray | None = None
+    annotation: dict = field(default_factory=dict)  # of the label file: see annotation_summary
 
 
-def prepare_volume(pair: LabelledPair, card: ModelCard) -> TrainingVolume:
-    """``pair`` read, checked and brought onto the frame of the model ``card`` describes. Raises
-    :class:`MedfcnError` for label values that are not class ids of the card."""
+def annotated_foreground(label: np.ndarray, ignore: int = IGNORE) -> np.ndarray:
+    """Boolean (X, Y, Z): voxels annotated with a class other than background."""
+    return (label > 0) & (label != ignore)
+
+
+def annotation_summary(label: np.ndarray, ignore: int = IGNORE) -> dict[str, object]:
+    """How much of a label map (on its own grid) is annotated: voxels, annotated voxels, and per array axis the
+    slices annotated whole (every voxel not ``ignore``).
+
+    >>> lab = np.full((2, 3, 4), 255, np.uint8); lab[:, :, 1] = 0
+    >>> annotation_summary(lab)
+    {'voxels': 24, 'annotated_voxels': 6, 'annotated_slices': [0, 0, 1]}
+    """
+    annotated = label != ignore
+    whole = [int(annotated.all(axis=tuple(a for a in range(3) if a != k)).sum()) for k in range(3)]
+    return {"voxels": int(label.size), "annotated_voxels": int(annotated.sum()), "annotated_slices": whole}
+
+
+def check_ignore(ignore: int, n_classes: int, where: str) -> None:
+    """The ignore value must be a uint8 value that is not a class id; raises :class:`MedfcnError` naming ``where``."""
+    if not 0 <= ignore <= 255:
+        raise MedfcnError(f"{where}: the ignore label {ignore} must be from 0 to 255 (label maps are read as uint8)")
+    if ignore < n_classes:
+        raise MedfcnError(
+            f"{where}: the ignore label {ignore} is also a class id of the model (0..{n_classes - 1}); "
+            "choose another --ignore-label"
+        )
+
+
+def prepare_volume(pair: LabelledPair, card: ModelCard, ignore: int = IGNORE) -> TrainingVolume:
+    """``pair`` read, checked and brought onto the frame of the model ``card`` describes; voxels labelled ``ignore``
+    are not annotated. Raises :class:`MedfcnError` (naming the label file) for label values that are neither class
+    ids of the card nor ``ignore``, for an ignore value that is a class id, and for a map with no annotated voxel."""
     from medfcn.inference.pipeline import frame_for_model, normalise_for_model
 
     n_classes = len(card.labels)
+    check_ignore(ignore, n_classes, str(pair.label))
     image, label = read_pair(pair)
     values = np.unique(label.array)
-    if values.min() < 0 or values.max() >= n_classes or not np.array_equal(values, np.round(values)):
-        bad = [v for v in values.tolist() if v < 0 or v >= n_classes or v != round(v)][:5]
+    bad = [v for v in values.tolist() if (v < 0 or v >= n_classes or v != round(v)) and v != ignore][:5]
+    if bad:
         raise MedfcnError(
             f"{pair.label}: label values {bad} are not class ids of {n_classes} classes "
-            f"(integers 0..{n_classes - 1}; --label-names names them)"
+            f"(integers 0..{n_classes - 1}; --label-names names them; {ignore} marks voxels not annotated)"
         )
+    if values.size == 1 and values[0] == ignore:
+        raise MedfcnError(f"{pair.label}: no voxel is annotated (every voxel is {ignore}, the ignore label)")
     frame = frame_for_model(image, card)
     lab = frame_for_model(image, card, array=label.array, mode="nearest").volume
-    return TrainingVolume(pair.case, normalise_for_model(frame, card), np.rint(lab).astype(np.uint8))
+    summary = annotation_summary(label.array, ignore)
+    return TrainingVolume(pair.case, normalise_for_model(frame, card), np.rint(lab).astype(np.uint8), None, summary)
 
 
-def cache_volumes(pairs: list[LabelledPair], card: ModelCard) -> list[TrainingVolume]:
-    """The pairs loaded once onto the model's frame, through a MONAI ``CacheDataset``. Raises
-    :class:`MedfcnError` when every label map is empty."""
+def cache_volumes(pairs: list[LabelledPair], card: ModelCard, ignore: int = IGNORE) -> list[TrainingVolume]:
+    """The pairs loaded once onto the model's frame, through a MONAI ``CacheDataset`` (see :func:`prepare_volume`).
+    Raises :class:`MedfcnError` when no label map annotates any foreground."""
     from medfcn._monai import import_monai
 
     import_monai()  # the one way medfcn imports MONAI
+    if not pairs:
+        return []
     from monai.data import CacheDataset
     from monai.transforms import Lambda
 
     try:
-        dataset = CacheDataset(pairs, transform=Lambda(lambda p: prepare_volume(p, card)), progress=False)
+        dataset = CacheDataset(pairs, transform=Lambda(lambda p: prepare_volume(p, card, ignore)), progress=False)
     except RuntimeError as exc:  # MONAI wraps a transform's error in "applying transform ...": show the cause
         cause: BaseException | None = exc
         while cause is not None and not isinstance(cause, MedfcnError):
@@ -75,7 +120,7 @@ def cache_volumes(pairs: list[LabelledPair], card: ModelCard) -> list[TrainingVo
             raise
         raise cause from None
     volumes = [dataset[i] for i in range(len(dataset))]
-    empty = [v.case for v in volumes if not np.any(v.label)]
+    empty = [v.case for v in volumes if not np.any(annotated_foreground(v.label, ignore))]
     if len(empty) == len(volumes):
         raise MedfcnError(
             f"every label map holds only background (0) ({', '.join(empty[:5])}): there is nothing to learn"
@@ -93,15 +138,21 @@ def sample_batch(
     context: int,
     fg_fraction: float,
     rng: np.random.Generator,
+    ignore: int = IGNORE,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 2 * context + 1, H, W) inputs and (B, 1, H, W) labels: slices along ``axis``, foreground-oversampled."""
+    """(B, 2 * context + 1, H, W) inputs and (B, 1, H, W) labels: slices along ``axis`` that hold annotated voxels
+    (label not ``ignore``), ``fg_fraction`` of them drawn among those holding annotated foreground."""
     from medfcn.inference.engine import slice_stack
 
-    depth = image.shape[axis]
     other = tuple(a for a in range(3) if a != axis)
-    fg = np.flatnonzero(label.any(axis=other)) if label.any() else np.arange(0)
+    fg = np.flatnonzero(annotated_foreground(label, ignore).any(axis=other))
+    annotated = np.flatnonzero((label != ignore).any(axis=other))
     n_fg = int(round(batch_size * fg_fraction)) if fg.size else 0
-    idx = np.concatenate([rng.choice(fg, n_fg), rng.integers(0, depth, batch_size - n_fg)]).astype(np.int64)
+    if annotated.size in (0, label.shape[axis]):  # all slices annotated (as before partial labels), or none left
+        rest = rng.integers(0, label.shape[axis], batch_size - n_fg)
+    else:
+        rest = rng.choice(annotated, batch_size - n_fg)
+    idx = np.concatenate([rng.choice(fg, n_fg), rest]).astype(np.int64)
     vol = torch.from_numpy(image)
     x = torch.cat([slice_stack(vol, int(i), int(i) + 1, axis=axis, context=context) for i in idx])
     y = torch.from_numpy(np.stack([np.take(label, int(i), axis=axis) for i in idx]))[:, None].long()

@@ -15,6 +15,7 @@ from medfcn.dicom.codes import parse_label_codes
 from medfcn.errors import UsageError
 from medfcn.model.config import FCNConfig
 
+FINETUNE_LR = 3e-4  # the learning rate with --init when --lr is not given (2e-3 trains from scratch)
 MAX_BN_BATCHES = 512  # the batches are kept (float16) for the run: ~1 GB at the default frame and batch size
 
 __all__ = ["TrainConfig", "add_pair_options", "add_train_parser", "check_pair_options", "config_from_args"]
@@ -59,6 +60,10 @@ class TrainConfig:
     resume: bool = False
     synth: float = 0.0
     init: str = ""
+    ignore_label: int = 255  # label value of voxels that are not annotated
+    distill: float = 1.0  # with --init: weight of the start model's own predictions on unannotated voxels
+    replay: float = 0.0  # with --init: fraction of training volumes drawn from the data its card records
+    clinical: float = 0.0
 
 
 def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
@@ -80,7 +85,9 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
     p.add_argument("--context", type=int, default=d.context, help="neighbouring slices each side (default 1)")
     p.add_argument("--spacing", type=float, default=d.spacing, help="model spacing in mm (default 1.5)")
     p.add_argument("--axes", default="0,1,2", help="slice axes of the RAS frame (default 0,1,2)")
-    p.add_argument("--label-names", default=",".join(d.label_names), help="class names, id order")
+    p.add_argument(
+        "--label-names", default="", help="class names, id order (default background,brain; with --init its labels)"
+    )
     p.add_argument(
         "--label-codes",
         default="",
@@ -96,7 +103,7 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {d.lr}; with --init {FINETUNE_LR})")
     p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
     p.add_argument("--val-cases", type=int, default=d.val_cases, help="cases held out for validation (default 1)")
     p.add_argument("--no-augment", action="store_true", help="train without augmentation")
@@ -115,6 +122,15 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
         "each tissue class given a random intensity (other contrasts), blurred, biased, noisy (default 0)",
     )
     p.add_argument(
+        "--clinical",
+        type=float,
+        default=d.clinical,
+        metavar="FRACTION",
+        help="fraction (0-1) of augmented training volumes rendered as clinical acquisitions: thick slices with or "
+        "without gaps along any axis, partial coverage, contrast enhancement, a lesion with mass effect and oedema, "
+        "ghosting (medfcn.training.clinical; default 0)",
+    )
+    p.add_argument(
         "--bn-batches",
         type=int,
         default=d.bn_batches,
@@ -129,6 +145,30 @@ def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
         metavar="MODEL",
         help="start from this model file's weights (fine-tune); the network settings must match, but --variant may "
         "be finer than the file's (fcn8s -> fcn4s): the new skip layers start at zero",
+    )
+    p.add_argument(
+        "--ignore-label",
+        type=int,
+        default=d.ignore_label,
+        metavar="N",
+        help=f"label value of voxels that are not annotated (default {d.ignore_label}): training and validation use "
+        "only the other voxels, along every slice axis; recorded in the model card",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=d.distill,
+        metavar="WEIGHT",
+        help="with --init: weight of the start model's own predictions as the target of the voxels that are not "
+        f"annotated, so that it keeps what it knew (default {d.distill}; 0: plain fine-tuning)",
+    )
+    p.add_argument(
+        "--replay",
+        type=float,
+        default=d.replay,
+        metavar="FRACTION",
+        help="with --init: fraction (0-1) of training volumes drawn from the data the start model's card records, "
+        f"when it is found unchanged (default {d.replay})",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
@@ -157,6 +197,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     except ValueError:
         raise UsageError(f"--axes must be comma-separated axis numbers, got {args.axes!r}") from None
     post = () if args.postprocess in ("", "none") else tuple(args.postprocess.split(","))
+    d_names = TrainConfig().label_names
     for name, value in (
         ("--epochs", args.epochs),
         ("--steps-per-epoch", args.steps_per_epoch),
@@ -171,11 +212,22 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         )
     if not 0 <= args.synth <= 1:
         raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
+    if not 0 <= args.clinical <= 1:
+        raise UsageError(f"--clinical must be a fraction between 0 and 1, got {args.clinical}")
+    if not 0 <= args.replay <= 1:
+        raise UsageError(f"--replay must be a fraction between 0 and 1, got {args.replay}")
+    if args.distill < 0:
+        raise UsageError(f"--distill must be a weight >= 0, got {args.distill}")
+    if not 0 <= args.ignore_label <= 255:
+        raise UsageError(
+            f"--ignore-label must be from 0 to 255 (training reads label maps as uint8), got {args.ignore_label}"
+        )
     if args.max_minutes is not None and not args.max_minutes > 0:
         raise UsageError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
     parsed = {
         "axes": axes,
-        "label_names": tuple(args.label_names.split(",")),
+        "label_names": tuple(args.label_names.split(",")) if args.label_names else () if args.init else d_names,
+        "lr": args.lr if args.lr is not None else FINETUNE_LR if args.init else TrainConfig.lr,
         "label_codes": parse_label_codes(args.label_codes) if args.label_codes else {},
         "postprocess": post,
         "augment": not args.no_augment,

@@ -146,7 +146,8 @@ def test_batchnorm_is_settled_on_the_same_batches_every_epoch_and_recorded(datas
     card = _card(config, 2)
     items = cache_volumes(find_pairs(config.images, config.labels), card)
     trainer = _Trainer(config, card, torch.device("cpu"), items)
-    trainer.train_epoch(0, time.monotonic(), 0.0, progress=False)
+    for _ in trainer.train_epoch(0, time.monotonic()):  # a generator of (step, loss, dice)
+        pass
     bns = [m for m in trainer.network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     trainer.settle_batchnorm()
     assert len(trainer._bn_inputs) == 5

@@ -47,29 +47,37 @@ def read_bounded(path: Path, timeout: float = 60) -> str:
     return done.stdout.strip()
 
 
-def _nifti_bomb(path: Path, shape, dtype, pixdim=(1.0, 1.0, 1.0), payload: int = 8 << 20) -> Path:
-    """A ``.nii.gz`` whose header says ``shape`` x ``dtype`` and whose gzip stream holds ``payload`` zero bytes."""
+def _nifti_bomb(path: Path, shape, dtype, pixdim=(1.0, 1.0, 1.0), payload: int = 8 << 20, random=False) -> Path:
+    """A ``.nii.gz`` whose header says ``shape`` x ``dtype`` and whose gzip stream holds ``payload`` bytes: zeros, or
+    ``random`` ones (incompressible: the file is as large as a real scan of that header could be, ~1/1000)."""
     header = nib.Nifti1Header()
     header.set_data_dtype(dtype)
     header.set_data_shape(shape)
     header.set_zooms(pixdim)
     header.set_qform(np.diag([*pixdim, 1.0]), code=1)
-    with gzip.open(path, "wb", compresslevel=9) as f:
+    data = np.random.default_rng(0).integers(0, 256, payload, np.uint8).tobytes() if random else b"\0" * payload
+    with gzip.open(path, "wb", compresslevel=1) as f:
         f.write(header.binaryblock + b"\0" * 4)  # vox_offset 352
-        f.write(b"\0" * payload)
+        f.write(data)
     return path
 
 
 @pytest.mark.parametrize(
-    ("shape", "dtype", "pixdim"),
-    [((2000, 2000, 2000), np.uint8, (1.0,) * 3), ((1710, 1710, 1710), np.float32, (0.5,) * 3)],
+    ("shape", "dtype", "pixdim", "payload"),
+    [((2000, 2000, 2000), np.uint8, (1.0,) * 3, 8_000_000), ((1710, 1710, 1710), np.float32, (0.5,) * 3, 20_000_000)],
 )
-def test_a_small_nifti_with_a_huge_header_is_refused_before_allocating(tmp_path, shape, dtype, pixdim):
-    path = _nifti_bomb(tmp_path / "bomb.nii.gz", shape, dtype, pixdim)
-    assert path.stat().st_size < 100_000
+def test_a_nifti_with_a_huge_header_is_refused_before_allocating(tmp_path, shape, dtype, pixdim, payload):
+    """8 and 20 MB of incompressible data: as much as deflate could expand to the header's size (~1032:1), so the
+    file's size alone cannot refuse it; the voxel bound does, in the header."""
+    path = _nifti_bomb(tmp_path / "bomb.nii.gz", shape, dtype, pixdim, payload, random=True)
     out = read_bounded(path, timeout=30)
-    assert out.startswith("REFUSED") and str(path) in out
-    assert "MEDFCN_MAX_VOXELS" in out or "truncated or a damaged header" in out
+    assert out.startswith("REFUSED UnsupportedScanError") and str(path) in out and "MEDFCN_MAX_VOXELS" in out
+
+
+def test_a_small_nifti_with_a_huge_header_is_refused_as_truncated(tmp_path):
+    path = _nifti_bomb(tmp_path / "bomb.nii.gz", (2000, 2000, 2000), np.uint8)
+    assert path.stat().st_size < 100_000
+    assert read_bounded(path, timeout=30).startswith("REFUSED ScanReadError")
 
 
 def test_a_nifti_header_within_the_bound_but_longer_than_its_stream_is_refused(tmp_path):

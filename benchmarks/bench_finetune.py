@@ -94,6 +94,15 @@ def segment(model: Path | None, scans: dict[str, tuple[Path, Path]], out: Path) 
     }
 
 
+def wrong_voxels(run_dir: Path, reference: Path, annotated: list[int]) -> dict[str, int]:
+    """Voxels of the target predicted wrong by the run in ``run_dir``, on the annotated axial slices and the rest:
+    does the correction reach the slices nobody corrected?"""
+    pred = np.asarray(nib.load(run_dir / "pred" / "target.nii.gz").dataobj) > 0
+    wrong = (pred != (np.asarray(nib.load(reference).dataobj) > 0)).sum(axis=(0, 1))
+    rest = [k for k in range(wrong.size) if k not in annotated]
+    return {"annotated_slices": int(wrong[annotated].sum()), "other_slices": int(wrong[rest].sum())}
+
+
 def correction(work: Path, scans, k: int) -> tuple[Path, Path, list[int]]:
     """WORK/train_k{k}: the target image and a label with the ``k`` axial slices the bundled model gets most
     wrong annotated (the reference there), 255 elsewhere."""
@@ -124,6 +133,7 @@ def main() -> None:
     ap.add_argument("work", type=Path)
     ap.add_argument("--runs", nargs="*", default=list(RUNS))
     ap.add_argument("--again", action="store_true")
+    ap.add_argument("--rescore", action="store_true", help="only recount the wrong voxels of the runs already there")
     args = ap.parse_args()
     results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     scans = prepare(args.work)
@@ -131,6 +141,13 @@ def main() -> None:
     if "bundled" not in results or args.again:
         results["bundled"] = {"dice": segment(None, scans, args.work / "bundled")}
     base = results["bundled"]["dice"]
+    if args.rescore:
+        for name in [n for n in RUNS if n in results]:
+            annotated = results[name]["slices_annotated"]
+            results[name]["wrong_voxels"] = wrong_voxels(args.work / name, scans["target"][1], annotated)
+            results[name]["bundled_wrong_voxels"] = wrong_voxels(args.work / "bundled", scans["target"][1], annotated)
+        RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+        return
     for name in args.runs:
         if name in results and not args.again:
             continue
@@ -154,6 +171,8 @@ def main() -> None:
             "epochs": card["training"]["epochs"],
             "dice": scores,
             "change": {n: round(scores[n] - base[n], 4) for n in scores},
+            "wrong_voxels": wrong_voxels(args.work / name, scans["target"][1], slices),
+            "bundled_wrong_voxels": wrong_voxels(args.work / "bundled", scans["target"][1], slices),
         }
         print(name, results[name]["change"], flush=True)
         RESULTS.write_text(json.dumps(results, indent=2) + "\n")

@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 MIN_ERROR_MM3 = 10.0
-"""The smallest error blob a reviewer is shown by default (mm³): a 2 x 2 x 2.5 mm speck. Single stray voxels at a
+"""The smallest error blob a reviewer is shown by default (mm^3): a 2 x 2 x 2.5 mm speck. Single stray voxels at a
 boundary are most of a brain mask's blobs (1,588 blobs on the sample head, mostly one voxel) and no one corrects
 them one by one."""
 
@@ -126,7 +126,7 @@ def error_components(
 def large_errors(
     errors: Sequence[ErrorComponent], min_mm3: float = MIN_ERROR_MM3
 ) -> tuple[list[ErrorComponent], int]:
-    """``(the blobs of at least min_mm3 mm³, in their order; how many smaller ones are left out)``."""
+    """``(the blobs of at least min_mm3 mm^3, in their order; how many smaller ones are left out)``."""
     kept = [e for e in errors if e.volume_mm3 >= min_mm3 - 1e-9]
     return kept, len(errors) - len(kept)
 

@@ -1,7 +1,7 @@
 """The Review dock widget: a prediction against a reference, per label, error by error and slice by slice.
 
 Numbers come from :mod:`medfcn.evaluation.metrics` (Dice, IoU, HD95, volumes in mL) and
-:mod:`medfcn.evaluation.components` (error blobs, the smallest hidden below a size in mm³; wrong voxels per slice;
+:mod:`medfcn.evaluation.components` (error blobs, the smallest hidden below a size in mm^3; wrong voxels per slice;
 the worst slice: the HTML report's rule), computed in a worker thread on copies of the layers. Saving goes through
 :func:`medfcn.data.writer.write_labels`; the report through :func:`medfcn.evaluation.evaluate.evaluate_scans`, in
 memory, naming the layers and their scans. Edits on either layer (paint, fill, erase, undo, redo, and changes made
@@ -140,7 +140,7 @@ class ReviewWidget(Container):
         self.legend = Label(value=legend_html())
         self.table = Table(value={"data": [], "index": [], "columns": []})
         self.plot = SliceDicePlot()
-        self.min_mm3 = FloatSpinBox(label="Min. blob mm³", value=MIN_ERROR_MM3, min=0.0, max=1e6, step=5.0)
+        self.min_mm3 = FloatSpinBox(label="Min. blob mm\u00b3", value=MIN_ERROR_MM3, min=0.0, max=1e6, step=5.0)
         # choices from a callable: napari refreshes every dock's choices when a layer is added or removed
         self.error_list = Select(label="Errors", choices=lambda _: self._error_choices(), allow_multiple=False)
         self.previous_button = PushButton(text="< Previous error", enabled=False)
@@ -387,7 +387,7 @@ class ReviewWidget(Container):
         summary = ", ".join(f"{_label_name(names, k)} Dice {m.dice:.4f}" for k, m in result.metrics.items())
         blobs = f"; {len(self.shown):,} error blobs" if self.shown else "; no error blobs"
         if self.hidden:
-            blobs += f" of at least {self.min_mm3.value:g} mm³ ({self.hidden:,} smaller hidden)"
+            blobs += f" of at least {self.min_mm3.value:g} mm\u00b3 ({self.hidden:,} smaller hidden)"
         self.status.value = (summary + blobs) if summary else "Neither layer holds a label."
 
     def _describe(self, blob: ErrorComponent) -> str:

@@ -286,8 +286,8 @@ def write_rtstruct(
     path: str | Path,
     *,
     segments: list[Segment],
-    algorithm: Algorithm | None = None,
     into: FileSet | None = None,
+    algorithm: Algorithm | None = None,
 ) -> Path:
     """Write ``labels`` (X, Y, Z, on ``scan``'s grid) as an RT Structure Set on the series ``scan`` was read from.
 

@@ -205,6 +205,8 @@ def markdown(results: dict) -> str:
     lines = ["| run | tool | wall s | CPU s | peak memory MB | load avg |", "|---|---|---:|---:|---:|---:|"]
     for run, rows in results["runs"].items():
         for tool, row in rows.items():
+            if row.get("scored_only"):
+                continue
             lines.append(
                 f"| {run} ({row['n_cases']} scans) | {tool} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | "
                 f"{row['peak_mb']} | {row['load']} |"
@@ -247,6 +249,11 @@ def main() -> None:
     parser.add_argument("--field-ref", default=None, help="Colin27 mask, brain + CSF (default: see heads.py)")
     parser.add_argument("--heads-cases", default=None, help="cases.json of clinical_heads.py (the heads run)")
     parser.add_argument(
+        "--score-only",
+        action="store_true",
+        help="score the masks the tools not yet in --json left in WORKDIR/out (a run stopped for time), no timings",
+    )
+    parser.add_argument(
         "--heads-renderings", default="", help="comma-separated renderings to run in the heads run (default: all)"
     )
     parser.add_argument("--json", default=None, help="write the results here (and resume from them)")
@@ -286,13 +293,17 @@ def main() -> None:
             for n, info in previous["cases"].items():
                 results["cases"].setdefault(n, info)["scores"].update(info["scores"])
     for run in [r for r in args.runs.split(",") if r]:
-        images = runs[run]
         for tool in tools:
+            images = runs[run]
             if tool in results["runs"].get(run, {}):
                 print(f"{run} {tool}: measured already ({saved})")
                 continue
             out = work / "out" / run / tool
-            row = run_tool(tool, images, out, python, args.model)
+            if args.score_only:  # the masks a tool left in OUT (a run stopped for time): scores, no timings
+                images = {c: p for c, p in runs[run].items() if (out / f"{c}.nii.gz").exists()}
+                row = {"wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0, "load": 0.0, "per_case_s": {}, "scored_only": True}
+            else:
+                row = run_tool(tool, images, out, python, args.model)
             row["n_cases"] = len(images)
             print(
                 f"{run:6s} {tool:8s} {row['wall_s']:7.1f} s wall {row['cpu_s']:7.1f} s CPU "
@@ -305,7 +316,9 @@ def main() -> None:
                 print(
                     f"    {case:14s} "
                     + "  ".join(
-                        f"{r}: Dice {s['dice']:.4f} HD95 {s['hd95_mm']:5.1f} vol {s['volume_error_pct']:+5.1f}%"
+                        f"{r}: failed"
+                        if s.get("failed")
+                        else f"{r}: Dice {s['dice']:.4f} HD95 {s['hd95_mm']:5.1f} vol {s['volume_error_pct']:+5.1f}%"
                         for r, s in scores.items()
                     ),
                     flush=True,

@@ -208,6 +208,11 @@ def describe(model: Model) -> str:
     for key in ("command", "data", "data_sha256", "seed", "steps", "minutes", "device"):
         if key in c.training:
             lines.append(f"training     {key}: {c.training[key]}")
+    if isinstance(c.training.get("init"), dict):  # fine-tuned (medfcn train --init): the model it started from
+        init = c.training["init"]
+        lines.append(f"training     started from {init.get('path')} (sha256 {init.get('sha256')})")
+    if "ignore_label" in c.training:
+        lines.append(f"training     ignore label (not annotated): {c.training['ignore_label']}")
     if "calibration" in c.training:
         cal = c.training["calibration"]
         cases = ", ".join(str(d.get("case")) for d in cal.get("data", []))

@@ -196,7 +196,7 @@ def _check_pixel_bytes(ds, s: _Slice) -> None:
     rows, cols = s.size
     check_voxels(s.path, (cols, rows, s.frames))
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-    if syntax is None or syntax.is_encapsulated:  # compressed: bounded by the voxel count only
+    if syntax is None or syntax.is_encapsulated or syntax.is_deflated:  # compressed: the voxel count bounds it
         return
     bits = int(ds.get("BitsAllocated", 16) or 16)
     needed = rows * cols * s.frames * max(1, int(ds.get("SamplesPerPixel", 1) or 1)) * bits // 8

@@ -185,3 +185,22 @@ def test_a_multi_member_gzip_nifti_reads_like_nibabel(tmp_path):
     scan = read_scan(members)
 
     assert np.array_equal(scan.array, np.asanyarray(nib.load(str(members)).dataobj))
+
+
+def test_a_deflated_dicom_series_smaller_than_its_pixels_is_read(tmp_path):
+    """The byte bound applies to uncompressed pixels only: a deflated series (files smaller than Rows x Columns x 2)
+    is read, voxel for voxel."""
+    import pydicom
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    volume = np.round(head_volume((40, 36, 6)))
+    files = write_dicom_pydicom(tmp_path / "series", volume, affine_from_codes("LPS"))
+    for f in files:
+        ds = pydicom.dcmread(f)
+        ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+        ds.save_as(f, enforce_file_format=True)
+    assert all(f.stat().st_size < 40 * 36 * 2 for f in files)
+
+    scan = read_scan(tmp_path / "series")
+
+    assert scan.shape == (40, 36, 6) and np.allclose(np.sort(scan.array.ravel()), np.sort(volume.ravel()))

@@ -49,6 +49,7 @@ from .._layers import labels_checksum, layer_geometry, layer_scan
 from .._writer import save_labels_layer
 from . import _scan_views
 from ._camera import go_to_box, slicing_axis
+from ._edits import EditWatch
 from ._overlay import OVERLAP_COLORS, OVERLAP_NAMES, legend_html, show_overlap
 from ._plot import SliceDicePlot
 from ._scan_views import unwrap
@@ -124,7 +125,7 @@ class ReviewWidget(Container):
         self.error_index = -1
         self.worker = None
         self._computing = False
-        self._watched: list = []
+        self._edits = EditWatch(self._edited, self._changed_since_scored)
         self._timer = QTimer()
         self._timer.setSingleShot(True)
         self._timer.setInterval(_RECOMPUTE_DELAY_MS)
@@ -447,29 +448,7 @@ class ReviewWidget(Container):
             self.status.value = "New layers chosen: press Compute."
 
     def _watch(self, *_) -> None:
-        for layer in self._watched:
-            layer.events.paint.disconnect(self._edited)
-            layer.events.data.disconnect(self._edited)
-            for name in ("undo", "redo", "refresh"):
-                unwrap(layer).__dict__.pop(name, None)
-        self._watched = [w for w in dict.fromkeys((self.prediction.value, self.reference.value)) if w is not None]
-        for layer in self._watched:
-            layer.events.paint.connect(self._edited)
-            layer.events.data.connect(self._edited)
-            real = unwrap(layer)
-            for name in ("undo", "redo"):  # napari's undo and redo change the data without an event
-                setattr(real, name, self._notifying(getattr(type(real), name).__get__(real)))
-            # ``layer.data[...] = ...; layer.refresh()`` from code changes the data without an event either
-            real.refresh = self._notifying(type(real).refresh.__get__(real), only_if_changed=real)
-
-    def _notifying(self, method, only_if_changed=None):
-        def run(*args, **kwargs):
-            out = method(*args, **kwargs)
-            if only_if_changed is None or self._changed_since_scored(only_if_changed):
-                self._edited()
-            return out
-
-        return run
+        self._edits.watch([self.prediction.value, self.reference.value])
 
     def _changed_since_scored(self, layer) -> bool:
         """Whether ``layer`` (the prediction or the reference) no longer holds the array the result scored."""

@@ -176,8 +176,10 @@ def _train(args: argparse.Namespace) -> int:
     from medfcn.training.train import train
 
     summary = train(config, progress=not args.quiet)
+    last = summary.get("kept") == "last epoch"  # fine-tuning with no held-out case
+    dice = "last epoch kept, Dice on annotated voxels" if last else "best validation Dice"
     print(
-        f"best validation Dice {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
+        f"{dice} {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
         f"{summary['minutes']:.1f} min; model written to {summary['output']}"
     )
     return 0

@@ -287,6 +287,7 @@ def iter_train(config: TrainConfig, *, cancel: Cancel | None = None) -> Generato
         "output": str(output),
         "written": output.exists() and run.epoch > 0,
         "best_validation_dice": run.best,
+        "kept": "last epoch" if keep_last else "best epoch",
         "epochs": run.epoch,
         "history": run.history,
         "minutes": round((time.monotonic() - t0) / 60, 2),

@@ -15,6 +15,8 @@ from medfcn.training.dataset import sample_batch
 from medfcn.training.train import TrainConfig, train
 from tests.support.scans import affine_from_codes, head_labels, head_volume, write_scan_file
 
+pytestmark = pytest.mark.slow  # the tests here train small networks for a few epochs
+
 SHAPE = (24, 28, 22)
 
 

@@ -21,6 +21,12 @@ choose, since those are the voxels it trained on.
 :func:`iter_train` is the run as a generator of :class:`TrainProgress` (after every step and every epoch), with a
 ``cancel`` callable polled between steps: the napari Train dock runs it in a worker thread, :func:`train` (the CLI)
 runs it with a progress bar.
+
+One module (over 400 lines) because it is one loop: what the run owns between epochs (the network, optimiser,
+batch-norm settling, the state ``--resume`` reads) is the :class:`_Trainer`, and the rules around it (where the model
+may be written, the learning-rate schedule, what the card records) act on the same run; the data it trains on
+(:mod:`medfcn.training.dataset`), its loss (:mod:`medfcn.training.loss`) and fine-tuning's extra targets
+(:mod:`medfcn.training.finetune`) are modules of their own.
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ when any layer is added or removed), so it never empties under the user.
 The picture (:mod:`napari_plugin._widgets._overlay`): an overlay of where prediction and reference disagree in
 colour-blind-safe colours, the reference as a contour in a colour no error uses, the prediction as a white outline;
 a legend with a swatch for each, and hovering the overlay names what a voxel is.
+
+One module (over 400 lines, all of it Qt wiring) because it is one dock: the numbers, pictures and edit watching it
+shows live in :mod:`medfcn.evaluation`, :mod:`._overlay` and :mod:`._edits`; what is left is the dock's own state.
 """
 
 from __future__ import annotations

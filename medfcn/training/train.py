@@ -19,7 +19,7 @@ learning rate has decayed to the end of the budget); the Dice on the annotated v
 choose, since those are the voxels it trained on.
 
 :func:`iter_train` is the run as a generator of :class:`TrainProgress` (after every step and every epoch), with a
-``cancel`` callable polled between steps: the napari Train dock runs it in a worker thread, :func:`train` (the CLI)
+``cancel`` callable polled between steps: the napari Train dock runs it in a child process, :func:`train` (the CLI)
 runs it with a progress bar.
 
 One module (over 400 lines) because it is one loop: what the run owns between epochs (the network, optimiser,

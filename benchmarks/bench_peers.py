@@ -148,6 +148,10 @@ def run_tool(tool: str, images: dict[str, Path], out: Path, python: Path, model:
         argv += ["--overwrite"] + (["--model", model] if model else [])
         argv += ["--float32"] if tool == "medfcn_float32" else []
         row = run_process(argv, env)
+        for case, src in images.items():  # medfcn names each output after its input; the other tools after the case
+            named = out / f"{src.name.removesuffix('.gz').removesuffix('.nii')}.nii.gz"
+            if named.exists() and named.name != f"{case}.nii.gz":
+                named.replace(out / f"{case}.nii.gz")
         manifest = json.loads((out / "manifest.json").read_text())
         row["per_case_s"] = {c["case"]: c["seconds"] for c in manifest["cases"]}
         return row

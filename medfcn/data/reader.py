@@ -42,16 +42,9 @@ from monai.data import ImageReader  # noqa: E402
 from monai.transforms import LoadImage  # noqa: E402
 from monai.utils import MetaKeys  # noqa: E402
 
+import medfcn.data.headers as headers  # noqa: E402
 from medfcn.data.dicom_series import group_series, list_series  # noqa: E402
 from medfcn.data.filenames import SCAN_SUFFIXES, strip_suffix  # noqa: E402
-from medfcn.data.headers import (  # noqa: E402
-    COMPLEX_REFUSAL,
-    check_itk_header,
-    check_nifti_geometry,
-    check_nifti_size,
-    check_raw_pixdim,
-    forms_disagree,
-)
 from medfcn.data.limits import check_voxels  # noqa: E402
 from medfcn.data.scan import LPS_TO_RAS, Scan  # noqa: E402
 from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError  # noqa: E402
@@ -141,10 +134,12 @@ class SimpleITKReader(ImageReader):
                     "medfcn segments scalar 3-D scans"
                 )
             if nii.get_data_dtype().kind == "c":
-                raise UnsupportedScanError(f"{path}: complex voxels ({nii.get_data_dtype()}); {COMPLEX_REFUSAL}")
-            check_nifti_size(path, nii)  # first: "truncated" says more than "too many voxels" when both hold
+                raise UnsupportedScanError(
+                    f"{path}: complex voxels ({nii.get_data_dtype()}); {headers.COMPLEX_REFUSAL}"
+                )
+            headers.check_nifti_size(path, nii)  # first: "truncated" says more than "too many voxels" when both hold
             check_voxels(path, nii.header.get_data_shape())
-            check_raw_pixdim(path, nii)
+            headers.check_raw_pixdim(path, nii)
             proxy = nii.dataobj
             scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
             # scl_slope/scl_inter applied in float32 (as SimpleITK does), not nibabel's default float64
@@ -156,7 +151,7 @@ class SimpleITKReader(ImageReader):
         if not array.dtype.isnative:  # big-endian files: torch and MONAI take native byte order only
             array = array.astype(array.dtype.newbyteorder("="))
         array = _squeeze_to_3d(array, path)
-        check_nifti_geometry(nii, path)
+        headers.check_nifti_geometry(nii, path)
         reader = sitk.ImageFileReader()
         reader.SetFileName(str(path))
         try:
@@ -167,7 +162,7 @@ class SimpleITKReader(ImageReader):
             raise ScanReadError(f"{path}: SimpleITK cannot read its header ({_itk_message(e)})") from None
         spacing, origin, direction = _geometry_3d(reader, path)
         vol = _Volume(array, spacing, origin, direction)
-        vol.warnings = forms_disagree(nii, path)
+        vol.warnings = headers.forms_disagree(nii, path)
         return vol
 
     def _read_itk(self, path: Path) -> _Volume:
@@ -177,7 +172,7 @@ class SimpleITKReader(ImageReader):
         reader.SetFileName(str(path))
         try:
             reader.ReadImageInformation()  # the header only: bounded before any voxel is allocated
-            notes = check_itk_header(path, reader)
+            notes = headers.check_itk_header(path, reader)
             image = reader.Execute()
         except RuntimeError as e:
             raise ScanReadError(f"{path}: not a readable image ({_itk_message(e)})") from None

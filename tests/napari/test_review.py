@@ -17,25 +17,8 @@ from medfcn.evaluation.metrics import compute_metrics
 from napari_plugin._layers import from_display
 from napari_plugin._widgets.review import OVERLAP_NAMES, ReviewWidget
 from napari_plugin._widgets.segment import is_unedited
-from tests.support.napari import TIMEOUT_MS, gui, segment_widget
+from tests.support.napari import TIMEOUT_MS, computed, gui, open_review, segment_widget
 from tests.support.scans import affine_from_codes, assert_same_grid, head_volume, voxels_on, write_scan_file
-
-
-def open_review(viewer, pred_path, ref_path):
-    """Open two label files and a Review dock on them: ``(pred layer, ref layer, widget)``."""
-    (pred,) = viewer.open(str(pred_path), plugin="medfcn")
-    (ref,) = viewer.open(str(ref_path), plugin="medfcn")
-    widget = ReviewWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.prediction.value, widget.reference.value = pred, ref
-    return pred, ref, widget
-
-
-def computed(widget, qtbot):
-    before = widget.result
-    assert widget.compute() is not None
-    qtbot.waitUntil(lambda: widget.result is not before and not widget._computing, timeout=TIMEOUT_MS)
-    return widget.result
 
 
 @pytest.fixture

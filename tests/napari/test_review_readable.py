@@ -10,8 +10,7 @@ import pytest
 
 from medfcn.evaluation.metrics import Overlap
 from napari_plugin._widgets._overlay import OVERLAP_COLORS, REFERENCE_RGB
-from napari_plugin._widgets.review import ReviewWidget
-from tests.support.napari import TIMEOUT_MS, gui
+from tests.support.napari import TIMEOUT_MS, computed, gui, open_review
 from tests.support.scans import affine_from_codes, write_scan_file
 
 SPACING = (1.0, 1.0, 2.0)  # a voxel is 2 mm³
@@ -35,22 +34,6 @@ def pair(tmp_path):
         write_scan_file(tmp_path / "pred" / "case.nii.gz", pred, aff),
         write_scan_file(tmp_path / "labels" / "case.nii.gz", ref, aff),
     )
-
-
-def open_review(viewer, pred_path, ref_path):
-    (pred,) = viewer.open(str(pred_path), plugin="medfcn")
-    (ref,) = viewer.open(str(ref_path), plugin="medfcn")
-    widget = ReviewWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.prediction.value, widget.reference.value = pred, ref
-    return pred, ref, widget
-
-
-def computed(widget, qtbot):
-    before = widget.result
-    assert widget.compute() is not None
-    qtbot.waitUntil(lambda: widget.result is not before and not widget._computing, timeout=TIMEOUT_MS)
-    return widget.result
 
 
 # -- 1. the error list survives layers added and removed -----------------------------------------------------------

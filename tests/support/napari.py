@@ -48,3 +48,23 @@ def segment_widget(viewer, layer, model_path=None, device="cpu") -> SegmentWidge
         widget.checkpoint.value = model_path
     widget.device.value = device
     return widget
+
+
+def open_review(viewer, pred_path, ref_path):
+    """Open two label files and a Review dock on them: ``(pred layer, ref layer, widget)``."""
+    from napari_plugin._widgets.review import ReviewWidget
+
+    (pred,) = viewer.open(str(pred_path), plugin="medfcn")
+    (ref,) = viewer.open(str(ref_path), plugin="medfcn")
+    widget = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.prediction.value, widget.reference.value = pred, ref
+    return pred, ref, widget
+
+
+def computed(widget, qtbot):
+    """Press Compute on a Review dock and wait for its new result."""
+    before = widget.result
+    assert widget.compute() is not None
+    qtbot.waitUntil(lambda: widget.result is not before and not widget._computing, timeout=TIMEOUT_MS)
+    return widget.result

@@ -25,7 +25,7 @@ from medfcn.errors import MedfcnError, NoScansError, UsageError
 if TYPE_CHECKING:
     from medfcn.data.scan import Scan
 
-__all__ = ["LabelledPair", "find_pairs", "read_pair", "data_sha256", "input_files"]
+__all__ = ["LabelledPair", "find_pairs", "read_pair", "data_sha256"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,14 @@ class LabelledPair:
     case: str
     image: Path
     label: Path
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` is the image or the label map, or lies inside either where it is a folder (a DICOM
+        series), so that no output lands on an input."""
+        path = Path(path).resolve()
+        return any(
+            path == f.resolve() or (f.is_dir() and path.is_relative_to(f.resolve())) for f in (self.image, self.label)
+        )
 
     def summary(self) -> dict[str, str]:
         """What a model card records of the pair: the case and the two file names."""
@@ -103,12 +111,3 @@ def data_sha256(pairs: list[LabelledPair]) -> str:
             for f in files:
                 h.update(f.read_bytes())
     return h.hexdigest()
-
-
-def input_files(pairs: list[LabelledPair]) -> set[Path]:
-    """Every input file of ``pairs``, resolved (folders: the files in them), so that no output lands on one."""
-    out: set[Path] = set()
-    for pair in pairs:
-        for path in (pair.image, pair.label):
-            out |= {p.resolve() for p in path.rglob("*")} if path.is_dir() else {path.resolve()}
-    return out

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 
 from medfcn import __version__
-from medfcn.data.pairs import LabelledPair, data_sha256, find_pairs, input_files
+from medfcn.data.pairs import LabelledPair, data_sha256, find_pairs
 from medfcn.errors import CancelledError, OutputError, UsageError
 from medfcn.model.checkpoint import save_model
 from medfcn.training.dataset import TrainingVolume, cache_volumes, sample_batch
@@ -144,9 +144,7 @@ def check_output(output: Path, pairs: list[LabelledPair], init: str = "") -> Pat
     if output.is_dir():
         raise OutputError(f"{output}: is a folder; give the model file to write, e.g. {output / 'model.safetensors'}")
     resolved = output.resolve()
-    if resolved in input_files(pairs) or any(
-        resolved.is_relative_to(p.resolve()) for q in pairs for p in (q.image, q.label) if p.is_dir()
-    ):
+    if any(pair.holds(output) for pair in pairs):
         raise OutputError(f"{output}: is one of the training scans or label maps; write the model to a new file")
     if init and Path(init).exists() and Path(init).resolve() == resolved:
         raise OutputError(f"{output}: is the --init model training starts from; write the new model to a new file")

@@ -83,3 +83,15 @@ def test_an_existing_model_survives_a_run_killed_after_its_first_epoch_and_is_re
     assert main(_args(dataset, model, "--epochs", "2")) == 0
     assert model.read_bytes() != before and not sibling.exists()
     assert load_model(model).card.training["epochs"] >= 1
+
+
+def test_a_pair_holds_its_files_and_what_lies_inside_its_folders(tmp_path):
+    from medfcn.data.pairs import LabelledPair
+
+    series = tmp_path / "series"
+    series.mkdir()
+    (tmp_path / "lab.nii.gz").write_bytes(b"x")
+    pair = LabelledPair("a", series, tmp_path / "lab.nii.gz")
+    assert pair.holds(tmp_path / "lab.nii.gz") and pair.holds(tmp_path / "." / "lab.nii.gz")
+    assert pair.holds(series / "model.safetensors")  # a new file inside a DICOM series folder
+    assert not pair.holds(tmp_path / "model.safetensors") and not pair.holds(tmp_path / "lab.nii")

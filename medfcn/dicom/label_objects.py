@@ -24,7 +24,7 @@ from pathlib import Path
 
 from medfcn.data.discovery import CaseSpec
 from medfcn.data.scan import Scan
-from medfcn.dicom.refs import SeriesIndex, dicom_label_kind
+from medfcn.dicom.refs import SeriesIndex, dicom_label_kind, series_referenced_by
 from medfcn.errors import MedfcnError
 
 __all__ = [
@@ -46,26 +46,17 @@ _ORDER = {"seg": 0, "rtstruct": 1}
 def referenced_series(path: Path) -> str | None:
     """The SeriesInstanceUID a SEG or RTSTRUCT references (``None``: not one of them, unreadable, or several)."""
     kind = dicom_label_kind(Path(path))
-    return _referenced_series(Path(path), kind) if kind else None
+    return _referenced_series(Path(path)) if kind else None
 
 
-def _referenced_series(path: Path, kind: str) -> str | None:
+def _referenced_series(path: Path) -> str | None:
     import pydicom
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-        if kind == "seg":
-            refs = [str(s.SeriesInstanceUID) for s in ds.ReferencedSeriesSequence]
-        else:
-            refs = [
-                str(s.SeriesInstanceUID)
-                for f in ds.ReferencedFrameOfReferenceSequence
-                for st in getattr(f, "RTReferencedStudySequence", [])
-                for s in getattr(st, "RTReferencedSeriesSequence", [])
-            ]
+        refs = series_referenced_by(pydicom.dcmread(path, stop_before_pixels=True))
     except Exception:  # reading it as a case reports what is wrong
         return None
-    return refs[0] if len(set(refs)) == 1 else None
+    return refs.pop() if len(refs) == 1 else None
 
 
 def _file_case(path: Path) -> str:
@@ -103,8 +94,8 @@ def label_object_cases(path: Path, series: SeriesIndex) -> list[CaseSpec]:
     found = _label_files(Path(path))
     found.sort(key=lambda kf: (_ORDER[kf[0]], str(kf[1])))
     cases: dict[str, CaseSpec] = {}
-    for kind, f in found:
-        uid = _referenced_series(f, kind)
+    for _, f in found:
+        uid = _referenced_series(f)
         name = (series.case_of(uid) if uid else None) or _file_case(f)
         if name in cases:
             log.info("%s: case %s already has a label map (%s); not used", f, name, cases[name].path)
@@ -142,7 +133,7 @@ def open_label_object(path: Path, series: SeriesIndex) -> Scan:
     kind = dicom_label_kind(path)
     if kind is None:
         raise MedfcnError(f"{path}: not a DICOM SEG or RTSTRUCT")
-    uid = _referenced_series(path, kind)
+    uid = _referenced_series(path)
     if uid is not None and uid in series:
         return (read_seg if kind == "seg" else read_rtstruct)(path, series)
     if kind == "seg":

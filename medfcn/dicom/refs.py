@@ -24,6 +24,7 @@ from medfcn.errors import DicomSeriesError, MedfcnError, UnsupportedScanError
 
 __all__ = [
     "SEG_SOP_CLASS",
+    "series_referenced_by",
     "RTSTRUCT_SOP_CLASS",
     "source_datasets",
     "frame_indices",
@@ -51,6 +52,17 @@ def dicom_label_kind(path: Path) -> str | None:
     except Exception:  # not DICOM after all: not ours
         return None
     return {SEG_SOP_CLASS: "seg", RTSTRUCT_SOP_CLASS: "rtstruct"}.get(str(getattr(ds, "SOPClassUID", "")))
+
+
+def series_referenced_by(ds) -> set[str]:
+    """The SeriesInstanceUIDs a DICOM SEG (its ReferencedSeriesSequence) or an RT Structure Set (through its
+    ReferencedFrameOfReferenceSequence) references; empty when it names none."""
+    return {str(s.SeriesInstanceUID) for s in getattr(ds, "ReferencedSeriesSequence", [])} | {
+        str(s.SeriesInstanceUID)
+        for f in getattr(ds, "ReferencedFrameOfReferenceSequence", [])
+        for st in getattr(f, "RTReferencedStudySequence", [])
+        for s in getattr(st, "RTReferencedSeriesSequence", [])
+    }
 
 
 def _read_headers(series: DicomSeries) -> list:

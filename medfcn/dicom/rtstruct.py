@@ -33,6 +33,7 @@ from medfcn.dicom.refs import (
     frame_indices,
     frames_of,
     headers_by_uid,
+    series_referenced_by,
     source_datasets,
 )
 from medfcn.dicom.seg import RTSTRUCT_SERIES_NUMBER, Algorithm, Segment
@@ -343,12 +344,7 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
     path = Path(path)
     try:
         ds = pydicom.dcmread(path)
-        refs = {
-            str(s.SeriesInstanceUID)
-            for f in ds.ReferencedFrameOfReferenceSequence
-            for st in getattr(f, "RTReferencedStudySequence", [])
-            for s in getattr(st, "RTReferencedSeriesSequence", [])
-        }
+        refs = series_referenced_by(ds)
     except Exception as e:  # pydicom raises many types for a damaged file
         raise MedfcnError(f"{path}: not a readable RT Structure Set ({type(e).__name__}: {str(e)[:120]})") from None
     if len(refs) != 1:

@@ -98,10 +98,11 @@ def replay_pairs(card: ModelCard, roots: list[Path] | None = None) -> list[Label
     """The labelled pairs ``card``'s training record names, if they are at hand and unchanged: looked up under
     the record's ``--images``/``--labels`` folders relative to each of ``roots`` (default: the working folder and
     the folder above the installed ``medfcn`` package), accepted only when their bytes hash to the record's
-    ``data_sha256``. Empty when not found (logged)."""
+    ``data_sha256``. Empty, with a warning (the user asked for replay), when not found."""
     record = card.training or {}
     data, settings = record.get("data") or [], record.get("settings") or {}
     if not data or not record.get("data_sha256"):
+        log.warning("--replay: the start model's card records no training data: training without replay")
         return []
     if roots is None:
         import medfcn
@@ -122,7 +123,10 @@ def replay_pairs(card: ModelCard, roots: list[Path] | None = None) -> list[Label
         if all(p.image.is_file() and p.label.is_file() for p in pairs) and data_sha256(pairs) == record["data_sha256"]:
             log.info("replaying the start model's training data: %s", ", ".join(str(p.image) for p in pairs))
             return pairs
-    log.info("the start model's training data (%s) is not at hand: no replay", ", ".join(str(d) for d in data)[:200])
+    log.warning(
+        "--replay: the start model's training data (%s) is not at hand unchanged: training without replay",
+        ", ".join(str(d.get("image", d)) if isinstance(d, dict) else str(d) for d in data)[:200],
+    )
     return []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -178,7 +179,7 @@ def test_cancel_stops_within_a_step_and_keeps_the_last_finished_epoch(partial, t
     assert load_model(out).card.metrics["epoch"] == 1
 
 
-def test_replay_finds_the_recorded_data_only_when_unchanged(partial, tmp_path):
+def test_replay_finds_the_recorded_data_only_when_unchanged(partial, tmp_path, caplog):
     from medfcn.data.pairs import data_sha256
     from medfcn.model.card import ModelCard
     from medfcn.training.finetune import replay_pairs
@@ -193,4 +194,6 @@ def test_replay_finds_the_recorded_data_only_when_unchanged(partial, tmp_path):
     found = replay_pairs(card, roots=[tmp_path / "elsewhere", partial])
     assert [(p.image, p.label) for p in found] == [(pair.image, pair.label)]
     write_scan_file(pair.label, (head_labels(SHAPE) > 0).astype(np.uint8), AFFINE)  # the data changed
-    assert replay_pairs(card, roots=[partial]) == []
+    with caplog.at_level(logging.WARNING, logger="medfcn"):
+        assert replay_pairs(card, roots=[partial]) == []
+    assert "head.nii.gz" in caplog.text and "without replay" in caplog.text  # asked for and not done: said

@@ -118,8 +118,8 @@ def replay_pairs(card: ModelCard, roots: list[Path] | None = None) -> list[Label
                 )
                 for d in data
             ]
-        except (KeyError, TypeError):
-            return []
+        except (KeyError, TypeError):  # a malformed record: nothing to look for, said below like data not found
+            break
         if all(p.image.is_file() and p.label.is_file() for p in pairs) and data_sha256(pairs) == record["data_sha256"]:
             log.info("replaying the start model's training data: %s", ", ".join(str(p.image) for p in pairs))
             return pairs

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_generalisation import evaluate_model  # noqa: E402
-from copies import make_copies  # noqa: E402
+from support.copies import make_copies  # noqa: E402
 
 from medfcn.inference.engine import SliceEngine  # noqa: E402
 from medfcn.inference.settings import InferenceSettings  # noqa: E402

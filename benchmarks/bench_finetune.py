@@ -1,6 +1,6 @@
 """Few-slice fine-tuning (issue 23): slices annotated vs Dice gained vs minutes, and what is forgotten elsewhere.
 
-The scans, all visible (``benchmarks/thick.py`` renders them from ``sample_data/``):
+The scans, all visible (``benchmarks/support/thick.py`` renders them from ``sample_data/``):
 
     target      robex_head at 6.5 mm axial slabs (0.9 mm in-plane): a head the bundled model gets wrong
     other       colin27 at 6.5 mm slabs: another head in the same protocol
@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).parent))
-from thick import render_thick  # noqa: E402
+from support.thick import render_thick  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results_finetune.json"

@@ -28,7 +28,7 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_peers import peers_python  # noqa: E402
-from heads import SAMPLE_IMAGE, Case, build_cases, colin_references  # noqa: E402
+from support.heads import SAMPLE_IMAGE, Case, build_cases, colin_references  # noqa: E402
 
 from medfcn.data.reader import read_scan  # noqa: E402
 from medfcn.evaluation.metrics import hd95  # noqa: E402

@@ -27,7 +27,7 @@ import numpy as np
 import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from heads import SAMPLE_IMAGE, SAMPLE_LABEL  # noqa: E402
+from support.heads import SAMPLE_IMAGE, SAMPLE_LABEL  # noqa: E402
 
 from medfcn.data.reader import read_scan  # noqa: E402
 from medfcn.inference.pipeline import Segmenter  # noqa: E402

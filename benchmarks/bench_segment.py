@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peak import launched, peak_mb  # noqa: E402
+from support.peak import launched, peak_mb  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"

@@ -1,6 +1,6 @@
 """Regenerate docs/images/napari_train.png: the Train dock after fine-tuning the bundled model on 3 corrected slices.
 
-The scan is the second sample head rendered as a 6.5 mm axial thick-slice scan (``benchmarks/thick.py``), which
+The scan is the second sample head rendered as a 6.5 mm axial thick-slice scan (``benchmarks/support/thick.py``), which
 the bundled model gets wrong (Dice 0.935); its reference mask replaces the prediction on the 3 axial slices the
 model gets most wrong (as a user would paint them), then the dock trains for 1 minute from the model that made the
 prediction. Run from the repository root on a display (or a virtual one)::

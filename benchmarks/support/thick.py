@@ -5,7 +5,7 @@
 acquisition integrates its slice profile); the reference label on the same slabs is the majority of the fine
 label (nearest neighbour) inside each slab. The result keeps the head's physical position: each slab's centre.
 
-    python benchmarks/thick.py IMAGE LABEL SLAB_MM OUT_IMAGE OUT_LABEL
+    python benchmarks/support/thick.py IMAGE LABEL SLAB_MM OUT_IMAGE OUT_LABEL
 """
 
 from __future__ import annotations

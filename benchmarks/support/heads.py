@@ -245,7 +245,7 @@ def colin_references(work: Path, peers_python: str | Path, field_ref: str | Path
 def build_cases(out: Path, references: dict[str, Path], peers_python: str | Path, names: list[str]) -> dict[str, Case]:
     """The named cases (copies and the heads above) with their references, written under ``out`` once and then
     reused while the references they were made from are the same (``out/cases.json``)."""
-    from copies import make_copy_cases
+    from support.copies import make_copy_cases
 
     stamp = out / "cases.json"
     key = {k: str(v) for k, v in sorted(references.items())}

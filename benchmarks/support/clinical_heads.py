@@ -11,7 +11,7 @@ went through the same resampling as the image.
 Heads: ``colin27`` and ``robex_head`` (``sample_data/``, both labelled by deepbet) and ``mni_t1`` (``heads.py``: the
 MNI152 brain inside Colin27's skull, the held-out anatomy; reference: the union of the MNI brain mask and Colin27's).
 
-    python benchmarks/clinical_heads.py --out runs/clinical [--seed 0] [--heads colin27,robex_head,mni_t1]
+    python benchmarks/support/clinical_heads.py --out runs/clinical [--seed 0] [--heads colin27,robex_head,mni_t1]
 
 writes ``OUT/images``, ``OUT/labels`` and ``OUT/cases.json`` ({case: {image, label, head, rendering}}; each head
 as it is, rendering ``original``, then its renderings).
@@ -127,8 +127,8 @@ def _covered(position: np.ndarray, label: np.ndarray, axis: int, affine: np.ndar
 
 def mni_head(out: Path, peers_python: str) -> tuple[Path, Path]:
     """The MNI152 brain inside Colin27's skull (``heads.py``'s ``mni_t1``) and its reference, built under ``out``."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from heads import build_cases, colin_references
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from support.heads import build_cases, colin_references
 
     case = build_cases(out / "mni", colin_references(out / "mni", peers_python), peers_python, ["mni_t1"])["mni_t1"]
     return case.image, case.references["field"]

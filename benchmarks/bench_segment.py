@@ -226,7 +226,7 @@ def _engine_vs_forward(engine, raw, volume: np.ndarray, axes: tuple[int, ...], c
 
     runs = {
         "engine": run_engine,
-        "forward (folded, channels-last)": lambda: forward(engine.model, channels_last),
+        "forward (folded, channels-last)": lambda: forward(engine.runner.model, channels_last),
         "forward (as stored)": lambda: forward(raw, batches),
     }
     run_engine()  # warm-up

@@ -80,7 +80,7 @@ class Segmenter:
     def __init__(self, model: Model | str | Path | None = None, settings: InferenceSettings = DEFAULT_SETTINGS) -> None:
         self.model = model if isinstance(model, Model) else load_model(model)
         self.settings = settings
-        self.engine = SliceEngine(self.model.network, settings)
+        self.engine = SliceEngine(self.model.network, settings, model=self.model)
         self.device = self.engine.device
 
     @property

@@ -85,22 +85,16 @@ def profile_case(segmenter, path: Path, out: Path) -> dict[str, float]:
     card = segmenter.model.card
     engine.runner = timed_runner
     try:
-        marks = {}
-
-        def progress(fraction: float) -> None:  # called with (n + f) / len(axes): the ends of each axis
-            marks[fraction] = time.perf_counter()
-
         n_axes = len(card.slice_axes)
         t = time.perf_counter()
         axis_of_call["axis"] = card.slice_axes[0]
-        starts = {}
+        starts: dict[int, float] = {}
 
-        def staged(fraction: float) -> None:
-            progress(fraction)
-            done = int(round(fraction * n_axes, 6)) if abs(fraction * n_axes - round(fraction * n_axes)) < 1e-9 else None
-            if done is not None and done < n_axes and done not in starts:
-                starts[done] = time.perf_counter()
-                axis_of_call["axis"] = card.slice_axes[done]
+        def staged(fraction: float) -> None:  # called with (n + f) / len(axes): n / len(axes) where axis n starts
+            n = round(fraction * n_axes)
+            if abs(fraction * n_axes - n) < 1e-9 and n < n_axes and n not in starts:
+                starts[n] = time.perf_counter()
+                axis_of_call["axis"] = card.slice_axes[n]
 
         probs = segmenter.probabilities(volume, progress=staged)
         end = time.perf_counter()

@@ -3,9 +3,11 @@
 ``import monai`` (or any ``from monai.x import y``) imports every MONAI submodule, and with them each optional
 package that happens to be installed: ``matplotlib.pyplot`` (``monai.utils.jupyter_utils``), ``pandas``
 (``monai.utils.profiling``), ``scipy.signal`` and through it ``scipy.stats`` (``monai.data.ultrasound_confidence_map``)
-and ``skimage.morphology`` (``monai.transforms.utils``). Measured with ``python -X importtime -c "import monai"``
-they are about 80 % of MONAI's own import time (torch aside). medfcn uses none of the MONAI features that need them
-(reading with ``LoadImage``, ``MetaTensor``, ``Orientation``, ``Spacing``, the trainer's transforms and loss).
+and ``skimage.morphology`` (``monai.transforms.utils``), and ``itk`` where it is installed (``monai.data.image_reader``
+and ``image_writer``; medfcn reads and writes through SimpleITK and nibabel). Measured with ``python -X importtime -c
+"import monai"`` they are about 80 % of MONAI's own import time (torch aside). medfcn uses none of the MONAI features
+that need them (reading with ``LoadImage``, ``MetaTensor``, ``Orientation``, ``Spacing``, the trainer's transforms and
+loss).
 
 :func:`import_monai` imports MONAI with those packages refused *in the importing thread, for the duration of
 that import*: MONAI records them as absent optional packages (its ``optional_import`` and ``try/except
@@ -32,6 +34,7 @@ DEFERRED = (
     "skimage.morphology",  # monai.transforms.utils (RemoveSmallObjects)
     "requests",  # monai.apps.tcia (downloads)
     "jsonschema",  # monai.bundle (config validation)
+    "itk",  # monai.data.image_reader / image_writer / itk_torch_bridge (ITKReader, ITKWriter): 0.6-1.1 s
 )
 
 

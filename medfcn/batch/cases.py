@@ -197,10 +197,16 @@ def write_case(job: Job, step: CaseState, model: Model | None = None) -> CaseSta
 
 
 def case_result(
-    job: Job, step: CaseState, device: str, model_sha256: str | None = None, precision: str | None = None
+    job: Job,
+    step: CaseState,
+    device: str,
+    model_sha256: str | None = None,
+    precision: str | None = None,
+    backend: str | None = None,
 ) -> CaseResult:
     """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded.
-    ``precision``: the network's arithmetic (:attr:`medfcn.inference.engine.SliceEngine.precision`)."""
+    ``precision``: the network's arithmetic (:attr:`medfcn.inference.engine.SliceEngine.precision`); ``backend``:
+    what ran it (:attr:`~medfcn.inference.engine.SliceEngine.backend`)."""
     scan = step.scan
     kept = [p.name for p in job.files.values() if is_file(p)] if step.error is not None else []
     if kept:  # the outputs are one unit (outputs.write_outputs): a failed attempt changed none of them
@@ -220,6 +226,7 @@ def case_result(
         spacing=[round(s, 6) for s in scan.spacing] if scan is not None else None,
         device=device,
         precision=precision if step.error is None else None,
+        backend=backend if step.error is None else None,
         timing={k: round(v, 3) for k, v in step.timing.items()},
         warnings=warnings,
         sha256=step.hashes.get(job.output.name) if step.error is None else None,
@@ -243,4 +250,5 @@ def failed_result(job: Job, error: str, device: str) -> CaseResult:
 def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
     """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
     step = write_case(job, segment_case(segmenter, read_case(job)), segmenter.model)
-    return case_result(job, step, str(segmenter.device), segmenter.model.sha256, segmenter.engine.precision)
+    engine = segmenter.engine
+    return case_result(job, step, str(segmenter.device), segmenter.model.sha256, engine.precision, engine.backend)

@@ -6,11 +6,12 @@ Layout::
 
     {"medfcn_version": "0.1.0",
      "model": {"name", "path", "sha256", "architecture", "variant", "labels", "spacing"},
-     "device": "cpu", "precision": "bfloat16" (the network's arithmetic),
+     "device": "cpu", "precision": "bfloat16" (the network's arithmetic), "backend": "torch" (what ran it:
+     torch, onnxruntime or openvino),
      "started": ISO 8601, "finished": ISO 8601 or null while running,
      "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
      "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
-                "device", "precision", "timing": {"read", "segment", "write"}, "warnings": [...],
+                "device", "precision", "backend", "timing": {"read", "segment", "write"}, "warnings": [...],
                 "sha256", "output_sha256", "model_sha256", "input_stamp", "outputs": [every file of the case]}, ...]}
 
 ``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing`` (mm)
@@ -77,6 +78,7 @@ class CaseResult:
     spacing: list[float] | None = None
     device: str | None = None
     precision: str | None = None  # the network's arithmetic for this case's labels (float32, bfloat16, float16)
+    backend: str | None = None  # what ran the network for this case's labels (torch, onnxruntime, openvino)
     timing: dict[str, float] = field(default_factory=dict)
     outputs: list[str] | None = None  # every file written for the case (--format), ``output`` being the first
     warnings: list[str] = field(default_factory=list)
@@ -103,6 +105,7 @@ class CaseResult:
             "spacing",
             "device",
             "precision",
+            "backend",
         ]
         ordered = {k: out.pop(k) for k in order}
         ordered["status"] = str(self.status)
@@ -125,6 +128,7 @@ class Manifest:
     model: dict[str, Any]
     device: str
     precision: str = ""  # the arithmetic this run computes with (the file says that of the outputs it lists)
+    backend: str = ""  # what runs the network in this run (the file says what made the outputs it lists)
     total: int = 0
     started: str = field(default_factory=now_iso)
     finished: str | None = None
@@ -157,6 +161,7 @@ class Manifest:
             "model": self.model,
             "device": self.device,
             "precision": self.outputs_precision(),
+            "backend": self.outputs_backend(),
             "started": self.started,
             "finished": self.finished,
             "summary": {"ok": self.ok, "failed": self.failed, "skipped": self.skipped, "total": self.total},
@@ -169,6 +174,11 @@ class Manifest:
         this run's when none is listed yet."""
         done = sorted({c.precision for c in self.cases if c.precision and c.status in (Status.OK, Status.SKIPPED)})
         return ", ".join(done) or self.precision
+
+    def outputs_backend(self) -> str:
+        """What ran the network for the outputs the manifest lists (as :meth:`outputs_precision`)."""
+        done = sorted({c.backend for c in self.cases if c.backend and c.status in (Status.OK, Status.SKIPPED)})
+        return ", ".join(done) or self.backend
 
     def write(self) -> Path:
         """Rewrite :attr:`path` atomically. Raises :class:`medfcn.errors.OutputError`."""
@@ -184,6 +194,7 @@ class Manifest:
             model=data.get("model", {}),
             device=data.get("device", ""),
             precision=data.get("precision", ""),
+            backend=data.get("backend", ""),
             total=data.get("summary", {}).get("total", len(data.get("cases", []))),
             started=data.get("started", ""),
             finished=data.get("finished"),

@@ -155,7 +155,10 @@ def _earlier_results(out_dir: Path) -> dict[str, CaseResult]:
 def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: Callable[[str], None]) -> None:
     """Segment ``jobs`` in order; case i+1 is read and case i-1 written while case i is segmented."""
     device, sha = str(segmenter.device), segmenter.model.sha256
-    entry = functools.partial(case_result, device=device, model_sha256=sha, precision=segmenter.engine.precision)
+    engine = segmenter.engine
+    entry = functools.partial(
+        case_result, device=device, model_sha256=sha, precision=engine.precision, backend=engine.backend
+    )
     with (
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-write") as writer,
@@ -330,6 +333,12 @@ class _Runner:
             return self.segmenter.engine.precision
         return "float32" if self.settings.amp is False else "auto per worker"
 
+    @property
+    def backend(self) -> str:
+        if self.segmenter is not None:
+            return self.segmenter.engine.backend
+        return self.settings.backend if self.settings.backend != "auto" else "auto per worker"
+
     def run(self, todo: list[Job], record: _Recorder) -> None:
         if self.segmenter is not None:
             _run_local(todo, self.segmenter, record, record.current)
@@ -358,6 +367,7 @@ def _start_manifest(
         model=runner.info,
         device=runner.device,
         precision=runner.precision,
+        backend=runner.backend,
         total=len(jobs),
     )
     results, todo = _resume(jobs, earlier, runner.info.get("sha256"), overwrite)

@@ -43,6 +43,7 @@ __all__ = [
     "make_runner",
     "choose_backend",
     "cache_dir",
+    "real_slices",
     "PROBE_SHAPE",
     "PROBE_ROUNDS",
 ]
@@ -160,21 +161,24 @@ def cache_dir() -> Path:
 def _check_installed(backend: Backend) -> None:
     if backend in _PACKAGES and importlib.util.find_spec(_PACKAGES[backend]) is None:
         raise UsageError(
-            f"backend {backend.value!r} needs the {_PACKAGES[backend]} package: pip install 'medfcn[{_EXTRAS[backend]}]'"
+            f"backend {backend.value!r} needs the {_PACKAGES[backend]} package: "
+            f"pip install 'medfcn[{_EXTRAS[backend]}]'"
         )
 
 
-def _graph(network: nn.Module, model: Model | None) -> bytes:
-    """The ONNX graph of ``network``: from the cache when ``model`` (whose network it is) has a file, else exported."""
+def _graph(network: nn.Module, model: Model | None, *, fresh: bool = False) -> tuple[bytes, Path | None]:
+    """The ONNX graph of ``network`` and the cache file it came from or went to: from the cache when ``model`` (whose
+    network it is) has a file and ``fresh`` is false, else exported (and cached)."""
     from medfcn.model.export import OPSET, network_to_onnx, onnx_bytes
 
     if model is None or not model.sha256:
-        return network_to_onnx(network)
+        return network_to_onnx(network), None
     path = cache_dir() / "onnx" / f"{model.sha256}-opset{OPSET}-torch{torch.__version__}.onnx"
-    try:
-        return path.read_bytes()
-    except OSError:
-        pass
+    if not fresh:
+        try:
+            return path.read_bytes(), path
+        except OSError:
+            pass
     data = onnx_bytes(model)
     try:  # a cache that cannot be written costs the export again next time, nothing else
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -183,7 +187,7 @@ def _graph(network: nn.Module, model: Model | None) -> bytes:
         os.replace(tmp, path)
     except OSError as e:
         log.info("cannot cache the exported model in %s (%s)", path.parent, e)
-    return data
+    return data, path
 
 
 def make_runner(
@@ -207,12 +211,24 @@ def make_runner(
     if backend is Backend.TORCH:
         return TorchRunner(network, device, amp, amp_dtype)
     if device.type != "cpu":
-        raise UsageError(f"backend {backend.value!r} runs on the CPU; use --device cpu, or --backend torch for {device}")
+        raise UsageError(
+            f"backend {backend.value!r} runs on the CPU; use --device cpu, or --backend torch for {device}"
+        )
     stride = int(network.stride)
-    graph = _graph(network, model)
-    if backend is Backend.ONNXRUNTIME:
-        return OnnxRuntimeRunner(graph, stride, threads)
-    return OpenVinoRunner(graph, stride, threads, bf16=amp, cache=cache_dir() / "openvino")
+
+    def build(graph: bytes) -> Runner:
+        if backend is Backend.ONNXRUNTIME:
+            return OnnxRuntimeRunner(graph, stride, threads)
+        return OpenVinoRunner(graph, stride, threads, bf16=amp, cache=cache_dir() / "openvino")
+
+    graph, cached = _graph(network, model)
+    try:
+        return build(graph)
+    except Exception as exc:  # the runtimes raise their own types; a damaged cache file is exported again
+        if cached is None:
+            raise
+        log.warning("%s: cannot be loaded (%s); exported again", cached, str(exc).splitlines()[0][:200])
+        return build(_graph(network, model, fresh=True)[0])
 
 
 def _machine_key(threads: int, amp: bool, batch: int, backends: list[Backend]) -> str:
@@ -294,3 +310,20 @@ def choose_backend(
         except OSError as e:
             log.info("cannot cache the backend choice in %s (%s)", store, e)
     return runners[Backend(fastest)]
+
+
+def real_slices(model: Model, scan: str | Path, n: int = 8) -> list[torch.Tensor]:
+    """``n`` neighbouring stacks of slices (n, K, H, W) through the middle of ``scan`` (a file) on ``model``'s frame,
+    normalised as the model expects, one batch per slice axis of its card: what the network sees in a real run."""
+    from medfcn.data.reader import read_scan
+    from medfcn.inference.engine import slice_stack
+    from medfcn.inference.pipeline import frame_for_model, normalise_for_model
+
+    card = model.card
+    volume = torch.from_numpy(normalise_for_model(frame_for_model(read_scan(scan), card), card))
+    batches = []
+    for axis in card.slice_axes:
+        start = max(0, volume.shape[axis] // 2 - n // 2)
+        stop = min(volume.shape[axis], start + n)
+        batches.append(slice_stack(volume, start, stop, axis=axis, context=card.context))
+    return batches

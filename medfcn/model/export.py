@@ -22,25 +22,38 @@ from __future__ import annotations
 import io
 import logging
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from medfcn.errors import ModelError, UsageError
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
 
     from medfcn.model.card import ModelCard
     from medfcn.model.checkpoint import Model
 
-__all__ = ["OPSET", "TOLERANCE", "export_onnx", "network_to_onnx", "onnx_bytes", "onnx_metadata", "check_against_torch", "read_card"]
+__all__ = [
+    "OPSET",
+    "TOLERANCE",
+    "export_onnx",
+    "network_to_onnx",
+    "onnx_bytes",
+    "onnx_metadata",
+    "check_against_torch",
+    "read_card",
+]
 
 log = logging.getLogger(__name__)
 
 OPSET = 17
 TOLERANCE = 1e-4  # largest absolute difference in the logits allowed between the exported graph and PyTorch
 FORMAT = "medfcn-onnx"
+_NORMALISATION = {  # medfcn.inference.frame.normalise_intensity, in words
+    "percentile": "x -> (x - p0.5) / (p99.5 - p0.5) clipped to [0, 1] (percentiles of the volume on the model's frame)",
+    "zscore": "x -> (x - mean) / std over the voxels above the volume's mean",
+}
 
 
 def onnx_metadata(model: Model) -> dict[str, str]:
@@ -58,7 +71,8 @@ def onnx_metadata(model: Model) -> dict[str, str]:
             "the odd pixel after; crop the output back)"
         ),
         "medfcn_output": f"logits (B, {len(card.labels)}, H, W) float32; softmax over axis 1 gives probabilities",
-        "medfcn_normalisation": str(card.normalisation),
+        "medfcn_normalisation": f"{card.normalisation}: {_NORMALISATION[str(card.normalisation)]}; then "
+        f"reoriented to {card.orientation} and resampled to {' x '.join(f'{s:g}' for s in card.spacing)} mm",
         "medfcn_source_sha256": model.sha256 or "",
     }
 
@@ -113,35 +127,38 @@ def onnx_bytes(model: Model, *, opset: int = OPSET) -> bytes:
     return proto.SerializeToString()
 
 
-def check_against_torch(model: Model, data: bytes | str | Path, slices: torch.Tensor) -> float:
+def check_against_torch(model: Model, data: bytes | str | Path, batches: Sequence[torch.Tensor]) -> float:
     """The largest absolute difference between the logits of the ONNX model ``data`` (run by ONNX Runtime) and
-    of the PyTorch network for ``slices`` (B, K, H, W), padded to the stride. Raises :class:`ModelError` beyond
-    :data:`TOLERANCE`."""
+    of the PyTorch network for ``batches`` of slices (B, K, H, W), each padded to the stride. Raises
+    :class:`ModelError` beyond :data:`TOLERANCE`."""
     import numpy as np
     import onnxruntime as ort
     import torch
 
-    from medfcn.model.network import pad_to_stride
-
-    from medfcn.model.network import fold_batchnorm
+    from medfcn.model.network import fold_batchnorm, pad_to_stride
 
     net = fold_batchnorm(model.network)
-    x, _ = pad_to_stride(slices.float(), int(net.stride))
-    with torch.inference_mode():
-        expected = net(x).numpy()
     source = data if isinstance(data, bytes) else str(data)
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    got = session.run(None, {"slices": np.ascontiguousarray(x.numpy())})[0]
-    worst = float(np.abs(got - expected).max())
+    worst = 0.0
+    for slices in batches:
+        x, _ = pad_to_stride(slices.float(), int(net.stride))
+        with torch.inference_mode():
+            expected = net(x).numpy()
+        got = session.run(None, {"slices": np.ascontiguousarray(x.numpy())})[0]
+        worst = max(worst, float(np.abs(got - expected).max()))
     if not worst <= TOLERANCE:
         raise ModelError(f"the exported model differs from PyTorch by {worst:.3g} in the logits (> {TOLERANCE})")
     return worst
 
 
-def export_onnx(model: Model, path: str | Path, *, check: torch.Tensor | None = None, opset: int = OPSET) -> dict:
+def export_onnx(
+    model: Model, path: str | Path, *, check: Sequence[torch.Tensor] | None = None, opset: int = OPSET
+) -> dict:
     """Write ``model`` to ``path`` as ONNX (atomically) and return what was written: the path, opset, input and
-    normalisation, and the largest difference from PyTorch on ``check`` slices (B, K, H, W) where ONNX Runtime is
-    installed (``None`` otherwise). Raises :class:`ModelError` when the check fails (nothing is written then)."""
+    normalisation, and the largest difference from PyTorch on ``check`` (batches of slices (B, K, H, W)) where ONNX
+    Runtime is installed (``None`` otherwise). Raises :class:`ModelError` when the check fails (nothing is written
+    then)."""
     import importlib.util
 
     from medfcn.data.writer import atomic_write

@@ -31,6 +31,7 @@ from superqt.utils import ensure_main_thread
 from medfcn import __version__
 from medfcn.errors import CancelledError, MedfcnError
 from medfcn.inference.engine import DeviceName
+from medfcn.inference.settings import Backend, InferenceSettings
 
 from .._layers import is_unedited as _is_unedited
 from .._layers import labels_checksum, labels_to_display, layer_geometry, layer_scan
@@ -39,7 +40,7 @@ from . import _scan_views
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentWidget", "ModelSource", "available_devices", "labels_checksum", "is_unedited"]
+__all__ = ["SegmentWidget", "ModelSource", "available_devices", "available_backends", "labels_checksum", "is_unedited"]
 
 log = logging.getLogger(__name__)
 
@@ -63,22 +64,28 @@ def available_devices() -> list[str]:
     return devices
 
 
+def available_backends() -> list[str]:
+    """``auto`` and the backends installed here (:func:`medfcn.inference.runtime.installed_backends`)."""
+    from medfcn.inference.runtime import installed_backends
+
+    return [Backend.AUTO.value, *(b.value for b in installed_backends())]
+
+
 def is_unedited(layer) -> bool:
     """Whether a Labels layer still holds exactly what Segment wrote into it (a rerun may replace it)."""
     return _is_unedited(layer.data, layer.metadata)
 
 
-def _segment(segmenter, model, device: str, scan, progress, cancel):
+def _segment(segmenter, model, settings: InferenceSettings, scan, progress, cancel):
     """Worker body: load the model unless ``segmenter`` already holds it, then segment. Returns both."""
     from medfcn.inference.pipeline import Segmenter
-    from medfcn.inference.settings import InferenceSettings
 
     if segmenter is None:
-        segmenter = Segmenter(model, InferenceSettings(device=device))
+        segmenter = Segmenter(model, settings)
     return segmenter, segmenter.segment(scan, progress=progress, cancel=cancel)
 
 
-def _segment_for_layer(segmenter, model, device: str, data, attributes: dict, progress, cancel):
+def _segment_for_layer(segmenter, model, settings: InferenceSettings, data, attributes: dict, progress, cancel):
     """Worker body: the image layer's scan (its voxels back in the file's order), segmented (:func:`_segment`),
     then everything the result layer needs that is not Qt's business, so the viewer's thread only adds the layer:
     the labels reordered like the image layer's data, their checksum and each label's volume in mL. Returns
@@ -86,7 +93,7 @@ def _segment_for_layer(segmenter, model, device: str, data, attributes: dict, pr
     from medfcn.evaluation.metrics import label_volumes_ml
 
     scan = layer_scan(data, attributes)
-    segmenter, labels = _segment(segmenter, model, device, scan, progress, cancel)
+    segmenter, labels = _segment(segmenter, model, settings, scan, progress, cancel)
     volumes = label_volumes_ml(labels, scan.spacing)
     display = labels_to_display(labels, attributes)
     return segmenter, display, volumes, labels_checksum(display)
@@ -98,7 +105,7 @@ def volumes_text(volumes: dict[int, float], names: dict[str, int]) -> str:
 
 
 class SegmentWidget(Container):
-    """Pick an Image layer, a model and a device; Segment adds ``<image>_labels`` on the image's grid."""
+    """Pick an Image layer, a model, a device and a backend; Segment adds ``<image>_labels`` on the image's grid."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
@@ -106,6 +113,7 @@ class SegmentWidget(Container):
         self.model_source = ComboBox(label="Model", choices=[m.value for m in ModelSource], value=ModelSource.BUNDLED)
         self.checkpoint = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="Device", choices=available_devices(), value=DeviceName.AUTO)
+        self.backend = ComboBox(label="Backend", choices=available_backends(), value=Backend.AUTO)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.new_labels_button = PushButton(text="New labels on this scan")
@@ -117,6 +125,7 @@ class SegmentWidget(Container):
                 self.model_source,
                 self.checkpoint,
                 self.device,
+                self.backend,
                 self.run_button,
                 self.cancel_button,
                 self.progress,
@@ -135,7 +144,7 @@ class SegmentWidget(Container):
         self.worker = None
         self._running = False
         self._cancel = threading.Event()
-        self._cached: tuple[tuple, object] | None = None  # ((model path, mtime, device), Segmenter)
+        self._cached: tuple[tuple, object] | None = None  # ((model path, mtime, settings), Segmenter)
 
     # -- actions -------------------------------------------------------------------------------------------------
     def run(self):
@@ -158,11 +167,12 @@ class SegmentWidget(Container):
         except MedfcnError as e:
             self.status.value = str(e)
             return None
-        key = (str(model), model.stat().st_mtime if model else None, str(self.device.value))  # a rewritten file reloads
+        settings = InferenceSettings(device=str(self.device.value), backend=str(self.backend.value))
+        key = (str(model), model.stat().st_mtime if model else None, settings)  # a rewritten file reloads
         segmenter = self._cached[1] if self._cached and self._cached[0] == key else None
         self._cancel.clear()
         self.worker = thread_worker(_segment_for_layer, start_thread=False, ignore_errors=True)(
-            segmenter, model, str(self.device.value), data, attributes, self._on_progress, self._cancel.is_set
+            segmenter, model, settings, data, attributes, self._on_progress, self._cancel.is_set
         )
         self.worker.returned.connect(lambda result: self._on_done(layer, key, *result))
         self.worker.errored.connect(self._on_error)
@@ -212,6 +222,7 @@ class SegmentWidget(Container):
         metadata.update(
             model=segmenter.model.name,
             device=str(segmenter.device),
+            backend=segmenter.engine.backend,
             segmented_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             medfcn_version=__version__,
             image=layer.name,
@@ -236,7 +247,8 @@ class SegmentWidget(Container):
             )
         self.progress.value = 100
         found = volumes_text(volumes, card_labels)
-        self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device}){kept}"
+        where = f"{segmenter.device}, {segmenter.engine.backend}"
+        self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {where}){kept}"
 
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, CancelledError):

@@ -305,6 +305,11 @@ def main() -> None:
         "--device", default="cpu", help="device for medfcn and the engine: cpu, cuda, auto (AMP on GPU)"
     )
     parser.add_argument("--skip-monai", action="store_true", help="skip the MONAI pipeline (minutes on a CPU)")
+    parser.add_argument(
+        "--backends",
+        default="",
+        help="comma-separated medfcn backends to time as CLI processes too (medfcn-cli itself is --backend auto)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="engine/forward repeats, best taken (default 3)")
     parser.add_argument(
         "--engine-threads",
@@ -347,6 +352,13 @@ def main() -> None:
     rows = {"medfcn-cli": run_child(cli, None)}
     cli_labels = cli_out / f"{image.name.removesuffix('.nii.gz')}.nii.gz"
     rows["medfcn-cli"]["dice"] = dice(cli_labels, ref)
+    for backend in [b for b in args.backends.split(",") if b]:
+        out = workdir / f"medfcn_cli_{backend}"
+        argv = [*cli, "--backend", backend]
+        rows[f"medfcn-cli-{backend}"] = run_child(
+            [*argv[: argv.index("-o") + 1], str(out), *argv[argv.index("-o") + 2 :]], None
+        )
+        rows[f"medfcn-cli-{backend}"]["dice"] = dice(out / cli_labels.name, ref)
 
     stages_json = workdir / "stages.json"
     params = {"image": str(image), "output": str(workdir / "medfcn_stages.nii.gz"), "model": args.model}
@@ -385,7 +397,7 @@ def main() -> None:
         f"{'pipeline':<20} {'seconds':>8} {'CPU s':>7} {'slices':>7} {'slices/s':>9} {'peak RSS MB':>12} "
         f"{'Dice':>7} {'load':>5}"
     )
-    counts = {"medfcn-cli": slices, "medfcn-stages": slices}
+    counts = {"medfcn-cli": slices, "medfcn-stages": slices, **{k: slices for k in rows if k.startswith("medfcn-cli-")}}
     if "basicunet-in-medfcn" in rows:
         counts["basicunet-in-medfcn"] = rows["basicunet-in-medfcn"]["slices"]
     if "monai" in rows:

@@ -288,6 +288,28 @@ def test_float32_is_honoured_and_the_precision_recorded(tmp_path, model_file):
     assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["precision"] == native
 
 
+def test_the_backend_is_recorded_per_case_and_for_the_outputs_listed(tmp_path, model_file, monkeypatch):
+    """The manifest says what ran the network: each entry its own backend; the file's ``backend`` that of the outputs
+    it lists, so a rerun with another backend that skips the finished case still says how that output was made."""
+    pytest.importorskip("onnxruntime")
+    from medfcn.inference.settings import InferenceSettings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first_scan, second_scan = write_cases(tmp_path / "in", 2)
+    out = tmp_path / "out"
+
+    def run(scans, backend):
+        settings = InferenceSettings(device="cpu", backend=backend)
+        return run_batch(scans, out, model=model_file, settings=settings, progress=False)
+
+    first = run([first_scan], "onnxruntime")
+    assert first.backend == "onnxruntime" and first.cases[0].backend == "onnxruntime"
+    rerun = run([first_scan, second_scan], "torch")
+    assert [c.status for c in rerun.cases] == [Status.SKIPPED, Status.OK]
+    assert [c.backend for c in rerun.cases] == ["onnxruntime", "torch"]
+    assert json.loads((out / "manifest.json").read_text())["backend"] == "onnxruntime, torch"
+
+
 def test_an_empty_label_map_is_written_but_said(tmp_path, model_file, caplog):
     """A blank scan (every voxel 0: a failed export) segments to all background; the case is not an error, but the
     manifest entry and the log say the label map is empty. A scan with a head says nothing of the kind."""

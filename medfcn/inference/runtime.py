@@ -6,9 +6,9 @@ The ONNX runners get the graph :func:`medfcn.model.export.network_to_onnx` makes
 kept in the user's cache folder (``$XDG_CACHE_HOME/medfcn``, else ``~/.cache/medfcn``; a model without a file is
 exported in memory each time); OpenVINO also caches its compiled form there.
 
-``auto`` (:func:`choose_backend`): PyTorch on a GPU; on the CPU each installed backend runs the same batch of
-slices (the settings' batch size, 128 x 160: a 1 mm head's slices on the model's frame), interleaved, best of
-:data:`PROBE_ROUNDS` after a warm-up, and the fastest is taken. The choice is cached per model file and machine
+``auto`` (:func:`choose_backend`): PyTorch on a GPU; on the CPU each installed backend runs the same batches of
+slices (the settings' batch size, in the three sizes of a 1 mm head's slices on the model's frame), interleaved,
+best of :data:`PROBE_ROUNDS` after a warm-up, and the fastest is taken. The choice is cached per model file and machine
 (CPU model, cores, threads, arithmetic, library versions), so the probe (about a second) runs once. A choice
 measured on a busy machine can be wrong; naming the backend always wins.
 """
@@ -44,14 +44,14 @@ __all__ = [
     "choose_backend",
     "cache_dir",
     "real_slices",
-    "PROBE_SHAPE",
+    "PROBE_SHAPES",
     "PROBE_ROUNDS",
 ]
 
 log = logging.getLogger(__name__)
 
-PROBE_SHAPE = (128, 160)  # (H, W) of the probe's slices
-PROBE_ROUNDS = 3
+PROBE_SHAPES = ((160, 128), (128, 128), (128, 160))  # (H, W) of a 1 mm head's slices along each axis, padded
+PROBE_ROUNDS = 5
 _PACKAGES = {Backend.ONNXRUNTIME: "onnxruntime", Backend.OPENVINO: "openvino"}
 _EXTRAS = {Backend.ONNXRUNTIME: "onnx", Backend.OPENVINO: "openvino"}
 
@@ -252,16 +252,20 @@ def _machine_key(threads: int, amp: bool, batch: int, backends: list[Backend]) -
 
 
 def probe(runners: dict[Backend, Runner], batch: int, channels: int, rounds: int = PROBE_ROUNDS) -> dict[str, float]:
-    """Best seconds of each runner on one batch of ``batch`` slices (``channels``, :data:`PROBE_SHAPE`) of noise,
-    after one warm-up call each, the runners interleaved round by round (so a busy moment slows them alike)."""
-    x = torch.randn((batch, channels, *PROBE_SHAPE), generator=torch.Generator().manual_seed(0))
+    """Best seconds of each runner on a round of batches of ``batch`` slices of noise (``channels``, one batch of
+    each of :data:`PROBE_SHAPES`: a runtime that recompiles for a new size pays for it), after one warm-up round,
+    the runners interleaved round by round (so a busy moment slows them alike)."""
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn((batch, channels, *shape), generator=g) for shape in PROBE_SHAPES]
     for run in runners.values():
-        run(x)
+        for x in xs:
+            run(x)
     best = {b.value: float("inf") for b in runners}
     for _ in range(rounds):
         for b, run in runners.items():
             t = time.perf_counter()
-            run(x)
+            for x in xs:
+                run(x)
             best[b.value] = min(best[b.value], time.perf_counter() - t)
     return best
 

@@ -20,9 +20,12 @@ from __future__ import annotations
 import importlib
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
-__all__ = ["import_monai", "DEFERRED", "SKIPPED"]
+__all__ = ["import_monai", "load_image", "DEFERRED", "SKIPPED"]
 
 # Packages MONAI imports at import time only for features medfcn does not use.
 DEFERRED = (
@@ -76,6 +79,17 @@ class _Refuse:
 _lock = threading.Lock()
 
 
+@contextmanager
+def _deferring() -> Iterator[None]:
+    """Within the block, this thread is refused :data:`DEFERRED` and :data:`SKIPPED`."""
+    finder = _Refuse(threading.get_ident())
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        sys.meta_path.remove(finder)
+
+
 def import_monai() -> ModuleType:
     """The ``monai`` package, imported (once) without the optional packages in :data:`DEFERRED`."""
     if "monai" in sys.modules:
@@ -83,9 +97,17 @@ def import_monai() -> ModuleType:
     with _lock:
         if "monai" in sys.modules:
             return sys.modules["monai"]
-        finder = _Refuse(threading.get_ident())
-        sys.meta_path.insert(0, finder)
-        try:
+        with _deferring():
             return importlib.import_module("monai")
-        finally:
-            sys.meta_path.remove(finder)
+
+
+def load_image(**kwargs) -> Any:
+    """MONAI's ``LoadImage(**kwargs)``, made without the optional packages in :data:`DEFERRED`: its constructor
+    instantiates every default reader as a fallback, and ``ITKReader``'s imports ``itk`` where it is installed (0.15 s
+    CPU, 0.5 s wall under load, with IPython and pygments); medfcn always passes its own reader, so the readers that
+    need a deferred package are left out (MONAI skips a reader whose package is missing)."""
+    import_monai()
+    from monai.transforms import LoadImage
+
+    with _deferring():
+        return LoadImage(**kwargs)

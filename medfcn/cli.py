@@ -60,8 +60,39 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="comma-separated: nifti (default; OUT/<case>.nii.gz), dicom-seg (OUT/<case>.seg.dcm), rtstruct "
         "(OUT/<case>.rtstruct.dcm); the DICOM ones for cases read from a DICOM series",
     )
+    _add_output_options(p)
     p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """--masked-image, --border, --statistics (medfcn.batch.outputs.OutputOptions), for segment and bids."""
+    p.add_argument(
+        "--masked-image",
+        action="store_true",
+        help="also write OUT/<case>.masked.nii.gz: the input with everything outside the labels set to zero (same "
+        "grid, voxel type and scaling)",
+    )
+    p.add_argument(
+        "--border",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="move the labels' border out by MM mm (in, for a negative MM) before writing, as SynthStrip's -b",
+    )
+    p.add_argument(
+        "--statistics",
+        action="store_true",
+        help="each label's volume (mL) and the input's intensity (mean, std, percentiles) inside it: in the manifest "
+        "and OUT/statistics.csv",
+    )
+
+
+def _output_options(args: argparse.Namespace, **fixed):
+    from medfcn.batch.outputs import OutputOptions
+
+    values = {"masked_image": args.masked_image, "border_mm": args.border, "statistics": args.statistics}
+    return OutputOptions(**{**values, **fixed})
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -135,6 +166,7 @@ def _segment(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         formats=args.format,
+        options=_output_options(args),
     )
     code = manifest.exit_code
     if args.reference:

@@ -236,7 +236,12 @@ def _segment(args: argparse.Namespace) -> int:
         scans = {c.case: c for c in find_cases(args.inputs) if c.error is None}  # drawn under the overlays
         report = Path(args.output) / "evaluation"
         series = [p for p in args.inputs if Path(p).is_dir()]  # what a DICOM output references
-        result = evaluate(args.output, args.reference, report, label_names=names, images=scans, series=series)
+        from medfcn.batch.outputs import MASKED_SUFFIX
+
+        masked = [f for c in manifest.cases for f in c.outputs or [] if f.endswith(MASKED_SUFFIX)]
+        result = evaluate(
+            args.output, args.reference, report, label_names=names, images=scans, series=series, not_predictions=masked
+        )
         for line in result.summary_lines():
             print(line)
         print(f"report: {report / 'report.html'}")

@@ -52,6 +52,7 @@ __all__ = [
     "OutputOptions",
     "PLAIN",
     "MASKED_IMAGE",
+    "MASKED_SUFFIX",
     "Layout",
     "FlatLayout",
     "FLAT",
@@ -75,6 +76,7 @@ SUFFIXES = {OutputFormat.NIFTI: ".nii.gz", OutputFormat.DICOM_SEG: ".seg.dcm", O
 
 
 MASKED_IMAGE = "masked-image"  # the key of the masked image among a case's files (the formats' keys are their values)
+MASKED_SUFFIX = ".masked.nii.gz"  # OUT/<case>.masked.nii.gz in the flat layout
 _MOST_MM = 100.0  # a border moved further than this is a typing mistake, not a brain mask
 
 
@@ -125,7 +127,7 @@ class FlatLayout:
     ) -> dict[str, Path]:
         files: dict[str, Path] = {str(k): v for k, v in output_files(out_dir, spec.case, formats).items()}
         if options.masked_image:
-            files[MASKED_IMAGE] = Path(out_dir) / f"{spec.case}.masked.nii.gz"
+            files[MASKED_IMAGE] = Path(out_dir) / f"{spec.case}{MASKED_SUFFIX}"
         return files
 
     def texts(self, files: Mapping[str, Path], spec: CaseSpec, model) -> dict[str, str]:

@@ -220,6 +220,14 @@ def test_cli_options(tmp_path, inputs, model_file, capsys):
         "scaled.nii.gz",
         "statistics.csv",
     ]
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "scaled.nii.gz").write_bytes((out / "scaled.nii.gz").read_bytes())
+    capsys.readouterr()
+    argv = ["segment", str(inputs / "scaled.nii.gz"), "-o", str(out), "--model", str(model_file), "--quiet"]
+    assert main([*argv, "--device", "cpu", "--masked-image", "--reference", str(refs)]) == 0
+    printed = capsys.readouterr().out
+    assert "evaluated 1 case" in printed and "without a reference" not in printed  # the masked image is no prediction
     for bad in ("nan", "inf", "1000"):
         assert main(["segment", str(inputs), "-o", str(tmp_path / bad), "--border", bad]) == 2
         err = capsys.readouterr().err.strip()

@@ -239,8 +239,16 @@ def _segment(args: argparse.Namespace) -> int:
         from medfcn.batch.outputs import MASKED_SUFFIX
 
         masked = [f for c in manifest.cases for f in c.outputs or [] if f.endswith(MASKED_SUFFIX)]
+        stats = {c.case: c.statistics for c in manifest.cases if c.statistics}
         result = evaluate(
-            args.output, args.reference, report, label_names=names, images=scans, series=series, not_predictions=masked
+            args.output,
+            args.reference,
+            report,
+            label_names=names,
+            images=scans,
+            series=series,
+            not_predictions=masked,
+            statistics=stats,
         )
         for line in result.summary_lines():
             print(line)

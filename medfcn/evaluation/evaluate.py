@@ -215,6 +215,7 @@ def evaluate(
     images: Mapping[str, str | Path | CaseSpec] | str | Path | None = None,
     series: Sequence[str | Path] = (),
     not_predictions: Sequence[str | Path] = (),
+    statistics: Mapping[str, Mapping[str, Mapping]] | None = None,
 ) -> Evaluation:
     """Score every prediction against its reference and write ``out_dir``/``metrics.csv``, ``metrics.json`` and
     ``report.html`` (atomically).
@@ -229,6 +230,7 @@ def evaluate(
         series: folders holding the DICOM series that SEG and RTSTRUCT files in ``pred`` or ``ref`` reference
             (searched recursively); each such file is rebuilt on its series' grid (:mod:`medfcn.dicom.label_objects`).
         not_predictions: files in ``pred`` that are not label maps (a batch's masked images): left out.
+        statistics: ``{case: {label: statistics}}`` of the batch (``segment --statistics``), shown in the report.
 
     Returns:
         An :class:`Evaluation`; cases that could not be scored are in ``.failed``, one line each.
@@ -256,6 +258,7 @@ def evaluate(
         pred_source=str(pred),
         ref_source=str(ref),
         out_dir=out_dir,
+        statistics={k: dict(v) for k, v in (statistics or {}).items()},
     )
     for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
         log.info("evaluating %s (%d/%d)", case, i, len(pairs))

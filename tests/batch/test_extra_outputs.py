@@ -225,9 +225,12 @@ def test_cli_options(tmp_path, inputs, model_file, capsys):
     (refs / "scaled.nii.gz").write_bytes((out / "scaled.nii.gz").read_bytes())
     capsys.readouterr()
     argv = ["segment", str(inputs / "scaled.nii.gz"), "-o", str(out), "--model", str(model_file), "--quiet"]
-    assert main([*argv, "--device", "cpu", "--masked-image", "--reference", str(refs)]) == 0
+    assert main([*argv, "--device", "cpu", "--masked-image", "--statistics", "--reference", str(refs)]) == 0
     printed = capsys.readouterr().out
     assert "evaluated 1 case" in printed and "without a reference" not in printed  # the masked image is no prediction
+    report = (out / "evaluation" / "report.html").read_text()
+    volume = next(csv.DictReader((out / "statistics.csv").open()))["volume_ml"]
+    assert "Volumes and intensities" in report and f"<td>{volume}</td>" in report
     for bad in ("nan", "inf", "1000"):
         assert main(["segment", str(inputs), "-o", str(tmp_path / bad), "--border", bad]) == 2
         err = capsys.readouterr().err.strip()

@@ -16,7 +16,8 @@ dataset, the batch segments them (resume, the manifest, the lock and fault isola
 - Masks of the first ``--suffix`` (default ``T1w``) take ``desc-<label>``; an image of another suffix with the same
   entities would give the same mask name, so its masks take ``desc-<label><suffix>`` (``desc-brainT2w_mask``). The
   skull-stripped images keep their own suffix (``desc-brain_T2w``).
-- Sidecars: ``Type`` (``Brain`` for a brain mask), ``Sources`` and ``SpatialReference`` as BIDS URIs
+- Sidecars: ``Type`` (``Brain`` for a brain mask, else ``ROI``), ``SkullStripped`` for the masked image (true for a
+  brain mask; the validator requires it of a preprocessed anatomical image), ``Sources`` and ``SpatialReference`` as BIDS URIs
   (``bids:raw:sub-01/...``; ``DatasetLinks`` in ``dataset_description.json`` says where ``raw`` is), and a ``medfcn``
   object naming the model, its SHA-256, medfcn's version and the border moved.
 - The dataset's own files: ``dataset_description.json`` (``DatasetType: derivative``, ``GeneratedBy`` medfcn with its
@@ -158,7 +159,7 @@ class DerivativesLayout:
                 "SpatialReference": source,
                 "medfcn": about,
             }
-            texts["masked-image.json"] = _json({"SkullStripped": True, **stripped} if brain else stripped)
+            texts["masked-image.json"] = _json({"SkullStripped": brain, **stripped})  # required for anat derivatives
         return texts
 
 

@@ -212,3 +212,56 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, case, capsys
     err = capsys.readouterr().err.strip()
     assert err.startswith("medfcn: error: ") and "\n" not in err, err
     assert snapshot(tmp_path) == before  # nothing written, in the dataset or anywhere else
+
+
+def label_model(path: Path, labels: dict[str, int]) -> Path:
+    """An untrained FCN with ``labels`` (its outputs are arbitrary: the naming and the files are under test)."""
+    import torch
+
+    from medfcn.model.checkpoint import ModelCard, save_model
+    from medfcn.model.network import FCN
+
+    torch.manual_seed(0)
+    net = FCN(in_channels=3, num_classes=len(labels), width=4, max_width=8, depth=2, variant="fcn16s", stem_stride=1)
+    card = ModelCard(network=net.config.to_dict(), name="label-test", labels=labels, spacing=(1.5, 1.5, 1.5))
+    return save_model(path, net.eval(), card)
+
+
+@pytest.mark.parametrize(
+    "labels, mask",
+    [
+        ({"background": 0, "grey matter": 1, "white matter": 2}, "sub-01_ses-1_desc-medfcn_dseg"),
+        ({"background": 0, "tumour": 1}, "sub-01_ses-1_desc-tumour_mask"),
+    ],
+)
+def test_other_models_write_dseg_or_their_label_and_pass_the_validator(tmp_path, labels, mask):
+    from bids import BIDSLayout
+
+    from tests.support.scans import affine_from_codes, head_volume, write_scan_file
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.10.0"}))
+    write_scan_file(
+        raw / "sub-01/ses-1/anat/sub-01_ses-1_T1w.nii.gz", head_volume((24, 28, 20)), affine_from_codes("LPS")
+    )
+    model = label_model(tmp_path / "model.safetensors", labels)
+    out = tmp_path / "deriv"
+    argv = ["bids", str(raw), str(out), "participant", "--model", str(model), "--device", "cpu", "--quiet"]
+    assert main(argv) == 0
+    anat = out / "sub-01" / "ses-1" / "anat"
+    names = sorted(p.name for p in anat.iterdir())
+    stripped = "sub-01_ses-1_desc-medfcn_T1w" if "dseg" in mask else "sub-01_ses-1_desc-tumour_T1w"
+    tsv = [f"{mask}.tsv"] if "dseg" in mask else []
+    assert names == sorted([f"{mask}.json", f"{mask}.nii.gz", *tsv, f"{stripped}.json", f"{stripped}.nii.gz"])
+    sidecar = json.loads((anat / f"{mask}.json").read_text())
+    if "dseg" in mask:
+        assert (anat / f"{mask}.tsv").read_text() == "index\tname\n0\tbackground\n1\tgrey matter\n2\twhite matter\n"
+        assert "Type" not in sidecar
+    else:
+        assert sidecar["Type"] == "ROI"
+    assert json.loads((anat / f"{stripped}.json").read_text())["SkullStripped"] is False  # the validator requires it
+    done = subprocess.run([validator(), str(out), "--format", "json"], capture_output=True, text=True, timeout=300)
+    assert [i for i in json.loads(done.stdout)["issues"]["issues"] if i["severity"] == "error"] == []
+    found = BIDSLayout(str(raw), derivatives=str(out)).get(scope="derivatives", extension=".nii.gz")
+    assert sorted(f.filename for f in found) == sorted([f"{mask}.nii.gz", f"{stripped}.nii.gz"])

@@ -81,7 +81,7 @@ class CaseState:
     hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
     warnings: list[str] = field(default_factory=list)  # what the segmentation noticed (an empty label map)
     stamp: str | None = None  # input_stamp of the input files, taken before they were read
-    statistics: dict[str, dict] | None = None  # per label (--statistics), see medfcn.evaluation.statistics
+    statistics: dict[str, dict] | None = None  # per label (--statistics), see medfcn.data.statistics
 
 
 def input_stamp(spec: CaseSpec) -> str:
@@ -203,7 +203,7 @@ def _finish_labels(step: CaseState, segmenter: Segmenter, options: OutputOptions
 
         step.labels = move_border(step.labels, scan.spacing, options.border_mm)
     if options.statistics:
-        from medfcn.evaluation.statistics import label_statistics
+        from medfcn.data.statistics import label_statistics
 
         step.statistics = label_statistics(step.labels, scan.array, scan.spacing, segmenter.labels)
     if options.needs_voxels and not options.masked_image:  # done with them: free them before the write

@@ -24,7 +24,7 @@ scan gives one).
 file of the case by name (``--format``), ``model_sha256`` that of the model file that made it, ``input_stamp`` a
 fingerprint of the input files' names, sizes and modification times: a rerun skips a case only when all three still
 hold. ``border_mm`` is the ``--border`` the labels were made with (absent: 0) and ``statistics`` (``--statistics``)
-each label's volume (mL) and the input's intensities inside it (see :mod:`medfcn.evaluation.statistics`).
+each label's volume (mL) and the input's intensities inside it (see :mod:`medfcn.data.statistics`).
 
 >>> entry = CaseResult(input="t1.nii.gz", case="t1", output=None, status="failed", error="t1.nii.gz: empty file")
 >>> entry.status, CaseResult.from_dict(entry.to_dict()) == entry
@@ -87,7 +87,7 @@ class CaseResult:
     model_sha256: str | None = None
     input_stamp: str | None = None
     border_mm: float | None = None  # --border: the distance the labels' border was moved (mm), when not 0
-    statistics: dict[str, dict[str, Any]] | None = None  # --statistics: per label, medfcn.evaluation.statistics
+    statistics: dict[str, dict[str, Any]] | None = None  # --statistics: per label, medfcn.data.statistics
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)

@@ -15,7 +15,7 @@ Besides the label map, a case may have (:class:`OutputOptions`, the same for eve
 - ``--border MM``: the labels' border moved out (or in, for a negative distance) by MM mm before any file is written
   (:mod:`medfcn.inference.border`);
 - ``--statistics``: each label's volume and the input's intensities inside it in the case's manifest entry, and
-  ``OUT/statistics.csv`` for the batch (:mod:`medfcn.evaluation.statistics`).
+  ``OUT/statistics.csv`` for the batch (:mod:`medfcn.data.statistics`).
 
 Where each file goes is the batch's :class:`Layout`: :data:`FLAT` (the table above) unless a caller gives another
 (:mod:`medfcn.batch.bids` names them as a BIDS derivatives dataset, with JSON sidecars written in the same unit).

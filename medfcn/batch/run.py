@@ -313,7 +313,7 @@ def run_batch(
 
 def _write_statistics(manifest: Manifest, out_dir: Path) -> None:
     """``OUT/statistics.csv`` from the manifest's cases that have statistics (made now or kept from before)."""
-    from medfcn.evaluation.statistics import STATISTICS_NAME, write_statistics_csv
+    from medfcn.data.statistics import STATISTICS_NAME, write_statistics_csv
 
     done = [(c.case, c.statistics) for c in manifest.cases if c.statistics and c.status != Status.FAILED]
     write_statistics_csv(out_dir / STATISTICS_NAME, done)

@@ -42,7 +42,7 @@ cp "$sample/colin27_t1.nii.gz" "$work/images/colin27.nii.gz"
 cp "$sample/colin27_brain_mask.nii.gz" "$work/labels/colin27.nii.gz"
 "$v/medfcn" segment "$work/images" -o "$work/out" --reference "$work/labels" --masked-image --statistics --quiet
 "$v/python" -c "import json; m = json.load(open('$work/out/manifest.json')); print('manifest version', m['medfcn_version'], 'model', m['model']['sha256'][:12])"
-grep -o "medfcn [0-9.]*" "$work/out/evaluation/report.html" | head -1
+grep -o "medfcn [0-9][0-9.]*" "$work/out/evaluation/report.html" | head -1
 step "napari: open the sample in a real viewer"
 xvfb-run -a -s "-screen 0 1280x1024x24" "$v/python" - <<'EOF'
 import napari

@@ -17,9 +17,9 @@ dataset, the batch segments them (resume, the manifest, the lock and fault isola
   entities would give the same mask name, so its masks take ``desc-<label><suffix>`` (``desc-brainT2w_mask``). The
   skull-stripped images keep their own suffix (``desc-brain_T2w``).
 - Sidecars: ``Type`` (``Brain`` for a brain mask, else ``ROI``), ``SkullStripped`` for the masked image (true for a
-  brain mask; the validator requires it of a preprocessed anatomical image), ``Sources`` and ``SpatialReference`` as BIDS URIs
-  (``bids:raw:sub-01/...``; ``DatasetLinks`` in ``dataset_description.json`` says where ``raw`` is), and a ``medfcn``
-  object naming the model, its SHA-256, medfcn's version and the border moved.
+  brain mask; the validator requires it of a preprocessed anatomical image), ``Sources`` and ``SpatialReference`` as
+  BIDS URIs (``bids:raw:sub-01/...``; ``DatasetLinks`` in ``dataset_description.json`` says where ``raw`` is), and a
+  ``medfcn`` object naming the model, its SHA-256, medfcn's version and the border moved (``border_mm``, when not 0).
 - The dataset's own files: ``dataset_description.json`` (``DatasetType: derivative``, ``GeneratedBy`` medfcn with its
   version and the model's SHA-256), ``README.md`` and a ``.bidsignore`` listing the batch's ``manifest.json`` and
   ``statistics.csv``, which BIDS does not define.
@@ -87,13 +87,14 @@ class DerivativesLayout:
     """Where a case's files go in the derivatives dataset (a :class:`medfcn.batch.outputs.Layout`).
 
     ``images``: the raw images segmented; ``labels``: the model's ``(name, id)`` pairs; ``first_suffix``: the suffix
-    whose masks take the plain ``desc-<label>``; ``model``: ``(name, sha256)`` for the sidecars.
+    whose masks take the plain ``desc-<label>``; ``model``: ``(name, sha256)`` and ``border_mm`` for the sidecars.
     """
 
     images: tuple[BidsImage, ...]
     labels: tuple[tuple[str, int], ...]
     first_suffix: str
     model: tuple[str, str]
+    border_mm: float = 0.0
 
     @cached_property
     def _by_path(self) -> dict[str, BidsImage]:
@@ -138,6 +139,8 @@ class DerivativesLayout:
         source = f"bids:raw:{image.relpath}"
         name, sha = self.model
         about = {"model": name, "model_sha256": sha, "medfcn_version": __version__}
+        if self.border_mm:
+            about["border_mm"] = self.border_mm
         brain = self.label == "brain"
         names = ", ".join(n for n, _ in self.foreground)
         mask = {
@@ -256,6 +259,7 @@ def run_bids(
         labels=tuple(sorted(model.card.labels.items(), key=lambda item: item[1])),
         first_suffix=first_suffix,
         model=(model.card.name or "medfcn model", model.sha256 or ""),
+        border_mm=options.border_mm,
     )
     inputs = [str(Path(i.path).absolute()) for i in images]
     manifest = run_batch(inputs, out_dir, model=model, formats=("nifti",), options=options, layout=layout, **batch)

@@ -180,15 +180,10 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
 
 
 # -- the entry point ----------------------------------------------------------------------------------------------
-def _plan(
-    inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tuple, options: OutputOptions, layout: Layout
-) -> list[Job]:
-    """The jobs of a batch, once the output folder is known to be safe and writable (see :func:`run_batch`). Cases an
-    earlier run into ``out_dir`` named keep their names (see :func:`medfcn.data.discovery.find_cases`)."""
-    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
-    _check_not_an_input(out_dir, inputs)
-    check_writable(out_dir)
-    _lock(out_dir)
+def _plan(inputs: list[Path], out_dir: Path, formats: tuple, options: OutputOptions, layout: Layout) -> list[Job]:
+    """The jobs of a batch, once the output folder is known to be safe and writable and is locked (see
+    :func:`run_batch`). Cases an earlier run into ``out_dir`` named keep their names (see
+    :func:`medfcn.data.discovery.find_cases`)."""
     remove_stale_partials(out_dir)
     keep = {input_key(r.input, r.series_uid): name for name, r in _earlier_results(out_dir).items() if r.input}
     jobs = []
@@ -296,6 +291,10 @@ def run_batch(
     """
     out_dir = Path(out_dir)
     formats = parse_formats(formats)
+    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+    _check_not_an_input(out_dir, inputs)
+    check_writable(out_dir)
+    _lock(out_dir)  # released below; a run refused here leaves the lock of the run that holds it alone
     try:
         jobs = _plan(inputs, out_dir, formats, options, layout)
         runner = _Runner.start(model, settings, cluster)

@@ -53,8 +53,12 @@ def make_dataset(root: Path) -> Path:
     return root
 
 
-def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*"))}
+def snapshot(folder: Path) -> dict[str, tuple[int, int] | None]:
+    """Every file (size, modification time) and folder (by name) under ``folder``."""
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else None
+        for p in sorted(folder.rglob("*"))
+    }
 
 
 def validator() -> str:
@@ -173,7 +177,7 @@ def test_a_rerun_resumes(run, capsys):
     assert main(argv) == 0
     assert "0 segmented, 4 kept, 0 failed" in capsys.readouterr().out
     after = snapshot(out)
-    changed = {k for k in before if before[k] != after.get(k)}
+    changed = {k for k in before if before[k] != after.get(k)} | (set(after) - set(before))
     assert changed <= {"manifest.json", "statistics.csv"}  # every image's files kept as they were
     # one participant, one session: only its images are in this run's manifest
     assert main(["bids", str(raw), str(out), "participant", "--participant-label", "sub-02", "--quiet"]) == 0
@@ -265,3 +269,23 @@ def test_other_models_write_dseg_or_their_label_and_pass_the_validator(tmp_path,
     assert [i for i in json.loads(done.stdout)["issues"]["issues"] if i["severity"] == "error"] == []
     found = BIDSLayout(str(raw), derivatives=str(out)).get(scope="derivatives", extension=".nii.gz")
     assert sorted(f.filename for f in found) == sorted([f"{mask}.nii.gz", f"{stripped}.nii.gz"])
+
+
+def test_a_second_run_into_the_same_output_is_refused(tmp_path, capsys):
+    from medfcn.batch.run import _lock, _unlock
+
+    raw = tmp_path / "raw"
+    (raw / "sub-01" / "anat").mkdir(parents=True)
+    (raw / "dataset_description.json").write_text(json.dumps({"Name": "x", "BIDSVersion": "1.10.0"}))
+    (raw / "sub-01" / "anat" / "sub-01_T1w.nii.gz").write_bytes((SAMPLES / "robex_head.nii.gz").read_bytes())
+    out = raw / "derivatives" / "medfcn"
+    out.mkdir(parents=True)
+    _lock(out)  # as a run in progress holds it
+    try:
+        before = snapshot(tmp_path)
+        assert main(["bids", str(raw), str(out), "participant", "--device", "cpu", "--quiet"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "another medfcn segment is writing into this folder" in err and "\n" not in err
+        assert snapshot(tmp_path) == before
+    finally:
+        _unlock(out)

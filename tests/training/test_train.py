@@ -185,6 +185,9 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, 
     weights = [k for k in a if "running" not in k and "num_batches" not in k]
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in weights)
     assert load_model(tuned).card.training["settings"]["init_sha256"] == file_sha256(first)
+    record = load_model(tuned).card.training  # no path of this machine: outside the repository, file names only
+    assert record["init"]["path"] == record["settings"]["init"] == "first.safetensors"
+    assert record["settings"]["output"] == "tuned.safetensors" and str(tmp_path) not in json.dumps(record)
     from medfcn.errors import ModelError
 
     with pytest.raises(ModelError, match="differs from the one configured here"):

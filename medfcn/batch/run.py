@@ -62,7 +62,7 @@ from medfcn.batch.cases import (
 from medfcn.batch.cluster import RUN_HERE, ClusterSettings
 from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.batch.outputs import output_files, parse_formats
-from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input
+from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input, safe_name
 from medfcn.data.writer import check_writable, remove_stale_partials
 from medfcn.errors import OutputError
 from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
@@ -197,8 +197,15 @@ def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tup
 
 
 def _check_names(spec: CaseSpec, out_dir: Path, formats: tuple) -> CaseSpec:
-    """``spec``, failed (its error set) when an output name of its case is longer than a file name may be."""
-    for path in output_files(out_dir, spec.case, formats).values():
+    """``spec``, failed (its error set) when an output of its case would not be a file directly inside ``out_dir``
+    (:func:`medfcn.batch.outputs.output_files`) or its name is longer than a file name may be. A failed case keeps
+    a harmless name (separators replaced by ``_``) in the manifest; nothing is written for it."""
+    try:
+        files = output_files(out_dir, spec.case, formats)
+    except OutputError as e:
+        harmless = safe_name(str(spec.case).replace(os.sep, "_")).strip(".") or "_"
+        return dataclasses.replace(spec, case=harmless, error=spec.error or str(e))
+    for path in files.values():
         size = len(path.name.encode("utf-8", "surrogateescape"))
         if size > 255:
             error = (

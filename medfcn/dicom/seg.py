@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 
 from medfcn import __version__
+from medfcn.data.limits import check_voxels
 from medfcn.data.scan import Scan
 from medfcn.data.writer import FileSet, atomic_write
 from medfcn.dicom.codes import Code, code_for
-from medfcn.data.limits import check_voxels
 from medfcn.dicom.refs import SeriesIndex, frame_indices, frames_of, headers_by_uid, source_datasets
 from medfcn.dicom.seg_frames import read_frames, segread
 from medfcn.errors import MedfcnError, OutputError

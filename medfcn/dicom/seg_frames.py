@@ -105,7 +105,8 @@ def _table(seg, path: Path) -> tuple[int, int, int, str]:
         need = -(-rows * cols * frames * bits // 8)
         have = len(seg.PixelData)
         if have < need:
-            raise MedfcnError(f"{path}: PixelData holds {have:,} bytes; {frames} frames of {rows} x {cols} need {need:,}")
+            need_text = f"{frames} frames of {rows} x {cols} need {need:,}"
+            raise MedfcnError(f"{path}: PixelData holds {have:,} bytes; {need_text}")
     return frames, rows, cols, kind
 
 

@@ -225,7 +225,8 @@ def test_a_seg_beside_a_partial_copy_of_its_series_is_refused_not_trimmed(tmp_pa
     assert status == 1 and not (cases or {}).get("series"), said
     assert "derived from no slice" in said and str(_seg(files)) in said
     # and the RTSTRUCT of the same labels beside the same partial copy: refused too (as it was before)
-    status, _, said = _evaluate(files[OutputFormat.RTSTRUCT], files[OutputFormat.NIFTI], partial.parent, tmp_path / "r2")
+    rtstruct = files[OutputFormat.RTSTRUCT]
+    status, _, said = _evaluate(rtstruct, files[OutputFormat.NIFTI], partial.parent, tmp_path / "r2")
     assert status == 1 and str(files[OutputFormat.RTSTRUCT]) in said
 
 
@@ -327,32 +328,38 @@ def hd_algorithm():
 # -- 3. a SEG alone whose frames imply a huge grid: bounded before allocation -----------------------------------
 _CHILD = """
 import resource, sys
+import numpy as np
 from medfcn.errors import MedfcnError
 size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
 resource.setrlimit(resource.RLIMIT_AS, (size + (3 << 29), size + (3 << 29)))
-if sys.argv[1] == "seg":
+what, path = sys.argv[1], sys.argv[2]
+if what == "seg":
     from medfcn.dicom.seg import read_seg_alone as read
-elif sys.argv[1] == "napari":
+elif what == "napari":
     from napari_plugin._reader import read_layers as read
+elif what == "rtstruct":
+    from medfcn.dicom.refs import SeriesIndex
+    from medfcn.dicom.rtstruct import read_rtstruct
+    read = lambda p: read_rtstruct(p, SeriesIndex([sys.argv[3]]))
 else:
-    from medfcn.data.pairs import read_pairs as read
+    from medfcn.data.pairs import find_pairs
+    read = lambda p: find_pairs(pairs=p)
 try:
-    out = read(sys.argv[2])
+    out = read(path)
 except MedfcnError as e:
     print("REFUSED", type(e).__name__, e)
 else:
-    print("READ", getattr(out, "shape", None) or len(out))
+    print("READ", int(np.count_nonzero(out.array)) if what == "rtstruct" else getattr(out, "shape", None) or len(out))
 """
 
 
-def read_bounded(what: str, path: Path, timeout: float = 60) -> str:
-    """``REFUSED ...`` or ``READ ...``: reading ``path`` (``what``: ``seg``, ``napari``, ``pairs``) in a child
-    process under 1.5 GB more address space than its imports took, and ``timeout`` s (a MemoryError, a traceback
-    or a hang fails the test)."""
+def read_bounded(what: str, path: Path, timeout: float = 60, series: Path | None = None) -> str:
+    """``REFUSED ...`` or ``READ ...``: reading ``path`` (``what``: ``seg``, ``napari``, ``rtstruct`` on ``series``,
+    ``pairs``) in a child process under 1.5 GB more address space than its imports took, and ``timeout`` s (a
+    MemoryError, a traceback or a hang fails the test)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(
-        [sys.executable, "-c", _CHILD, what, str(path)], capture_output=True, text=True, timeout=timeout, env=env
-    )
+    args = [sys.executable, "-c", _CHILD, what, str(path), *([str(series)] if series else [])]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
     assert done.returncode == 0 and done.stdout.startswith(("REFUSED", "READ")), done.stderr[-2000:]
     return done.stdout.strip()
 
@@ -362,7 +369,8 @@ def _move_planes(depths: dict[int, float]):
 
     def edit(ds):
         items = ds.PerFrameFunctionalGroupsSequence
-        iop = np.asarray(ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0].ImageOrientationPatient, float)
+        plane = ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence[0]
+        iop = np.asarray(plane.ImageOrientationPatient, float)
         normal = np.cross(iop[:3], iop[3:])
         ipp = [np.asarray(i.PlanePositionSequence[0].ImagePositionPatient, float) for i in items]
         depth = np.round([p @ normal for p in ipp], 3)
@@ -390,3 +398,242 @@ def test_a_seg_alone_whose_frames_imply_a_huge_or_irregular_grid_is_refused(tmp_
     for what in ("seg", "napari"):
         out = read_bounded(what, seg, timeout=60)
         assert out.startswith("REFUSED") and fault in out and str(seg) in out, out
+
+
+# -- RTSTRUCT objects -------------------------------------------------------------------------------------------
+def _rt(files):
+    from medfcn.batch.outputs import OutputFormat
+
+    return files[OutputFormat.RTSTRUCT]
+
+
+def _inside(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixel centres strictly inside a polygon ``(K, 2)`` ``(col, row)`` by the crossing number, pixel by pixel:
+    an implementation independent of medfcn's rasteriser (no clipping, no vectorised crossings)."""
+    rows, cols = np.mgrid[: shape[0], : shape[1]]
+    inside = np.zeros(shape, bool)
+    ends = np.roll(points, -1, axis=0)
+    for (x0, y0), (x1, y1) in zip(points, ends, strict=True):
+        crosses = (y0 > rows) != (y1 > rows)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x = x0 + (rows - y0) * (x1 - x0) / (y1 - y0)
+        inside ^= crosses & (cols < x)
+    return inside
+
+
+def _set_contours(ds, slice_uid: str, contours_mm: list[np.ndarray]) -> None:
+    """Replace the first ROI's contours by ``contours_mm`` (each ``(K, 3)`` LPS mm) on slice ``slice_uid``; drop the
+    other ROIs' contours."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    template = next(r.ContourSequence[0] for r in ds.ROIContourSequence if "ContourSequence" in r)
+    items = []
+    for n, xyz in enumerate(contours_mm, 1):
+        item = Dataset()
+        item.ContourNumber = n
+        ref = Dataset()
+        ref.ReferencedSOPClassUID = template.ContourImageSequence[0].ReferencedSOPClassUID
+        ref.ReferencedSOPInstanceUID = slice_uid
+        item.ContourImageSequence = Sequence([ref])
+        item.ContourGeometricType = "CLOSED_PLANAR"
+        item.NumberOfContourPoints = len(xyz)
+        item.ContourData = [f"{v:.6g}" for v in np.asarray(xyz).ravel()]
+        items.append(item)
+    ds.ROIContourSequence[0].ContourSequence = Sequence(items)
+    for roi in ds.ROIContourSequence[1:]:
+        if "ContourSequence" in roi:
+            del roi.ContourSequence
+
+
+def _slice_patient(ds_slice, pixels: np.ndarray) -> np.ndarray:
+    """LPS mm of ``(col, row)`` pixel coordinates on a source slice."""
+    from medfcn.dicom.rtstruct import _to_patient
+
+    return _to_patient(ds_slice, np.asarray(pixels, float))
+
+
+# -- 4. a contour far off its slice, and many contours on one slice: clipped, bounded ---------------------------
+def test_a_triangle_with_corners_a_billion_pixels_away_fills_its_slice_in_bounded_time(tmp_path, seg_case):
+    import pydicom
+
+    from medfcn.dicom.refs import SeriesIndex
+
+    series, scan, _, files = seg_case
+    src = pydicom.dcmread(sorted(series.iterdir())[0])
+    corners = np.array([[-1e9, -1e9], [1e9 + 7, -1e9], [3.0, 1e9 + 11]])  # (col, row): the slice lies inside
+    rt = _edit(_rt(files), lambda ds: _set_contours(ds, src.SOPInstanceUID, [_slice_patient(src, corners)]))
+    rt = rt.rename(tmp_path / "in" / "far.rtstruct.dcm")
+    code = (
+        "import sys, numpy as np\n"
+        "from medfcn.dicom.refs import SeriesIndex\nfrom medfcn.dicom.rtstruct import read_rtstruct\n"
+        f"s = read_rtstruct(sys.argv[1], SeriesIndex([sys.argv[2]]))\nnp.save(sys.argv[3], s.array)\n"
+    )
+    out = tmp_path / "labels.npy"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(rt), str(series.parent), str(out)], capture_output=True, text=True, timeout=60
+    )  # was a hang (killed at 180 s)
+    assert done.returncode == 0, done.stderr[-2000:]
+    labels = np.load(out)
+    from medfcn.dicom.refs import frame_indices, headers_by_uid
+
+    scan_of = SeriesIndex([series.parent]).scan(scan.series_uid, rt)
+    i, j, k = frame_indices(headers_by_uid(scan_of)[src.SOPInstanceUID], scan_of)
+    expected = _inside(corners, (int(src.Rows), int(src.Columns)))
+    assert expected.all()  # the triangle holds the whole slice
+    assert np.array_equal(labels[i, j, k] == 1, expected) and labels.sum() == expected.sum()
+
+
+def test_twenty_thousand_small_contours_on_one_slice_are_filled_in_bounded_time(tmp_path):
+    import pydicom
+
+    from medfcn.data.reader import read_scan
+    from medfcn.dicom.contours import fill_contours
+    from tests.support.dicom import write_all
+    from tests.support.scans import affine_from_codes, write_dicom_pydicom
+
+    series = tmp_path / "in" / "big"
+    write_dicom_pydicom(series, np.zeros((160, 160, 3)), affine_from_codes("LPS", spacing=(1.0, 1.0, 2.0)))
+    scan = read_scan(series)
+    labels = np.zeros(scan.shape, np.uint8)
+    labels[80, 80, 1] = 1
+    files = write_all(scan, labels, tmp_path / "ref")
+    src = pydicom.dcmread(sorted(series.iterdir())[1])
+    rng = np.random.default_rng(3)
+    centres = rng.choice(160 * 160, 20_000, replace=False)
+    cols, rows = centres % 160, centres // 160
+    square = np.array([[-0.4, -0.4], [0.4, -0.3], [0.3, 0.4], [-0.3, 0.3]])
+    pixels = [square + [c, r] for c, r in zip(cols, rows, strict=True)]
+    rt = _edit(_rt(files), lambda ds: _set_contours(ds, src.SOPInstanceUID, [_slice_patient(src, p) for p in pixels]))
+    expected = np.zeros((160, 160), bool)
+    expected[rows, cols] = True
+    assert np.array_equal(fill_contours(pixels, (160, 160)), expected)
+    out = read_bounded("rtstruct", rt, timeout=60, series=series.parent)  # 66 s before, under no memory limit
+    assert out == f"READ {int(expected.sum())}"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_clipped_rasteriser_agrees_with_a_pixel_by_pixel_crossing_number(seed):
+    """Random polygons, some reaching far outside a 37 x 53 slice: medfcn's fill (clipped, vectorised) against the
+    plain crossing-number test of every pixel centre (vertices off the half-pixel lattice, so no centre lies on an
+    edge and the two rules agree exactly)."""
+    from medfcn.dicom.contours import fill_contours
+
+    rng = np.random.default_rng(seed)
+    shape = (37, 53)
+    polygons = [rng.uniform(-30, 80, (rng.integers(3, 12), 2)) + 0.123 for _ in range(3)]
+    polygons.append(np.array([[-1e7, 5.37], [1e7, 9.71], [20.31, 3e6]]))
+    expected = np.zeros(shape, bool)
+    for p in polygons:
+        expected ^= _inside(p, shape)
+    assert expected.any() and not expected.all()
+    assert np.array_equal(fill_contours(polygons, shape), expected)
+
+
+# -- 9. RTSTRUCT ROIs and contours that cannot be put on the series as they say ---------------------------------
+def _roi_number(value: int):
+    def edit(ds):
+        ds.StructureSetROISequence[0].ROINumber = value
+        ds.ROIContourSequence[0].ReferencedROINumber = value
+        ds.RTROIObservationsSequence[0].ReferencedROINumber = value
+
+    return edit
+
+
+def _shift_contours(offset_mm, which: slice = slice(None)):
+    def edit(ds):
+        for roi in ds.ROIContourSequence:
+            for item in list(getattr(roi, "ContourSequence", []))[which]:
+                xyz = np.asarray(item.ContourData, float).reshape(-1, 3) + offset_mm
+                item.ContourData = [f"{v:.4f}" for v in xyz.ravel()]
+
+    return edit
+
+
+def _other_frame(ds):
+    from pydicom.uid import generate_uid
+
+    ds.StructureSetROISequence[1].ReferencedFrameOfReferenceUID = generate_uid()
+
+
+def _same_number(ds):
+    ds.StructureSetROISequence[1].ROINumber = 1
+    ds.ROIContourSequence[1].ReferencedROINumber = 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "fault"),
+    [
+        (_roi_number(0), r"ROI number\(s\) \[0\]"),
+        (_roi_number(70000), r"ROI number\(s\) \[70000\]"),
+        (_roi_number(-1), r"ROI number\(s\) \[-1\]"),
+        (_shift_contours([1000.0, 0, 0]), "wholly outside its slice"),
+        (_shift_contours([0, 0, 1000.0]), "off the plane"),
+        (_shift_contours([0, 0, 50.0], slice(0, 1)), "off the plane"),
+        (_other_frame, "another Frame of Reference"),
+        (_same_number, "used by more than one ROI"),
+    ],
+    ids=["roi0", "roi70000", "roi-1", "x+1000mm", "z+1000mm", "one-50mm-off", "frame", "same-number"],
+)
+def test_an_rtstruct_that_cannot_lie_as_it_says_is_never_scored(tmp_path, seg_case, edit, fault):
+    from medfcn.batch.outputs import OutputFormat
+    from medfcn.errors import MedfcnError
+    from napari_plugin._reader import read_layers
+
+    series, _, _, files = seg_case
+    rt = _edit(_rt(files), edit, series.parent / "series.rtstruct.dcm")  # beside its series, as a user keeps it
+    status, cases, said = _evaluate(rt, files[OutputFormat.NIFTI], series.parent, tmp_path / "report")
+    assert status == 1 and not (cases or {}).get("series"), said
+    assert str(rt) in said and re.search(fault, said), said
+    with pytest.raises(MedfcnError, match=fault) as e:
+        read_layers(str(rt))
+    assert str(rt) in str(e.value) and "\n" not in str(e.value)
+
+
+# -- 5. a --pairs list of a million rows of one pair: bounded before any image is read -------------------------
+@pytest.fixture
+def one_pair(tmp_path):
+    from tests.support.scans import head_labels
+
+    folder = tmp_path / "data"
+    write_cases(folder / "images", 1)
+    from tests.support.scans import affine_from_codes, write_scan_file
+
+    write_scan_file(folder / "labels" / "case00.nii.gz", head_labels((18, 22, 14)), affine_from_codes("LPS"))
+    return folder
+
+
+@pytest.mark.parametrize(("rows", "suffix"), [(1_000_000, ".csv"), (1_000_000, ".json"), (3, ".csv")])
+def test_a_pairs_list_repeating_one_pair_is_refused_before_reading_an_image(tmp_path, one_pair, rows, suffix):
+    listing = one_pair / f"pairs{suffix}"
+    if suffix == ".csv":
+        listing.write_text("image,label\n" + "images/case00.nii.gz,labels/case00.nii.gz\n" * rows)
+    else:
+        listing.write_text(json.dumps([{"image": "images/case00.nii.gz", "label": "labels/case00.nii.gz"}] * rows))
+    out = read_bounded("pairs", listing, timeout=60)  # was 1.4 GB and growing at 120 s
+    assert out.startswith("REFUSED") and str(listing) in out, out
+    assert ("more than the" in out) if rows > 3 else ("entry 2 repeats the image" in out)
+    # the CLI says it in one line with an exit status, before it reads an image or writes a model
+    done = subprocess.run(
+        [sys.executable, "-m", "medfcn.cli", "train", "--pairs", str(listing), "-o", str(tmp_path / "m.safetensors")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and str(listing) in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_a_pairs_list_naming_one_case_twice_for_two_images_is_refused(one_pair):
+    from medfcn.data.pairs import find_pairs
+    from medfcn.errors import MedfcnError
+
+    write_cases(one_pair / "more", 1)
+    listing = one_pair / "pairs.csv"
+    listing.write_text(
+        "image,label,case\nimages/case00.nii.gz,labels/case00.nii.gz,a\nmore/case00.nii.gz,labels/case00.nii.gz,b\n"
+    )
+    with pytest.raises(MedfcnError, match="repeats the label map"):
+        find_pairs(pairs=listing)
+    listing.write_text("image,label,case\nimages/case00.nii.gz,labels/case00.nii.gz,a\n")
+    assert [p.case for p in find_pairs(pairs=listing)] == ["a"]

@@ -87,6 +87,18 @@ class CaseSpec:
 
         return read_scan(self.path, series_uid=self.series_uid, case=self.case, files=self.files)
 
+    def read_labels(self) -> Scan:
+        """The case as a label map (:func:`medfcn.data.reader.read_label_map`: non-finite values refused).
+
+        Raises:
+            MedfcnError: as :meth:`read`, or the map holds NaN or infinite values.
+        """
+        if self.error:
+            raise MedfcnError(self.error)
+        from medfcn.data.reader import read_label_map
+
+        return read_label_map(self.path, series_uid=self.series_uid, case=self.case, files=self.files)
+
 
 def safe_name(name: str) -> str:
     """``name`` with characters that are not printable (control characters, ANSI escapes) replaced by ``_``."""

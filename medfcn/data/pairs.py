@@ -125,11 +125,12 @@ def _listed_pairs(path: Path) -> list[LabelledPair]:
 
 def read_pair(pair: LabelledPair) -> tuple[Scan, Scan]:
     """The image and label map of ``pair``, read. Raises :class:`MedfcnError` naming the case and the label file
-    when the label map does not lie on the image's grid."""
-    from medfcn.data.reader import read_scan
+    when the label map does not lie on the image's grid, or naming the file when it holds NaN or infinite values
+    (:func:`medfcn.data.reader.read_label_map`)."""
+    from medfcn.data.reader import read_label_map, read_scan
 
     image = read_scan(pair.image, case=pair.case)
-    label = read_scan(pair.label, case=pair.case)
+    label = read_label_map(pair.label, case=pair.case)
     diffs = image.grid.differences(label.grid)
     if diffs:
         raise MedfcnError(f"case {pair.case}: label map {pair.label} grid differs from the image's: {diffs[0]}")

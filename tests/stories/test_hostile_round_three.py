@@ -593,13 +593,12 @@ def test_an_rtstruct_that_cannot_lie_as_it_says_is_never_scored(tmp_path, seg_ca
 # -- 5. a --pairs list of a million rows of one pair: bounded before any image is read -------------------------
 @pytest.fixture
 def one_pair(tmp_path):
-    from tests.support.scans import head_labels
+    from tests.support.batch import SHAPE
+    from tests.support.scans import affine_from_codes, head_labels, write_scan_file
 
     folder = tmp_path / "data"
     write_cases(folder / "images", 1)
-    from tests.support.scans import affine_from_codes, write_scan_file
-
-    write_scan_file(folder / "labels" / "case00.nii.gz", head_labels((18, 22, 14)), affine_from_codes("LPS"))
+    write_scan_file(folder / "labels" / "case00.nii.gz", head_labels(SHAPE), affine_from_codes("LPS"))
     return folder
 
 
@@ -637,3 +636,46 @@ def test_a_pairs_list_naming_one_case_twice_for_two_images_is_refused(one_pair):
         find_pairs(pairs=listing)
     listing.write_text("image,label,case\nimages/case00.nii.gz,labels/case00.nii.gz,a\n")
     assert [p.case for p in find_pairs(pairs=listing)] == ["a"]
+
+
+# -- 10 and a rough edge: NaN in a label map is refused, never turned into a label ------------------------------
+def _nan_labels(path: Path, labels: np.ndarray) -> Path:
+    """``labels`` saved as float32 NIfTI with NaN for "not annotated" (the upper half of the slices)."""
+    from tests.support.scans import affine_from_codes, write_scan_file
+
+    values = labels.astype(np.float32)
+    values[:, :, labels.shape[2] // 2 :] = np.nan
+    return write_scan_file(path, values, affine_from_codes("LPS"))
+
+
+def test_evaluate_refuses_a_float_prediction_holding_nan(tmp_path):
+    from tests.support.scans import affine_from_codes, head_labels, write_scan_file
+
+    labels = head_labels((18, 22, 14))
+    ref = write_scan_file(tmp_path / "ref" / "case.nii.gz", labels, affine_from_codes("LPS"))
+    pred = _nan_labels(tmp_path / "pred" / "case.nii.gz", labels)
+    done = subprocess.run(
+        [sys.executable, "-m", "medfcn.cli", "evaluate", str(pred), str(ref), "-o", str(tmp_path / "report")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    cases = json.loads((tmp_path / "report" / "metrics.json").read_text())["cases"]
+    assert not cases.get("case")  # not scored (was: NaN -> the map's minimum, Dice of a guess)
+    assert f"{pred}: a label map with" in done.stdout and "non-finite" in done.stdout
+
+
+def test_train_refuses_a_label_map_with_nan_for_not_annotated(tmp_path, one_pair):
+    from tests.support.batch import SHAPE
+    from tests.support.scans import head_labels
+
+    _nan_labels(one_pair / "labels" / "case00.nii.gz", head_labels(SHAPE))
+    model = tmp_path / "m.safetensors"
+    cmd = [sys.executable, "-m", "medfcn.cli", "train", "--images", str(one_pair / "images")]
+    cmd += ["--labels", str(one_pair / "labels"), "-o", str(model), "--val-cases", "0", "--max-minutes", "0.2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0, done.stderr[-2000:]
+    [line] = [x for x in done.stderr.splitlines() if "non-finite" in x]  # was: NaN -> the brain, Dice 0.000, exit 0
+    assert str(one_pair / "labels" / "case00.nii.gz") in line and "Traceback" not in done.stderr
+    assert not model.exists()

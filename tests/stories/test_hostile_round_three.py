@@ -467,7 +467,7 @@ def test_a_triangle_with_corners_a_billion_pixels_away_fills_its_slice_in_bounde
     code = (
         "import sys, numpy as np\n"
         "from medfcn.dicom.refs import SeriesIndex\nfrom medfcn.dicom.rtstruct import read_rtstruct\n"
-        f"s = read_rtstruct(sys.argv[1], SeriesIndex([sys.argv[2]]))\nnp.save(sys.argv[3], s.array)\n"
+        "s = read_rtstruct(sys.argv[1], SeriesIndex([sys.argv[2]]))\nnp.save(sys.argv[3], s.array)\n"
     )
     out = tmp_path / "labels.npy"
     done = subprocess.run(

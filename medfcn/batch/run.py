@@ -59,7 +59,7 @@ from medfcn.batch.cases import (
     skipped_result,
     write_case,
 )
-from medfcn.batch.cluster import RUN_HERE, ClusterSettings
+from medfcn.batch.cluster import RUN_HERE, ClusterSettings, remove_stale_scratch
 from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.batch.outputs import output_files, parse_formats
 from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input, safe_name
@@ -188,6 +188,7 @@ def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tup
     check_writable(out_dir)
     _lock(out_dir)
     remove_stale_partials(out_dir)
+    remove_stale_scratch(out_dir)
     keep = {input_key(r.input, r.series_uid): name for name, r in _earlier_results(out_dir).items() if r.input}
     specs = [_check_names(s, out_dir, formats) for s in find_cases(inputs, exclude=[out_dir], keep=keep)]
     return [

@@ -679,3 +679,40 @@ def test_train_refuses_a_label_map_with_nan_for_not_annotated(tmp_path, one_pair
     [line] = [x for x in done.stderr.splitlines() if "non-finite" in x]  # was: NaN -> the brain, Dice 0.000, exit 0
     assert str(one_pair / "labels" / "case00.nii.gz") in line and "Traceback" not in done.stderr
     assert not model.exists()
+
+
+# -- rough edge: the scratch folder of a killed --workers client is removed by the next run ---------------------
+def test_the_dask_scratch_of_a_killed_client_is_cleaned_by_the_next_run(tmp_path, model_file):
+    import signal
+    import time
+
+    inputs, out = tmp_path / "in", tmp_path / "out"
+    write_cases(inputs, 3)
+    cmd = [sys.executable, "-m", "medfcn.cli", "segment", str(inputs), "-o", str(out), "--model", str(model_file)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    client = subprocess.Popen(
+        [*cmd, "--workers", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(out.glob(".medfcn-dask-*")) and time.monotonic() < deadline and client.poll() is None:
+            time.sleep(0.2)
+        scratch = list(out.glob(".medfcn-dask-*"))
+        assert scratch and client.poll() is None, "the local cluster never made its scratch folder"
+        os.kill(client.pid, signal.SIGKILL)  # the client only: as a user's kill -9 of the command
+        client.wait(timeout=30)
+    finally:
+        if client.poll() is None:
+            client.kill()
+    time.sleep(1)  # the cluster's nanny and worker see their parent gone and stop
+    assert scratch[0].exists()  # left behind by the dead client
+
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    try:
+        os.killpg(client.pid, signal.SIGKILL)  # any worker still lingering in the dead client's session
+    except ProcessLookupError:
+        pass
+
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not list(out.glob(".medfcn-dask-*"))
+    assert sorted(p.name for p in out.glob("*.nii.gz")) == ["case00.nii.gz", "case01.nii.gz", "case02.nii.gz"]

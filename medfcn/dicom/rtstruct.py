@@ -247,6 +247,7 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
     path = Path(path)
     try:
         ds = pydicom.dcmread(path)
+        _parse(ds)
         refs = series_referenced_by(ds)
     except Exception as e:  # pydicom raises many types for a damaged file
         raise MedfcnError(f"{path}: not a readable RT Structure Set ({type(e).__name__}: {str(e)[:120]})") from None
@@ -274,6 +275,20 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
             i, j, k = frame_indices(src, scan)
             labels[i[on], j[on], k[on]] = np.maximum(labels[i[on], j[on], k[on]], number)
     return scan.with_array(labels.astype(np.uint8) if labels.max() <= 255 else labels)
+
+
+_CONTOUR_DATA = 0x30060050
+
+
+def _parse(ds) -> None:
+    """Parse every element of ``ds`` now (pydicom converts each when first used), so a damaged one raises here, inside
+    the reader's one-line refusal, not in the middle of reading; ContourData stays raw (:func:`_contour_points`)."""
+    for tag in list(ds.keys()):
+        if tag != _CONTOUR_DATA:
+            element = ds[tag]
+            if element.VR == "SQ":
+                for item in element.value:
+                    _parse(item)
 
 
 def _check_rois(ds, path: Path, frames: set[str]) -> None:

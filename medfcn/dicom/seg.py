@@ -257,15 +257,27 @@ def read_seg(path: str | Path, series: SeriesIndex) -> Scan:
         )
     labels = np.zeros(scan.shape, np.uint16)
     where: dict[str, np.ndarray] = {}
-    for mask, number, uid in zip(frames.masks, frames.numbers, frames.sources, strict=True):
+    for mask, number, uid, ipp in zip(frames.masks, frames.numbers, frames.sources, frames.positions, strict=True):
         src = by_uid[uid]
-        if (int(src.Rows), int(src.Columns)) != (frames.rows, frames.columns):
-            raise MedfcnError(f"{path}: its {frames.rows} x {frames.columns} frames do not fit slice {uid}'s pixels")
+        _check_on_source(path, frames, src, ipp)
         if uid not in where:
             where[uid] = frame_indices(src, scan)
         i, j, k = where[uid]
         labels[i[mask], j[mask], k[mask]] = np.maximum(labels[i[mask], j[mask], k[mask]], number)
     return scan.with_array(labels.astype(np.uint8) if labels.max() <= 255 else labels)
+
+
+def _check_on_source(path: Path, frames, src, ipp: np.ndarray) -> None:
+    """Refuse a frame whose pixels, orientation, spacing or stated position are not those of its source slice."""
+    uid = src.SOPInstanceUID
+    if (int(src.Rows), int(src.Columns)) != (frames.rows, frames.columns):
+        raise MedfcnError(f"{path}: its {frames.rows} x {frames.columns} frames do not fit slice {uid}'s pixels")
+    same = np.allclose(frames.orientation, np.asarray(src.ImageOrientationPatient, float), atol=1e-3)
+    same &= np.allclose(frames.spacing, np.asarray(src.PixelSpacing, float), rtol=1e-3, atol=1e-3)
+    if not np.isnan(ipp).any():
+        same &= np.allclose(ipp, np.asarray(src.ImagePositionPatient, float), atol=1e-2)
+    if not same:
+        raise MedfcnError(f"{path}: a frame's position, orientation or pixel spacing is not that of slice {uid}")
 
 
 _SAME_PLANE_MM = 1e-3  # frames whose positions differ less along the normal lie on one plane

@@ -7,9 +7,11 @@ refuses, with one :class:`MedfcnError` line naming the file and the fault, a SEG
 
 - segments are misnumbered: a SegmentNumber below 1 or repeated, a frame referencing a segment the SegmentSequence
   does not describe;
-- frame table disagrees with its pixels: NumberOfFrames not the number of per-frame items, PixelData shorter than
-  Rows x Columns x NumberOfFrames at BitsAllocated (1 for BINARY, 8 for FRACTIONAL), more voxels than
+- frame table disagrees with its pixels: NumberOfFrames not the number of per-frame items, PixelData not the
+  length of Rows x Columns x NumberOfFrames at BitsAllocated (1 for BINARY, 8 for FRACTIONAL), more voxels than
   ``MEDFCN_MAX_VOXELS`` (:mod:`medfcn.data.limits`), a type other than BINARY or FRACTIONAL;
+- frames repeat: two frames of one segment derived from one source slice, or at one position (a damaged segment
+  number moves a frame to another segment's place);
 - geometry is unusable: PixelSpacing not two positive finite numbers, an orientation that is not two unit vectors at
   right angles, positions that are not finite.
 
@@ -60,7 +62,9 @@ def segread(path: Path):
     import highdicom as hd
 
     try:
-        return hd.seg.segread(path)
+        seg = hd.seg.segread(path)
+        seg.walk(lambda ds, element: None)  # every element parsed now: a damaged one raises here, not mid-read
+        return seg
     except Exception as e:  # pydicom and highdicom raise many types for a damaged file
         raise MedfcnError(f"{path}: not a readable DICOM SEG ({type(e).__name__}: {str(e)[:120]})") from None
 
@@ -104,9 +108,9 @@ def _table(seg, path: Path) -> tuple[int, int, int, str]:
     if str(seg.file_meta.get("TransferSyntaxUID", _NATIVE[1])) in _NATIVE:
         need = -(-rows * cols * frames * bits // 8)
         have = len(seg.PixelData)
-        if have < need:
+        if have not in (need, need + need % 2):  # a value of odd length is padded to even
             need_text = f"{frames} frames of {rows} x {cols} need {need:,}"
-            raise MedfcnError(f"{path}: PixelData holds {have:,} bytes; {need_text}")
+            raise MedfcnError(f"{path}: PixelData holds {have:,} bytes; {need_text}, not more, not less")
     return frames, rows, cols, kind
 
 
@@ -133,8 +137,8 @@ def _geometry(seg, path: Path, n: int) -> tuple[np.ndarray, np.ndarray, tuple[fl
                 ipp[k] = [float(v) for v in plane.ImagePositionPatient]
     except (AttributeError, IndexError, ValueError, TypeError) as e:
         raise MedfcnError(f"{path}: its frames do not state their segment and geometry ({e})") from None
-    if len(spacing) != 2 or not all(np.isfinite(spacing)) or min(spacing) <= 0:
-        raise MedfcnError(f"{path}: PixelSpacing {list(spacing)}: not two positive sizes in mm")
+    if len(spacing) != 2 or not all(np.isfinite(spacing)) or min(spacing) < 1e-4 or max(spacing) > 1e4:
+        raise MedfcnError(f"{path}: PixelSpacing {list(spacing)}: not two pixel sizes in mm (1e-4 to 1e4)")
     a, b = (iop[:3], iop[3:]) if iop.size == 6 else (iop, iop)
     if iop.size != 6 or not np.all(np.isfinite(iop)) or not np.allclose([a @ a, b @ b, a @ b], [1, 1, 0], atol=1e-3):
         raise MedfcnError(f"{path}: ImageOrientationPatient {iop.tolist()}: not two unit vectors at right angles")
@@ -163,6 +167,19 @@ def _masks(seg, path: Path, frames: int, rows: int, cols: int, kind: str) -> np.
     return pixels >= FRACTION_IN * top
 
 
+def _check_unique(path: Path, numbers: list[int], sources: list[str | None], ipp: np.ndarray) -> None:
+    seen: dict[tuple, int] = {}
+    for k, number in enumerate(numbers):
+        keys = [("slice", sources[k])] if sources[k] else []
+        keys += [] if np.isnan(ipp[k]).any() else [("position", tuple(np.round(ipp[k], 2).tolist()))]
+        for key in keys:
+            if (number, *key) in seen:
+                raise MedfcnError(
+                    f"{path}: frames {seen[number, *key] + 1} and {k + 1} are both segment {number} at one {key[0]}"
+                )
+            seen[number, *key] = k
+
+
 def read_frames(path: str | Path, seg=None) -> SegFrames:
     """The checked frames of the SEG at ``path`` (``seg``: it, already read). Raises :class:`MedfcnError`."""
     path = Path(path)
@@ -174,5 +191,6 @@ def read_frames(path: str | Path, seg=None) -> SegFrames:
     if unknown:
         raise MedfcnError(f"{path}: frames reference segment(s) {unknown}, which its SegmentSequence does not describe")
     sources = [_source_of(seg, k) for k in range(n)]
+    _check_unique(path, numbers, sources, ipp)
     masks = _masks(seg, path, n, rows, cols, kind)
     return SegFrames(masks, numbers, ipp, sources, iop, spacing, rows, cols)

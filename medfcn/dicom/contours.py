@@ -8,8 +8,9 @@ even-odd rule, pixels on a contour included) gives back the slice's mask exactly
 
 Filling is bounded by the slice, whatever the contours say: each edge is clipped to the slice's rows and columns
 before it is walked, so a contour whose corners lie 10^9 pixels away costs what one across the slice costs, and
-the work of a slice is bounded by :data:`MAX_CROSSINGS_PER_PIXEL` row crossings per pixel (a slice's real outlines
-cross each row at most once per pixel edge): more is refused with :class:`medfcn.errors.MedfcnError`.
+the work of a slice is bounded by :data:`MAX_CROSSINGS_PER_PIXEL` row crossings (and as many pixel centres passed) per
+pixel (a slice's real outlines cross each row at most once per pixel edge): more is refused with
+:class:`medfcn.errors.MedfcnError`.
 """
 
 from __future__ import annotations
@@ -98,8 +99,9 @@ def _row_crossings(s: np.ndarray, rows: int, limit: int) -> tuple[np.ndarray, np
     return row, x0 + (row - y0e) * (x1 - x0) / (y1e - y0e)
 
 
-def _lattice_points(s: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(row, col)`` of the pixel centres inside the slice that lie on an edge with whole-pixel ends."""
+def _lattice_points(s: np.ndarray, rows: int, cols: int, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(row, col)`` of the pixel centres inside the slice that lie on an edge with whole-pixel ends; refuses more
+    than ``limit`` of them."""
     whole = np.all(np.abs(s - np.round(s)) <= 1e-3, axis=(1, 2))
     e = np.round(s[whole]).astype(np.float64)
     if not len(e):
@@ -117,6 +119,9 @@ def _lattice_points(s: np.ndarray, rows: int, cols: int) -> tuple[np.ndarray, np
         inside = (start >= 0) & (start <= size - 1)
         hi = np.where(~moving & ~inside, -1, hi)
     counts = np.maximum(hi - lo + 1, 0).astype(np.int64)  # at most max(rows, cols) each: clipped to the slice
+    total = int(counts.sum())
+    if total > limit:
+        raise MedfcnError(f"its contours pass {total:,} pixel centres, more than the {limit:,} a slice holds")
     edge = np.repeat(np.arange(len(e)), counts)
     t = np.repeat(lo, counts) + (np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts))
     return (ay[edge] + sy[edge] * t).astype(np.int64), (ax[edge] + sx[edge] * t).astype(np.int64)
@@ -135,7 +140,8 @@ def fill_contours(contours: list[np.ndarray], shape: tuple[int, int]) -> np.ndar
     if not segs:
         return out
     s = np.concatenate(segs)  # (E, 2 ends, xy)
-    row, x = _row_crossings(s, rows, MAX_CROSSINGS_PER_PIXEL * (rows + 1) * (cols + 1))
+    limit = MAX_CROSSINGS_PER_PIXEL * (rows + 1) * (cols + 1)
+    row, x = _row_crossings(s, rows, limit)
     order = np.lexsort((x, row))
     row, x = row[order], x[order]
     first = np.r_[0, np.flatnonzero(np.diff(row)) + 1]  # where each row's crossings start
@@ -146,6 +152,6 @@ def fill_contours(contours: list[np.ndarray], shape: tuple[int, int]) -> np.ndar
     for r, a, b in zip(row[starts].tolist(), lo.tolist(), hi.tolist(), strict=True):
         if a <= b:
             out[r, a : b + 1] = True
-    r, c = _lattice_points(s, rows, cols)
+    r, c = _lattice_points(s, rows, cols, limit)
     out[r, c] = True
     return out

@@ -236,7 +236,7 @@ def write_rtstruct(
 def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
     """An RT Structure Set as a label map on its referenced series' grid (value: ROI number).
 
-    Raises :class:`MedfcnError` for an unreadable file, no or several referenced series, a series not in
+    Raises :class:`MedfcnError` for an unreadable or damaged file, no or several referenced series, a series not in
     ``series``; ROI numbers outside 1-65535 or repeated, an ROI on another Frame of Reference than the series', a
     contour of an ROI the structure set does not describe; a contour on no slice of the series, off the plane of
     the slice it references, or wholly outside its slice; contour points that are not finite numbers or more than a
@@ -247,7 +247,6 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
     path = Path(path)
     try:
         ds = pydicom.dcmread(path)
-        _parse(ds)
         refs = series_referenced_by(ds)
     except Exception as e:  # pydicom raises many types for a damaged file
         raise MedfcnError(f"{path}: not a readable RT Structure Set ({type(e).__name__}: {str(e)[:120]})") from None
@@ -255,17 +254,28 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
         raise MedfcnError(f"{path}: references {len(refs)} image series; medfcn reads structure sets of one series")
     scan = series.scan(refs.pop(), path)
     by_uid = headers_by_uid(scan)
+    try:
+        return scan.with_array(_labels(ds, path, scan, by_uid))
+    except MedfcnError:
+        raise
+    except Exception as e:  # pydicom parses an element when it is first used: a damaged one raises its own type
+        raise MedfcnError(f"{path}: a damaged RT Structure Set ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _labels(ds, path: Path, scan: Scan, by_uid: dict) -> np.ndarray:
+    """The label map ``(X, Y, Z)`` of structure set ``ds`` on ``scan``'s grid (uint8, or uint16 for ROI numbers
+    above 255)."""
     _check_rois(ds, path, {str(getattr(d, "FrameOfReferenceUID", "")) for d in by_uid.values()})
     planes = _Planes(by_uid)
+    limit = _max_points(by_uid)
     labels = np.zeros(scan.shape, np.uint16)
     for roi in getattr(ds, "ROIContourSequence", []):
         number = int(roi.ReferencedROINumber)
         per_slice: dict[str, list[np.ndarray]] = {}
         for n, item in enumerate(getattr(roi, "ContourSequence", []), 1):
             where = f"ROI {number}, contour {n}"
-            xyz = _contour_points(item, path, where, _max_points(by_uid))
-            uid = planes.slice_of(item, xyz, path, where)
-            per_slice.setdefault(uid, []).append(_to_pixels(by_uid[uid], xyz))
+            uid, pixels = planes.place(item, _contour_points(item, path, where, limit), path, where)
+            per_slice.setdefault(uid, []).append(pixels)
         for uid, contours in per_slice.items():
             src = by_uid[uid]
             try:
@@ -274,21 +284,7 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
                 raise MedfcnError(f"{path}: ROI {number} on slice {uid}: {e}") from None
             i, j, k = frame_indices(src, scan)
             labels[i[on], j[on], k[on]] = np.maximum(labels[i[on], j[on], k[on]], number)
-    return scan.with_array(labels.astype(np.uint8) if labels.max() <= 255 else labels)
-
-
-_CONTOUR_DATA = 0x30060050
-
-
-def _parse(ds) -> None:
-    """Parse every element of ``ds`` now (pydicom converts each when first used), so a damaged one raises here, inside
-    the reader's one-line refusal, not in the middle of reading; ContourData stays raw (:func:`_contour_points`)."""
-    for tag in list(ds.keys()):
-        if tag != _CONTOUR_DATA:
-            element = ds[tag]
-            if element.VR == "SQ":
-                for item in element.value:
-                    _parse(item)
+    return labels.astype(np.uint8) if labels.max() <= 255 else labels
 
 
 def _check_rois(ds, path: Path, frames: set[str]) -> None:
@@ -350,46 +346,47 @@ def _contour_points(item, path: Path, where: str, limit: int) -> np.ndarray:
 
 
 class _Planes:
-    """The slices of a series as planes: which slice a contour lies on, and that it does lie on it.
+    """The slices of a series as planes: which slice a contour lies on, that it does lie on it, and where.
 
     A contour lies on a slice when every point is within a quarter of the slice spacing of its plane (at least
     0.01 mm, at most 0.5 mm: writers round coordinates) and some point falls inside the slice's pixels."""
 
     def __init__(self, by_uid: dict) -> None:
-        self.by_uid = by_uid
-        self.normal = {
-            u: np.cross(*np.asarray(d.ImageOrientationPatient, float).reshape(2, 3)) for u, d in by_uid.items()
-        }
-        first = next(iter(by_uid))
-        depths = np.sort([np.asarray(d.ImagePositionPatient, float) @ self.normal[first] for d in by_uid.values()])
+        self.geometry = {}  # uid -> (origin, along a row, down a column, normal, column mm, row mm, rows, columns)
+        for uid, d in by_uid.items():
+            iop = np.asarray([float(v) for v in d.ImageOrientationPatient])
+            row_mm, col_mm = (float(v) for v in d.PixelSpacing)
+            origin = np.asarray([float(v) for v in d.ImagePositionPatient])
+            normal = np.cross(iop[:3], iop[3:])
+            self.geometry[uid] = (origin, iop[:3], iop[3:], normal, col_mm, row_mm, int(d.Rows), int(d.Columns))
+        normal = next(iter(self.geometry.values()))[3]
+        depths = np.sort([g[0] @ normal for g in self.geometry.values()])
         gaps = np.diff(depths)[np.diff(depths) > 1e-3]
         self.tolerance = float(np.clip(0.25 * gaps.min(), 0.01, 0.5)) if gaps.size else 0.5
 
     def _off_plane(self, uid: str, xyz: np.ndarray) -> float:
-        d = self.by_uid[uid]
-        return float(np.abs((xyz - np.asarray(d.ImagePositionPatient, float)) @ self.normal[uid]).max())
+        origin, _, _, normal, *_ = self.geometry[uid]
+        return float(np.abs((xyz - origin) @ normal).max())
 
-    def slice_of(self, item, xyz: np.ndarray, path: Path, where: str) -> str:
-        """The SOP instance ``item``'s contour lies on: the one it references, else the slice whose plane holds its
-        points. Raises :class:`MedfcnError` for a contour off that plane or wholly outside the slice."""
-        uid = next(
-            (
-                str(r.ReferencedSOPInstanceUID)
-                for r in getattr(item, "ContourImageSequence", [])
-                if str(r.get("ReferencedSOPInstanceUID", "")) in self.by_uid
-            ),
-            None,
-        )
+    def place(self, item, xyz: np.ndarray, path: Path, where: str) -> tuple[str, np.ndarray]:
+        """``(SOP instance, (K, 2) (col, row) pixel coordinates)`` of ``item``'s contour ``xyz``: on the slice it
+        references, else the slice whose plane holds its points. Raises :class:`MedfcnError` for a contour off that
+        plane or wholly outside the slice."""
+        uid = None
+        for ref in getattr(item, "ContourImageSequence", []):
+            if str(ref.get("ReferencedSOPInstanceUID", "")) in self.geometry:
+                uid = str(ref.ReferencedSOPInstanceUID)
+                break
         if uid is None:
-            uid = next((u for u in self.by_uid if self._off_plane(u, xyz) <= self.tolerance), None)
+            uid = next((u for u in self.geometry if self._off_plane(u, xyz) <= self.tolerance), None)
             if uid is None:
                 raise MedfcnError(f"{path}: {where} lies on no slice of its referenced series")
         off = self._off_plane(uid, xyz)
         if off > self.tolerance:
             raise MedfcnError(f"{path}: {where} lies {off:.3g} mm off the plane of the slice it references ({uid})")
-        d = self.by_uid[uid]
-        px = _to_pixels(d, xyz)
-        rows, cols = int(d.Rows), int(d.Columns)
+        origin, along_row, down_col, _, col_mm, row_mm, rows, cols = self.geometry[uid]
+        d = xyz - origin
+        px = np.stack([d @ along_row / col_mm, d @ down_col / row_mm], axis=1)
         if px[:, 0].max() < -0.5 or px[:, 0].min() > cols - 0.5 or px[:, 1].max() < -0.5 or px[:, 1].min() > rows - 0.5:
             raise MedfcnError(f"{path}: {where} lies wholly outside its slice ({uid})")
-        return uid
+        return uid, px

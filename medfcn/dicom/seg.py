@@ -306,6 +306,16 @@ def _planes(path: Path, depth: np.ndarray) -> tuple[np.ndarray, float]:
     return index.astype(np.int64), step
 
 
+def _thickness(seg) -> float:
+    """The slice thickness a SEG of one plane states (its pixel measures), else 1 mm."""
+    try:
+        measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        value = float(measures.get("SliceThickness") or seg.get("SliceThickness") or 1.0)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return 1.0
+    return value if np.isfinite(value) and 1e-3 <= value <= 1e3 else 1.0
+
+
 def read_seg_alone(path: str | Path) -> Scan:
     """A DICOM SEG on the grid its own frames span, without its source series: a label map ``(X, Y, Z)`` (X along
     a row, Y down the columns, Z along the slice normal), value = segment number (the highest where they overlap).
@@ -329,7 +339,7 @@ def read_seg_alone(path: str | Path) -> Scan:
     normal = np.cross(along_row, down_col)
     depth = ipp @ normal
     index, step = _planes(path, depth)
-    step = step or float(seg.get("SliceThickness") or 1.0)
+    step = step or _thickness(seg)
     origin = ipp[int(np.argmin(depth))]
     off_line = ipp - origin - np.outer(depth - depth.min(), normal)
     if not np.allclose(off_line, 0, atol=1e-2):

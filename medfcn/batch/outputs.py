@@ -151,8 +151,20 @@ def parse_formats(value: str | Iterable[str]) -> tuple[OutputFormat, ...]:
 
 
 def output_files(out_dir: str | Path, case: str, formats: Iterable[OutputFormat]) -> dict[OutputFormat, Path]:
-    """``{format: OUT/<case><suffix>}`` in the formats' order."""
-    return {OutputFormat(f): Path(out_dir) / f"{case}{SUFFIXES[OutputFormat(f)]}" for f in formats}
+    """``{format: OUT/<case><suffix>}`` in the formats' order, each a file directly inside ``out_dir``.
+
+    Raises :class:`OutputError` for a case name that would put a file elsewhere (a separator, ``..``, an absolute
+    name: see :func:`medfcn.data.discovery.name_fault`), so no output is ever written outside ``out_dir``.
+    """
+    from medfcn.data.discovery import name_fault
+
+    if fault := name_fault(case):
+        raise OutputError(f"{Path(out_dir) / str(case)}: {case!r} cannot be a case name ({fault}); nothing written")
+    out = {OutputFormat(f): Path(out_dir) / f"{case}{SUFFIXES[OutputFormat(f)]}" for f in formats}
+    for path in out.values():
+        if path.parent != Path(out_dir) or path.name in (".", ".."):
+            raise OutputError(f"{path}: not a file inside the output folder {out_dir}; nothing written")
+    return out
 
 
 def needs_dicom(formats: Iterable[OutputFormat]) -> bool:

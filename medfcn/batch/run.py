@@ -39,7 +39,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
@@ -59,10 +59,10 @@ from medfcn.batch.cases import (
     skipped_result,
     write_case,
 )
-from medfcn.batch.cluster import RUN_HERE, ClusterSettings
+from medfcn.batch.cluster import RUN_HERE, ClusterSettings, remove_stale_scratch
 from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.batch.outputs import FLAT, PLAIN, Layout, OutputOptions, parse_formats
-from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input
+from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input, safe_name
 from medfcn.data.writer import check_writable, remove_stale_partials
 from medfcn.errors import OutputError
 from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
@@ -185,28 +185,44 @@ def _plan(inputs: list[Path], out_dir: Path, formats: tuple, options: OutputOpti
     :func:`run_batch`). Cases an earlier run into ``out_dir`` named keep their names (see
     :func:`medfcn.data.discovery.find_cases`)."""
     remove_stale_partials(out_dir)
+    remove_stale_scratch(out_dir)
     keep = {input_key(r.input, r.series_uid): name for name, r in _earlier_results(out_dir).items() if r.input}
     jobs = []
     for i, spec in enumerate(find_cases(inputs, exclude=[out_dir], keep=keep)):
-        files = layout.files(out_dir, spec, formats, options)
+        spec, files = _check_names(spec, out_dir, formats, options, layout)
         for folder in {p.parent for p in files.values()} - {out_dir}:  # a layout's sub-folders (BIDS)
             remove_stale_partials(folder)
-        spec = _check_names(spec, files.values())
         jobs.append(Job(i, spec, next(iter(files.values())), formats, options, layout, out_dir))
     return jobs
 
 
-def _check_names(spec: CaseSpec, files: Iterable[Path]) -> CaseSpec:
-    """``spec``, failed (its error set) when an output name of its case is longer than a file name may be."""
-    for path in files:
+def _check_names(
+    spec: CaseSpec, out_dir: Path, formats: tuple, options: OutputOptions, layout: Layout
+) -> tuple[CaseSpec, dict[str, Path]]:
+    """``spec`` and its output files (``layout``'s), ``spec`` failed (its error set) when an output of its case would
+    not lie inside ``out_dir`` (a case name with a separator or ``..``, as a hand-edited manifest may hold:
+    :func:`medfcn.batch.outputs.output_files`; any layout's path that resolves elsewhere) or its name is longer than
+    a file name may be. A failed case keeps a harmless name (separators replaced by ``_``) in the manifest; nothing
+    is written for it."""
+    try:
+        files = layout.files(out_dir, spec, formats, options)
+        root = out_dir.resolve()
+        for path in files.values():
+            if not path.resolve().is_relative_to(root) or path.resolve() == root:
+                raise OutputError(f"{path}: not a file inside the output folder {out_dir}; nothing written")
+    except OutputError as e:
+        harmless = safe_name(str(spec.case).replace(os.sep, "_")).strip(".") or "_"
+        spec = dataclasses.replace(spec, case=harmless, error=spec.error or str(e))
+        return spec, layout.files(out_dir, spec, formats, options)
+    for path in files.values():
         size = len(path.name.encode("utf-8", "surrogateescape"))
         if size > 255:
             error = (
                 f"{spec.path}: file name too long: its output {path.name[:40]}...{path.name[-20:]} would be {size} "
                 "bytes, more than the 255 a file name may have; rename the input"
             )
-            return dataclasses.replace(spec, error=spec.error or error)
-    return spec
+            return dataclasses.replace(spec, error=spec.error or error), files
+    return spec, files
 
 
 def _resume(

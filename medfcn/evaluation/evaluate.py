@@ -88,9 +88,11 @@ def _pair(
 
 
 def _read(spec: CaseSpec, series: SeriesIndex | None = None) -> Scan:
+    """A prediction or reference as a label map: a SEG or RTSTRUCT on its series, else a file whose non-finite
+    values are refused (:func:`medfcn.data.reader.read_label_map`)."""
     if series is not None and not spec.error and spec.path.is_file() and dicom_label_kind(spec.path) is not None:
         return read_label_object(spec.path, series, spec.case)
-    return spec.read()
+    return spec.read_labels()
 
 
 def _image_specs(images: Mapping[str, str | Path | CaseSpec] | str | Path | None, ref: Path) -> dict[str, CaseSpec]:
@@ -149,7 +151,7 @@ def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm, series) -> 
     image = None
     if image_spec is not None:
         try:
-            image = _read(image_spec)
+            image = image_spec.read()
         except MedfcnError as e:
             log.warning("%s: image not used (%s)", case, e)
     return _scored(case, pred_scan, ref_scan, image, tolerance_mm)

@@ -96,17 +96,17 @@ def test_auto_never_takes_a_slower_backend_and_remembers_what_it_measured():
     chosen = choose_backend(model.network, batch=2, model=model, build=build, **common)
     assert chosen.backend == Backend.TORCH
     assert sorted(built) == sorted(b.value for b in installed_backends())  # each one measured
-    (record,) = json.loads((cache_dir() / "backends.json").read_text()).values()
+    (record,) = json.loads((cache_dir() / "backends.json").read_text(encoding="utf-8")).values()
     seconds = record["seconds"]
     assert record["backend"] == min(seconds, key=seconds.get) == "torch"
     assert all(seconds[b] > 1.0 for b in slow)
     # Measured once: the next choice reads the record (made to name another backend here) and builds only that one.
     store = cache_dir() / "backends.json"
-    known = json.loads(store.read_text())
+    known = json.loads(store.read_text(encoding="utf-8"))
     other = sorted(slow)[0]
     for entry in known.values():
         entry["backend"] = other
-    store.write_text(json.dumps(known))
+    store.write_text(json.dumps(known), encoding="utf-8")
     built.clear()
     assert choose_backend(model.network, batch=2, model=model, build=build, **common).backend == other
     assert built == [other]
@@ -117,7 +117,8 @@ def test_auto_on_a_gpu_or_with_torch_alone_is_torch(monkeypatch):
     common = {"amp": False, "amp_dtype": torch.bfloat16, "threads": 1, "batch": 2, "model": model}
     monkeypatch.setattr(runtime, "installed_backends", lambda: [Backend.TORCH])
     assert choose_backend(model.network, device=torch.device("cpu"), **common).backend == "torch"
-    assert not (cache_dir() / "backends.json").exists() or "torch" in (cache_dir() / "backends.json").read_text()
+    store = cache_dir() / "backends.json"
+    assert not store.exists() or "torch" in store.read_text(encoding="utf-8")
 
 
 @pytest.mark.skipif(Backend.ONNXRUNTIME not in ONNX_BACKENDS, reason="onnxruntime is not installed")

@@ -74,7 +74,7 @@ def test_the_readme_script_with_plain_onnxruntime_gives_medfcns_labels(exported,
     images = [str(ROOT / "sample_data" / "images" / f"{h}.nii.gz") for h in HEADS]
     out = tmp_path / "medfcn"
     assert main(["segment", *images, "-o", str(out), "--device", "cpu", "--backend", "onnxruntime", "--quiet"]) == 0
-    manifest = json.loads((out / "manifest.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["backend"] == "onnxruntime" and {c["backend"] for c in manifest["cases"]} == {"onnxruntime"}
     script = ROOT / "docs" / "onnx_segment.py"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -86,7 +86,9 @@ def test_the_readme_script_with_plain_onnxruntime_gives_medfcns_labels(exported,
             f"runpy.run_path({str(script)!r}, run_name='__main__')\n"
             "assert not [m for m in sys.modules if m.split('.')[0] in ('medfcn', 'torch', 'monai')], 'imported'\n"
         )
-        run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+        run = subprocess.run(
+            [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace"
+        )
         assert run.returncode == 0, run.stderr[-2000:]
         theirs = np.asarray(nib.load(str(mask)).dataobj) > 0
         ours = np.asarray(nib.load(str(out / f"{head}.nii.gz")).dataobj) > 0

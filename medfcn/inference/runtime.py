@@ -300,7 +300,14 @@ def choose_backend(
     if chosen in {b.value for b in backends}:
         log.debug("backend %s (measured before: %s)", chosen, known[key].get("seconds"))
         return build(Backend(chosen), network, **common)
-    runners = {b: build(b, network, **common) for b in backends}
+    runners = {}
+    for b in backends:
+        try:
+            runners[b] = build(b, network, **common)
+        except Exception as exc:  # an optional runtime that cannot run here (an old CPU, a broken wheel) is left out
+            if b is Backend.TORCH:
+                raise
+            log.warning("backend %s left out of auto: %s", b.value, str(exc).splitlines()[0][:200] if str(exc) else exc)
     seconds = probe(runners, batch, int(getattr(network, "in_channels", 3)))
     fastest = min(seconds, key=seconds.get)
     log.info("backend %s chosen (best seconds per batch: %s)", fastest, seconds)

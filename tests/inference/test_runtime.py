@@ -112,6 +112,49 @@ def test_auto_never_takes_a_slower_backend_and_remembers_what_it_measured():
     assert built == [other]
 
 
+@pytest.mark.skipif(not ONNX_BACKENDS, reason="only torch is installed: auto has nothing to choose")
+@pytest.mark.parametrize("fastest", ["torch", "onnxruntime", "openvino"])
+def test_auto_takes_the_backend_with_the_least_measured_time(fastest, monkeypatch):
+    """The rule itself, without timing: given the probe's seconds, auto builds every installed backend, takes the one
+    with the fewest (never one measured slower), and records those seconds; a tie keeps torch."""
+    names = [b.value for b in installed_backends()]
+    if fastest not in names:
+        pytest.skip(f"{fastest} is not installed")
+    seconds = {name: (0.1 if name == fastest else round(0.2 + 0.1 * i, 2)) for i, name in enumerate(names)}
+    seen = {}
+
+    def measured(runners, batch, channels):
+        seen.update({b.value: r.backend for b, r in runners.items()})
+        return dict(seconds)
+
+    monkeypatch.setattr(runtime, "probe", measured)
+    (cache_dir() / "backends.json").unlink(missing_ok=True)  # another test's choice, in this session's cache
+    model = load_model(None)
+    common = {"device": torch.device("cpu"), "amp": False, "amp_dtype": torch.bfloat16, "threads": 1, "model": model}
+    assert choose_backend(model.network, batch=2, **common).backend == fastest
+    assert seen == {name: name for name in names}  # each one built and measured
+    (record,) = json.loads((cache_dir() / "backends.json").read_text(encoding="utf-8")).values()
+    assert record == {"backend": fastest, "seconds": seconds}
+    (cache_dir() / "backends.json").unlink()
+    monkeypatch.setattr(runtime, "probe", lambda runners, batch, channels: dict.fromkeys(names, 0.1))
+    assert choose_backend(model.network, batch=2, **common).backend == "torch"
+
+
+def test_auto_leaves_out_a_runtime_that_cannot_be_built(monkeypatch, caplog):
+    """An optional runtime that fails to build on this machine costs auto nothing but a warning: torch remains."""
+    model = load_model(None)
+
+    def build(backend, network, **kw):
+        if Backend(backend) is not Backend.TORCH:
+            raise RuntimeError("this CPU lacks the instructions the runtime was built for")
+        return make_runner(backend, network, **kw)
+
+    monkeypatch.setattr(runtime, "installed_backends", lambda: [Backend.TORCH, Backend.OPENVINO])
+    common = {"device": torch.device("cpu"), "amp": False, "amp_dtype": torch.bfloat16, "threads": 1, "model": model}
+    assert choose_backend(model.network, batch=2, build=build, **common).backend == "torch"
+    assert "backend openvino left out of auto: this CPU lacks" in caplog.text
+
+
 def test_auto_on_a_gpu_or_with_torch_alone_is_torch(monkeypatch):
     model = load_model(None)
     common = {"amp": False, "amp_dtype": torch.bfloat16, "threads": 1, "batch": 2, "model": model}

@@ -1,8 +1,9 @@
 """The two Python steps of ``benchmarks/final_speed.sh`` (issue 36's figures in one run).
 
     importtime  ``python -X importtime`` of ``medfcn segment`` on the 1 mm sample head as one process (the
-                backend ``auto`` takes, from the run's cache): the total import time and that of the big packages
-                (cumulative microseconds as the interpreter reports them, summed over their top-level imports)
+                backend ``auto`` takes, from the run's cache): the total import time, the big packages' times
+                with what they import (the interpreter's cumulative column) and each package's own time (the sum
+                of its modules' self column, whoever imported them)
     summary     reads what the run wrote (bench_peers' JSON, bench_segment's JSON, the importtime JSON, the
                 backend ``auto`` chose), scores each backend's batch masks against torch's (Dice, here with numpy:
                 bench_peers scores them against the references with SimpleITK), writes the summary through
@@ -34,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
 PACKAGES = (
     "torch",
-    "monai",
     "scipy",
     "SimpleITK",
     "nibabel",
@@ -58,17 +58,18 @@ def importtime(out: Path, backend: str) -> dict:
     if run.returncode != 0:
         raise SystemExit(f"medfcn segment under -X importtime failed:\n{run.stderr[-3000:]}")
     rows = [re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line) for line in run.stderr.splitlines()]
-    rows = [(int(m[2]) / 1e6, len(m[3]) // 2, m[4]) for m in rows if m]
-    top = [(cum, name) for cum, depth, name in rows if depth == 0]  # a module's first import, at the top level
-    by_package = {}
-    for package in PACKAGES:
-        # the first time the package (or a module under it) appears, at its shallowest depth: its cumulative time
-        hits = [(depth, cum) for cum, depth, name in rows if name == package]
-        by_package[package] = round(min(hits)[1], 3) if hits else 0.0
+    rows = [(int(m[1]) / 1e6, int(m[2]) / 1e6, len(m[3]) // 2, m[4]) for m in rows if m]
+    top = [(cum, name) for _, cum, depth, name in rows if depth == 0]  # the imports made at the top level
+    own: dict[str, float] = {}  # each package's modules' own time (their imports of other packages not counted)
+    for self_s, _, _, name in rows:
+        package = name.split(".")[0]
+        own[package] = own.get(package, 0.0) + self_s
+    cumulative = {name: round(cum, 3) for _, cum, _, name in rows if name in PACKAGES}
     return {
         "wall_s": round(wall, 2),
         "imports_s": round(sum(c for c, _ in top), 3),
-        "packages_s": by_package,
+        "packages_s": {p: cumulative.get(p, 0.0) for p in PACKAGES},  # cumulative: with what they import
+        "own_s": {p: round(t, 3) for p, t in sorted(own.items(), key=lambda kv: -kv[1])[:10]},
         "largest_top_level": [[name, round(c, 3)] for c, name in sorted(top, reverse=True)[:8]],
         "manifest_backend": json.loads((out / "manifest.json").read_text(encoding="utf-8")).get("backend"),
     }
@@ -144,6 +145,12 @@ def summary(args: argparse.Namespace) -> None:
                 f"{row['wall_s']:.1f} ({low:.1f} / {high:.1f}) | {row['cpu_s']:.1f} | {row['peak_mb']} | {shown} | "
                 f"{sense + ': ' + verdict if verdict else ''} |"
             )
+    medfcn_rows = {t: r for t, r in runs.get("batch", {}).items() if t.startswith("medfcn_")}
+    if f"medfcn_{auto}" in medfcn_rows:
+        fastest = min(medfcn_rows, key=lambda t: medfcn_rows[t]["wall_s"])
+        share = medfcn_rows[f"medfcn_{auto}"]["wall_s"] / medfcn_rows[fastest]["wall_s"]
+        result["auto_vs_fastest_batch"] = {"fastest": fastest, "ratio": round(share, 3)}
+        lines += ["", f"auto's backend against the fastest in the batch ({fastest}): {share:.2f}x its time"]
     quality = backend_quality(peers, Path(args.peers_out)) if "batch" in runs else {}
     result.update({"ratios": ratios, "quality": quality, "importtime": imports, "targets": TARGETS})
     lines.append("")
@@ -153,10 +160,12 @@ def summary(args: argparse.Namespace) -> None:
             f"batch quality {backend}: max |Dice - torch's Dice| {q['max_dice_delta']:.4f} (<= 0.0005: {ok}); "
             f"lowest Dice of its masks against torch's {q['min_dice_vs_torch']}"
         )
-    pk = imports["packages_s"]
     lines.append(
         f"1 mm head under -X importtime ({imports['manifest_backend']}): {imports['wall_s']:.1f} s wall, imports "
-        f"{imports['imports_s']:.2f} s: " + ", ".join(f"{k} {v:.2f}" for k, v in pk.items() if v)
+        f"{imports['imports_s']:.2f} s; with what they import: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in imports["packages_s"].items() if v)
+        + "; own time by package: "
+        + ", ".join(f"{k} {v:.2f}" for k, v in imports["own_s"].items())
     )
     vs = segment.get("medfcn_vs_monai")
     if vs:

@@ -221,7 +221,7 @@ def check_same_grid(first, second) -> None:
     sg, sa = layer_geometry(second.data.shape, {"name": second.name, "metadata": second.metadata})[:2]
     differences = fg.differences(sg) + ([] if fa == sa else ["display order"])
     if differences:
-        raise GridMismatchError(f"{second.name} is on another grid than {first.name} ({'; '.join(differences)})")
+        raise GridMismatchError(f"{second.name} and {first.name} are on different grids ({'; '.join(differences)})")
 
 
 def layer_scan(data: np.ndarray, attributes: dict) -> Scan:

@@ -243,7 +243,8 @@ def run_on_cluster(
     if not jobs:
         return
     with ExitStack() as stack:
-        client, threads = _connect(where, stack, jobs[0].output.parent.absolute() / f"{SCRATCH}{process_tag()}")
+        scratch = (jobs[0].out_dir or jobs[0].output.parent).absolute() / f"{SCRATCH}{process_tag()}"
+        client, threads = _connect(where, stack, scratch)
         if settings.threads is None:
             settings = replace(settings, threads=threads)
         task = _WorkerTask(model_path, sha256, settings)
@@ -251,7 +252,8 @@ def run_on_cluster(
         for job in jobs:
             # Absolute paths: a worker's working directory is not ours.
             spec = replace(job.spec, path=job.spec.path.absolute(), files=tuple(f.absolute() for f in job.spec.files))
-            remote = replace(job, spec=spec, output=job.output.absolute())
+            out_dir = None if job.out_dir is None else job.out_dir.absolute()
+            remote = replace(job, spec=spec, output=job.output.absolute(), out_dir=out_dir)
             key = f"medfcn-case-{job.index}-{os.getpid()}-{time.time_ns()}"
             futures[client.submit(_worker_case, remote, task, pure=False, key=key)] = job
         try:

@@ -88,7 +88,7 @@ def _listed_pairs(path: Path) -> list[LabelledPair]:
             raise MedfcnError(
                 f"{path}: a list of training pairs of {size:,} bytes, more than the {MAX_LIST_BYTES:,} medfcn reads"
             )
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
         entries = text.count('"image"') if path.suffix.lower() == ".json" else text.count("\n") - 1
         if entries > MAX_PAIRS:  # counted before they are parsed: a million parsed rows take gigabytes
             raise MedfcnError(

@@ -40,7 +40,7 @@ def _edit_manifest(out: Path, case: str) -> None:
 
 def _segment(inputs: Path, out: Path, model: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "medfcn.cli", "segment", str(inputs), "-o", str(out), "--model", str(model)]
-    return subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 # -- 1. a case name kept from a manifest is checked like a new one ----------------------------------------------
@@ -129,7 +129,7 @@ def _evaluate(pred: Path, ref: Path, series: Path, report: Path) -> tuple[int, d
     """``medfcn evaluate PRED REF -o REPORT --series SERIES`` as a process: ``(status, metrics.json cases, stdout +
     stderr)``."""
     cmd = [sys.executable, "-m", "medfcn.cli", "evaluate", str(pred), str(ref), "-o", str(report)]
-    done = subprocess.run([*cmd, "--series", str(series)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*cmd, "--series", str(series)], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     metrics = report / "metrics.json"
     cases = json.loads(metrics.read_text())["cases"] if metrics.is_file() else None
     return done.returncode, cases, done.stdout + done.stderr
@@ -359,7 +359,7 @@ def read_bounded(what: str, path: Path, timeout: float = 60, series: Path | None
     MemoryError, a traceback or a hang fails the test)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-c", _CHILD, what, str(path), *([str(series)] if series else [])]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env)
+    done = subprocess.run(args, capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env)
     assert done.returncode == 0 and done.stdout.startswith(("REFUSED", "READ")), done.stderr[-2000:]
     return done.stdout.strip()
 
@@ -471,7 +471,7 @@ def test_a_triangle_with_corners_a_billion_pixels_away_fills_its_slice_in_bounde
     )
     out = tmp_path / "labels.npy"
     done = subprocess.run(
-        [sys.executable, "-c", code, str(rt), str(series.parent), str(out)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", code, str(rt), str(series.parent), str(out)], capture_output=True, encoding="utf-8", errors="replace", timeout=60
     )  # was a hang (killed at 180 s)
     assert done.returncode == 0, done.stderr[-2000:]
     labels = np.load(out)
@@ -617,7 +617,7 @@ def test_a_pairs_list_repeating_one_pair_is_refused_before_reading_an_image(tmp_
     done = subprocess.run(
         [sys.executable, "-m", "medfcn.cli", "train", "--pairs", str(listing), "-o", str(tmp_path / "m.safetensors")],
         capture_output=True,
-        text=True,
+        encoding="utf-8", errors="replace",
         timeout=120,
     )
     assert done.returncode != 0 and str(listing) in done.stderr and "Traceback" not in done.stderr
@@ -658,7 +658,7 @@ def test_evaluate_refuses_a_float_prediction_holding_nan(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "medfcn.cli", "evaluate", str(pred), str(ref), "-o", str(tmp_path / "report")],
         capture_output=True,
-        text=True,
+        encoding="utf-8", errors="replace",
         timeout=300,
     )
     assert done.returncode == 1, done.stdout + done.stderr
@@ -675,7 +675,7 @@ def test_train_refuses_a_label_map_with_nan_for_not_annotated(tmp_path, one_pair
     model = tmp_path / "m.safetensors"
     cmd = [sys.executable, "-m", "medfcn.cli", "train", "--images", str(one_pair / "images")]
     cmd += ["--labels", str(one_pair / "labels"), "-o", str(model), "--val-cases", "0", "--max-minutes", "0.2"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     assert done.returncode != 0, done.stderr[-2000:]
     [line] = [x for x in done.stderr.splitlines() if "non-finite" in x]  # was: NaN -> the brain, Dice 0.000, exit 0
     assert str(one_pair / "labels" / "case00.nii.gz") in line and "Traceback" not in done.stderr
@@ -708,7 +708,7 @@ def test_the_dask_scratch_of_a_killed_client_is_cleaned_by_the_next_run(tmp_path
     time.sleep(1)  # the cluster's nanny and worker see their parent gone and stop
     assert scratch[0].exists()  # left behind by the dead client
 
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(cmd, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=300)
     try:
         os.killpg(client.pid, signal.SIGKILL)  # any worker still lingering in the dead client's session
     except ProcessLookupError:

@@ -190,9 +190,15 @@ def _plan(inputs: list[Path], out_dir: Path, formats: tuple, options: OutputOpti
     remove_stale_partials(out_dir)
     remove_stale_scratch(out_dir)
     keep = {input_key(r.input, r.series_uid): name for name, r in _earlier_results(out_dir).items() if r.input}
-    jobs = []
+    jobs, claimed = [], {}
     for i, spec in enumerate(find_cases(inputs, exclude=[out_dir], keep=keep)):
         spec, files = _check_names(spec, out_dir, formats, options, layout)
+        taken = [(path, claimed[path]) for path in files.values() if path in claimed]
+        if taken and not spec.error:  # e.g. case 'x.masked' and case x's masked image x.masked.nii.gz
+            path, other = taken[0]
+            error = f"{spec.path}: its output {path.name} is also an output of case {other}; rename the input"
+            spec = dataclasses.replace(spec, error=error)
+        claimed.update({path: spec.case for path in files.values() if not spec.error})
         for folder in {p.parent for p in files.values()} - {out_dir}:  # a layout's sub-folders (BIDS)
             remove_stale_partials(folder)
         jobs.append(Job(i, spec, next(iter(files.values())), formats, options, layout, out_dir))

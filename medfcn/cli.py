@@ -61,6 +61,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         "(OUT/<case>.rtstruct.dcm); the DICOM ones for cases read from a DICOM series",
     )
     p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
+    p.add_argument(
+        "--skip-flagged",
+        action="store_true",
+        help="write no label map for cases the quality check flags for review (recorded as 'flagged' in the "
+        "manifest); by default every mask is written and its verdict recorded",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -135,7 +141,9 @@ def _segment(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         formats=args.format,
+        skip_flagged=args.skip_flagged,
     )
+    print(manifest.flagged_line())
     code = manifest.exit_code
     if args.reference:
         from medfcn.data.discovery import find_cases

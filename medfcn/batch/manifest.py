@@ -8,9 +8,10 @@ Layout::
      "model": {"name", "path", "sha256", "architecture", "variant", "labels", "spacing"},
      "device": "cpu", "precision": "bfloat16" (the network's arithmetic),
      "started": ISO 8601, "finished": ISO 8601 or null while running,
-     "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
+     "summary": {"ok": 3, "failed": 1, "skipped": 2, "flagged": 1, "total": 6},
      "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
                 "device", "precision", "timing": {"read", "segment", "write"}, "warnings": [...],
+                "quality": {"review", "score", "reasons"},
                 "sha256", "output_sha256", "model_sha256", "input_stamp", "outputs": [every file of the case]}, ...]}
 
 ``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing`` (mm)
@@ -19,6 +20,9 @@ earlier run is left in place, but no longer counts as done). ``warnings`` lists 
 reading (non-finite voxels replaced, a DICOM series without PixelSpacing, unreadable files left out of a series)
 and by the segmentation (a label map with no voxel of any label: written, and said, since a blank or foreign
 scan gives one).
+``quality`` is the case's verdict (:mod:`medfcn.inference.verdict`): ``review`` (a person should check it),
+``score`` (0..1, higher is more trustworthy) and ``reasons`` in words; ``summary.flagged`` counts the cases up for
+review. With ``--skip-flagged`` a flagged case is ``flagged``: segmented, no label map written (``output`` null).
 ``sha256`` is the label map file's SHA-256 (written, read back whole and verified), ``output_sha256`` that of every
 file of the case by name (``--format``), ``model_sha256`` that of the model file that made it, ``input_stamp`` a
 fingerprint of the input files' names, sizes and modification times: a rerun skips a case only when all three still
@@ -55,6 +59,7 @@ class Status(StrEnum):
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    FLAGGED = "flagged"  # segmented and flagged for review; no label map written (``--skip-flagged``)
 
 
 def now_iso() -> str:
@@ -84,6 +89,7 @@ class CaseResult:
     output_sha256: dict[str, str] = field(default_factory=dict)
     model_sha256: str | None = None
     input_stamp: str | None = None
+    quality: dict[str, Any] | None = None  # {"review", "score", "reasons"}: medfcn.inference.verdict.Verdict
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)
@@ -103,6 +109,7 @@ class CaseResult:
             "spacing",
             "device",
             "precision",
+            "quality",
         ]
         ordered = {k: out.pop(k) for k in order}
         ordered["status"] = str(self.status)
@@ -147,6 +154,23 @@ class Manifest:
         return self.count(Status.SKIPPED)
 
     @property
+    def flagged(self) -> list[CaseResult]:
+        """The cases whose quality verdict puts them up for review (written or not)."""
+        return [c for c in self.cases if c.quality and c.quality.get("review")]
+
+    def flagged_line(self, limit: int = 10) -> str:
+        """``K of N cases flagged for review: case (reason); ...`` over the cases with a verdict (the first
+        ``limit`` named, least trustworthy first)."""
+        judged = [c for c in self.cases if c.quality]
+        flagged = sorted(self.flagged, key=lambda c: float(c.quality.get("score", 0.0)))
+        line = f"{len(flagged)} of {len(judged)} cases flagged for review"
+        if not flagged:
+            return line
+        named = "; ".join(f"{c.case} ({(c.quality.get('reasons') or ['score'])[0]})" for c in flagged[:limit])
+        more = f"; and {len(flagged) - limit} more (see manifest.json)" if len(flagged) > limit else ""
+        return f"{line}: {named}{more}"
+
+    @property
     def exit_code(self) -> int:
         """1 if any case failed, else 0 (the CLI's exit status)."""
         return 1 if self.failed else 0
@@ -159,7 +183,13 @@ class Manifest:
             "precision": self.outputs_precision(),
             "started": self.started,
             "finished": self.finished,
-            "summary": {"ok": self.ok, "failed": self.failed, "skipped": self.skipped, "total": self.total},
+            "summary": {
+                "ok": self.ok,
+                "failed": self.failed,
+                "skipped": self.skipped,
+                "flagged": len(self.flagged),
+                "total": self.total,
+            },
             "cases": [c.to_dict() for c in self.cases],
         }
 

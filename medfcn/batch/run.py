@@ -19,6 +19,8 @@ model loaded once, writes ``OUT/<case>.nii.gz`` atomically, and keeps ``OUT/mani
 - **Outputs never replace inputs**: ``out_dir`` equal to an input folder, or an input inside ``out_dir``, is
   refused before any work (exit status 2); an ``out_dir`` inside an input folder is left out of the search, as is
   any folder holding a medfcn manifest.
+- **Quality**: every segmented case's entry carries a verdict (``quality``: review, score, reasons;
+  :mod:`medfcn.inference.verdict`); ``skip_flagged`` writes no label map for a flagged case.
 - **Fault isolation**: a case that cannot be found, read, segmented or written is ``failed`` with a one-line
   error in the manifest and the batch goes on; an output from an earlier run is kept when a redo fails.
 
@@ -167,11 +169,11 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
             if i + 1 < len(jobs):
                 reads.append(reader.submit(read_case, jobs[i + 1]))
             current(job.spec.case)
-            step = segment_case(segmenter, step)
+            step = segment_case(segmenter, step, job.skip_flagged)
             if writing is not None:  # long finished in the background; wait so at most one write is pending
                 record(writing[0].index, entry(writing[0], writing[1].result()))
                 writing = None
-            if step.error is None:
+            if step.error is None and not step.withheld:
                 writing = (job, writer.submit(write_case, job, step, segmenter.model))
             else:
                 record(job.index, entry(job, step))
@@ -180,7 +182,9 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
 
 
 # -- the entry point ----------------------------------------------------------------------------------------------
-def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tuple) -> list[Job]:
+def _plan(
+    inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tuple, skip_flagged: bool = False
+) -> list[Job]:
     """The jobs of a batch, once the output folder is known to be safe and writable (see :func:`run_batch`). Cases an
     earlier run into ``out_dir`` named keep their names (see :func:`medfcn.data.discovery.find_cases`)."""
     inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
@@ -191,7 +195,7 @@ def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tup
     keep = {input_key(r.input, r.series_uid): name for name, r in _earlier_results(out_dir).items() if r.input}
     specs = [_check_names(s, out_dir, formats) for s in find_cases(inputs, exclude=[out_dir], keep=keep)]
     return [
-        Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
+        Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats, skip_flagged)
         for i, spec in enumerate(specs)
     ]
 
@@ -259,6 +263,7 @@ def run_batch(
     overwrite: bool = False,
     progress: bool = True,
     formats: str | Sequence[str] = ("nifti",),
+    skip_flagged: bool = False,
 ) -> Manifest:
     """Segment every case in ``inputs`` into ``out_dir/<case>.nii.gz`` and record ``out_dir/manifest.json``.
 
@@ -273,6 +278,8 @@ def run_batch(
         overwrite: segment cases whose output exists (default: skip them, which resumes an interrupted batch).
         progress: show a progress bar on stderr.
         formats: what to write per case: ``nifti``, ``dicom-seg``, ``rtstruct`` (see :mod:`medfcn.batch.outputs`).
+        skip_flagged: write no label map for a case whose quality verdict flags it for review (its entry is
+            ``flagged``, with the verdict); by default every case's mask is written and its verdict recorded.
 
     Returns:
         The :class:`Manifest`; ``manifest.exit_code`` is 1 if any case failed.
@@ -286,7 +293,7 @@ def run_batch(
     out_dir = Path(out_dir)
     formats = parse_formats(formats)
     try:
-        jobs = _plan(inputs, out_dir, formats)
+        jobs = _plan(inputs, out_dir, formats, skip_flagged)
         runner = _Runner.start(model, settings, cluster)
         manifest, results, todo = _start_manifest(jobs, out_dir, runner, overwrite)
         with _progress_bar(len(jobs), len(results), progress) as bar:

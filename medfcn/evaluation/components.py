@@ -123,9 +123,7 @@ def error_components(
     return out[:limit] if limit is not None else out
 
 
-def large_errors(
-    errors: Sequence[ErrorComponent], min_mm3: float = MIN_ERROR_MM3
-) -> tuple[list[ErrorComponent], int]:
+def large_errors(errors: Sequence[ErrorComponent], min_mm3: float = MIN_ERROR_MM3) -> tuple[list[ErrorComponent], int]:
     """``(the blobs of at least min_mm3 mm^3, in their order; how many smaller ones are left out)``."""
     kept = [e for e in errors if e.volume_mm3 >= min_mm3 - 1e-9]
     return kept, len(errors) - len(kept)

@@ -14,6 +14,10 @@ Labels: every nonzero id found in any case, plus the ids of ``label_names``; eve
 (a label neither map of a case holds scores as "both empty", see :mod:`medfcn.evaluation.metrics`), so a structure
 missed in one case can never drop out of its label's mean.
 
+Quality verdicts: when ``pred`` is a batch's output folder, the verdicts in its ``manifest.json`` go into
+``metrics.csv`` (:data:`~medfcn.evaluation.results.QUALITY_COLUMNS`), ``metrics.json`` and the report, with how
+well the flags matched the Dice (:mod:`medfcn.evaluation.flags`).
+
 Images under the overlays: ``images`` (``{case: path}`` or a folder), else a folder beside a reference folder named
 ``labels*`` whose name has ``images`` in its place (``labelsTr`` -> ``imagesTr``), matched by case name or as
 ``CASE_0000``; an image on another grid than its reference is left out. Without one, the overlays are drawn on the
@@ -40,6 +44,7 @@ from medfcn.data.writer import atomic_write_text
 from medfcn.dicom.label_objects import label_object_cases, read_label_object
 from medfcn.dicom.refs import SeriesIndex, dicom_label_kind
 from medfcn.errors import MedfcnError, NoScansError, UsageError
+from medfcn.evaluation.flags import read_verdicts
 from medfcn.evaluation.metrics import LabelMetrics
 from medfcn.evaluation.report import render_html
 from medfcn.evaluation.results import Evaluation, MetricRow, Thumbnail
@@ -253,6 +258,7 @@ def evaluate(
         pred_source=str(pred),
         ref_source=str(ref),
         out_dir=out_dir,
+        quality=read_verdicts(pred),
     )
     for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
         log.info("evaluating %s (%d/%d)", case, i, len(pairs))

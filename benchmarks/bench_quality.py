@@ -1,0 +1,144 @@
+"""Does the quality verdict say which results to check? Score against Dice on scans the model was not tuned on.
+
+    python benchmarks/bench_quality.py --work runs/quality [--model MODEL] [--json benchmarks/results_quality.json]
+
+The cases (:func:`support.quality_cases.test_cases`): clinical renderings of the two heads (issue 22's test set),
+degraded copies (noise 4-32 %, ghosts, bias, cut-off coverage, wrong headers, reoriented/thick/remapped copies),
+other contrasts, and volumes that are not head MRI (noise, a phantom, a microscopy stack, a CT slice stacked into
+a series, a CT-like head, a real EPI). None of them set a threshold: the thresholds are the model's own, recorded
+from its training data (``support/record_expectations.py``).
+
+Per case: Dice against the reference (numpy on the scan's grid; a foreign volume's reference is empty, so any mask
+scores 0 and an empty one 1), the verdict, and the seconds of :meth:`Segmenter.segment` and
+:meth:`Segmenter.segment_and_check` on the same scan, run alternately (which goes first alternates by case) so that
+the machine's load falls on both alike. Summary: the AUROC of (1 - score) for Dice < 0.90 (Mann-Whitney U from
+scipy, checked against a direct count of pairs), the share of Dice >= 0.95 cases flagged, Spearman between score and
+Dice, foreign volumes flagged, and the median and total extra time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import mannwhitneyu, spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from support.quality_cases import test_cases  # noqa: E402
+from support.record import write_result  # noqa: E402
+
+from medfcn.data.reader import read_scan  # noqa: E402
+from medfcn.inference.pipeline import Segmenter  # noqa: E402
+from medfcn.inference.settings import InferenceSettings  # noqa: E402
+from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, load_model  # noqa: E402
+
+
+def dice(pred: np.ndarray, ref: np.ndarray) -> float:
+    p, r = pred > 0, ref > 0
+    total = int(p.sum()) + int(r.sum())
+    return 1.0 if total == 0 else 2.0 * int((p & r).sum()) / total
+
+
+def reference_on_grid(path: str, scan) -> np.ndarray:
+    """The reference as an array on the scan's index grid (read as medfcn reads the scan)."""
+    ref = read_scan(path)
+    if ref.shape != scan.shape:
+        raise SystemExit(f"{path}: reference shape {ref.shape} differs from the scan's {scan.shape}")
+    return ref.array
+
+
+def auroc(positive: list[float], negative: list[float]) -> float | None:
+    """P(a positive outranks a negative), ties half: Mann-Whitney U / (n1 n0), checked by counting pairs."""
+    if not positive or not negative:
+        return None
+    u = mannwhitneyu(positive, negative, alternative="two-sided").statistic / (len(positive) * len(negative))
+    pairs = sum((p > n) + 0.5 * (p == n) for p in positive for n in negative) / (len(positive) * len(negative))
+    assert abs(u - pairs) < 1e-9, (u, pairs)
+    return round(float(u), 4)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", required=True)
+    parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
+    parser.add_argument("--json", default=str(Path(__file__).parent / "results_quality.json"))
+    parser.add_argument("--only", default="", help="comma-separated case names")
+    args = parser.parse_args()
+    model = load_model(args.model)
+    segmenter = Segmenter(model, InferenceSettings(device="cpu"))
+    cases = test_cases(Path(args.work))
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k in args.only.split(",")}
+    segmenter.segment(read_scan(next(iter(cases.values()))["image"]))  # warm-up, not timed
+    rows = []
+    for k, (name, case) in enumerate(cases.items()):
+        times = {}
+        for which in ("plain", "check") if k % 2 == 0 else ("check", "plain"):
+            scan = read_scan(case["image"])
+            t0 = time.perf_counter()
+            found = segmenter.segment(scan) if which == "plain" else segmenter.segment_and_check(scan)
+            times[which] = time.perf_counter() - t0
+            if which == "check":
+                result = found
+        scan = read_scan(case["image"])
+        ref = reference_on_grid(case["label"], scan) if case["label"] else np.zeros(scan.shape, np.uint8)
+        v = result.verdict
+        row = {
+            "case": name,
+            "group": case["group"],
+            "shape": list(scan.shape),
+            "dice": round(dice(result.labels, ref), 4),
+            "review": v.review,
+            "score": v.score,
+            "reasons": v.reasons,
+            "risks": v.risks,
+            "volume_ml": result.evidence.volume_ml,
+            "seconds": round(times["plain"], 3),
+            "seconds_checked": round(times["check"], 3),
+        }
+        rows.append(row)
+        print(
+            f"{name:34s} {case['group']:9s} dice {row['dice']:.4f} score {v.score:.3f} "
+            f"{'FLAG' if v.review else '    '} {times['plain']:.2f}s/{times['check']:.2f}s  "
+            f"{'; '.join(v.reasons)[:150]}",
+            flush=True,
+        )
+    referenced = [r for r in rows if r["group"] != "foreign"]
+    poor = [1 - r["score"] for r in referenced if r["dice"] < 0.90]
+    fine = [1 - r["score"] for r in referenced if r["dice"] >= 0.90]
+    good = [r for r in referenced if r["dice"] >= 0.95]
+    foreign = [r for r in rows if r["group"] == "foreign"]
+    plain, checked = sum(r["seconds"] for r in rows), sum(r["seconds_checked"] for r in rows)
+    ratios = [r["seconds_checked"] / r["seconds"] for r in rows]
+    rho = spearmanr([r["score"] for r in referenced], [r["dice"] for r in referenced]).statistic
+    summary = {
+        "cases": len(rows),
+        "referenced_cases": len(referenced),
+        "auroc_dice_below_0.90": auroc(poor, fine),
+        "auroc_with_foreign_as_poor": auroc(poor + [1 - r["score"] for r in foreign], fine),
+        "poor_cases": len(poor),
+        "poor_flagged": sum(r["review"] for r in referenced if r["dice"] < 0.90),
+        "good_cases": len(good),
+        "good_flagged": sum(r["review"] for r in good),
+        "good_flagged_share": round(sum(r["review"] for r in good) / max(len(good), 1), 4),
+        "middling_cases": sum(0.90 <= r["dice"] < 0.95 for r in referenced),
+        "middling_flagged": sum(r["review"] for r in referenced if 0.90 <= r["dice"] < 0.95),
+        "spearman_score_dice": round(float(rho), 4),
+        "foreign_cases": len(foreign),
+        "foreign_flagged": sum(r["review"] for r in foreign),
+        "extra_time_total": round(checked / plain - 1, 4),
+        "extra_time_median": round(float(np.median(ratios)) - 1, 4),
+        "seconds_plain_total": round(plain, 2),
+        "seconds_checked_total": round(checked, 2),
+    }
+    for key, value in summary.items():
+        print(f"{key}: {value}")
+    note = "timings on a 2-core machine shared with other jobs: noisy; plain and checked runs alternate per case"
+    write_result(args.json, {"summary": summary, "note": note, "cases": rows}, {"model": args.model})
+
+
+if __name__ == "__main__":
+    main()

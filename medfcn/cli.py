@@ -146,6 +146,7 @@ def _segment(args: argparse.Namespace) -> int:
     print(manifest.flagged_line())
     code = manifest.exit_code
     if args.reference:
+        from medfcn.batch.manifest import read_verdicts
         from medfcn.data.discovery import find_cases
         from medfcn.evaluation.evaluate import evaluate
         from medfcn.model.checkpoint import load_model
@@ -154,7 +155,10 @@ def _segment(args: argparse.Namespace) -> int:
         scans = {c.case: c for c in find_cases(args.inputs) if c.error is None}  # drawn under the overlays
         report = Path(args.output) / "evaluation"
         series = [p for p in args.inputs if Path(p).is_dir()]  # what a DICOM output references
-        result = evaluate(args.output, args.reference, report, label_names=names, images=scans, series=series)
+        quality = read_verdicts(args.output)
+        result = evaluate(
+            args.output, args.reference, report, label_names=names, images=scans, series=series, quality=quality
+        )
         for line in result.summary_lines():
             print(line)
         print(f"report: {report / 'report.html'}")
@@ -168,9 +172,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv,
     REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.
     """
+    from medfcn.batch.manifest import read_verdicts
     from medfcn.evaluation.evaluate import evaluate
 
-    result = evaluate(args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series)
+    quality = read_verdicts(args.pred)  # a batch's output folder: its cases' quality verdicts
+    result = evaluate(
+        args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series, quality=quality
+    )
     for line in result.summary_lines():
         print(line)
     print(f"report: {Path(args.output) / 'report.html'}")

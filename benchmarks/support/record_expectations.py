@@ -23,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medfcn.data.reader import read_scan  # noqa: E402
 from medfcn.inference.pipeline import Segmenter  # noqa: E402
-from medfcn.inference.quality import record_expectations  # noqa: E402
+from medfcn.inference.quality import Evidence, record_expectations  # noqa: E402
 from medfcn.inference.settings import InferenceSettings  # noqa: E402
 from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, load_model, replace_card  # noqa: E402
 from support.quality_cases import calibration_cases  # noqa: E402
@@ -47,13 +47,19 @@ def main() -> None:
     segmenter = Segmenter(model, InferenceSettings(device="cpu"))
     results = []
     cases = calibration_cases(Path(args.work))
+    cache = Path(args.work) / f"evidence_{model.sha256[:12]}.json"  # a rerun with the same model reuses the runs
+    known = json.loads(cache.read_text()) if cache.exists() else {}
     for name, case in cases.items():
-        found = segmenter.segment_and_check(read_scan(case["image"]))
-        volume = label_volume_ml(case["label"], model.card.labels) if case["label"] else found.evidence.volume_ml
-        results.append((found.evidence, volume))
-        f = found.evidence.frame
+        if name not in known:
+            found = segmenter.segment_and_check(read_scan(case["image"]))
+            volume = label_volume_ml(case["label"], model.card.labels)
+            known[name] = {"evidence": found.evidence.to_dict(), "volume": volume}
+            cache.write_text(json.dumps(known, indent=1))
+        evidence, volume = Evidence.from_dict(known[name]["evidence"]), known[name]["volume"]
+        results.append((evidence, volume))
+        f = evidence.frame
         print(
-            f"{name:36s} ref {volume} pred {found.evidence.volume_ml} disagree {f.disagreement} "
+            f"{name:36s} ref {volume} pred {evidence.volume_ml} disagree {f.disagreement} "
             f"uncertain {f.uncertain} outside {f.outside_largest} centre {f.centre}",
             flush=True,
         )

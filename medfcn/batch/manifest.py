@@ -46,7 +46,7 @@ from typing import Any
 from medfcn import __version__
 from medfcn.data.writer import atomic_write_text
 
-__all__ = ["Status", "CaseResult", "Manifest", "MANIFEST_NAME", "now_iso"]
+__all__ = ["Status", "CaseResult", "Manifest", "MANIFEST_NAME", "now_iso", "read_verdicts"]
 
 log = logging.getLogger(__name__)
 
@@ -220,3 +220,18 @@ class Manifest:
             cases=[CaseResult.from_dict(c) for c in data.get("cases", [])],
             medfcn_version=data.get("medfcn_version", ""),
         )
+
+
+def read_verdicts(pred: str | Path) -> dict[str, dict]:
+    """``{case: quality}`` from the ``manifest.json`` in the folder ``pred`` (or beside the file ``pred``); empty
+    when there is none, it cannot be read, or its cases carry no verdict."""
+    pred = Path(pred)
+    path = (pred if pred.is_dir() else pred.parent) / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        cases = json.loads(path.read_text(encoding="utf-8")).get("cases", [])
+        return {str(c["case"]): c["quality"] for c in cases if isinstance(c, dict) and c.get("quality")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("%s: quality verdicts not read (%s)", path, e)
+        return {}

@@ -14,9 +14,9 @@ Labels: every nonzero id found in any case, plus the ids of ``label_names``; eve
 (a label neither map of a case holds scores as "both empty", see :mod:`medfcn.evaluation.metrics`), so a structure
 missed in one case can never drop out of its label's mean.
 
-Quality verdicts: when ``pred`` is a batch's output folder, the verdicts in its ``manifest.json`` go into
-``metrics.csv`` (:data:`~medfcn.evaluation.results.QUALITY_COLUMNS`), ``metrics.json`` and the report, with how
-well the flags matched the Dice (:mod:`medfcn.evaluation.flags`).
+Quality verdicts (``quality``; the CLI reads them from ``pred``'s ``manifest.json`` when it is a batch's output
+folder) go into ``metrics.csv`` (:data:`~medfcn.evaluation.results.QUALITY_COLUMNS`), ``metrics.json`` and the
+report, with how well the flags matched the Dice (:mod:`medfcn.evaluation.flags`).
 
 Images under the overlays: ``images`` (``{case: path}`` or a folder), else a folder beside a reference folder named
 ``labels*`` whose name has ``images`` in its place (``labelsTr`` -> ``imagesTr``), matched by case name or as
@@ -44,7 +44,6 @@ from medfcn.data.writer import atomic_write_text
 from medfcn.dicom.label_objects import label_object_cases, read_label_object
 from medfcn.dicom.refs import SeriesIndex, dicom_label_kind
 from medfcn.errors import MedfcnError, NoScansError, UsageError
-from medfcn.evaluation.flags import read_verdicts
 from medfcn.evaluation.metrics import LabelMetrics
 from medfcn.evaluation.report import render_html
 from medfcn.evaluation.results import Evaluation, MetricRow, Thumbnail
@@ -219,6 +218,7 @@ def evaluate(
     label_names: Mapping[int, str] | Mapping[str, int] | None = None,
     images: Mapping[str, str | Path | CaseSpec] | str | Path | None = None,
     series: Sequence[str | Path] = (),
+    quality: Mapping[str, dict] | None = None,
 ) -> Evaluation:
     """Score every prediction against its reference and write ``out_dir``/``metrics.csv``, ``metrics.json`` and
     ``report.html`` (atomically).
@@ -232,6 +232,8 @@ def evaluate(
             a DICOM folder) or a folder (see the module docstring).
         series: folders holding the DICOM series that SEG and RTSTRUCT files in ``pred`` or ``ref`` reference
             (searched recursively); each such file is rebuilt on its series' grid (:mod:`medfcn.dicom.label_objects`).
+        quality: ``{case: verdict}`` (a batch manifest's ``quality`` entries,
+            :func:`medfcn.batch.manifest.read_verdicts`), carried into the outputs with how well the flags matched.
 
     Returns:
         An :class:`Evaluation`; cases that could not be scored are in ``.failed``, one line each.
@@ -258,7 +260,7 @@ def evaluate(
         pred_source=str(pred),
         ref_source=str(ref),
         out_dir=out_dir,
-        quality=read_verdicts(pred),
+        quality=dict(quality or {}),
     )
     for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
         log.info("evaluating %s (%d/%d)", case, i, len(pairs))

@@ -1,7 +1,7 @@
 """How well the quality verdicts of a batch matched its Dice, once references exist.
 
 A batch's ``manifest.json`` gives each segmented case a verdict (``quality``: review, score, reasons;
-:mod:`medfcn.inference.verdict`). :func:`read_verdicts` takes them from the prediction folder; :func:`flag_agreement`
+:mod:`medfcn.inference.verdict`; read by :func:`medfcn.batch.manifest.read_verdicts`); :func:`flag_agreement`
 counts, over the cases scored, the flagged and unflagged ones among the poor (Dice < :data:`POOR`), the middling and
 the good (Dice >= :data:`GOOD`) ones, and the rank correlation of score and Dice (Spearman, from scipy).
 
@@ -13,34 +13,12 @@ the good (Dice >= :data:`GOOD`) ones, and the rank correlation of score and Dice
 
 from __future__ import annotations
 
-import json
-import logging
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
-__all__ = ["POOR", "GOOD", "FlagAgreement", "read_verdicts", "flag_agreement"]
-
-log = logging.getLogger(__name__)
+__all__ = ["POOR", "GOOD", "FlagAgreement", "flag_agreement"]
 
 POOR = 0.90  # Dice below this: a case that should have been flagged
 GOOD = 0.95  # Dice at or above this: a case that should not have been
-
-
-def read_verdicts(pred: str | Path) -> dict[str, dict]:
-    """``{case: quality}`` from the ``manifest.json`` in the folder ``pred`` (or beside the file ``pred``); empty
-    when there is none, it cannot be read, or its cases carry no verdict."""
-    from medfcn.batch.manifest import MANIFEST_NAME
-
-    pred = Path(pred)
-    path = (pred if pred.is_dir() else pred.parent) / MANIFEST_NAME
-    if not path.is_file():
-        return {}
-    try:
-        cases = json.loads(path.read_text(encoding="utf-8")).get("cases", [])
-        return {str(c["case"]): c["quality"] for c in cases if isinstance(c, dict) and c.get("quality")}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        log.warning("%s: quality verdicts not read (%s)", path, e)
-        return {}
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,12 @@ class Evidence:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Evidence:
+        frame = dict(data["frame"])
+        frame["centre"] = None if frame.get("centre") is None else tuple(frame["centre"])
+        return cls(FrameEvidence(**frame), dict(data["volume_ml"]), dict(data.get("contact_cm2", {})))
+
 
 def measure_frame(
     volume: np.ndarray,

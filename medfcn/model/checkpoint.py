@@ -144,7 +144,8 @@ def replace_card(path: str | Path, card: ModelCard, out: str | Path | None = Non
         save_file(tensors, str(tmp), metadata=meta)
         written, _ = _read(tmp)
         if written.keys() != tensors.keys() or any(
-            not torch.equal(written[k].view(torch.uint8), tensors[k].view(torch.uint8)) for k in tensors
+            not torch.equal(written[k].reshape(-1).view(torch.uint8), tensors[k].reshape(-1).view(torch.uint8))
+            for k in tensors
         ):
             raise ModelError(f"{path}: the weights did not survive rewriting the card")
 

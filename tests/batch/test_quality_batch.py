@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfcn.batch.manifest import Manifest, Status
+from medfcn.batch.manifest import Manifest, Status, read_verdicts
 from medfcn.batch.run import run_batch
 from medfcn.evaluation.evaluate import evaluate
 from medfcn.evaluation.flags import flag_agreement
@@ -98,14 +98,22 @@ def test_cli_end_line_and_evaluate_with_flags(tmp_path, model_file):
     manifest = Manifest.read(out / "manifest.json")
     assert manifest.flagged_line() in run.stdout.splitlines()
 
-    ev = evaluate(out, refs, tmp_path / "report")
+    run = subprocess.run(
+        [sys.executable, "-m", "medfcn.cli", "evaluate", str(out), str(refs), "-o", str(tmp_path / "report")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    ev = evaluate(out, refs, tmp_path / "again", quality=read_verdicts(out))  # what the command computed
     rows = list(csv.DictReader((tmp_path / "report" / "metrics.csv").open()))
     by_case = {r["case"]: r for r in rows}
     assert by_case["blank"]["review"] == "true" and by_case["blank"]["quality_score"] == "0.000"
     assert by_case["blank"]["quality_reasons"].startswith("no brain found")
     expected = flag_agreement(ev.case_scores(), {c.case: c.quality for c in manifest.cases})
     assert expected.poor >= 1 and expected.poor_flagged >= 1  # the blank case: Dice 0, flagged
-    assert expected.line() in ev.summary_lines()
+    assert expected.line() in ev.summary_lines() and expected.line() in run.stdout.splitlines()
     assert json.loads((tmp_path / "report" / "metrics.json").read_text())["flags"] == expected.to_dict()
     html = (tmp_path / "report" / "report.html").read_text()
     assert "quality: flagged for review, score 0.00" in html and escape(expected.line()) in html

@@ -8,7 +8,7 @@ the good (Dice >= :data:`GOOD`) ones, and the rank correlation of score and Dice
 >>> a = flag_agreement({"a": 0.97, "b": 0.80, "c": 0.96}, {"a": {"review": False, "score": 0.9},
 ...     "b": {"review": True, "score": 0.2}, "c": {"review": True, "score": 0.4}})
 >>> a.line()
-'quality flags: 1 of 1 cases with Dice < 0.90 flagged; 1 of 2 with Dice >= 0.95 flagged; Spearman (score, Dice) 0.50'
+'quality flags: 1 of 1 cases with Dice < 0.90 flagged; 1 of 2 with Dice >= 0.95 flagged; Spearman (score, Dice) 1.00'
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ the bundled model's training data. An empty mask has score 0.
 >>> frame = FrameEvidence(1000, 0.2, 0.1, 0.0, 1, None, 4000.0, [0.0] * 19, [0.0] * 19)
 >>> v = judge(Evidence(frame, {"brain": 1400.0}), Expectations(disagreement=0.05, uncertain=0.3))
 >>> v.review, v.reasons[0]
-(True, 'the slice directions disagree on 20 % of the mask (at most 5 % on the training scans)')
+(True, 'the three slice directions disagree on a volume 20 % the size of the mask (at most 5 % on the training scans)')
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ REVIEW_BELOW = 0.5  # a score under this puts the case up for review
 NOTE_RISK = 0.3  # the most a note (touching the field of view) takes off
 
 # Levels of the model-independent checks for a card without its own (the bundled model's, on its training data).
-DEFAULT_LEVELS = {"disagreement": 0.05, "uncertain": 0.25, "outside_largest": 0.02}
+DEFAULT_LEVELS = {"disagreement": 0.21, "uncertain": 0.20, "outside_largest": 0.0}
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,12 @@ class Verdict:
     def to_dict(self) -> dict:
         """The manifest's ``quality`` entry."""
         return {"review": self.review, "score": self.score, "reasons": list(self.reasons)}
+
+    def text(self) -> str:
+        """One paragraph for a person: whether to check the result, its score, and the reasons."""
+        head = "Check this result" if self.review else "No reason to doubt this result"
+        reasons = "".join(f"\n- {r}" for r in self.reasons)
+        return f"{head} (quality score {self.score:.2f}){':' if reasons else '.'}{reasons}"
 
     @classmethod
     def from_dict(cls, data: dict | None) -> Verdict | None:
@@ -75,6 +81,12 @@ def _ramp(value: float, ok: float, flag: float) -> float:
 
 def _pct(x: float) -> str:
     return f"{100 * x:.0f} %" if x >= 0.01 else f"{100 * x:.1f} %"
+
+
+def _of_mask(x: float) -> str:
+    """A volume relative to the mask's, in words (it may lie partly outside the mask): ``a volume 14 % the size of
+    the mask``, or ``a volume 3.2 times the mask's``."""
+    return f"a volume {_pct(x)} the size of the mask" if x < 1 else f"a volume {x:,.1f} times the mask's"
 
 
 def judge(evidence: Evidence, expectations: Expectations, *, axes: int = 3) -> Verdict:
@@ -96,14 +108,14 @@ def judge(evidence: Evidence, expectations: Expectations, *, axes: int = 3) -> V
         risks["disagreement"] = _ramp(f.disagreement, ok, 2 * ok)
         if risks["disagreement"]:
             reasons.append(
-                f"the {'three ' if axes == 3 else ''}slice directions disagree on {_pct(f.disagreement)} of the mask "
+                f"the {'three ' if axes == 3 else ''}slice directions disagree on {_of_mask(f.disagreement)} "
                 f"(at most {_pct(ok)} on the training scans)"
             )
     ok = level("uncertain")
     risks["uncertain"] = _ramp(f.uncertain, ok, 2 * ok)
     if risks["uncertain"]:
         reasons.append(
-            f"uncertain boundary: the model is unsure of a volume {_pct(f.uncertain)} the size of the mask "
+            f"uncertain boundary: the model is unsure of {_of_mask(f.uncertain)} "
             f"(at most {_pct(ok)} on the training scans)"
         )
     ok = level("outside_largest")

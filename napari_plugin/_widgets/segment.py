@@ -69,27 +69,28 @@ def is_unedited(layer) -> bool:
 
 
 def _segment(segmenter, model, device: str, scan, progress, cancel):
-    """Worker body: load the model unless ``segmenter`` already holds it, then segment. Returns both."""
+    """Worker body: load the model unless ``segmenter`` already holds it, then segment and judge the result.
+    Returns the segmenter and the :class:`~medfcn.inference.pipeline.Segmentation`."""
     from medfcn.inference.pipeline import Segmenter
     from medfcn.inference.settings import InferenceSettings
 
     if segmenter is None:
         segmenter = Segmenter(model, InferenceSettings(device=device))
-    return segmenter, segmenter.segment(scan, progress=progress, cancel=cancel)
+    return segmenter, segmenter.segment_and_check(scan, progress=progress, cancel=cancel)
 
 
 def _segment_for_layer(segmenter, model, device: str, data, attributes: dict, progress, cancel):
     """Worker body: the image layer's scan (its voxels back in the file's order), segmented (:func:`_segment`),
     then everything the result layer needs that is not Qt's business, so the viewer's thread only adds the layer:
-    the labels reordered like the image layer's data, their checksum and each label's volume in mL. Returns
-    ``(segmenter, display labels, {label: mL}, checksum)``."""
+    the labels reordered like the image layer's data, their checksum, each label's volume in mL and the quality
+    verdict. Returns ``(segmenter, display labels, {label: mL}, checksum, verdict)``."""
     from medfcn.evaluation.metrics import label_volumes_ml
 
     scan = layer_scan(data, attributes)
-    segmenter, labels = _segment(segmenter, model, device, scan, progress, cancel)
-    volumes = label_volumes_ml(labels, scan.spacing)
-    display = labels_to_display(labels, attributes)
-    return segmenter, display, volumes, labels_checksum(display)
+    segmenter, found = _segment(segmenter, model, device, scan, progress, cancel)
+    volumes = label_volumes_ml(found.labels, scan.spacing)
+    display = labels_to_display(found.labels, attributes)
+    return segmenter, display, volumes, labels_checksum(display), found.verdict
 
 
 def volumes_text(volumes: dict[int, float], names: dict[str, int]) -> str:
@@ -205,7 +206,9 @@ class SegmentWidget(Container):
     def _on_progress(self, fraction: float) -> None:
         self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
 
-    def _on_done(self, layer, key: tuple, segmenter, display: np.ndarray, volumes: dict, checksum: str) -> None:
+    def _on_done(
+        self, layer, key: tuple, segmenter, display: np.ndarray, volumes: dict, checksum: str, verdict=None
+    ) -> None:
         self._cached = (key, segmenter)
         card_labels = segmenter.model.card.labels
         metadata = copy.deepcopy(dict(layer.metadata))
@@ -220,6 +223,7 @@ class SegmentWidget(Container):
             volumes_ml={int(k): float(v) for k, v in volumes.items()},
             prediction=display.copy(),  # what Segment wrote: the Train dock finds the slices edited since
             model_path=str(segmenter.model.path) if segmenter.model.path else None,
+            quality=verdict.to_dict() if verdict is not None else None,
         )
         features = {"index": [int(v) for v in card_labels.values()], "label": list(card_labels)}
         name = f"{layer.name}_labels"
@@ -236,7 +240,8 @@ class SegmentWidget(Container):
             )
         self.progress.value = 100
         found = volumes_text(volumes, card_labels)
-        self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device}){kept}"
+        judged = f"\n{verdict.text()}" if verdict is not None else ""
+        self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device}){kept}{judged}"
 
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, CancelledError):

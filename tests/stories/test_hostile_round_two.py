@@ -38,10 +38,10 @@ def test_an_input_replaced_while_it_is_segmented_is_redone_on_resume(tmp_path, m
     [scan, _] = write_cases(inputs, 2)
     original = run.segment_case
 
-    def replace_then_segment(segmenter, step):
+    def replace_then_segment(segmenter, step, *args):
         if step.scan is not None and step.scan.case == "case00":  # read already: the user swaps the file now
             write_scan_file(scan, head_volume(seed=42)[::-1].copy(), affine_from_codes("LPS"))
-        return original(segmenter, step)
+        return original(segmenter, step, *args)
 
     monkeypatch.setattr(run, "segment_case", replace_then_segment)
     run_batch([inputs], out, model=model_file, settings=CPU, progress=False)

@@ -100,12 +100,44 @@ def measure(segmenter: Segmenter, case: dict, k: int, every: int) -> dict:
     }
 
 
+CPU_CASES = ("colin_thick_2x2x3", "robex_noise8", "colin27_t1c_ax6.5", "ct_like_head")
+
+
+def cpu_time(segmenter: Segmenter, cases: dict, repeat: int) -> dict:
+    """Extra time of the check on a few cases in this process's CPU seconds (``time.process_time``: what other
+    processes on a shared machine do not inflate), ``repeat`` times each way, alternating; also wall seconds."""
+    out = {}
+    for name in CPU_CASES:
+        if name not in cases:
+            continue
+        totals = {"plain": [0.0, 0.0], "check": [0.0, 0.0]}
+        for r in range(repeat):
+            for which in ("plain", "check") if r % 2 == 0 else ("check", "plain"):
+                scan = read_scan(cases[name]["image"])
+                c0, w0 = time.process_time(), time.perf_counter()
+                segmenter.segment(scan) if which == "plain" else segmenter.segment_and_check(scan)
+                totals[which][0] += time.process_time() - c0
+                totals[which][1] += time.perf_counter() - w0
+        out[name] = {
+            "cpu_s_plain": round(totals["plain"][0] / repeat, 3),
+            "cpu_s_checked": round(totals["check"][0] / repeat, 3),
+            "cpu_extra": round(totals["check"][0] / totals["plain"][0] - 1, 4),
+            "wall_extra": round(totals["check"][1] / totals["plain"][1] - 1, 4),
+        }
+    if out:
+        out["mean_cpu_extra"] = round(float(np.mean([v["cpu_extra"] for v in out.values()])), 4)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True)
     parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
     parser.add_argument("--json", default=str(Path(__file__).parent / "results_quality.json"))
     parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument(
+        "--cpu-repeat", type=int, default=0, help="also time a few cases N times each way in CPU seconds (cpu_time)"
+    )
     parser.add_argument(
         "--timed", type=int, default=12, help="cases timed both ways (every k-th; the rest checked only)"
     )
@@ -185,6 +217,9 @@ def main() -> None:
     }
     for key, value in summary.items():
         print(f"{key}: {value}")
+    if args.cpu_repeat:
+        summary["cpu_time"] = cpu_time(segmenter, cases, args.cpu_repeat)
+        print("cpu_time:", summary["cpu_time"])
     note = "timings on a 2-core machine shared with other jobs: noisy; plain and checked runs alternate per case"
     write_result(args.json, {"summary": summary, "note": note, "cases": rows}, {"model": args.model})
 

@@ -40,6 +40,7 @@ __all__ = ["Verdict", "DEFAULT_LEVELS", "REVIEW_BELOW", "judge"]
 
 REVIEW_BELOW = 0.5  # a score under this puts the case up for review
 NOTE_RISK = 0.3  # the most a note (touching the field of view) takes off
+SAY_FROM = 0.05  # a check's reason is given from this risk on (below, it only nudges the score)
 
 # Levels of the model-independent checks for a card without its own (the bundled model's, on its training data).
 DEFAULT_LEVELS = {"disagreement": 0.21, "uncertain": 0.20, "outside_largest": 0.0}
@@ -106,24 +107,24 @@ def judge(evidence: Evidence, expectations: Expectations, *, axes: int = 3) -> V
     if f.disagreement is not None:
         ok = level("disagreement")
         risks["disagreement"] = _ramp(f.disagreement, ok, 2 * ok)
-        if risks["disagreement"]:
+        if risks["disagreement"] >= SAY_FROM:
             reasons.append(
                 f"the {'three ' if axes == 3 else ''}slice directions disagree on {_of_mask(f.disagreement)} "
                 f"(at most {_pct(ok)} on the training scans)"
             )
     ok = level("uncertain")
     risks["uncertain"] = _ramp(f.uncertain, ok, 2 * ok)
-    if risks["uncertain"]:
+    if risks["uncertain"] >= SAY_FROM:
         reasons.append(
             f"uncertain boundary: the model is unsure of {_of_mask(f.uncertain)} "
             f"(at most {_pct(ok)} on the training scans)"
         )
     ok = level("outside_largest")
     risks["pieces"] = _ramp(f.outside_largest, ok, ok + 0.10)
-    if risks["pieces"]:
+    if risks["pieces"] >= SAY_FROM:
         reasons.append(
-            f"the raw mask is in {f.pieces} pieces: {_pct(f.outside_largest)} of it lies outside the largest "
-            f"(at most {_pct(ok)} on the training scans)"
+            f"{_pct(f.outside_largest)} of the raw mask lies outside its largest piece ({f.pieces} of over 1 % "
+            f"of it; at most {_pct(ok)} on the training scans)"
         )
     for name, ml in evidence.volume_ml.items():
         if name in e.volume_ml:
@@ -142,12 +143,12 @@ def judge(evidence: Evidence, expectations: Expectations, *, axes: int = 3) -> V
                 f"not a head MRI like the training scans: its intensity profile differs by {distance:.2f} "
                 f"(at most {ok:.2f} among the training scans): another modality or body part?",
             )
-        elif risks["profile"]:
+        elif risks["profile"] >= SAY_FROM:
             reasons.append(f"unusual intensity profile: {distance:.2f} from the training scans' (at most {ok:.2f})")
     if e.centre and f.centre is not None:
         off = max(max(lo - c, c - hi, 0.0) for c, (lo, hi) in zip(f.centre, e.centre, strict=True))
         risks["position"] = float(min(1.0, 4 * off))  # 0.125 of the box outside the range: flagged
-        if off:
+        if risks["position"] >= SAY_FROM:
             where = ", ".join(f"{c:.2f}" for c in f.centre)
             reasons.append(f"the mask lies in an unusual place: centre at ({where}) of the scan's object along R, A, S")
     if evidence.contact_cm2:

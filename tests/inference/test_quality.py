@@ -202,3 +202,12 @@ def test_record_expectations_from_runs():
     assert e.centre[2] == pytest.approx((0.45, 0.85))
     assert e.profile_distance == 0.0 and e.source == "two runs"
     assert Expectations.from_dict(e.to_dict()) == e
+
+
+def test_a_tiny_risk_nudges_the_score_without_a_reason():
+    v = judge(Evidence(_frame(outside_largest=0.012), {"brain": 1400.0}), EXPECT)  # risk 0.5 x 0.002 / 0.1 = 0.01
+    assert v.reasons == [] and v.score == pytest.approx(0.99) and not v.review
+    v = judge(Evidence(_frame(outside_largest=0.05, pieces=3), {"brain": 1400.0}), EXPECT)  # risk 0.2
+    assert v.reasons == [
+        "5 % of the raw mask lies outside its largest piece (3 of over 1 % of it; at most 1 % on the training scans)"
+    ]

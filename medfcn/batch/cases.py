@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medfcn.batch.manifest import CaseResult, Status
-from medfcn.batch.outputs import OutputFormat, check_case, output_files, write_outputs
+from medfcn.batch.outputs import FLAT, PLAIN, Layout, OutputFormat, OutputOptions, check_case, write_outputs
 from medfcn.data.discovery import CaseSpec
 from medfcn.data.writer import file_sha256
 from medfcn.errors import MedfcnError
@@ -52,18 +52,22 @@ Record = Callable[[int, CaseResult], None]  # record(index in discovery order, e
 
 @dataclass(frozen=True)
 class Job:
-    """A case to segment: its position in discovery order, what to read and where its label map goes."""
+    """A case to segment: its position in discovery order, what to read and where its label map goes (``output``,
+    the first of :attr:`files`; ``out_dir``, the batch's output folder, is ``output``'s folder unless given)."""
 
     index: int
     spec: CaseSpec
     output: Path
     formats: tuple[OutputFormat, ...] = (OutputFormat.NIFTI,)
-    skip_flagged: bool = False  # write no label map for a case whose quality verdict flags it for review
+    options: OutputOptions = PLAIN
+    layout: Layout = FLAT
+    out_dir: Path | None = None
 
     @property
-    def files(self) -> dict[OutputFormat, Path]:
-        """Every file of the case, by format (``output`` is the first); see :mod:`medfcn.batch.outputs`."""
-        return output_files(self.output.parent, self.spec.case, self.formats)
+    def files(self) -> dict[str, Path]:
+        """Every file of the case, by format or kind (``output`` is the first); see :mod:`medfcn.batch.outputs`."""
+        folder = self.output.parent if self.out_dir is None else self.out_dir
+        return self.layout.files(folder, self.spec, self.formats, self.options)
 
 
 @dataclass
@@ -79,6 +83,7 @@ class CaseState:
     stamp: str | None = None  # input_stamp of the input files, taken before they were read
     quality: dict | None = None  # the verdict's {"review", "score", "reasons"}
     withheld: bool = False  # flagged and, as asked (skip_flagged), not written
+    statistics: dict[str, dict] | None = None  # per label (--statistics), see medfcn.data.statistics
 
 
 def input_stamp(spec: CaseSpec) -> str:
@@ -124,6 +129,10 @@ def reason_to_redo(job: Job, earlier: CaseResult | None, model_sha256: str | Non
         return "the output was made by another model"
     if earlier.input_stamp != input_stamp(job.spec):
         return "the input changed since the output was made"
+    if (earlier.border_mm or 0.0) != job.options.border_mm:
+        return f"the output was made with another --border ({earlier.border_mm or 0.0:g} mm)"
+    if job.options.statistics and earlier.statistics is None:
+        return "its statistics were not computed when it was made"
     recorded = earlier.output_sha256 or {job.output.name: earlier.sha256}
     for path in job.files.values():
         if path.name not in recorded:
@@ -164,18 +173,20 @@ def read_case(job: Job) -> CaseState:
     return step
 
 
-def segment_case(segmenter: Segmenter, step: CaseState, skip_flagged: bool = False) -> CaseState:
-    """Segment the scan of a step that has no error yet and judge the result (:mod:`medfcn.inference.verdict`); an
-    error is kept in the step. ``skip_flagged``: a case flagged for review keeps no labels (nothing is written)."""
+def segment_case(segmenter: Segmenter, step: CaseState, options: OutputOptions = PLAIN) -> CaseState:
+    """Segment the scan of a step that has no error yet, judge the result (:mod:`medfcn.inference.verdict`), move the
+    border and compute the statistics ``options`` ask for; an error is kept in the step. With
+    ``options.skip_flagged``, a case flagged for review keeps no labels (nothing is written)."""
     if step.error is None and step.scan is not None:
         start = time.perf_counter()
         try:
-            # the writers need only the scan's grid: its voxels are released
-            found = segmenter.segment_and_check(step.scan, release_voxels=True)
+            # the writers need only the grid, unless the statistics or the masked image need the voxels
+            found = segmenter.segment_and_check(step.scan, release_voxels=not options.needs_voxels)
+            step.labels, step.quality = found.labels, found.verdict.to_dict()
+            _finish_labels(step, segmenter, options)
         except Exception as exc:
             step.error = error_message(exc)
         else:
-            step.labels, step.quality = found.labels, found.verdict.to_dict()
             where = step.scan.source or step.scan.case
             if not step.labels.any():
                 names = ", ".join(n for n, i in segmenter.labels.items() if i > 0)
@@ -192,24 +203,44 @@ def segment_case(segmenter: Segmenter, step: CaseState, skip_flagged: bool = Fal
                     found.verdict.score,
                     "; ".join(found.verdict.reasons),
                 )
-                if skip_flagged:
+                if options.skip_flagged:
                     step.labels, step.withheld = None, True
                     step.warnings.append("flagged for review: no label map written (--skip-flagged)")
         step.timing["segment"] = time.perf_counter() - start
     return step
 
 
+def _finish_labels(step: CaseState, segmenter: Segmenter, options: OutputOptions) -> None:
+    """``--border`` on the step's labels, then ``--statistics`` from them and the scan's voxels."""
+    scan = step.scan
+    if options.border_mm:
+        from medfcn.inference.border import move_border
+
+        step.labels = move_border(step.labels, scan.spacing, options.border_mm)
+    if options.statistics:
+        from medfcn.data.statistics import label_statistics
+
+        step.statistics = label_statistics(step.labels, scan.array, scan.spacing, segmenter.labels)
+    if options.needs_voxels and not options.masked_image:  # done with them: free them before the write
+        scan.array = np.broadcast_to(np.zeros((), dtype=scan.array.dtype), scan.shape)
+
+
 def write_case(job: Job, step: CaseState, model: Model | None = None) -> CaseState:
-    """Write every output file of a segmented step and record their hashes; the labels are dropped after."""
+    """Write every output file of a segmented step (and the layout's texts beside them) as one unit and record
+    their hashes; the labels and the scan's voxels are dropped after."""
     if step.error is None and step.labels is not None and step.scan is not None:
         start = time.perf_counter()
         try:
-            write_outputs(step.labels, step.scan, job.files, model)  # each read back and verified before its rename
-            step.hashes = {path.name: file_sha256(path) for path in job.files.values()}
+            files = job.files
+            texts = job.layout.texts(files, job.spec, model)
+            # each read back and verified before any is renamed into place
+            write_outputs(step.labels, step.scan, files, model, texts=texts, warnings=step.warnings)
+            step.hashes = {path.name: file_sha256(path) for path in files.values()}
         except Exception as exc:
             step.error = error_message(exc)
         step.timing["write"] = time.perf_counter() - start
         step.labels = None
+        step.scan.array = np.broadcast_to(np.zeros((), dtype=step.scan.array.dtype), step.scan.shape)
     return step
 
 
@@ -251,6 +282,8 @@ def case_result(
         input_stamp=step.stamp if done else None,
         outputs=[str(p) for p in job.files.values()] if done else None,
         quality=step.quality if step.error is None else None,
+        border_mm=job.options.border_mm if done and job.options.border_mm else None,
+        statistics=step.statistics if done else None,
     )
 
 
@@ -266,5 +299,5 @@ def failed_result(job: Job, error: str, device: str) -> CaseResult:
 
 def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
     """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
-    step = write_case(job, segment_case(segmenter, read_case(job), job.skip_flagged), segmenter.model)
+    step = write_case(job, segment_case(segmenter, read_case(job), job.options), segmenter.model)
     return case_result(job, step, str(segmenter.device), segmenter.model.sha256, segmenter.engine.precision)

@@ -112,6 +112,7 @@ class Evaluation:
     pred_source: str = ""
     ref_source: str = ""
     out_dir: Path | None = None
+    statistics: dict[str, dict[str, dict]] = field(default_factory=dict)  # case -> label -> segment --statistics
     quality: dict[str, dict] = field(default_factory=dict)  # {case: verdict} from the batch's manifest, if any
 
     def flags(self):

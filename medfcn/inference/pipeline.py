@@ -34,7 +34,14 @@ from medfcn.data.scan import Scan
 from medfcn.inference.engine import SliceEngine
 from medfcn.inference.frame import ModelFrame, foreground_box, probabilities_to_labels
 from medfcn.inference.postprocess import apply_to_probabilities, argmax_classes
-from medfcn.inference.quality import AxisVotes, Evidence, face_names, measure_frame, measure_labels
+from medfcn.inference.quality import (
+    AxisVotes,
+    Evidence,
+    face_names,
+    measure_frame,
+    measure_labels,
+    uncertain_voxels,
+)
 from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
 from medfcn.inference.verdict import Verdict, judge
 from medfcn.model.checkpoint import Model, ModelCard, load_model
@@ -185,13 +192,22 @@ class Segmenter:
         progress: Progress | None = None,
         cancel: Cancel | None = None,
         release_voxels: bool = False,
+        uncertainty: bool = False,
     ) -> Segmentation:
         """The labels of :meth:`segment` with a quality verdict (:mod:`medfcn.inference.verdict`) from evidence
-        gathered on the way (:mod:`medfcn.inference.quality`). Arguments as :meth:`segment`."""
-        return self._run(scan, progress, cancel, release_voxels, check=True)
+        gathered on the way (:mod:`medfcn.inference.quality`). Arguments as :meth:`segment`; ``uncertainty``: also
+        the voxels the model is unsure of (:func:`~medfcn.inference.quality.uncertain_voxels`) on the scan's grid,
+        resampled as the labels are (one more pass back)."""
+        return self._run(scan, progress, cancel, release_voxels, check=True, uncertainty=uncertainty)
 
     def _run(
-        self, scan: Scan, progress: Progress | None, cancel: Cancel | None, release_voxels: bool, check: bool
+        self,
+        scan: Scan,
+        progress: Progress | None,
+        cancel: Cancel | None,
+        release_voxels: bool,
+        check: bool,
+        uncertainty: bool = False,
     ) -> Segmentation:
         t0 = time.perf_counter()
         ahead = None if progress is None else (lambda f: progress(_FRAME_SHARE * f))
@@ -206,29 +222,36 @@ class Segmenter:
         votes = AxisVotes(shape, len(card.slice_axes)) if check else None
         probs = self.probabilities(volume, progress=inner, cancel=cancel, box=box, votes=votes)
         seen = measure_frame(volume, probs, box, votes, card.spacing) if check else None
+        unsure = uncertain_voxels(probs, box, votes) if uncertainty else None
         del volume, votes  # the normalised copy is not needed on the way back: free it before resampling
         _trim_heap()
         self.postprocess(probs)
         back = None if progress is None else (lambda f: progress(_INFERENCE_SHARE + (1 - _INFERENCE_SHARE) * f))
         labels = self.to_scan(probs, frame, progress=back)
         _trim_heap()  # and the resampling's slab blocks, before the labels are written
+        uncertain = None
+        if unsure is not None:  # two "classes", sure and unsure: resampled like probabilities, unsure where > 0.5
+            uncertain = self.to_scan(np.stack([~unsure, unsure]).view(np.uint8), frame)
+            del unsure
         verdict = evidence = None
         if seen is not None:
             volume_ml, contact = measure_labels(labels, scan.spacing, card.labels, face_names(scan.direction))
             evidence = Evidence(seen, volume_ml, contact)
             verdict = judge(evidence, self.expectations, axes=len(card.slice_axes))
         log.debug("segmented %s %s in %.2f s on %s", scan.case, scan.shape, time.perf_counter() - t0, self.device)
-        return Segmentation(labels, verdict, evidence)
+        return Segmentation(labels, verdict, evidence, uncertain)
 
 
 @dataclass(frozen=True)
 class Segmentation:
     """A label map (X, Y, Z) uint8 on its scan's grid, with its quality :class:`Verdict` and the
-    :class:`Evidence` it came from (both ``None`` when not asked for)."""
+    :class:`Evidence` it came from (both ``None`` when not asked for), and ``uncertain``, uint8 (X, Y, Z) on the same
+    grid, 1 where the model is unsure (:func:`~medfcn.inference.quality.uncertain_voxels`; ``None`` unless asked)."""
 
     labels: np.ndarray
     verdict: Verdict | None = None
     evidence: Evidence | None = None
+    uncertain: np.ndarray | None = None
 
 
 def _trim_heap() -> None:

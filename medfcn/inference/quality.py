@@ -40,6 +40,7 @@ __all__ = [
     "FrameEvidence",
     "Evidence",
     "measure_frame",
+    "uncertain_voxels",
     "measure_labels",
     "intensity_quantiles",
     "object_mask",
@@ -144,9 +145,7 @@ def measure_frame(
     raw = argmax_classes(inner)
     mask = raw > 0
     n = int(mask.sum())
-    total = inner.sum(axis=0, dtype=np.float32)
-    best = inner.max(axis=0).astype(np.float32)
-    uncertain = int(np.count_nonzero(best < CONFIDENT * np.maximum(total, 1e-6)))
+    uncertain = int(np.count_nonzero(_unsure(inner)))
     obj = object_mask(volume)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     obj_values = volume[::_SAMPLE, ::_SAMPLE, ::_SAMPLE][obj[::_SAMPLE, ::_SAMPLE, ::_SAMPLE]]
@@ -173,6 +172,31 @@ def measure_frame(
         object_quantiles=intensity_quantiles(obj_values),
         mask_quantiles=intensity_quantiles(mask_values),
     )
+
+
+def _unsure(probabilities: np.ndarray) -> np.ndarray:
+    """Bool (X', Y', Z'): where the winning class of ``probabilities`` (C, X', Y', Z') holds less than
+    :data:`CONFIDENT` of their sum."""
+    total = probabilities.sum(axis=0, dtype=np.float32)
+    best = probabilities.max(axis=0).astype(np.float32)
+    return best < CONFIDENT * np.maximum(total, 1e-6)
+
+
+def uncertain_voxels(probabilities: np.ndarray, box: tuple[slice, slice, slice], votes: AxisVotes | None) -> np.ndarray:
+    """Bool (X', Y', Z'), the per-voxel form of the verdict's two uncertainty measures: the voxels of ``box`` whose
+    winning class holds less than :data:`CONFIDENT` of the summed ``probabilities`` (C, X', Y', Z'), or on which the
+    slice directions disagree (``votes``, on ``box``); none outside ``box`` (air, certain background).
+
+    >>> p = np.array([[510, 300, 0], [0, 210, 510]], np.uint16).reshape(2, 3, 1, 1)  # 510: sure, 300 of 510: unsure
+    >>> uncertain_voxels(p, (slice(None),) * 3, None).ravel().tolist()
+    [False, True, False]
+    """
+    out = np.zeros(probabilities.shape[1:], dtype=bool)
+    unsure = _unsure(probabilities[(slice(None), *box)])
+    if votes is not None and votes.n_axes > 1:
+        unsure |= votes.differs
+    out[box] = unsure
+    return out
 
 
 def _centre(largest: np.ndarray, box: tuple[slice, ...], obj: np.ndarray) -> tuple[float, float, float] | None:

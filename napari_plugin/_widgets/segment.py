@@ -10,6 +10,11 @@ Edits are never lost: the result goes into ``<image>_labels``, replaced on a rer
 Segment wrote there (its checksum is in the metadata); once painted on, a rerun writes a new layer
 (``<image>_labels [2]``, ...) beside it. The result records the model, the device, the time and the label names
 (shown on hover). "New labels on this scan" adds an empty Labels layer on the image's scan grid, to draw on.
+
+Every result is judged (:mod:`medfcn.inference.verdict`): the status says whether to check it, its score and the
+reasons in words, and the result layer keeps the verdict in its metadata (``quality``). "Show where the model is
+unsure" adds ``<image>_uncertain`` (:func:`medfcn.inference.quality.uncertain_voxels`, the per-voxel form of the
+verdict's slice-direction disagreement and boundary uncertainty, on the scan's grid); unticking it hides that layer.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, create_widget
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, create_widget
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import ensure_main_thread
@@ -68,29 +73,34 @@ def is_unedited(layer) -> bool:
     return _is_unedited(layer.data, layer.metadata)
 
 
-def _segment(segmenter, model, device: str, scan, progress, cancel):
-    """Worker body: load the model unless ``segmenter`` already holds it, then segment and judge the result.
-    Returns the segmenter and the :class:`~medfcn.inference.pipeline.Segmentation`."""
+def _segment(segmenter, model, device: str, scan, progress, cancel, uncertainty: bool = False):
+    """Worker body: load the model unless ``segmenter`` already holds it, then segment and judge the result (and
+    map the voxels it is unsure of, if asked). Returns the segmenter and the
+    :class:`~medfcn.inference.pipeline.Segmentation`."""
     from medfcn.inference.pipeline import Segmenter
     from medfcn.inference.settings import InferenceSettings
 
     if segmenter is None:
         segmenter = Segmenter(model, InferenceSettings(device=device))
-    return segmenter, segmenter.segment_and_check(scan, progress=progress, cancel=cancel)
+    return segmenter, segmenter.segment_and_check(scan, progress=progress, cancel=cancel, uncertainty=uncertainty)
 
 
-def _segment_for_layer(segmenter, model, device: str, data, attributes: dict, progress, cancel):
+def _segment_for_layer(
+    segmenter, model, device: str, data, attributes: dict, progress, cancel, uncertainty: bool = False
+):
     """Worker body: the image layer's scan (its voxels back in the file's order), segmented (:func:`_segment`),
     then everything the result layer needs that is not Qt's business, so the viewer's thread only adds the layer:
     the labels reordered like the image layer's data, their checksum, each label's volume in mL and the quality
-    verdict. Returns ``(segmenter, display labels, {label: mL}, checksum, verdict)``."""
+    verdict, and the unsure voxels reordered alike when asked. Returns ``(segmenter, display labels, {label: mL},
+    checksum, verdict, display unsure voxels or None)``."""
     from medfcn.evaluation.metrics import label_volumes_ml
 
     scan = layer_scan(data, attributes)
-    segmenter, found = _segment(segmenter, model, device, scan, progress, cancel)
+    segmenter, found = _segment(segmenter, model, device, scan, progress, cancel, uncertainty)
     volumes = label_volumes_ml(found.labels, scan.spacing)
     display = labels_to_display(found.labels, attributes)
-    return segmenter, display, volumes, labels_checksum(display), found.verdict
+    unsure = None if found.uncertain is None else labels_to_display(found.uncertain, attributes)
+    return segmenter, display, volumes, labels_checksum(display), found.verdict, unsure
 
 
 def volumes_text(volumes: dict[int, float], names: dict[str, int]) -> str:
@@ -107,6 +117,7 @@ class SegmentWidget(Container):
         self.model_source = ComboBox(label="Model", choices=[m.value for m in ModelSource], value=ModelSource.BUNDLED)
         self.checkpoint = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="Device", choices=available_devices(), value=DeviceName.AUTO)
+        self.uncertainty = CheckBox(text="Show where the model is unsure", value=False)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.new_labels_button = PushButton(text="New labels on this scan")
@@ -118,6 +129,7 @@ class SegmentWidget(Container):
                 self.model_source,
                 self.checkpoint,
                 self.device,
+                self.uncertainty,
                 self.run_button,
                 self.cancel_button,
                 self.progress,
@@ -131,6 +143,7 @@ class SegmentWidget(Container):
         _scan_views.install(viewer)
         self.new_labels_button.clicked.connect(self.new_labels)
         self.model_source.changed.connect(self._on_source)
+        self.uncertainty.changed.connect(self._on_uncertainty)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.worker = None
@@ -163,7 +176,14 @@ class SegmentWidget(Container):
         segmenter = self._cached[1] if self._cached and self._cached[0] == key else None
         self._cancel.clear()
         self.worker = thread_worker(_segment_for_layer, start_thread=False, ignore_errors=True)(
-            segmenter, model, str(self.device.value), data, attributes, self._on_progress, self._cancel.is_set
+            segmenter,
+            model,
+            str(self.device.value),
+            data,
+            attributes,
+            self._on_progress,
+            self._cancel.is_set,
+            bool(self.uncertainty.value),
         )
         self.worker.returned.connect(lambda result: self._on_done(layer, key, *result))
         self.worker.errored.connect(self._on_error)
@@ -202,12 +222,19 @@ class SegmentWidget(Container):
     def _on_source(self, value: str) -> None:
         self.checkpoint.visible = value == ModelSource.FILE
 
+    def _on_uncertainty(self, value: bool) -> None:
+        """Ticked: the next run maps the unsure voxels; unticked: an uncertainty layer already there is hidden."""
+        layer = self.image.value
+        name = f"{layer.name}_uncertain" if layer is not None else None
+        if name in self._viewer.layers:
+            self._viewer.layers[name].visible = bool(value)
+
     @ensure_main_thread
     def _on_progress(self, fraction: float) -> None:
         self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
 
     def _on_done(
-        self, layer, key: tuple, segmenter, display: np.ndarray, volumes: dict, checksum: str, verdict=None
+        self, layer, key: tuple, segmenter, display: np.ndarray, volumes: dict, checksum: str, verdict=None, unsure=None
     ) -> None:
         self._cached = (key, segmenter)
         card_labels = segmenter.model.card.labels
@@ -238,10 +265,25 @@ class SegmentWidget(Container):
             out = _scan_views.add_labels_like(
                 self._viewer, layer, display, name=name, metadata=metadata, features=features
             )
+        if unsure is not None:
+            self._show_unsure(layer, unsure)
         self.progress.value = 100
         found = volumes_text(volumes, card_labels)
         judged = f"\n{verdict.text()}" if verdict is not None else ""
         self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device}){kept}{judged}"
+
+    def _show_unsure(self, layer, unsure: np.ndarray) -> None:
+        """``<image>_uncertain``: the voxels the model is unsure of, in one colour (replaced on every run)."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        name = f"{layer.name}_uncertain"
+        colours = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1.0, 0.85, 0.0, 1.0)})
+        metadata = {"image": layer.name, "what": "voxels the model is unsure of (medfcn.inference.quality)"}
+        if name in self._viewer.layers:
+            self._viewer.layers.remove(name)  # derived from the result, never edited: replaced whole
+        out = _scan_views.add_labels_like(self._viewer, layer, unsure, name=name, metadata=metadata, opacity=0.6)
+        out.colormap = colours
+        out.editable = False
 
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, CancelledError):

@@ -211,3 +211,37 @@ def test_a_tiny_risk_nudges_the_score_without_a_reason():
     assert v.reasons == [
         "5 % of the raw mask lies outside its largest piece (3 of over 1 % of it; at most 1 % on the training scans)"
     ]
+
+
+def test_the_uncertainty_map_is_the_unsure_and_disagreeing_voxels_on_the_scan_grid(segmenter):
+    """``segment_and_check(uncertainty=True)``: on a scan already on the model's frame spacing (only flips apart),
+    the map counts exactly the voxels recomputed here one direction at a time: the winning class under 75 % of the
+    summed probabilities, or the directions' labels differing; none in the air outside the engine's box."""
+    from medfcn.inference.frame import foreground_box
+    from medfcn.inference.postprocess import argmax_classes
+
+    card = segmenter.model.card
+    scan = Scan(head_volume((30, 34, 22), seed=4), tuple(card.spacing), (0.0, 0.0, 0.0), np.eye(3))
+    found = segmenter.segment_and_check(scan, uncertainty=True)
+    assert segmenter.segment_and_check(scan).uncertain is None  # only on request
+    assert found.uncertain.shape == scan.shape and set(np.unique(found.uncertain)) <= {0, 1}
+    volume = segmenter.normalise(segmenter.to_frame(scan))
+    assert volume.shape == scan.shape  # same grid, flips apart: the map's voxel count is the frame's
+    box = foreground_box(volume)
+    inner = torch.from_numpy(np.ascontiguousarray(volume[box]))
+    weights = np.asarray(card.class_weights or (1.0,) * len(card.labels), np.float32)
+    total = np.zeros((len(card.labels), *inner.shape), np.float32)
+    per_axis = []
+    for axis in card.slice_axes:
+        probs = np.zeros_like(total)
+        view = np.moveaxis(probs, axis + 1, 1)
+        for start, p in segmenter.engine.iter_probabilities(inner, axis=axis, context=card.context):
+            view[:, start : start + p.shape[0]] = p.numpy().swapaxes(0, 1)
+        probs *= (255 * weights / weights.max())[:, None, None, None]
+        per_axis.append(argmax_classes(probs))
+        total += probs
+    unsure = total.max(axis=0) < 0.75 * total.sum(axis=0)
+    for labels in per_axis[1:]:
+        unsure |= labels != per_axis[0]
+    assert unsure.any() and not unsure.all()  # a test that could fail either way
+    assert int(found.uncertain.sum()) == pytest.approx(int(unsure.sum()), abs=2 + 0.01 * unsure.sum())

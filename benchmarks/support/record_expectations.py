@@ -6,13 +6,15 @@
 Runs the model on :func:`quality_cases.calibration_cases` (its two training heads, their validation renderings with
 three seeds and ROBEX's head in three other contrasts), takes each reference label's volume and the evidence of the
 model's own segmentation (:mod:`medfcn.inference.quality`), and writes the card's ``expectations``
-(:func:`medfcn.inference.quality.record_expectations`) with :func:`medfcn.model.checkpoint.replace_card`. Prints
-each case's evidence and the expectations.
+(:func:`medfcn.inference.quality.record_expectations`) with :func:`medfcn.model.checkpoint.replace_card`, in the same
+rewrite as the card's training record made publishable (:func:`medfcn.training.record.publishable`: no path of the
+machine it was trained on). Prints each case's evidence and the expectations.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -26,6 +28,7 @@ from medfcn.inference.pipeline import Segmenter  # noqa: E402
 from medfcn.inference.quality import Evidence, record_expectations  # noqa: E402
 from medfcn.inference.settings import InferenceSettings  # noqa: E402
 from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, load_model, replace_card  # noqa: E402
+from medfcn.training.record import publishable  # noqa: E402
 from support.quality_cases import calibration_cases  # noqa: E402
 
 
@@ -66,8 +69,9 @@ def main() -> None:
     names = ", ".join(cases)
     source = f"benchmarks/support/record_expectations.py on {len(results)} scans of the training data: {names}"
     expectations = record_expectations(results, source)
-    card = model.card
-    card.expectations = expectations.to_dict()
+    card = dataclasses.replace(
+        model.card, expectations=expectations.to_dict(), training=publishable(model.card.training or {})
+    )
     out = replace_card(args.model, card, args.out or args.model)
     print(json.dumps(expectations.to_dict(), indent=1))
     print("written", out, load_model(out).sha256)

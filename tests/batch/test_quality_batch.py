@@ -54,7 +54,9 @@ def test_every_segmented_case_has_a_verdict_and_the_blank_one_is_flagged(tmp_pat
 def test_skip_flagged_writes_no_mask_and_says_so(tmp_path, model_file):
     out = tmp_path / "out"
     inputs = _inputs(tmp_path / "in")
-    manifest = run_batch([inputs], out, model=model_file, settings=CPU, progress=False, options=OutputOptions(skip_flagged=True))
+    manifest = run_batch(
+        [inputs], out, model=model_file, settings=CPU, progress=False, options=OutputOptions(skip_flagged=True)
+    )
 
     blank = next(c for c in manifest.cases if c.case == "blank")
     assert blank.status == Status.FLAGGED and blank.output is None and blank.sha256 is None
@@ -75,7 +77,13 @@ def test_skip_flagged_leaves_an_earlier_mask_and_notes_it(tmp_path, model_file):
     run_batch([inputs], out, model=model_file, settings=CPU, progress=False)
     before = (out / "blank.nii.gz").read_bytes()
     manifest = run_batch(
-        [inputs], out, model=model_file, settings=CPU, progress=False, options=OutputOptions(skip_flagged=True), overwrite=True
+        [inputs],
+        out,
+        model=model_file,
+        settings=CPU,
+        progress=False,
+        options=OutputOptions(skip_flagged=True),
+        overwrite=True,
     )
     blank = next(c for c in manifest.cases if c.case == "blank")
     assert blank.status == Status.FLAGGED and (out / "blank.nii.gz").read_bytes() == before

@@ -69,7 +69,9 @@ class QueueWidget(Container):
         self._viewer = viewer
         self.folder = FileEdit(label="Batch output", mode="d")
         self.load_button = PushButton(text="Load")
-        self.cases = Select(label="Cases", choices=[])
+        self.items: list[QueueItem] = []
+        # a callable: napari resets a docked widget's choices whenever a layer is added (a list would be emptied)
+        self.cases = Select(label="Cases", choices=lambda _widget: [i.line() for i in self.items])
         self.open_button = PushButton(text="Open")
         self.accept_button = PushButton(text="Accept")
         self.needs_button = PushButton(text="Needs correction")
@@ -87,11 +89,12 @@ class QueueWidget(Container):
                 self.status,
             ]
         )
+        self.cases.native.setMaximumHeight(170)  # the status below keeps room for the verdict's reasons
         self.status.native.setWordWrap(True)
         self.status.native.setMinimumWidth(10)
+        self.status.native.setMinimumHeight(130)  # the verdict's reasons, a few lines each, are read here
         self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         _scan_views.install(viewer)
-        self.items: list[QueueItem] = []
         self.current: QueueItem | None = None
         self._layers: tuple | None = None  # (image layer, labels layer or None, checksum when opened or saved)
         self.worker = None
@@ -118,7 +121,9 @@ class QueueWidget(Container):
             flagged = sum(i.review for i in self.items)
             done = sum(i.decision is not None for i in self.items)
             self.status.value = f"{flagged} of {len(self.items)} cases flagged for review; {done} decided."
-        self.cases.choices = [i.line() for i in self.items]
+        self.cases.reset_choices()
+        for row in range(self.cases.native.count()):  # the whole line on hover (long reasons are cut by the dock)
+            self.cases.native.item(row).setToolTip(self.cases.native.item(row).text())
         if self.items:
             self.cases.value = [self.items[0].line()]
         return self.items

@@ -44,6 +44,7 @@ def test_the_queue_is_driven_in_a_viewer_and_survives_a_new_dock(viewer, qtbot, 
     assert widget.status.value.startswith(f"{sum(i.review for i in items)} of 3 cases flagged for review")
 
     image, labels = _open(widget, qtbot, viewer, "case01")
+    assert list(widget.cases.choices) == [i.line() for i in items]  # adding layers resets a docked widget's choices
     assert labels.data.shape == image.data.shape and (labels.scale == image.scale).all()
     assert (labels.translate == image.translate).all()
     scan = read_scan(tmp_path / "in" / "case01.nii.gz")

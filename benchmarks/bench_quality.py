@@ -135,6 +135,7 @@ def main() -> None:
     parser.add_argument("--model", default=str(DEFAULT_MODEL_PATH))
     parser.add_argument("--json", default=str(Path(__file__).parent / "results_quality.json"))
     parser.add_argument("--only", default="", help="comma-separated case names")
+    parser.add_argument("--cached-only", action="store_true", help="judge only the cases measured before (no run)")
     parser.add_argument(
         "--cpu-repeat", type=int, default=0, help="also time a few cases N times each way in CPU seconds (cpu_time)"
     )
@@ -158,6 +159,8 @@ def main() -> None:
     warm = False
     rows = []
     for k, (name, case) in enumerate(cases.items()):
+        if name not in known and args.cached_only:
+            continue
         if name not in known:
             if not warm:
                 segmenter.segment(read_scan(case["image"]))  # warm-up, not timed

@@ -232,7 +232,7 @@ def write_case(job: Job, step: CaseState, model: Model | None = None) -> CaseSta
         start = time.perf_counter()
         try:
             files = job.files
-            texts = job.layout.texts(files, job.spec, model)
+            texts = job.layout.texts(files, job.spec, model, step.quality)
             # each read back and verified before any is renamed into place
             write_outputs(step.labels, step.scan, files, model, texts=texts, warnings=step.warnings)
             step.hashes = {path.name: file_sha256(path) for path in files.values()}

@@ -112,13 +112,16 @@ PLAIN = OutputOptions()  # the label maps alone
 
 class Layout(Protocol):
     """Where a case's files go (``files``, the label map first) and the texts written beside them (``texts``:
-    ``{key of files: text}``, e.g. JSON sidecars), as one unit with the rest of the case's outputs."""
+    ``{key of files: text}``, e.g. JSON sidecars, which may carry the case's ``quality`` verdict), as one unit with
+    the rest of the case's outputs."""
 
     def files(
         self, out_dir: Path, spec: CaseSpec, formats: tuple[OutputFormat, ...], options: OutputOptions
     ) -> dict[str, Path]: ...
 
-    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model) -> dict[str, str]: ...
+    def texts(
+        self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None
+    ) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,9 @@ class FlatLayout:
             files[MASKED_IMAGE] = Path(out_dir) / f"{spec.case}{MASKED_SUFFIX}"
         return files
 
-    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model) -> dict[str, str]:
+    def texts(
+        self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None
+    ) -> dict[str, str]:
         return {}
 
 

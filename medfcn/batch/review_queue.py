@@ -78,7 +78,8 @@ def _manifest(out_dir: Path) -> Manifest:
     try:
         return Manifest.read(path)
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UsageError(f"{path}: not a medfcn batch's manifest ({e}); open the output folder of medfcn segment") from None
+        message = f"{path}: not a medfcn batch's manifest ({e}); open the output folder of medfcn segment"
+        raise UsageError(message) from None
 
 
 def _existing(path: str | None, *others: Path) -> Path | None:

@@ -9,8 +9,10 @@ over the outputs. Both are written atomically, so the queue survives closing the
                                          "corrected": "corrected/<case>.nii.gz" or null, "at": ISO 8601}}}
 
 Order (:func:`read_queue`): flagged cases first, least trustworthy (lowest score) first, then the others by score;
-failed cases and cases with no verdict are left out (there is nothing to review). Used by the napari Review queue
-dock (``napari_plugin/_widgets/queue.py``); a script or another viewer can call the same functions.
+failed cases and cases with no verdict are left out (there is nothing to review). :func:`write_corrected_pairs`
+lists the corrected cases as one training set (``OUT/corrected/pairs.csv`` for ``medfcn train --pairs``). Used by
+the napari Review queue dock (``napari_plugin/_widgets/queue.py``); a script or another viewer can call the same
+functions.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "read_decisions",
     "record_decision",
     "corrected_path",
+    "write_corrected_pairs",
 ]
 
 log = logging.getLogger(__name__)
@@ -173,3 +176,28 @@ def record_decision(
     atomic_write_text(out_dir / REVIEW_NAME, text)
     log.info("%s: %s", case, decision)
     return decisions
+
+
+def write_corrected_pairs(out_dir: str | Path) -> tuple[Path, int]:
+    """``OUT/corrected/pairs.csv``: every case recorded ``corrected``, its scan beside its corrected label map (paths
+    relative to the list where they can be), for one fine-tuning run (``medfcn train --pairs LIST --init MODEL``,
+    :func:`medfcn.data.pairs.find_pairs`). Returns the list and its number of cases. Raises :class:`UsageError`
+    when no case was corrected yet."""
+    import csv
+    import io
+    import os
+
+    out_dir = Path(out_dir)
+    done = [i for i in read_queue(out_dir) if i.decision == Decision.CORRECTED and i.corrected]
+    done = [i for i in done if i.corrected.is_file()]
+    if not done:
+        raise UsageError(f"{out_dir}: no case recorded as corrected yet (Save correction records one)")
+    path = out_dir / CORRECTED_FOLDER / "pairs.csv"
+    text = io.StringIO()
+    rows = csv.writer(text, lineterminator="\n")
+    rows.writerow(["image", "label", "case"])
+    for item in done:
+        scan = Path(os.path.relpath(item.scan.resolve(), path.parent.resolve()))
+        rows.writerow([scan.as_posix(), item.corrected.name, item.case])
+    atomic_write_text(path, text.getvalue())
+    return path, len(done)

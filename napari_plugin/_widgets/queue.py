@@ -7,7 +7,9 @@ and ``<case>_labels``, the labels on the scan's own grid); the status gives the 
 correction" record the decision; "Save correction" writes the labels layer as painted to
 ``OUT/corrected/<case>.nii.gz`` (never over the batch's output) and records ``corrected``. Everything recorded is in
 ``OUT/review.json``, so closing napari loses nothing. Opening the next case removes the layers of the previous one
-unless its labels were painted on and not saved.
+unless its labels were painted on and not saved. "Train on the corrected cases" writes them as one list,
+``OUT/corrected/pairs.csv``, and gives the ``medfcn train`` command that fine-tunes the model on all of them (the
+Train dock trains on one image at a time).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ from magicgui.widgets import Container, FileEdit, Label, PushButton, Select
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QSizePolicy
 
-from medfcn.batch.review_queue import Decision, QueueItem, corrected_path, read_queue, record_decision
+from medfcn.batch.review_queue import (
+    Decision,
+    QueueItem,
+    corrected_path,
+    read_queue,
+    record_decision,
+    write_corrected_pairs,
+)
 from medfcn.errors import MedfcnError
 
 from .._layers import labels_checksum, scan_layer_data
@@ -76,6 +85,7 @@ class QueueWidget(Container):
         self.accept_button = PushButton(text="Accept")
         self.needs_button = PushButton(text="Needs correction")
         self.save_button = PushButton(text="Save correction")
+        self.train_button = PushButton(text="Train on the corrected cases")
         self.status = Label(value="Choose the output folder of a medfcn segment run (it holds manifest.json).")
         super().__init__(
             widgets=[
@@ -86,6 +96,7 @@ class QueueWidget(Container):
                 self.accept_button,
                 self.needs_button,
                 self.save_button,
+                self.train_button,
                 self.status,
             ]
         )
@@ -103,6 +114,7 @@ class QueueWidget(Container):
         self.accept_button.clicked.connect(lambda: self.decide(Decision.ACCEPTED))
         self.needs_button.clicked.connect(lambda: self.decide(Decision.NEEDS_CORRECTION))
         self.save_button.clicked.connect(self.save_correction)
+        self.train_button.clicked.connect(self.corrected_pairs)
 
     @property
     def out_dir(self) -> Path:
@@ -169,6 +181,31 @@ class QueueWidget(Container):
         self._layers = (self._layers[0], labels, labels_checksum(labels.data))
         self._record(Decision.CORRECTED, saved)
         return saved
+
+    def corrected_pairs(self) -> Path | None:
+        """Write ``OUT/corrected/pairs.csv`` (:func:`write_corrected_pairs`) and say how to train on it."""
+        import shlex
+
+        try:
+            path, n = write_corrected_pairs(self.out_dir)
+        except MedfcnError as e:
+            self.status.value = str(e)
+            return None
+        model = self._model_path()
+        trained = self.out_dir / "corrected" / "model.safetensors"
+        command = ["medfcn", "train", "--pairs", str(path), "-o", str(trained), *(["--init", model] if model else [])]
+        self.status.value = f"{n} corrected cases listed in {path}. Fine-tune on all of them:\n{shlex.join(command)}"
+        return path
+
+    def _model_path(self) -> str | None:
+        """The model file the batch was run with, from its manifest (``None``: unknown)."""
+        import json
+
+        try:
+            manifest = json.loads((self.out_dir / "manifest.json").read_text(encoding="utf-8"))
+            return str(manifest["model"]["path"]) or None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _record(self, decision: Decision, corrected: Path | None = None) -> None:

@@ -15,8 +15,10 @@ from medfcn.batch.review_queue import (
     read_decisions,
     read_queue,
     record_decision,
+    write_corrected_pairs,
 )
 from medfcn.batch.run import run_batch
+from medfcn.data.pairs import find_pairs
 from medfcn.data.reader import read_scan
 from medfcn.data.writer import file_sha256, write_labels
 from medfcn.errors import OutputError, UsageError
@@ -76,6 +78,10 @@ def test_decisions_go_beside_the_manifest_and_a_correction_beside_the_outputs(ba
     queue = {i.case: i for i in read_queue(out)}
     assert queue["case00"].decision == Decision.ACCEPTED and queue["case01"].corrected == target
     assert (read_scan(target).array == corrected).all()
+    listed, n = write_corrected_pairs(out)  # one training set for medfcn train --pairs, read as training reads it
+    assert n == 1 and listed == out / "corrected" / "pairs.csv"
+    [pair] = find_pairs(pairs=listed)
+    assert (pair.case, pair.image, pair.label) == ("case01", item.scan.resolve(), target.resolve())
     # the queue survives a rerun of the batch into the same folder (resume: everything kept)
     again = run_batch([batch / "in"], out, model=model_file, settings=CPU, progress=False)
     assert again.skipped == 4  # nothing redone, the corrected map and review.json left alone
@@ -98,6 +104,9 @@ def test_what_the_queue_refuses(batch, tmp_path):
         corrected_path(out, "../case00")
     with pytest.raises(UsageError, match="not a medfcn batch's manifest"):
         read_queue(tmp_path)
+    (tmp_path / "manifest.json").write_bytes((out / "manifest.json").read_bytes())
+    with pytest.raises(UsageError, match="no case recorded as corrected yet"):
+        write_corrected_pairs(tmp_path)
 
 
 def test_a_damaged_review_file_is_named_and_never_overwritten(tmp_path, batch):

@@ -72,6 +72,10 @@ def test_the_queue_is_driven_in_a_viewer_and_survives_a_new_dock(viewer, qtbot, 
     review = json.loads((out / "review.json").read_text(encoding="utf-8"))["cases"]
     assert review["case01"]["corrected"] == "corrected/case01.nii.gz"
 
+    listed = widget.corrected_pairs()  # "Train on the corrected cases": one list, and the command that trains on it
+    assert listed == out / "corrected" / "pairs.csv" and "medfcn train --pairs" in widget.status.value
+    assert widget.status.value.startswith("1 corrected cases listed")
+
     # painted on and not saved: opening another case keeps the layer
     blank_labels = viewer.layers["blank_labels"]
     blank_labels.data = np.ones_like(blank_labels.data)

@@ -68,6 +68,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     )
     _add_output_options(p)
     p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
+    p.add_argument(
+        "--skip-flagged",
+        action="store_true",
+        help="write no label map for cases the quality check flags for review (recorded as 'flagged' in the "
+        "manifest); by default every mask is written and its verdict recorded",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -155,6 +161,7 @@ def _bids(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"{manifest.ok} segmented, {manifest.skipped} kept, {manifest.failed} failed: {args.output_dir}")
+    print(manifest.flagged_line())
     return manifest.exit_code
 
 
@@ -244,10 +251,12 @@ def _segment(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         formats=args.format,
-        options=_output_options(args),
+        options=_output_options(args, skip_flagged=args.skip_flagged),
     )
+    print(manifest.flagged_line())
     code = manifest.exit_code
     if args.reference:
+        from medfcn.batch.manifest import read_verdicts
         from medfcn.data.discovery import find_cases
         from medfcn.evaluation.evaluate import evaluate
         from medfcn.model.checkpoint import load_model
@@ -269,6 +278,7 @@ def _segment(args: argparse.Namespace) -> int:
             series=series,
             not_predictions=masked,
             statistics=stats,
+            quality=read_verdicts(args.output),
         )
         for line in result.summary_lines():
             print(line)
@@ -283,9 +293,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv,
     REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.
     """
+    from medfcn.batch.manifest import read_verdicts
     from medfcn.evaluation.evaluate import evaluate
 
-    result = evaluate(args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series)
+    quality = read_verdicts(args.pred)  # a batch's output folder: its cases' quality verdicts
+    result = evaluate(
+        args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series, quality=quality
+    )
     for line in result.summary_lines():
         print(line)
     print(f"report: {Path(args.output) / 'report.html'}")

@@ -19,6 +19,8 @@ model loaded once, writes ``OUT/<case>.nii.gz`` atomically, and keeps ``OUT/mani
 - **Outputs never replace inputs**: ``out_dir`` equal to an input folder, or an input inside ``out_dir``, is
   refused before any work (exit status 2); an ``out_dir`` inside an input folder is left out of the search, as is
   any folder holding a medfcn manifest.
+- **Quality**: every segmented case's entry carries a verdict (``quality``: review, score, reasons;
+  :mod:`medfcn.inference.verdict`); ``options.skip_flagged`` writes no label map for a flagged case.
 - **Fault isolation**: a case that cannot be found, read, segmented or written is ``failed`` with a one-line
   error in the manifest and the batch goes on; an output from an earlier run is kept when a redo fails.
 
@@ -174,7 +176,7 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
             if writing is not None:  # long finished in the background; wait so at most one write is pending
                 record(writing[0].index, entry(writing[0], writing[1].result()))
                 writing = None
-            if step.error is None:
+            if step.error is None and not step.withheld:
                 writing = (job, writer.submit(write_case, job, step, segmenter.model))
             else:
                 record(job.index, entry(job, step))

@@ -76,7 +76,8 @@ def test_batch_outputs_and_manifest(tmp_path, model_file, segmenter):
     assert on_disk["medfcn_version"] == __version__ and on_disk["device"] == "cpu"
     assert on_disk["model"]["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
     assert on_disk["model"]["name"] == "tiny-test-model" and on_disk["model"]["path"] == str(model_file)
-    assert on_disk["summary"] == {"ok": 4, "failed": 0, "skipped": 0, "total": 4}
+    flagged = len(manifest.flagged)  # the quality verdicts' count (tests/batch/test_quality_batch.py)
+    assert on_disk["summary"] == {"ok": 4, "failed": 0, "skipped": 0, "flagged": flagged, "total": 4}
     assert datetime.fromisoformat(on_disk["started"]) <= datetime.fromisoformat(on_disk["finished"])
     assert sorted(p.name for p in out.iterdir()) == [
         "case00.nii.gz",
@@ -113,6 +114,7 @@ def test_broken_files_among_good_ones(tmp_path, model_file, segmenter):
         "ok": 2,
         "failed": 3,
         "skipped": 0,
+        "flagged": len(manifest.flagged),
         "total": 5,
     }
     assert partial_files(out) == []

@@ -133,9 +133,7 @@ class DerivativesLayout:
             files["masked-image.json"] = stripped.with_name(stripped.name + ".json")
         return files
 
-    def texts(
-        self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None
-    ) -> dict[str, str]:
+    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None) -> dict[str, str]:
         """The mask's sidecar (with the case's quality verdict, ``medfcn.quality``, when it has one), the label
         table, and the skull-stripped image's sidecar."""
         image = self.image(spec)

@@ -136,9 +136,7 @@ class FlatLayout:
             files[MASKED_IMAGE] = Path(out_dir) / f"{spec.case}{MASKED_SUFFIX}"
         return files
 
-    def texts(
-        self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None
-    ) -> dict[str, str]:
+    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None) -> dict[str, str]:
         return {}
 
 

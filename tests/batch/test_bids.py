@@ -84,7 +84,13 @@ def run(tmp_path_factory):
 def test_the_derivatives_pass_the_bids_validator(run):
     raw, out, _, code = run
     assert code == 0
-    done = subprocess.run([validator(), str(out), "--format", "json"], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    done = subprocess.run(
+        [validator(), str(out), "--format", "json"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     report = json.loads(done.stdout)
     errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
     assert errors == [] and done.returncode == 0
@@ -269,7 +275,13 @@ def test_other_models_write_dseg_or_their_label_and_pass_the_validator(tmp_path,
     else:
         assert sidecar["Type"] == "ROI"
     assert json.loads((anat / f"{stripped}.json").read_text())["SkullStripped"] is False  # the validator requires it
-    done = subprocess.run([validator(), str(out), "--format", "json"], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    done = subprocess.run(
+        [validator(), str(out), "--format", "json"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     assert [i for i in json.loads(done.stdout)["issues"]["issues"] if i["severity"] == "error"] == []
     found = BIDSLayout(str(raw), derivatives=str(out)).get(scope="derivatives", extension=".nii.gz")
     assert sorted(f.filename for f in found) == sorted([f"{mask}.nii.gz", f"{stripped}.nii.gz"])

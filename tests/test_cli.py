@@ -21,7 +21,7 @@ def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medfcn.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "info"])
+@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "interpolate", "info"])
 def test_every_subcommand_answers_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -1,0 +1,189 @@
+"""Annotating a structure in minutes: how good "fill between slices" is, and what it costs.
+
+Usage:
+    python benchmarks/bench_annotate.py interpolation [--aal PATH] [--steps 2,4,8] [--planes axial,coronal,sagittal]
+        [--json benchmarks/results_annotate_interpolation.json]
+
+**interpolation**: the AAL atlas drawn on Colin27 (116 structures, 1 mm; ``benchmarks/support/aal.py`` says where it
+comes from) is cut down to every 2nd, 4th or 8th slice along each plane (slices whose index is a multiple of the
+step: what a person would paint) and filled again three ways:
+
+- ``medfcn``: :func:`medfcn.annotation.interpolate.interpolate_labels` (what ``medfcn interpolate`` and the napari
+  dock run: ITK with each label's slices as custom positions, label by label on its box, in a child process);
+- ``itk``: ITK's filter called directly as its documentation shows (``MorphologicalContourInterpolator`` with
+  ``SetAxis``, its own slice detection, the whole map at once), in this process;
+- ``itk_custom``: ITK called directly on the whole map with the same custom positions as medfcn (must be
+  identical voxel for voxel to ``medfcn``: the cropping is only a speed-up);
+
+and each structure's Dice against the full atlas label is reported, with the key slices alone as the floor.
+Structures found on fewer than two key slices cannot be filled and are counted apart. Times: the fill itself with
+ITK already loaded (seconds), ITK's load, and one whole ``medfcn interpolate`` process (read, load, fill, write).
+The machine is shared (the load average is recorded): compare times of one run only.
+
+This process imports ITK but never SimpleITK (the two crash together at exit), and leaves with ``os._exit``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.support.aal import DEFAULT_AAL, check_overlay, dice_per_label, load_aal  # noqa: E402
+from benchmarks.support.record import public_path, write_result  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _sparse(full: np.ndarray, axis: int, step: int) -> np.ndarray:
+    out = np.zeros_like(full)
+    index = [slice(None)] * 3
+    index[axis] = slice(0, None, step)
+    out[tuple(index)] = full[tuple(index)]
+    return out
+
+
+def _stats(values: np.ndarray) -> dict[str, float]:
+    return {
+        "mean": round(float(np.mean(values)), 4),
+        "median": round(float(np.median(values)), 4),
+        "min": round(float(np.min(values)), 4),
+        "max": round(float(np.max(values)), 4),
+    }
+
+
+def interpolation(args: argparse.Namespace) -> dict:
+    from medfcn.annotation.interpolate import interpolate_labels, plane_axis, slice_labels
+    from medfcn.annotation.itk_process import ItkInterpolator, itk_interpolate
+    from medfcn.evaluation.metrics import dice
+
+    full, names, affine = load_aal(args.aal)
+    n = int(full.max())
+    lps = np.diag([-1.0, -1.0, 1.0]) @ affine[:3, :3]
+    spacing = np.linalg.norm(lps, axis=0)
+    direction = lps / spacing
+    result: dict = {
+        "atlas": {"file": public_path(args.aal), "labels": n, "shape": list(full.shape), **check_overlay(full, affine)},
+        "load_average_start": [round(x, 2) for x in os.getloadavg()],
+        "runs": [],
+    }
+    t = time.perf_counter()
+    itk_interpolate(np.zeros((3, 3, 3), np.uint8), 2, None)  # ITK's load in this process
+    result["itk_load_s"] = round(time.perf_counter() - t, 2)
+    interpolator = ItkInterpolator()
+    t = time.perf_counter()
+    interpolator.start()
+    interpolate_labels(_sparse(full, 2, 8)[:20, :20, :20], 2, interpolator=interpolator)
+    result["medfcn_child_load_s"] = round(time.perf_counter() - t, 2)
+    for plane in args.planes.split(","):
+        axis = plane_axis(plane, direction)
+        for step in (int(s) for s in args.steps.split(",")):
+            sparse = _sparse(full, axis, step)
+            held = slice_labels(sparse, axis, n)
+            fillable = [c for c in range(1, n + 1) if held[:, c].sum() >= 2]
+            t = time.perf_counter()
+            ours = interpolate_labels(sparse, axis, spacing=spacing, interpolator=interpolator)
+            t_ours = time.perf_counter() - t
+            t = time.perf_counter()
+            itk = itk_interpolate(sparse, axis, None, spacing)
+            t_itk = time.perf_counter() - t
+            t = time.perf_counter()
+            custom = itk_interpolate(sparse, axis, {c: list(s) for c, s in ours.slices.items()}, spacing)
+            t_custom = time.perf_counter() - t
+            d_ours, d_itk, d_keys = (dice_per_label(m, full, n) for m in (ours.labels, itk, sparse))
+            for c in fillable[:: max(1, len(fillable) // 5)]:  # the joint histogram against medfcn's own metric
+                assert abs(d_ours[c] - dice(ours.labels == c, full == c)) < 1e-9
+            f = np.asarray(fillable)
+            delta = d_ours[f] - d_itk[f]
+            run = {
+                "plane": plane,
+                "axis": axis,
+                "step": step,
+                "structures_fillable": len(fillable),
+                "structures_on_fewer_than_2_key_slices": [names.get(c, str(c)) for c in range(1, n + 1) if c not in f],
+                "dice_medfcn": _stats(d_ours[f]),
+                "dice_itk": _stats(d_itk[f]),
+                "dice_key_slices_alone": _stats(d_keys[f]),
+                "medfcn_minus_itk": {
+                    **_stats(delta),
+                    "structures_more_than_0.01_below_itk": int((delta < -0.01).sum()),
+                    "structures_more_than_0.01_above_itk": int((delta > 0.01).sum()),
+                },
+                "medfcn_identical_to_itk_custom_positions": bool(np.array_equal(ours.labels, custom)),
+                "seconds": {"medfcn": round(t_ours, 2), "itk": round(t_itk, 2), "itk_custom": round(t_custom, 2)},
+                "per_structure": {
+                    names.get(c, str(c)): {
+                        "medfcn": round(float(d_ours[c]), 4),
+                        "itk": round(float(d_itk[c]), 4),
+                        "key_slices": round(float(d_keys[c]), 4),
+                    }
+                    for c in fillable
+                },
+            }
+            result["runs"].append(run)
+            print(
+                f"{plane:8s} every {step}: {len(fillable)} structures, Dice medfcn {run['dice_medfcn']['mean']:.3f} "
+                f"(min {run['dice_medfcn']['min']:.3f}), ITK {run['dice_itk']['mean']:.3f} "
+                f"(min {run['dice_itk']['min']:.3f}), key slices {run['dice_key_slices_alone']['mean']:.3f}; "
+                f"below ITK by >0.01: {run['medfcn_minus_itk']['structures_more_than_0.01_below_itk']}; "
+                f"identical to ITK custom: {run['medfcn_identical_to_itk_custom_positions']}; "
+                f"{t_ours:.1f} s vs ITK {t_itk:.1f} s, ITK custom {t_custom:.1f} s",
+                flush=True,
+            )
+    interpolator.close()
+    result["command_process"] = _command_process(args.aal, full, affine)
+    result["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    return result
+
+
+def _command_process(aal: Path, full: np.ndarray, affine: np.ndarray) -> dict:
+    """One whole ``medfcn interpolate`` process on the atlas cut to every 4th axial slice: wall seconds, exit
+    status, and whether the file it wrote is what the library call gives (same voxels, same header affine)."""
+    import nibabel as nib
+
+    with tempfile.TemporaryDirectory() as folder:
+        src, out = Path(folder) / "aal_every4.nii.gz", Path(folder) / "filled.nii.gz"
+        nib.save(nib.Nifti1Image(_sparse(full, 2, 4), affine), str(src))
+        t = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-m", "medfcn.cli", "interpolate", str(src), "-o", str(out), "--axis", "axial"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        seconds = time.perf_counter() - t
+        written = nib.load(str(out)) if out.exists() else None
+        return {
+            "command": "medfcn interpolate aal_every4.nii.gz -o filled.nii.gz --axis axial",
+            "exit_status": run.returncode,
+            "wall_s": round(seconds, 1),
+            "stdout": run.stdout.strip(),
+            "same_affine_as_input": bool(written is not None and np.allclose(written.affine, affine)),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    p = sub.add_parser("interpolation")
+    p.add_argument("--aal", type=Path, default=DEFAULT_AAL)
+    p.add_argument("--steps", default="2,4,8")
+    p.add_argument("--planes", default="axial,coronal,sagittal")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results_annotate_interpolation.json")
+    args = parser.parse_args()
+    result = interpolation(args)
+    print(f"written {write_result(args.json, result)}", flush=True)
+    sys.stdout.flush()
+    os._exit(0)  # ITK's wrapping can crash in interpreter teardown, after the work
+
+
+if __name__ == "__main__":
+    main()

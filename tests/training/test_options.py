@@ -105,8 +105,12 @@ def test_a_config_is_frozen_and_resolved_once_against_its_start_model():
     assert 2 * net.context + 1 == card.network["in_channels"]
     new = TrainConfig(images="i", labels="l").resolve(None)
     assert new.lr == SCRATCH_LR and new.label_names == ("background", "brain") and new.network.width == 16
-    with pytest.raises(UsageError, match="a fine-tuned model keeps its labels"):
-        TrainConfig(images="i", labels="l", init="x", label_names=("background", "tumour")).resolve(card)
+    # other label names start a new task: its labels, a new model's learning rate, no distillation nor replay
+    task = TrainConfig(images="i", labels="l", init="x", label_names=("background", "tumour"), replay=0.5)
+    assert task.new_task(card) and not config.new_task(card)
+    resolved = task.resolve(card)
+    assert resolved.label_names == ("background", "tumour") and resolved.lr == SCRATCH_LR
+    assert resolved.distill == 0 and resolved.replay == 0
 
 
 def test_from_args_takes_the_command_it_is_given_not_sys_argv(monkeypatch):

@@ -203,6 +203,37 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, 
         )
 
 
+def test_init_with_other_label_names_keeps_the_encoder_and_starts_a_new_classifier(dataset, tmp_path):
+    """A new task (issue 34): the start model's encoder (weights and batch-norm statistics) kept exactly (lr 0),
+    the classifier at its initialisation, the card with the new labels and post-processing and both models named."""
+    first = tmp_path / "first.safetensors"
+    train(_config(dataset, output=str(first), epochs=1), progress=False)
+    task = tmp_path / "task.safetensors"
+    config = _config(
+        dataset,
+        output=str(task),
+        epochs=1,
+        lr=0.0,
+        init=str(first),
+        label_names=("background", "blob"),
+        postprocess=("fill_holes",),
+        distill=1.0,
+    )
+    train(config, progress=False)
+    start, new = load_model(first), load_model(task)
+    a, b = start.network.state_dict(), new.network.state_dict()
+    encoder = [k for k in a if k.startswith(("stem.", "levels."))]
+    assert encoder and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in encoder)
+    classifier = [k for k in a if k.startswith(("score.", "head.")) and k.endswith("weight")]
+    assert classifier and not any(np.array_equal(a[k].numpy(), b[k].numpy()) for k in classifier)
+    card = new.card
+    assert card.labels == {"background": 0, "blob": 1} and card.postprocess == ("fill_holes",)
+    assert card.spacing == start.card.spacing and card.class_weights == ()
+    record = card.training["init"]
+    assert record["sha256"] == file_sha256(first) and record["new_task"]["start_labels"] == start.card.labels
+    assert card.training["settings"]["distill"] == 0.0  # the start model's predictions are of another structure
+
+
 # -- training's errors are named before any epoch runs (issue 11, point 10) ----------------------------------------
 @pytest.mark.parametrize("value", [2, -1, 0.5])
 def test_label_values_that_are_not_class_ids_are_named(dataset, value):

@@ -51,7 +51,8 @@ class CorrectionMode(StrEnum):
 @dataclass(frozen=True)
 class StartModel:
     """Where training starts: a model file (``path``; ``None`` for a new model), or a new model with
-    ``label_names`` (background first)."""
+    ``label_names`` (background first); a file with other ``label_names`` than its own: a new structure learned on
+    that model's encoder (a new task, :meth:`TrainConfig.new_task`)."""
 
     path: Path | None = None
     label_names: tuple[str, ...] = ()
@@ -133,7 +134,9 @@ def prepare_correction_run(
     if tuple(label.shape) != scan.shape:
         raise MedfcnError(f"the label map {label.shape} is not on the grid of the scan {scan.case} {scan.shape}")
     case = _case_name(scan.case)
-    names = tuple(n.strip() for n in start.label_names if n.strip()) if start.path is None else None
+    names = tuple(n.strip() for n in start.label_names if n.strip()) or None
+    # a new structure may have several parts (two putamina, metastases): no largest component unless asked
+    postprocess = ("fill_holes",) if names is not None and start.path is not None else None
     config = TrainConfig.for_corrections(  # checked before the scan is written anywhere
         str(folder / "images" / f"{case}.nii.gz"),
         str(folder / "labels" / f"{case}.nii.gz"),
@@ -145,6 +148,7 @@ def prepare_correction_run(
         seed=seed,
         name=f"medfcn-{case}",
         command=f"napari Train dock: {case}, {minutes:g} min",
+        postprocess=postprocess,
     )
     if start.path is not None:
         from medfcn.training.finetune import load_start_model

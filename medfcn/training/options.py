@@ -268,11 +268,14 @@ class TrainConfig:
         seed: int = 0,
         name: str = "",
         command: str = "",
+        postprocess: tuple[str, ...] | None = None,
     ) -> TrainConfig:
         """A run on one corrected scan (the napari Train dock's): fine-tuning ``init`` (its labels, network and the
         fine-tuning learning rate resolved from it), or a new model with ``label_names``; ``minutes`` of training
         (the time budget ends the run), no held-out case, the model written to ``output``."""
-        new = {} if init else {"name": name or "medfcn-model", "val_copies": 1}
+        new = {} if init and not label_names else {"name": name or "medfcn-model", "val_copies": 1}
+        if postprocess is not None:
+            new["postprocess"] = tuple(postprocess)
         return cls(
             images=image,
             labels=label,

@@ -54,6 +54,7 @@ class StartChoice(StrEnum):
     BUNDLED = "bundled default"
     FILE = "model file"
     NEW = "new model"
+    STRUCTURE = "new structure (bundled model's encoder)"
 
 
 class TrainingPlot(QWidget):
@@ -267,7 +268,8 @@ class TrainWidget(Container):
             if not path.is_file():
                 raise MedfcnError(f"{path}: choose a model file (.safetensors) to start from")
             return StartModel(path)
-        return StartModel(None, tuple(self.label_names.value.split(",")))
+        names = tuple(self.label_names.value.split(","))
+        return StartModel(DEFAULT_MODEL_PATH if choice is StartChoice.STRUCTURE else None, names)
 
     def _segment_widget(self, *, create: bool):
         """The Segment dock of this viewer (opened when ``create``), or None."""
@@ -283,7 +285,7 @@ class TrainWidget(Container):
     # -- callbacks -----------------------------------------------------------------------------------------------
     def _on_start(self, value: str) -> None:
         self.model_file.visible = value == StartChoice.FILE
-        self.label_names.visible = value == StartChoice.NEW
+        self.label_names.visible = value in (StartChoice.NEW, StartChoice.STRUCTURE)
 
     def _on_progress(self, p) -> None:
         if p.epoch_done:

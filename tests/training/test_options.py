@@ -113,6 +113,22 @@ def test_a_config_is_frozen_and_resolved_once_against_its_start_model():
     assert resolved.distill == 0 and resolved.replay == 0
 
 
+def test_the_train_dock_starts_a_new_structure_on_the_bundled_models_encoder(tmp_path):
+    """StartModel(bundled, other names): a new task from the bundled model, post-processing without the largest
+    component (a new structure may have several parts); the bundled model alone still fine-tunes it."""
+    label = np.full(SHAPE, IGNORE, np.uint8)
+    label[:, :, 2] = 1
+    card = load_model(DEFAULT_MODEL_PATH).card
+    start = StartModel(DEFAULT_MODEL_PATH, ("background", "tumour"))
+    config = prepare_correction_run(tmp_path / "a", _scan(), label, start, minutes=1, output=tmp_path / "a.st")
+    assert config.init == str(DEFAULT_MODEL_PATH) and config.new_task(card)
+    assert config.label_names == ("background", "tumour") and config.postprocess == ("fill_holes",)
+    plain = prepare_correction_run(
+        tmp_path / "b", _scan(), label, StartModel(DEFAULT_MODEL_PATH), minutes=1, output=tmp_path / "b.st"
+    )
+    assert not plain.new_task(card) and plain.postprocess == TrainConfig(images="i", labels="l").postprocess
+
+
 def test_from_args_takes_the_command_it_is_given_not_sys_argv(monkeypatch):
     monkeypatch.setattr("sys.argv", ["something", "else"])
     args = build_parser().parse_args(["train", "--images", "i", "--labels", "l", "-o", "m.safetensors"])

@@ -7,8 +7,8 @@ ITK only, and leaves with ``os._exit`` (no interpreter teardown), whatever its p
 
 Its first use loads ITK's wrapped modules: 12-21 s on a busy 2-core machine; later calls take about 0.1 s for a
 head. So one :class:`ItkInterpolator` serves a whole session (the napari dock starts it when it opens, the CLI for
-one command). The child ends when :meth:`ItkInterpolator.close` is called or when its input closes (the parent
-exited or was killed).
+one command). The child ends when :meth:`ItkInterpolator.close` is called, when its input closes, or within a second
+of its parent's death (killed while ITK loads, measured: no child left behind).
 
 The request is a compact label map: labels ``1..N`` (uint8 or uint16, ITK's wrapped pixel types for this filter),
 ``(X, Y, Z)`` as medfcn holds voxels, which is ITK's index order ``(x, y, z)``: axis ``a`` here is ITK's axis ``a``.
@@ -22,6 +22,7 @@ import pickle
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -154,6 +155,14 @@ def _child_main() -> None:
     anything ITK prints goes to stderr. Leaves with ``os._exit``: no interpreter teardown."""
     outbox = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
+    parent = os.getppid()
+
+    def orphaned() -> None:  # a parent killed while ITK loads (tens of seconds) leaves no child behind
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=orphaned, daemon=True).start()
     code = 0
     try:
         _serve(sys.stdin.buffer, outbox)

@@ -330,3 +330,40 @@ def test_a_killed_itk_process_is_an_error_and_the_next_call_starts_a_new_one(fil
     with pytest.raises(RuntimeError, match="ITK's interpolation process ended"):
         fill(labels, 2, {1: [1, 7]})
     assert (interpolate_labels(labels, 2, interpolator=fill).labels[..., 4] == 1).sum() == 36
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_a_killed_command_leaves_no_itk_process_and_no_output(tmp_path):
+    """``kill -9`` of ``medfcn interpolate`` while ITK loads: its child ends within seconds, nothing is written."""
+    full = head_labels((30, 24, 28))
+    sparse = np.zeros_like(full)
+    sparse[..., ::3] = full[..., ::3]
+    src = write_scan_file(tmp_path / "sparse.nii.gz", sparse, np.eye(4))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    parent = subprocess.Popen(
+        [sys.executable, "-m", "medfcn.cli", "interpolate", str(src), "-o", str(tmp_path / "out.nii.gz")], env=env
+    )
+    deadline = time.monotonic() + 300
+    while not (child := _children(parent.pid)) and parent.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert child, "the command started no ITK process"
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while Path(f"/proc/{child[0]}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    stat = Path(f"/proc/{child[0]}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z", "the ITK process outlived it"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sparse.nii.gz"]

@@ -62,7 +62,7 @@ class Case:
 def nilearn_data_dir(python: str | Path) -> Path:
     """The folder of nilearn's bundled data (MNI152 2009 templates), asked of the interpreter ``python``."""
     code = "import nilearn, os; print(os.path.join(os.path.dirname(nilearn.__file__), 'datasets', 'data'))"
-    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([str(python), "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True)
     return Path(out.stdout.strip())
 
 

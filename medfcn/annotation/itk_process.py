@@ -8,7 +8,7 @@ ITK only, and leaves with ``os._exit`` (no interpreter teardown), whatever its p
 Its first use loads ITK's wrapped modules: 12-21 s on a busy 2-core machine; later calls take about 0.1 s for a
 head. So one :class:`ItkInterpolator` serves a whole session (the napari dock starts it when it opens, the CLI for
 one command). The child ends when :meth:`ItkInterpolator.close` is called, when its input closes, or within a second
-of its parent's death (killed while ITK loads, measured: no child left behind).
+of its parent's death (:func:`_watch_parent`: killed while ITK loads, no child is left behind).
 
 The request is a compact label map: labels ``1..N`` (uint8 or uint16, ITK's wrapped pixel types for this filter),
 ``(X, Y, Z)`` as medfcn holds voxels, which is ITK's index order ``(x, y, z)``: axis ``a`` here is ITK's axis ``a``.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -62,6 +63,7 @@ def itk_interpolate(
     return np.ascontiguousarray(np.transpose(itk.array_from_image(fill.GetOutput()), (2, 1, 0)))
 
 
+_PARENT = "MEDFCN_ITK_PARENT"  # the pid the child serves (it may die before the child first looks)
 _MARGIN = 4  # voxels around a label's in-plane bounding box
 
 
@@ -150,19 +152,49 @@ def _serve(inbox, outbox) -> None:
             reply("error", f"{type(exc).__name__}: {exc}")
 
 
-def _child_main() -> None:
-    """``python -m medfcn.annotation.itk_process``: requests on stdin, replies on the stdout it was started with;
-    anything ITK prints goes to stderr. Leaves with ``os._exit``: no interpreter teardown."""
-    outbox = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)
-    parent = os.getppid()
+def _watch_parent() -> None:
+    """End this process within a second of its parent's death (a ``kill -9`` leaves no chance to close our input),
+    even while ITK loads: its wrapped modules' start-up holds the interpreter lock for seconds at a time, so a thread
+    here could not run (measured: an ITK process outlived its killed parent by over 30 s at load 7). On Linux a
+    forked watcher process reads this process's parent from ``/proc`` and kills it when that changes; it leaves when
+    this process has gone. Elsewhere a thread here watches."""
+    me, parent = os.getpid(), int(os.environ.get(_PARENT, os.getppid()))
+    if os.getppid() != parent:  # died before we got here
+        os._exit(0)
+    stat = Path(f"/proc/{me}/stat")
 
-    def orphaned() -> None:  # a parent killed while ITK loads (tens of seconds) leaves no child behind
+    def parent_of_me() -> int:  # field 4 of /proc/PID/stat, after the parenthesised command name
+        return int(stat.read_text().rsplit(")", 1)[1].split()[1])
+
+    if hasattr(os, "fork") and stat.exists():
+        if os.fork() == 0:
+            os.closerange(0, 2)  # the pipes stay ITK's: its death is seen at once by the parent
+            os.closerange(3, 1 << 16)
+            code = 0
+            try:
+                while os.getppid() == me and parent_of_me() == parent:
+                    time.sleep(0.5)
+                if os.getppid() == me:
+                    os.kill(me, signal.SIGKILL)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        return
+
+    def orphaned() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
         os._exit(0)
 
     threading.Thread(target=orphaned, daemon=True).start()
+
+
+def _child_main() -> None:
+    """``python -m medfcn.annotation.itk_process``: requests on stdin, replies on the stdout it was started with;
+    anything ITK prints goes to stderr. Leaves with ``os._exit``: no interpreter teardown."""
+    outbox = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    _watch_parent()
     code = 0
     try:
         _serve(sys.stdin.buffer, outbox)
@@ -206,6 +238,7 @@ class ItkInterpolator:
         env = dict(os.environ)
         root = str(Path(medfcn.__file__).resolve().parent.parent)  # this medfcn, installed or a checkout
         env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+        env[_PARENT] = str(os.getpid())
         self._process = subprocess.Popen(
             [sys.executable, "-m", "medfcn.annotation.itk_process"],
             stdin=subprocess.PIPE,

@@ -3,8 +3,8 @@
 Usage:
     python benchmarks/bench_annotate.py interpolation [--aal PATH] [--steps 2,4,8] [--planes axial,coronal,sagittal]
         [--json benchmarks/results_annotate_interpolation.json]
-    python benchmarks/bench_annotate.py new-structure [--aal PATH] [--structure 73,74] [--plan N:START:LABELS,...] [--epochs 5,15,25]
-        [--steps-per-epoch 25] [--parallel 2]
+    python benchmarks/bench_annotate.py new-structure [--aal PATH] [--structure 73,74] [--plan N:START:LABELS,...]
+        [--epochs 2,6] [--steps-per-epoch 50] [--parallel 2]
         [--json benchmarks/results_annotate_new_structure.json]
 
 **interpolation**: the AAL atlas drawn on Colin27 (116 structures, 1 mm; ``benchmarks/support/aal.py`` says where it
@@ -18,7 +18,8 @@ step: what a person would paint) and filled again three ways:
 - ``itk_custom``: ITK called directly on the whole map with the same custom positions as medfcn (must be
   identical voxel for voxel to ``medfcn``: the cropping is only a speed-up);
 
-and each structure's Dice against the full atlas label is reported, with the key slices alone as the floor.
+and each structure's Dice against the full atlas label is reported, with the key slices alone as the floor, and
+on the held-out slices alone (those not painted), with how many painted slices held each structure.
 Structures found on fewer than two key slices cannot be filled and are counted apart. Times: the fill itself with
 ITK already loaded (seconds), ITK's load, and one whole ``medfcn interpolate`` process (read, load, fill, write).
 The machine is shared (the load average is recorded): compare times of one run only.
@@ -113,8 +114,13 @@ def interpolation(args: argparse.Namespace) -> dict:
             custom = itk_interpolate(sparse, axis, {c: list(s) for c, s in ours.slices.items()}, spacing)
             t_custom = time.perf_counter() - t
             d_ours, d_itk, d_keys = (dice_per_label(m, full, n) for m in (ours.labels, itk, sparse))
+            held_out = [i for i in range(full.shape[axis]) if i % step]  # the slices nobody painted
+            truth_held = np.take(full, held_out, axis=axis)
+            h_ours, h_itk = (dice_per_label(np.take(m, held_out, axis=axis), truth_held, n) for m in (ours.labels, itk))
+            painted = held.sum(axis=0)  # per label: how many painted slices hold it
             for c in fillable[:: max(1, len(fillable) // 5)]:  # the joint histogram against medfcn's own metric
                 assert abs(d_ours[c] - dice(ours.labels == c, full == c)) < 1e-9
+                assert abs(h_ours[c] - dice(np.take(ours.labels, held_out, axis=axis) == c, truth_held == c)) < 1e-9
             f = np.asarray(fillable)
             delta = d_ours[f] - d_itk[f]
             run = {
@@ -126,6 +132,9 @@ def interpolation(args: argparse.Namespace) -> dict:
                 "dice_medfcn": _stats(d_ours[f]),
                 "dice_itk": _stats(d_itk[f]),
                 "dice_key_slices_alone": _stats(d_keys[f]),
+                "dice_held_out_slices_medfcn": _stats(h_ours[f]),
+                "dice_held_out_slices_itk": _stats(h_itk[f]),
+                "painted_slices_per_structure": _stats(painted[f]),
                 "medfcn_minus_itk": {
                     **_stats(delta),
                     "structures_more_than_0.01_below_itk": int((delta < -0.01).sum()),
@@ -138,6 +147,9 @@ def interpolation(args: argparse.Namespace) -> dict:
                         "medfcn": round(float(d_ours[c]), 4),
                         "itk": round(float(d_itk[c]), 4),
                         "key_slices": round(float(d_keys[c]), 4),
+                        "held_out_medfcn": round(float(h_ours[c]), 4),
+                        "held_out_itk": round(float(h_itk[c]), 4),
+                        "painted_slices": int(painted[c]),
                     }
                     for c in fillable
                 },
@@ -147,6 +159,8 @@ def interpolation(args: argparse.Namespace) -> dict:
                 f"{plane:8s} every {step}: {len(fillable)} structures, Dice medfcn {run['dice_medfcn']['mean']:.3f} "
                 f"(min {run['dice_medfcn']['min']:.3f}), ITK {run['dice_itk']['mean']:.3f} "
                 f"(min {run['dice_itk']['min']:.3f}), key slices {run['dice_key_slices_alone']['mean']:.3f}; "
+                f"held-out slices medfcn {run['dice_held_out_slices_medfcn']['mean']:.3f} "
+                f"ITK {run['dice_held_out_slices_itk']['mean']:.3f}; "
                 f"below ITK by >0.01: {run['medfcn_minus_itk']['structures_more_than_0.01_below_itk']}; "
                 f"identical to ITK custom: {run['medfcn_identical_to_itk_custom_positions']}; "
                 f"{t_ours:.1f} s vs ITK {t_itk:.1f} s, ITK custom {t_custom:.1f} s",
@@ -346,8 +360,8 @@ def main() -> None:
         default="3:scratch:slices,3:scratch:interpolated,3:init:slices,3:init:interpolated,1:init:slices,5:init:interpolated",
         help="runs as N:scratch|init:slices|interpolated (N annotated axial slices)",
     )
-    p.add_argument("--epochs", default="1,3,6", help="cumulative epochs at which each run's model is scored")
-    p.add_argument("--steps-per-epoch", type=int, default=25)
+    p.add_argument("--epochs", default="2,6", help="cumulative epochs at which each run's model is scored")
+    p.add_argument("--steps-per-epoch", type=int, default=50)
     p.add_argument("--parallel", type=int, default=2, help="runs side by side (each one thread)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results_annotate_new_structure.json")
     args = parser.parse_args()

@@ -1,6 +1,6 @@
 """A new structure in a real viewer (issue 34): paint it on 3 slices of a fresh layer, Fill between slices (Annotate
 dock), train a new structure from the bundled model's encoder on the painted and filled slices (Train dock, "painted
-slices only"), segment the scan with that model.
+slices only"), segment the scan with that model, accept its labels where nothing is painted.
 
 ``MEDFCN_SCREENSHOT=/tmp/new_structure.png xvfb-run -a python -m pytest tests/napari/test_new_structure_flow.py``
 also writes a screenshot of the viewer at the end.
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # ITK's first use (10-40 s) and a short training 
 
 
 @gui
-def test_paint_three_slices_fill_between_train_a_new_structure_and_segment(viewer, qtbot, tmp_path, monkeypatch):
+def test_paint_three_slices_fill_between_train_a_new_structure_segment_and_accept(viewer, qtbot, tmp_path, monkeypatch):
     import medfcn.training.corrections
 
     monkeypatch.setattr(medfcn.training.corrections, "STEPS_PER_EPOCH", 4)  # a short epoch for a short test
@@ -73,6 +73,19 @@ def test_paint_three_slices_fill_between_train_a_new_structure_and_segment(viewe
     new = viewer.layers[-1]
     assert new.metadata["model_path"] == str(train.trained) and new.data.shape == image.data.shape
     assert np.array_equal(labels.data, before)
+
+    # 4. Accept the model's labels where nothing is painted, as one undo step. A few seconds of training predict
+    # little, so the model's layer is given a known region too, across painted and unpainted slices.
+    new.data[:, 10:14, 11:15] = 1
+    new.refresh()
+    predicted = np.asarray(new.data).copy()
+    n = train.accept()
+    assert n == int(((before == 0) & (predicted != 0)).sum()) > 0, train.status.value
+    assert np.array_equal(labels.data, np.where(before > 0, before, predicted))
+    labels.undo()
+    assert np.array_equal(labels.data, before)
+    labels.redo()
+    assert np.array_equal(labels.data, np.where(before > 0, before, predicted))
     if os.environ.get("MEDFCN_SCREENSHOT"):
         viewer.dims.set_current_step(0, 9)
         viewer.screenshot(os.environ["MEDFCN_SCREENSHOT"], canvas_only=False)

@@ -21,7 +21,7 @@ def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "medfcn.cli", *args], cwd=cwd, capture_output=True, encoding="utf-8", errors="replace")
 
 
-@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "interpolate", "info"])
+@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "interpolate", "export", "info"])
 def test_every_subcommand_answers_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

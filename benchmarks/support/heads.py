@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
 SAMPLE_LABEL = ROOT / "sample_data" / "labels" / "colin27.nii.gz"
 MNI_FILES = {

@@ -438,7 +438,7 @@ def _set_contours(ds, slice_uid: str, contours_mm: list[np.ndarray]) -> None:
         item.ContourImageSequence = Sequence([ref])
         item.ContourGeometricType = "CLOSED_PLANAR"
         item.NumberOfContourPoints = len(xyz)
-        item.ContourData = [f"{v:.6g}" for v in np.asarray(xyz).ravel()]
+        item.ContourData = [f"{v:.12g}" for v in np.asarray(xyz).ravel()]  # exact to 1e-3 mm: 16 characters at most
         items.append(item)
     ds.ROIContourSequence[0].ContourSequence = Sequence(items)
     for roi in ds.ROIContourSequence[1:]:

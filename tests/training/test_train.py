@@ -232,6 +232,8 @@ def test_init_with_other_label_names_keeps_the_encoder_and_starts_a_new_classifi
     card = new.card
     assert card.labels == {"background": 0, "blob": 1} and card.postprocess == ("fill_holes",)
     assert card.spacing == start.card.spacing and card.class_weights == ()
+    assert start.card.expectations.get("volume_ml")  # the start model's expectations are of its own labels ...
+    assert set(card.expectations.get("volume_ml", {})) <= {"blob"}  # ... and none of them is the new model's
     record = card.training["init"]
     assert record["sha256"] == file_sha256(first) and record["new_task"]["start_labels"] == start.card.labels
     assert card.training["settings"]["distill"] == 0.0  # the start model's predictions are of another structure

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -13,6 +14,7 @@ from medfcn.errors import MedfcnError, NoScansError, OutputError
 from medfcn.model.checkpoint import file_sha256, load_model
 from medfcn.training.dataset import sample_batch
 from medfcn.training.options import NetworkOptions
+from medfcn.training.record import build_card
 from medfcn.training.train import TrainConfig, train
 from tests.support.scans import affine_from_codes, head_labels, head_volume, write_scan_file
 
@@ -232,8 +234,11 @@ def test_init_with_other_label_names_keeps_the_encoder_and_starts_a_new_classifi
     card = new.card
     assert card.labels == {"background": 0, "blob": 1} and card.postprocess == ("fill_holes",)
     assert card.spacing == start.card.spacing and card.class_weights == ()
-    assert start.card.expectations.get("volume_ml")  # the start model's expectations are of its own labels ...
-    assert set(card.expectations.get("volume_ml", {})) <= {"blob"}  # ... and none of them is the new model's
+    assert set(card.expectations.get("volume_ml", {})) <= {"blob"}
+    # the start model's expectations are of its own labels: a new task's card starts without them
+    label = next(n for n in start.card.labels if n != "background")
+    known = dataclasses.replace(start.card, expectations={"volume_ml": {label: [1.0, 2.0]}, "source": "hand-made"})
+    assert known.expectations and build_card(config, known)[1].expectations == {}
     record = card.training["init"]
     assert record["sha256"] == file_sha256(first) and record["new_task"]["start_labels"] == start.card.labels
     assert card.training["settings"]["distill"] == 0.0  # the start model's predictions are of another structure

@@ -46,12 +46,14 @@ class CorrectionMode(StrEnum):
 
     EDITED = "edited slices only"  # slices that differ from the prediction; the rest is not annotated
     WHOLE = "whole layer checked"  # every voxel
+    PAINTED = "painted slices only"  # slices that hold a label (a new structure on a fresh layer); the rest not
 
 
 @dataclass(frozen=True)
 class StartModel:
     """Where training starts: a model file (``path``; ``None`` for a new model), or a new model with
-    ``label_names`` (background first)."""
+    ``label_names`` (background first); a file with other ``label_names`` than its own: a new structure learned on
+    that model's encoder (a new task, :meth:`TrainConfig.new_task`)."""
 
     path: Path | None = None
     label_names: tuple[str, ...] = ()
@@ -75,7 +77,10 @@ def correction_label(
     """The partial label map (uint8, ``corrected``'s shape) and the slices annotated whole along ``axis``.
 
     ``edited``: the slices along ``axis`` where ``corrected`` differs from ``prediction`` (the one that changed
-    the fewest slices when ``axis`` is None), the rest ``ignore``; ``whole``: ``corrected`` as it is. Raises
+    the fewest slices when ``axis`` is None), the rest ``ignore``; ``painted``: the same against an empty layer
+    (the slices that hold a label, e.g. a new structure painted on a few slices and filled between them: each
+    such slice is annotated whole, its unpainted voxels as background; a slice checked and left empty cannot be
+    told from one not looked at, so it is not annotated); ``whole``: ``corrected`` as it is. Raises
     :class:`MedfcnError` (naming ``name``) when there is no prediction or no edit in ``edited`` mode, a label value
     that does not fit uint8 or equals ``ignore``, or shapes that differ."""
     mode = parse_choice(CorrectionMode, mode, "correction mode", UsageError)
@@ -89,6 +94,8 @@ def correction_label(
         )
     if mode is CorrectionMode.WHOLE:
         return corrected.astype(np.uint8), list(range(corrected.shape[2 if axis is None else axis]))
+    if mode is CorrectionMode.PAINTED:
+        prediction = np.zeros_like(corrected)  # a slice is annotated where it differs from an empty layer
     if prediction is None:
         raise MedfcnError(
             f"{name}: was not made by the Segment dock, so its edits are unknown; segment the scan first, or choose "
@@ -99,7 +106,11 @@ def correction_label(
     axes = [axis] if axis is not None else list(range(corrected.ndim))
     slices = min((edited_slices(prediction, corrected, a) for a in axes), key=len)
     if not slices:
-        raise MedfcnError(f"{name}: no slice differs from the prediction: paint the corrections first")
+        raise MedfcnError(
+            f"{name}: no slice holds a label: paint the structure on a few slices first"
+            if mode is CorrectionMode.PAINTED
+            else f"{name}: no slice differs from the prediction: paint the corrections first"
+        )
     if axis is None:
         axis = next(a for a in axes if edited_slices(prediction, corrected, a) == slices)
     label = np.full(corrected.shape, ignore, np.uint8)
@@ -133,7 +144,9 @@ def prepare_correction_run(
     if tuple(label.shape) != scan.shape:
         raise MedfcnError(f"the label map {label.shape} is not on the grid of the scan {scan.case} {scan.shape}")
     case = _case_name(scan.case)
-    names = tuple(n.strip() for n in start.label_names if n.strip()) if start.path is None else None
+    names = tuple(n.strip() for n in start.label_names if n.strip()) or None
+    # a new structure may have several parts (two putamina, metastases): no largest component unless asked
+    postprocess = ("fill_holes",) if names is not None and start.path is not None else None
     config = TrainConfig.for_corrections(  # checked before the scan is written anywhere
         str(folder / "images" / f"{case}.nii.gz"),
         str(folder / "labels" / f"{case}.nii.gz"),
@@ -145,6 +158,7 @@ def prepare_correction_run(
         seed=seed,
         name=f"medfcn-{case}",
         command=f"napari Train dock: {case}, {minutes:g} min",
+        postprocess=postprocess,
     )
     if start.path is not None:
         from medfcn.training.finetune import load_start_model

@@ -164,6 +164,7 @@ def iter_train(config: TrainConfig, *, cancel: Cancel | None = None) -> Generato
                 annotation={v.case: dict(v.annotation) for v in train_items},
                 init_sha256=trainer.init_sha256,
                 replayed=replayed,
+                start_labels=init.card.labels if init is not None else None,
             )
             save_model(best_path, trainer.network, card)
         save_state(state_path(output), trainer.state(run))

@@ -11,8 +11,11 @@ prediction, the bundled one, a file, or a new model with label names. Training i
 live plot of the loss and the Dice on annotated voxels; Cancel is polled after every step (a second at most) and the
 model of the last finished epoch is kept. Nothing is computed in the viewer's thread but the plot.
 
-When training ends: "Save model..." (a file dialog; a model in use is never overwritten) and "Segment with this
-model", which hands the model to the Segment dock and segments the image with it as a new layer.
+When training ends: "Save model..." (a file dialog; a model in use is never overwritten), "Segment with this
+model", which hands the model to the Segment dock and segments the image with it as a new layer, and "Accept its
+labels where not painted", which copies that layer into the label layer wherever nothing is painted (one undo step).
+A new structure: "painted slices only" on a fresh layer (painted, or filled between by the Annotate dock) and the
+start "new structure (bundled model's encoder)" with its label names.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label,
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from medfcn.annotation.accept import accept_prediction
 from medfcn.errors import MedfcnError
 from medfcn.training.corrections import CorrectionMode, StartModel, correction_label
 from medfcn.training.output import save_trained_model
@@ -54,6 +58,7 @@ class StartChoice(StrEnum):
     BUNDLED = "bundled default"
     FILE = "model file"
     NEW = "new model"
+    STRUCTURE = "new structure (bundled model's encoder)"
 
 
 class TrainingPlot(QWidget):
@@ -122,6 +127,7 @@ class TrainWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.save_button = PushButton(text="Save model...", enabled=False)
         self.segment_button = PushButton(text="Segment with this model", enabled=False)
+        self.accept_button = PushButton(text="Accept its labels where not painted", enabled=False)
         self.status = Label(value="")
         super().__init__(
             widgets=[
@@ -137,6 +143,7 @@ class TrainWidget(Container):
                 self.status,
                 self.save_button,
                 self.segment_button,
+                self.accept_button,
             ]
         )
         self.plot = TrainingPlot()
@@ -149,6 +156,7 @@ class TrainWidget(Container):
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(lambda: self.save())
         self.segment_button.clicked.connect(self.segment_with_model)
+        self.accept_button.clicked.connect(self.accept)
         self.worker = None
         self.trained: Path | None = None  # the last model training wrote (the last good one)
         self.start_path: Path | None = None  # the model the last run started from
@@ -225,6 +233,35 @@ class TrainWidget(Container):
             segment.image.value = self.image.value
         return segment.run()
 
+    def accept(self) -> int | None:
+        """Copy the labels the trained model segmented (its newest layer) into the chosen label layer where nothing
+        is painted, as one undo step; returns how many voxels changed (``None`` after a one-line status)."""
+        labels = self.label_layer.value
+        made = [
+            layer
+            for layer in self._viewer.layers
+            if layer is not labels
+            and self.trained is not None
+            and layer.metadata.get("model_path") == str(self.trained)
+        ]
+        try:
+            if labels is None or not made:
+                raise MedfcnError("Segment with this model first, then accept its labels.")
+            check_same_grid(labels, made[-1])
+            painted = np.asarray(labels.data)
+            accepted = accept_prediction(painted, np.asarray(made[-1].data), name=labels.name)
+        except MedfcnError as e:
+            self.status.value = str(e)
+            return None
+        index = np.nonzero(accepted != painted)
+        with labels.block_history():  # one undo step
+            labels.data_setitem(index, accepted[index])
+        n = int(index[0].size)
+        self.status.value = (
+            f"{labels.name}: {n:,} voxels from {made[-1].name} where nothing was painted (Ctrl-Z undoes it)."
+        )
+        return n
+
     # -- inputs --------------------------------------------------------------------------------------------------
     def _inputs(self) -> tuple:
         """(scan, partial label on the scan's grid, start model, annotated slices); raises MedfcnError."""
@@ -267,7 +304,8 @@ class TrainWidget(Container):
             if not path.is_file():
                 raise MedfcnError(f"{path}: choose a model file (.safetensors) to start from")
             return StartModel(path)
-        return StartModel(None, tuple(self.label_names.value.split(",")))
+        names = tuple(self.label_names.value.split(","))
+        return StartModel(DEFAULT_MODEL_PATH if choice is StartChoice.STRUCTURE else None, names)
 
     def _segment_widget(self, *, create: bool):
         """The Segment dock of this viewer (opened when ``create``), or None."""
@@ -283,7 +321,7 @@ class TrainWidget(Container):
     # -- callbacks -----------------------------------------------------------------------------------------------
     def _on_start(self, value: str) -> None:
         self.model_file.visible = value == StartChoice.FILE
-        self.label_names.visible = value == StartChoice.NEW
+        self.label_names.visible = value in (StartChoice.NEW, StartChoice.STRUCTURE)
 
     def _on_progress(self, p) -> None:
         if p.epoch_done:
@@ -310,7 +348,7 @@ class TrainWidget(Container):
         else:
             kept = "the previous trained model is kept" if self.trained else "no new model"
             self.status.value = f"Cancelled before the first epoch ended: {kept}."
-        self.save_button.enabled = self.segment_button.enabled = self.trained is not None
+        self.save_button.enabled = self.segment_button.enabled = self.accept_button.enabled = self.trained is not None
 
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, MedfcnError):

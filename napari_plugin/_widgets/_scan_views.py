@@ -8,6 +8,8 @@
   (reordered) data (:func:`patient_status`,
   :func:`napari_plugin._layers.patient_text`), from the layer's ``get_status``, which napari calls for the
   status bar whether it computes it at once or in its status thread.
+- Painted slices: every Labels layer a person may paint on records which slices each stroke touched, in any view
+  (:func:`napari_plugin._widgets._edits.track_painting`): what the Train dock learns from.
 - One unit: layers the user adds beside a scan (points, shapes, other images) take the scans' millimetres, so
   napari never warns of inconsistent units (:func:`_world_in_mm`).
 - Grid-safe labels: napari's own "New labels" button makes a layer shaped like the displayed data, with the scan's
@@ -73,6 +75,11 @@ def orientation_text(viewer: napari.viewer.Viewer) -> str:
         left, right = right, left
     plane = AXIS_LABELS[order[0]] if 0 <= order[0] < 3 else "slice"
     return f"{plane}: top {top}, bottom {bottom}, left {left}, right {right}"
+
+
+def _is_user_labels(layer) -> bool:
+    """A Labels layer a person may paint on (not a Review overlay, whose metadata holds ``overlap_codes``)."""
+    return layer.__class__.__name__ == "Labels" and "overlap_codes" not in (layer.metadata or {})
 
 
 def _shows_scans(viewer) -> bool:
@@ -236,12 +243,15 @@ def install(viewer: napari.viewer.Viewer) -> None:
     _INSTALLED.add(unwrap(viewer))
     prefer_medfcn_reader()
     from ._docks import install_dock_layout
+    from ._edits import track_painting
 
     install_dock_layout(unwrap(viewer))
 
     def on_inserted(event) -> None:
         adopt_scan_grid(viewer, event.value)
         _show_patient_coordinates(event.value)
+        if _is_user_labels(event.value):
+            track_painting(viewer, event.value)
         _update_orientation(viewer)
 
     viewer.layers.events.inserted.connect(on_inserted)
@@ -253,6 +263,8 @@ def install(viewer: napari.viewer.Viewer) -> None:
     for layer in list(viewer.layers):
         adopt_scan_grid(viewer, layer)
         _show_patient_coordinates(layer)
+        if _is_user_labels(layer):
+            track_painting(viewer, layer)
         if _shows_scans(viewer):
             _in_mm(layer)
     _world_in_mm(unwrap(viewer))

@@ -88,7 +88,7 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
-    from medfcn.training.options import add_pair_options
+    from medfcn.training.arguments import add_pair_options
 
     p = _command(sub, "calibrate", _calibrate)
     p.add_argument("model", nargs="?", metavar="MODEL", help="model file (default: the bundled model)")
@@ -98,7 +98,7 @@ def _add_calibrate(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from medfcn.training.options import add_train_parser
+    from medfcn.training.arguments import add_train_parser
 
     parser = argparse.ArgumentParser(
         prog="medfcn", description="Medical image segmentation with slice-wise fully convolutional networks."
@@ -170,18 +170,24 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medfcn.training.options import config_from_args
+    import shlex
 
-    config = config_from_args(args)  # usage errors before torch and MONAI are imported
-    from medfcn.training.train import train
+    from medfcn.training.options import TrainConfig
 
-    summary = train(config, progress=not args.quiet)
-    last = summary.get("kept") == "last epoch"  # fine-tuning with no held-out case
-    dice = "last epoch kept, Dice on annotated voxels" if last else "best validation Dice"
-    print(
-        f"{dice} {summary['best_validation_dice']:.4f} after {summary['epochs']} epoch(s), "
-        f"{summary['minutes']:.1f} min; model written to {summary['output']}"
-    )
+    command = shlex.join(["medfcn", *args.argv])
+    config = TrainConfig.from_args(args, command)  # usage errors before torch and MONAI are imported
+    from medfcn.training.train import EPOCH_LOG, train
+
+    epochs = logging.StreamHandler(sys.stderr)  # one line per epoch, even with --quiet
+    epochs.setFormatter(_SafeFormatter("%(message)s"))
+    EPOCH_LOG.addHandler(epochs)
+    EPOCH_LOG.setLevel(logging.INFO)
+    EPOCH_LOG.propagate = False
+    try:
+        summary = train(config, progress=not args.quiet)
+    finally:
+        EPOCH_LOG.removeHandler(epochs)
+    print(summary.describe())
     return 0
 
 
@@ -229,7 +235,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # fight for the cores; a 1 mm head at load 13 on 2 cores took 61 s (17 CPU s) spinning, 27 s (7 CPU s) passive.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given (recorded by train)
     level = logging.DEBUG if args.debug else logging.WARNING
     logging.basicConfig(level=level, format="medfcn: %(levelname)s: %(message)s")
     for handler in logging.getLogger().handlers:  # names from the input reach the terminal escaped

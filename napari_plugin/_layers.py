@@ -31,6 +31,7 @@ from medfcn.data.scan import Grid, Scan
 from medfcn.errors import GridMismatchError, UnsupportedScanError
 
 __all__ = [
+    "check_same_grid",
     "LPS_TO_DISPLAY",
     "AXIS_LABELS",
     "display_order",
@@ -203,6 +204,24 @@ def layer_geometry(shape: tuple[int, ...], attributes: dict) -> tuple[Grid, tupl
         return grid, axes, flip
     log.info("layer %r has no medfcn grid in its metadata; using its transforms", attributes.get("name"))
     return _transform_grid(shape, attributes), (0, 1, 2), (False, False, False)
+
+
+def check_same_grid(first, second) -> None:
+    """Refuse two layers whose data do not lie on one scan's grid: their shapes, then, when both record the grid
+    of their scan (the reader's and the Segment dock's layers do), its size, spacing, origin and direction and
+    the display order. The one same-grid rule of the docks. Raises :class:`GridMismatchError` naming both."""
+    if first.data.shape != second.data.shape:
+        raise GridMismatchError(
+            f"{second.name} {second.data.shape} and {first.name} {first.data.shape} have different shapes; both "
+            "must be on one scan's grid"
+        )
+    if "grid" not in first.metadata or "grid" not in second.metadata:
+        return
+    fg, fa = layer_geometry(first.data.shape, {"name": first.name, "metadata": first.metadata})[:2]
+    sg, sa = layer_geometry(second.data.shape, {"name": second.name, "metadata": second.metadata})[:2]
+    differences = fg.differences(sg) + ([] if fa == sa else ["display order"])
+    if differences:
+        raise GridMismatchError(f"{second.name} is on another grid than {first.name} ({'; '.join(differences)})")
 
 
 def layer_scan(data: np.ndarray, attributes: dict) -> Scan:

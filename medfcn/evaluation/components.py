@@ -28,6 +28,7 @@ from scipy import ndimage
 from medfcn.evaluation.metrics import Overlap, overlap_map
 
 __all__ = [
+    "worst_slice_box",
     "ErrorComponent",
     "error_components",
     "large_errors",
@@ -123,9 +124,7 @@ def error_components(
     return out[:limit] if limit is not None else out
 
 
-def large_errors(
-    errors: Sequence[ErrorComponent], min_mm3: float = MIN_ERROR_MM3
-) -> tuple[list[ErrorComponent], int]:
+def large_errors(errors: Sequence[ErrorComponent], min_mm3: float = MIN_ERROR_MM3) -> tuple[list[ErrorComponent], int]:
     """``(the blobs of at least min_mm3 mm^3, in their order; how many smaller ones are left out)``."""
     kept = [e for e in errors if e.volume_mm3 >= min_mm3 - 1e-9]
     return kept, len(errors) - len(kept)
@@ -165,3 +164,25 @@ def worst_slices(codes: np.ndarray, axis: int, n: int = 3) -> list[int]:
         if all(abs(int(i) - c) >= gap for c in chosen):
             chosen.append(int(i))
     return chosen
+
+
+def worst_slice_box(codes: np.ndarray, axis: int, k: int) -> tuple[list[tuple[int, int]], int]:
+    """The box (start, stop) per axis that frames the wrong voxels of slice ``k`` across ``axis`` of an overlap
+    map ``codes`` (:func:`medfcn.evaluation.metrics.overlap_map`), the whole labelled slice when it has none, and
+    the number of wrong voxels in it.
+
+    >>> codes = np.zeros((4, 5, 6), np.uint8); codes[1, 2:4, 3] = Overlap.FN
+    >>> worst_slice_box(codes, 0, 1)
+    ([(1, 2), (2, 4), (3, 4)], 2)
+    """
+    plane = np.take(codes, k, axis=axis)
+    wrong = plane >= Overlap.FP
+    others = iter(np.nonzero(wrong) if wrong.any() else np.nonzero(plane >= 0))
+    box = []
+    for a in range(codes.ndim):
+        if a == axis:
+            box.append((k, k + 1))
+        else:
+            idx = next(others)
+            box.append((int(idx.min()), int(idx.max()) + 1))
+    return box, int(np.count_nonzero(wrong))

@@ -48,6 +48,7 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
 # restyle(image, label, rng) -> (image, label), on the deformed volumes (see Augmenter.__call__)
 Restyle = Callable[[torch.Tensor, torch.Tensor, np.random.Generator], tuple[torch.Tensor, torch.Tensor]]
 
+
 @dataclass
 class Augmenter:
     """Random volume augmentation; ``__call__(image, label, rng)`` with image (X, Y, Z) float normalised to

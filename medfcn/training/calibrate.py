@@ -96,7 +96,7 @@ def calibrate(
     from medfcn.inference.pipeline import Segmenter
     from medfcn.inference.settings import InferenceSettings
     from medfcn.model.checkpoint import load_model, save_model
-    from medfcn.training.train import check_output
+    from medfcn.training.output import check_output
 
     source = load_model(model)
     output = Path(output)

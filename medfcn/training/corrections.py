@@ -5,11 +5,12 @@ corrected label map into a partial label map: in ``edited`` mode the slices (alo
 differs from the prediction are annotated whole and every other voxel becomes the ignore value; in ``whole`` mode
 the whole map counts as checked. :func:`prepare_correction_run` writes the scan and that label into a folder and
 returns the :class:`~medfcn.training.options.TrainConfig` of a fine-tuning run on them, to be run with
-:func:`medfcn.training.train.iter_train`; :func:`save_trained_model` copies the result where the user wants it.
+:func:`medfcn.training.train.iter_train` (in a child process: :func:`medfcn.training.process.train_correction`);
+:func:`medfcn.training.output.save_trained_model` copies the result where the user wants it.
 
 >>> pred = np.zeros((4, 3, 5), np.uint8); fixed = pred.copy(); fixed[1:3, 1, 2] = 1; fixed[0, 0, 4] = 1
 >>> label, slices = correction_label(pred, fixed, CorrectionMode.EDITED, axis=2)
->>> slices, int((label != 255).sum()), int(label[1, 1, 2])
+>>> slices, int((label != IGNORE).sum()), int(label[1, 1, 2])
 ([2, 4], 24, 1)
 """
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -26,17 +26,14 @@ import numpy as np
 
 from medfcn.choices import parse_choice
 from medfcn.data.scan import Scan
-from medfcn.errors import MedfcnError, OutputError, UsageError
-from medfcn.training.dataset import IGNORE
-from medfcn.training.options import FINETUNE_LR, TrainConfig
+from medfcn.errors import MedfcnError, UsageError
+from medfcn.training.options import IGNORE, LABEL_VALUES, TrainConfig
 
 __all__ = [
     "CorrectionMode",
     "StartModel",
     "correction_label",
     "prepare_correction_run",
-    "iter_train_process",
-    "save_trained_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,8 +80,13 @@ def correction_label(
     that does not fit uint8 or equals ``ignore``, or shapes that differ."""
     mode = parse_choice(CorrectionMode, mode, "correction mode", UsageError)
     corrected = np.asarray(corrected)
-    if corrected.size and (corrected.min() < 0 or corrected.max() > 255 or np.any(corrected == ignore)):
-        raise MedfcnError(f"{name}: label values must be class ids from 0 to 254 ({ignore} means not annotated)")
+    if corrected.size and (
+        corrected.min() < LABEL_VALUES.start or corrected.max() >= LABEL_VALUES.stop or np.any(corrected == ignore)
+    ):
+        raise MedfcnError(
+            f"{name}: label values must be class ids from {LABEL_VALUES.start} to {LABEL_VALUES.stop - 1} other than "
+            f"{ignore} ({ignore} means not annotated)"
+        )
     if mode is CorrectionMode.WHOLE:
         return corrected.astype(np.uint8), list(range(corrected.shape[2 if axis is None else axis]))
     if prediction is None:
@@ -119,7 +121,6 @@ def prepare_correction_run(
     *,
     minutes: float,
     output: Path,
-    ignore: int = IGNORE,
     seed: int = 0,
 ) -> TrainConfig:
     """Write ``scan`` and its partial ``label`` (on the scan's grid) into ``folder``/images and /labels and return
@@ -129,134 +130,27 @@ def prepare_correction_run(
     :class:`MedfcnError` (a label on another grid, label values that are not classes of the start model)."""
     import SimpleITK as sitk
 
-    from medfcn.model.card import MAX_CLASSES
-
     if tuple(label.shape) != scan.shape:
         raise MedfcnError(f"the label map {label.shape} is not on the grid of the scan {scan.case} {scan.shape}")
-    if not minutes > 0:
-        raise UsageError(f"the time budget must be a positive number of minutes, got {minutes}")
     case = _case_name(scan.case)
-    paths = {}
-    for kind, array in (("images", scan.array), ("labels", label)):
-        (folder / kind).mkdir(parents=True, exist_ok=True)
-        paths[kind] = folder / kind / f"{case}.nii.gz"
-        sitk.WriteImage(scan.to_sitk(np.asarray(array)), str(paths[kind]))
-    common = dict(
-        images=str(paths["images"]),
-        labels=str(paths["labels"]),
-        output=str(output),
-        max_minutes=float(minutes),
-        epochs=10_000,  # the time budget ends the run
+    names = tuple(n.strip() for n in start.label_names if n.strip()) if start.path is None else None
+    config = TrainConfig.for_corrections(  # checked before the scan is written anywhere
+        str(folder / "images" / f"{case}.nii.gz"),
+        str(folder / "labels" / f"{case}.nii.gz"),
+        str(output),
+        minutes=float(minutes),
+        init=str(start.path) if start.path is not None else "",
+        label_names=names,
         steps_per_epoch=STEPS_PER_EPOCH,
-        val_cases=0,
-        ignore_label=ignore,
         seed=seed,
+        name=f"medfcn-{case}",
         command=f"napari Train dock: {case}, {minutes:g} min",
     )
     if start.path is not None:
         from medfcn.training.finetune import load_start_model
 
-        card = load_start_model(start.path).card
-        net = card.network
-        return TrainConfig(
-            **common,
-            init=str(start.path),
-            label_names=(),
-            architecture=card.architecture,
-            variant=net.get("variant", "fcn8s"),
-            upsampling=net.get("upsampling", "resize_conv"),
-            width=int(net.get("width", 16)),
-            context=(int(net.get("in_channels", 3)) - 1) // 2,
-            lr=FINETUNE_LR,
-        )
-    names = tuple(n.strip() for n in start.label_names if n.strip())
-    if len(names) < 2 or len(set(names)) != len(names) or len(names) > min(MAX_CLASSES, ignore):
-        raise UsageError(f"a new model needs at least two distinct label names, background first; got {names}")
-    return TrainConfig(**common, label_names=names, name=f"medfcn-{case}", val_copies=1)
-
-
-def _train_child(config: TrainConfig, queue, cancel) -> None:
-    """The child process of :func:`iter_train_process`: the run's progress, then ("done", summary) or
-    ("error", exception) on ``queue``."""
-    import os
-
-    import torch
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # a core stays free for the viewer
-    from medfcn.training.train import iter_train
-
-    try:
-        run = iter_train(config, cancel=cancel.is_set)
-        while True:
-            try:
-                queue.put(("progress", next(run)))
-            except StopIteration as stop:
-                queue.put(("done", stop.value))
-                return
-    except MedfcnError as exc:
-        queue.put(("error", type(exc)(str(exc))))
-    except BaseException as exc:  # anything else, said in one line in the parent
-        queue.put(("error", MedfcnError(f"training failed: {type(exc).__name__}: {exc}")))
-
-
-def iter_train_process(config: TrainConfig, cancel: Callable[[], bool] | None = None):
-    """:func:`~medfcn.training.train.iter_train` in a child process (spawned), as a generator of its
-    :class:`~medfcn.training.train.TrainProgress` that returns its summary; ``cancel()`` is polled every 0.1 s
-    and passed on. For an interactive caller (the napari Train dock): a thread that trains in the viewer's own
-    process holds the GIL in stretches (imports, C code) and stalled the viewer's event loop for 0.5-2.5 s on a
-    busy 2-core machine; a process costs a few seconds to start (torch and MONAI imported again) and stalls
-    nothing. Raises what the run raised (:class:`MedfcnError`), or MedfcnError if the process dies."""
-    import multiprocessing
-    import queue as queues
-    import threading
-
-    context = multiprocessing.get_context("spawn")
-    messages, stop = context.Queue(), context.Event()
-    process = context.Process(target=_train_child, args=(config, messages, stop), daemon=True)
-    process.start()
-    try:
-        while True:
-            if cancel is not None and cancel():
-                stop.set()
-            try:
-                kind, value = messages.get(timeout=0.1)
-            except queues.Empty:
-                if not process.is_alive():
-                    status = process.exitcode
-                    raise MedfcnError(f"the training process ended unexpectedly (exit status {status})") from None
-                continue
-            if kind == "progress":
-                yield value
-            elif kind == "done":
-                return value
-            else:
-                raise value
-    finally:  # the child has sent its last message (or the caller left): it ends by itself, joined aside
-        stop.set()
-        threading.Thread(target=_reap, args=(process,), daemon=True).start()
-
-
-def _reap(process, timeout: float = 60.0) -> None:
-    """Wait for a child process that was told to stop; end it if it does not."""
-    process.join(timeout)
-    if process.is_alive():
-        process.terminate()
-        process.join()
-
-
-def save_trained_model(source: Path, target: Path, in_use: list[Path | None]) -> Path:
-    """Copy the trained model ``source`` to ``target`` (atomically: a failed copy leaves ``target`` as it was).
-    Raises :class:`OutputError` when ``target`` is a model in use (``in_use``: the start model, the model of the
-    Segment dock, the bundled one) or the trained model itself, or a folder."""
-    import shutil
-
-    from medfcn.data.writer import atomic_write
-    from medfcn.model.checkpoint import DEFAULT_MODEL_PATH
-
-    target = Path(target).expanduser()
-    if target.is_dir():
-        raise OutputError(f"{target}: is a folder; give the model file to write, e.g. {target / 'model.safetensors'}")
-    used = [Path(p).resolve() for p in (*in_use, DEFAULT_MODEL_PATH, source) if p is not None]
-    if target.resolve() in used:
-        raise OutputError(f"{target}: is a model in use (the start model or the one segmenting); save to a new file")
-    return atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
+        load_start_model(start.path)  # a start model that cannot be fine-tuned is refused before anything is written
+    for path, array in ((config.images, scan.array), (config.labels, label)):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        sitk.WriteImage(scan.to_sitk(np.asarray(array)), path)
+    return config

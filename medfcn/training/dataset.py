@@ -5,11 +5,10 @@ spacing), made through the inference pipeline's own first two stages so that tra
 ``medfcn segment`` feeds the network. Batches are slices along one of the model's slice axes, stacked with their
 neighbours exactly as at inference (:func:`medfcn.inference.engine.slice_stack`), with foreground oversampling.
 
-Partial labels: a label map may mark voxels "not annotated" with an ignore value (``ignore``, 255 by default). It
-travels through the frame and the augmentation as a value of its own (nearest neighbour), batches are drawn only
-from slices that hold annotated voxels (along every slice axis: an annotated axial slice crosses every coronal and
-sagittal slice), and the loss (:mod:`medfcn.training.loss`) counts only annotated voxels.
-"""
+Partial labels: a label map may mark voxels "not annotated" with an ignore value (``ignore``, ``options.IGNORE`` by
+default). It travels through the frame and the augmentation as a value of its own (nearest neighbour), batches are
+drawn only from slices that hold annotated voxels (along every slice axis: an annotated axial slice crosses every
+coronal and sagittal slice), and the loss (:mod:`medfcn.training.loss`) counts only annotated voxels."""
 
 from __future__ import annotations
 
@@ -22,13 +21,12 @@ import torch
 
 from medfcn.data.pairs import LabelledPair, read_pair
 from medfcn.errors import MedfcnError
+from medfcn.training.options import IGNORE, check_ignore
 
 if TYPE_CHECKING:
     from medfcn.model.card import ModelCard
 
-__all__ = ["IGNORE", "TrainingVolume", "prepare_volume", "cache_volumes", "sample_batch", "annotated_foreground"]
-
-IGNORE = 255  # the default "not annotated" value of a label map
+__all__ = ["TrainingVolume", "prepare_volume", "cache_volumes", "sample_batch", "annotated_foreground"]
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +53,7 @@ def annotation_summary(label: np.ndarray, ignore: int = IGNORE) -> dict[str, obj
     """How much of a label map (on its own grid) is annotated: voxels, annotated voxels, and per array axis the
     slices annotated whole (every voxel not ``ignore``).
 
-    >>> lab = np.full((2, 3, 4), 255, np.uint8); lab[:, :, 1] = 0
+    >>> lab = np.full((2, 3, 4), IGNORE, np.uint8); lab[:, :, 1] = 0
     >>> annotation_summary(lab)
     {'voxels': 24, 'annotated_voxels': 6, 'annotated_slices': [0, 0, 1]}
     """
@@ -64,25 +62,15 @@ def annotation_summary(label: np.ndarray, ignore: int = IGNORE) -> dict[str, obj
     return {"voxels": int(label.size), "annotated_voxels": int(annotated.sum()), "annotated_slices": whole}
 
 
-def check_ignore(ignore: int, n_classes: int, where: str) -> None:
-    """The ignore value must be a uint8 value that is not a class id; raises :class:`MedfcnError` naming ``where``."""
-    if not 0 <= ignore <= 255:
-        raise MedfcnError(f"{where}: the ignore label {ignore} must be from 0 to 255 (label maps are read as uint8)")
-    if ignore < n_classes:
-        raise MedfcnError(
-            f"{where}: the ignore label {ignore} is also a class id of the model (0..{n_classes - 1}); "
-            "choose another --ignore-label"
-        )
-
-
 def prepare_volume(pair: LabelledPair, card: ModelCard, ignore: int = IGNORE) -> TrainingVolume:
     """``pair`` read, checked and brought onto the frame of the model ``card`` describes; voxels labelled ``ignore``
     are not annotated. Raises :class:`MedfcnError` (naming the label file) for label values that are neither class
-    ids of the card nor ``ignore``, for an ignore value that is a class id, and for a map with no annotated voxel."""
+    ids of the card nor ``ignore``, for an ignore value that is a class id (``check_ignore``,
+    the rule :class:`~medfcn.training.options.TrainConfig` applies too), and for a map with no annotated voxel."""
     from medfcn.inference.pipeline import frame_for_model, normalise_for_model
 
     n_classes = len(card.labels)
-    check_ignore(ignore, n_classes, str(pair.label))
+    check_ignore(ignore, str(pair.label), n_classes)
     image, label = read_pair(pair)
     values = np.unique(label.array)
     bad = [v for v in values.tolist() if (v < 0 or v >= n_classes or v != round(v)) and v != ignore][:5]

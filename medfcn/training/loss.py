@@ -1,10 +1,10 @@
 """The training loss on partial labels: Dice + cross-entropy over annotated voxels only, and a soft target elsewhere.
 
-A label map may mark voxels "not annotated" with an ignore value (255 by default). MONAI's ``DiceCELoss`` has no
-ignore index, so :class:`PartialDiceCELoss` computes the same loss (``batch=True``, softmax, background included,
-``smooth_nr = smooth_dr = 1e-5``) with every sum restricted to annotated voxels: with no ignored voxel it equals
-MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True, batch=True)``, and an ignored voxel changes nothing whatever
-the network says there.
+A label map may mark voxels "not annotated" with an ignore value (``options.IGNORE`` by default). MONAI's
+``DiceCELoss`` has no ignore index, so :class:`PartialDiceCELoss` computes the same loss (``batch=True``, softmax,
+background included, ``smooth_nr = smooth_dr = 1e-5``) with every sum restricted to annotated voxels: with no
+ignored voxel it equals MONAI's ``DiceCELoss(to_onehot_y=True, softmax=True, batch=True)``, and an ignored voxel
+changes nothing whatever the network says there.
 
 Fine-tuning adds :func:`soft_target_loss`: on the voxels that are *not* annotated, the cross-entropy between the
 start model's own probabilities (the teacher's soft target) and the network's, so that what the model knew
@@ -12,9 +12,9 @@ outside the corrected slices is kept (knowledge distillation, Hinton et al. 2015
 
 >>> import torch
 >>> logits = torch.zeros(1, 2, 1, 2)  # two voxels, both at p = 0.5
->>> labels = torch.tensor([[[[1, 255]]]])  # one annotated (class 1), one not
+>>> labels = torch.tensor([[[[1, IGNORE]]]])  # one annotated (class 1), one not
 >>> # CE ln 2 = 0.6931; Dice loss of class 0: 1 - 0 / 0.5 = 1, of class 1: 1 - 2 * 0.5 / (0.5 + 1) = 1/3; mean 2/3
->>> round(PartialDiceCELoss(ignore=255)(logits, labels).item(), 4)
+>>> round(PartialDiceCELoss(ignore=IGNORE)(logits, labels).item(), 4)
 1.3598
 """
 
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from medfcn.training.options import IGNORE
 
 __all__ = ["PartialDiceCELoss", "soft_target_loss", "annotated_dice"]
 
@@ -34,7 +36,7 @@ class PartialDiceCELoss(torch.nn.Module):
     classes, background included; cross-entropy is the mean over annotated voxels. A batch with no annotated voxel
     gives 0 (with a gradient of zeros)."""
 
-    def __init__(self, ignore: int = 255) -> None:
+    def __init__(self, ignore: int = IGNORE) -> None:
         super().__init__()
         self.ignore = int(ignore)
 
@@ -65,7 +67,7 @@ def soft_target_loss(logits: torch.Tensor, teacher: torch.Tensor, weights: torch
     return -((teacher.float() * log_p).sum(1) * weights).sum() / total
 
 
-def annotated_dice(logits: torch.Tensor, labels: torch.Tensor, ignore: int = 255) -> float:
+def annotated_dice(logits: torch.Tensor, labels: torch.Tensor, ignore: int = IGNORE) -> float:
     """Mean foreground Dice of the arg-max of ``logits`` (B, C, H, W) against ``labels`` over annotated voxels
     (NaN when no foreground class is present in either): the live figure training reports."""
     labels = labels[:, 0] if labels.dim() == logits.dim() else labels

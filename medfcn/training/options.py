@@ -1,42 +1,129 @@
-"""The options of ``medfcn train``: :class:`TrainConfig` and its command-line parser, without importing torch.
+"""The options of ``medfcn train``: :class:`TrainConfig`, frozen and self-checking, and its command-line parser, without
+importing torch.
 
-``medfcn --help`` and a usage error answer before any heavy import; :mod:`medfcn.training.train` does the training.
+A configuration is checked when it is made, whoever makes it: :meth:`TrainConfig.from_args` (the CLI),
+:meth:`TrainConfig.for_corrections` (the napari Train dock) or a script calling ``TrainConfig(...)``; an invalid one
+raises :class:`~medfcn.errors.UsageError` with the same one-line message in each case. Three settings may be left
+``None``, "resolved later": the learning rate, the label names and the network options, which come from the start
+model with ``--init`` (or the defaults for a new model); :meth:`TrainConfig.resolve` settles them, once, where the
+model card is made (:func:`medfcn.training.record.build_card`).
+
+>>> TrainConfig(images="img", labels="lab").resolve(None).label_names
+('background', 'brain')
+>>> TrainConfig(images="img", labels="lab", epochs=0)
+Traceback (most recent call last):
+...
+medfcn.errors.UsageError: --epochs must be >= 1, got 0
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
-from dataclasses import dataclass, field, fields
-from typing import Any
+from dataclasses import dataclass, field, fields, replace
+from typing import TYPE_CHECKING, Any
 
 from medfcn.dicom.codes import parse_label_codes
 from medfcn.errors import UsageError
 from medfcn.model.config import FCNConfig
 
-FINETUNE_LR = 3e-4  # the learning rate with --init when --lr is not given (2e-3 trains from scratch)
+if TYPE_CHECKING:
+    import argparse
+
+    from medfcn.model.card import ModelCard
+
+IGNORE = 255  # the label value of voxels that are not annotated, by default (the one definition)
+LABEL_VALUES = range(256)  # training reads label maps as uint8
+SCRATCH_LR = 2e-3  # the learning rate of a new model when --lr is not given
+FINETUNE_LR = 3e-4  # the learning rate with --init when --lr is not given
 MAX_BN_BATCHES = 512  # the batches are kept (float16) for the run: ~1 GB at the default frame and batch size
+DEFAULT_LABELS = ("background", "brain")
+DEFAULT_CONTEXT = 1
 
-__all__ = ["TrainConfig", "add_pair_options", "add_train_parser", "check_pair_options", "config_from_args"]
+__all__ = [
+    "DEFAULT_LABELS",
+    "FINETUNE_LR",
+    "IGNORE",
+    "LABEL_VALUES",
+    "NetworkOptions",
+    "TrainConfig",
+    "check_ignore",
+    "check_pair_options",
+]
 
 
-@dataclass
+def check_ignore(ignore: int, where: str = "--ignore-label", n_classes: int = 0) -> None:
+    """The ignore value must fit a uint8 label map and not be a class id (``0 .. n_classes - 1``); raises
+    :class:`UsageError` naming ``where``."""
+    if ignore not in LABEL_VALUES:
+        raise UsageError(
+            f"{where}: the ignore label {ignore} must be from {LABEL_VALUES.start} to {LABEL_VALUES.stop - 1} "
+            "(training reads label maps as uint8)"
+        )
+    if ignore < n_classes:
+        raise UsageError(
+            f"{where}: the ignore label {ignore} is also a class id of the model (0..{n_classes - 1}); "
+            "choose another --ignore-label"
+        )
+
+
+def check_pair_options(images: str, labels: str, pairs: str) -> None:
+    """Labelled scans are given as two folders (or files) or as a list of pairs; raises UsageError otherwise.
+    ``medfcn train`` and ``medfcn calibrate`` ask it before anything heavy is imported."""
+    if not pairs and not (images and labels):
+        raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
+
+
+@dataclass(frozen=True)
+class NetworkOptions:
+    """The network a run builds. ``None``: the start model's with ``--init``, else :class:`FCNConfig`'s default
+    (``context``: neighbouring slices each side, 1). With ``--init`` a given value must match the start model's,
+    except that ``variant`` may be finer (fcn8s -> fcn4s: :func:`medfcn.training.finetune.load_init` checks)."""
+
+    architecture: str | None = None
+    variant: str | None = None
+    upsampling: str | None = None
+    width: int | None = None
+    context: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.architecture is not None and self.architecture not in ("fcn", "basicunet"):
+            raise UsageError(f"--architecture must be fcn or basicunet, got {self.architecture!r}")
+        if self.width is not None and self.width < 1:
+            raise UsageError(f"--width must be >= 1, got {self.width}")
+        if self.context is not None and self.context < 0:
+            raise UsageError(f"--context must be >= 0, got {self.context}")
+
+    def resolve(self, init: ModelCard | None) -> tuple[str, dict[str, Any]]:
+        """(architecture, network constructor arguments without ``num_classes``): each option given here, else the
+        start model's (``init``), else the default."""
+        start = dict(init.network) if init is not None else {}
+        architecture = self.architecture or (init.architecture if init is not None else "fcn")
+        if init is not None and architecture != init.architecture:
+            start = {}
+        context = self.context if self.context is not None else (start.get("in_channels", 3) - 1) // 2
+        network = {k: v for k, v in start.items() if k != "num_classes"} | {"in_channels": 2 * context + 1}
+        if architecture == "fcn":
+            default = FCNConfig()
+            for name in ("variant", "upsampling", "width"):
+                value = getattr(self, name)
+                network[name] = value if value is not None else start.get(name, getattr(default, name))
+        return architecture, network
+
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on (recorded in the model file)."""
+    """Everything a training run depends on (recorded in the model file), checked when made (:class:`UsageError`).
+
+    ``lr``, ``label_names`` and ``network`` may be ``None`` (resolved later, by :meth:`resolve`): the start model's
+    labels and network with ``init``, :data:`FINETUNE_LR` or :data:`SCRATCH_LR`, :data:`DEFAULT_LABELS`."""
 
     images: str = ""
     labels: str = ""
     pairs: str = ""
     output: str = "model.safetensors"
-    architecture: str = "fcn"
-    variant: str = FCNConfig.variant
-    upsampling: str = FCNConfig.upsampling
-    width: int = FCNConfig.width
-    context: int = 1
+    network: NetworkOptions = NetworkOptions()
     spacing: float = 1.5
     axes: tuple[int, ...] = (0, 1, 2)
-    label_names: tuple[str, ...] = ("background", "brain")
+    label_names: tuple[str, ...] | None = None
     label_codes: dict[str, Any] = field(default_factory=dict)  # see medfcn.dicom.codes
     postprocess: tuple[str, ...] = ("largest_component", "fill_holes")
     epochs: int = 40
@@ -44,7 +131,7 @@ class TrainConfig:
     batch_size: int = 16
     steps_per_volume: int = 4
     foreground_fraction: float = 0.7
-    lr: float = 2e-3
+    lr: float | None = None
     weight_decay: float = 1e-4
     bn_batches: int = 64  # batch-norm statistics recomputed over this many fixed training batches per epoch
     max_minutes: float | None = None
@@ -60,179 +147,137 @@ class TrainConfig:
     resume: bool = False
     synth: float = 0.0
     init: str = ""
-    ignore_label: int = 255  # label value of voxels that are not annotated
+    ignore_label: int = IGNORE  # label value of voxels that are not annotated
     distill: float = 1.0  # with --init: weight of the start model's own predictions on unannotated voxels
     replay: float = 0.0  # with --init: fraction of training volumes drawn from the data its card records
     clinical: float = 0.0
 
+    def __post_init__(self) -> None:
+        check_pair_options(self.images, self.labels, self.pairs)
+        if not self.axes or any(a not in (0, 1, 2) for a in self.axes):
+            raise UsageError(f"--axes must be comma-separated axis numbers 0, 1 or 2, got {self.axes}")
+        for name, value in (
+            ("--epochs", self.epochs),
+            ("--steps-per-epoch", self.steps_per_epoch),
+            ("--batch-size", self.batch_size),
+            ("steps_per_volume", self.steps_per_volume),
+        ):
+            if value < 1:
+                raise UsageError(f"{name} must be >= 1, got {value}")
+        if not 0 <= self.bn_batches <= MAX_BN_BATCHES:
+            raise UsageError(
+                f"--bn-batches must be between 0 and {MAX_BN_BATCHES} (they are kept in memory for the run), "
+                f"got {self.bn_batches}"
+            )
+        for name, value in (("--synth", self.synth), ("--clinical", self.clinical), ("--replay", self.replay)):
+            if not 0 <= value <= 1:
+                raise UsageError(f"{name} must be a fraction between 0 and 1, got {value}")
+        if not 0 <= self.foreground_fraction <= 1:
+            raise UsageError(f"foreground_fraction must be a fraction between 0 and 1, got {self.foreground_fraction}")
+        if self.distill < 0:
+            raise UsageError(f"--distill must be a weight >= 0, got {self.distill}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise UsageError(f"--max-minutes must be a positive number of minutes, got {self.max_minutes}")
+        if self.lr is not None and not self.lr > 0:
+            raise UsageError(f"--lr must be a positive learning rate, got {self.lr}")
+        if not self.spacing > 0:
+            raise UsageError(f"--spacing must be a positive number of mm, got {self.spacing}")
+        if self.val_cases < 0 or self.val_copies < 0:
+            raise UsageError(f"--val-cases must be >= 0, got {self.val_cases}")
+        if self.label_names is not None:
+            from medfcn.model.card import MAX_CLASSES
 
-def add_train_parser(sub: argparse._SubParsersAction, run) -> None:
-    """Add ``train`` to ``sub``; ``run(args)`` (the CLI's) trains with :func:`config_from_args`'s settings."""
-    d = TrainConfig()
-    p = sub.add_parser(
-        "train",
-        help="train a model on labelled scans",
-        description="Train a slice-wise model on images and label maps paired by case name and write a model file "
-        "(weights + model card). Augments heavily so that few subjects generalise to other scanners, orientations "
-        "and resolutions.",
-    )
-    add_pair_options(p, "training images")
-    p.add_argument("-o", "--output", required=True, help="model file to write (.safetensors)")
-    p.add_argument("--architecture", default=d.architecture, choices=["fcn", "basicunet"])
-    p.add_argument("--variant", default=d.variant, help="fcn32s, fcn16s, fcn8s (default) or fcn4s")
-    p.add_argument("--upsampling", default=d.upsampling, help="resize_conv (default) or transpose")
-    p.add_argument("--width", type=int, default=d.width, help="channels of the first level (default 16)")
-    p.add_argument("--context", type=int, default=d.context, help="neighbouring slices each side (default 1)")
-    p.add_argument("--spacing", type=float, default=d.spacing, help="model spacing in mm (default 1.5)")
-    p.add_argument("--axes", default="0,1,2", help="slice axes of the RAS frame (default 0,1,2)")
-    p.add_argument(
-        "--label-names", default="", help="class names, id order (default background,brain; with --init its labels)"
-    )
-    p.add_argument(
-        "--label-codes",
-        default="",
-        metavar="JSON",
-        help='DICOM codes of the labels, JSON or a JSON file: {"NAME": {"category": [VALUE, SCHEME, MEANING], '
-        '"type": [...]}} (default: medfcn\'s table, e.g. brain = SNOMED CT 12738006)',
-    )
-    p.add_argument(
-        "--postprocess",
-        default=",".join(d.postprocess),
-        help="per-label clean-up at inference: largest_component, fill_holes, or 'none'",
-    )
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--steps-per-epoch", type=int, default=d.steps_per_epoch)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default {d.lr}; with --init {FINETUNE_LR})")
-    p.add_argument("--max-minutes", type=float, default=None, help="stop after this much training time")
-    p.add_argument("--val-cases", type=int, default=d.val_cases, help="cases held out for validation (default 1)")
-    p.add_argument("--no-augment", action="store_true", help="train without augmentation")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps")
-    p.add_argument("--name", default=d.name, help="model name recorded in its card")
-    p.add_argument("--description", default="", help="one line recorded in the model card")
-    p.add_argument("--modality", default=d.modality)
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT.state.pt")
-    p.add_argument(
-        "--synth",
-        type=float,
-        default=d.synth,
-        metavar="FRACTION",
-        help="fraction (0-1) of training volumes synthesised from tissue maps of the labelled scans: deformed, "
-        "each tissue class given a random intensity (other contrasts), blurred, biased, noisy (default 0)",
-    )
-    p.add_argument(
-        "--clinical",
-        type=float,
-        default=d.clinical,
-        metavar="FRACTION",
-        help="fraction (0-1) of augmented training volumes rendered as clinical acquisitions: thick slices with or "
-        "without gaps along any axis, partial coverage, contrast enhancement, a lesion with mass effect and oedema, "
-        "ghosting (medfcn.training.clinical; default 0)",
-    )
-    p.add_argument(
-        "--bn-batches",
-        type=int,
-        default=d.bn_batches,
-        metavar="N",
-        help="before each validation, set batch norm's statistics to the average over N fixed training batches, "
-        f"so that they do not depend on the last volumes drawn (default {d.bn_batches}, at most {MAX_BN_BATCHES}; "
-        "0: keep the running ones)",
-    )
-    p.add_argument(
-        "--init",
-        default="",
-        metavar="MODEL",
-        help="start from this model file's weights (fine-tune); the network settings must match, but --variant may "
-        "be finer than the file's (fcn8s -> fcn4s): the new skip layers start at zero",
-    )
-    p.add_argument(
-        "--ignore-label",
-        type=int,
-        default=d.ignore_label,
-        metavar="N",
-        help=f"label value of voxels that are not annotated (default {d.ignore_label}): training and validation use "
-        "only the other voxels, along every slice axis; recorded in the model card",
-    )
-    p.add_argument(
-        "--distill",
-        type=float,
-        default=d.distill,
-        metavar="WEIGHT",
-        help="with --init: weight of the start model's own predictions as the target of the voxels that are not "
-        f"annotated, so that it keeps what it knew (default {d.distill}; 0: plain fine-tuning)",
-    )
-    p.add_argument(
-        "--replay",
-        type=float,
-        default=d.replay,
-        metavar="FRACTION",
-        help="with --init: fraction (0-1) of training volumes drawn from the data the start model's card records, "
-        f"when it is found unchanged (default {d.replay})",
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=run)
+            names = self.label_names
+            if len(names) < 2 or len(set(names)) != len(names) or not all(names) or len(names) > MAX_CLASSES:
+                raise UsageError(
+                    f"--label-names: a model needs at least two distinct label names, background first; got "
+                    f"{','.join(names)}"
+                )
+        # the class ids are known unless they come from the --init model (then checked when resolved)
+        n_classes = len(self.label_names or (() if self.init else DEFAULT_LABELS))
+        check_ignore(self.ignore_label, n_classes=n_classes)
 
+    @property
+    def finetune(self) -> bool:
+        """Whether the run starts from a model file (``--init``)."""
+        return bool(self.init)
 
-def add_pair_options(p: argparse.ArgumentParser, images: str = "images") -> None:
-    """``--images``, ``--labels`` and ``--pairs``, the labelled scans of ``medfcn train`` and ``medfcn calibrate``
-    (checked by :func:`check_pair_options`); ``images`` names what the images are in the help."""
-    p.add_argument("--images", default="", help=f"folder (or file) of {images}")
-    p.add_argument("--labels", default="", help="folder (or file) of label maps, same case names as the images")
-    p.add_argument("--pairs", default="", help="CSV or JSON list of {case, image, label} instead of two folders")
-
-
-def check_pair_options(images: str, labels: str, pairs: str) -> None:
-    """Labelled scans are given as two folders (or files) or as a list of pairs; raises UsageError otherwise.
-    ``medfcn train`` and ``medfcn calibrate`` ask it before anything heavy is imported."""
-    if not pairs and not (images and labels):
-        raise UsageError("give --images and --labels (two folders or files), or --pairs LIST.csv/json")
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The :class:`TrainConfig` of ``medfcn train``'s options, checked (no heavy import). Raises UsageError."""
-    check_pair_options(args.images, args.labels, args.pairs)
-    try:
-        axes = tuple(int(a) for a in args.axes.split(","))
-    except ValueError:
-        raise UsageError(f"--axes must be comma-separated axis numbers, got {args.axes!r}") from None
-    post = () if args.postprocess in ("", "none") else tuple(args.postprocess.split(","))
-    d_names = TrainConfig().label_names
-    for name, value in (
-        ("--epochs", args.epochs),
-        ("--steps-per-epoch", args.steps_per_epoch),
-        ("--batch-size", args.batch_size),
-    ):
-        if value < 1:
-            raise UsageError(f"{name} must be >= 1, got {value}")
-    if not 0 <= args.bn_batches <= MAX_BN_BATCHES:
-        raise UsageError(
-            f"--bn-batches must be between 0 and {MAX_BN_BATCHES} (they are kept in memory for the run), "
-            f"got {args.bn_batches}"
+    def resolve(self, init: ModelCard | None) -> TrainConfig:
+        """This configuration with the settings left ``None`` taken from the start model's card ``init`` (``None``
+        for a new model) or the defaults; the network options all given. Raises :class:`UsageError` when
+        ``label_names`` differ from the start model's (a fine-tuned model keeps its labels)."""
+        if init is not None:
+            labels = tuple(sorted(init.labels, key=init.labels.get))
+            if self.label_names is not None and tuple(self.label_names) != labels:
+                raise UsageError(
+                    f"--label-names {','.join(self.label_names)} differ from the --init model's labels "
+                    f"({','.join(labels)}): a fine-tuned model keeps its labels (leave --label-names out)"
+                )
+        else:
+            labels = self.label_names or DEFAULT_LABELS
+        architecture, network = self.network.resolve(init)
+        fixed = NetworkOptions(
+            architecture=architecture,
+            variant=network.get("variant"),
+            upsampling=network.get("upsampling"),
+            width=network.get("width"),
+            context=(network["in_channels"] - 1) // 2,
         )
-    if not 0 <= args.synth <= 1:
-        raise UsageError(f"--synth must be a fraction between 0 and 1, got {args.synth}")
-    if not 0 <= args.clinical <= 1:
-        raise UsageError(f"--clinical must be a fraction between 0 and 1, got {args.clinical}")
-    if not 0 <= args.replay <= 1:
-        raise UsageError(f"--replay must be a fraction between 0 and 1, got {args.replay}")
-    if args.distill < 0:
-        raise UsageError(f"--distill must be a weight >= 0, got {args.distill}")
-    if not 0 <= args.ignore_label <= 255:
-        raise UsageError(
-            f"--ignore-label must be from 0 to 255 (training reads label maps as uint8), got {args.ignore_label}"
+        lr = self.lr if self.lr is not None else FINETUNE_LR if init is not None else SCRATCH_LR
+        return replace(self, label_names=labels, network=fixed, lr=lr)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, command: str = "") -> TrainConfig:
+        """The configuration of ``medfcn train``'s parsed options; ``command``: the command line, recorded in the
+        card. Raises :class:`UsageError` (no heavy import)."""
+        check_pair_options(args.images, args.labels, args.pairs)
+        try:
+            axes = tuple(int(a) for a in args.axes.split(","))
+        except ValueError:
+            raise UsageError(f"--axes must be comma-separated axis numbers, got {args.axes!r}") from None
+        parsed = {
+            "axes": axes,
+            "network": NetworkOptions(args.architecture, args.variant, args.upsampling, args.width, args.context),
+            "label_names": tuple(args.label_names.split(",")) if args.label_names else None,
+            "label_codes": parse_label_codes(args.label_codes) if args.label_codes else {},
+            "postprocess": () if args.postprocess in ("", "none") else tuple(args.postprocess.split(",")),
+            "augment": not args.no_augment,
+            "command": command,
+        }
+        # every other setting is the option of the same name; settings without an option keep their defaults
+        given = {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+        return cls(**(given | parsed))
+
+    @classmethod
+    def for_corrections(
+        cls,
+        image: str,
+        label: str,
+        output: str,
+        *,
+        minutes: float,
+        init: str = "",
+        label_names: tuple[str, ...] | None = None,
+        steps_per_epoch: int,
+        seed: int = 0,
+        name: str = "",
+        command: str = "",
+    ) -> TrainConfig:
+        """A run on one corrected scan (the napari Train dock's): fine-tuning ``init`` (its labels, network and the
+        fine-tuning learning rate resolved from it), or a new model with ``label_names``; ``minutes`` of training
+        (the time budget ends the run), no held-out case, the model written to ``output``."""
+        new = {} if init else {"name": name or "medfcn-model", "val_copies": 1}
+        return cls(
+            images=image,
+            labels=label,
+            output=output,
+            init=init,
+            label_names=label_names,
+            max_minutes=minutes,
+            epochs=10_000,  # the time budget ends the run
+            steps_per_epoch=steps_per_epoch,
+            val_cases=0,
+            seed=seed,
+            command=command,
+            **new,
         )
-    if args.max_minutes is not None and not args.max_minutes > 0:
-        raise UsageError(f"--max-minutes must be a positive number of minutes, got {args.max_minutes}")
-    parsed = {
-        "axes": axes,
-        "label_names": tuple(args.label_names.split(",")) if args.label_names else () if args.init else d_names,
-        "lr": args.lr if args.lr is not None else FINETUNE_LR if args.init else TrainConfig.lr,
-        "label_codes": parse_label_codes(args.label_codes) if args.label_codes else {},
-        "postprocess": post,
-        "augment": not args.no_augment,
-        "command": shlex.join(["medfcn", *sys.argv[1:]]) if sys.argv and sys.argv[0] else "",
-    }
-    # every other setting is the option of the same name; settings without an option keep their defaults
-    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
-    return TrainConfig(**(given | parsed))

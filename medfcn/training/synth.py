@@ -130,8 +130,9 @@ def tissue_map(image: np.ndarray, label: np.ndarray, per_label: int = 3, outside
     to_label = [0]
     head = head_mask(image) | (label > 0)
     regions = [(label == v, int(v), per_label) for v in np.unique(label) if v > 0]
-    if 1 + per_label * len(regions) + outside > 255:
-        raise MedfcnError(f"{len(regions)} labels x {per_label} tissue classes do not fit 255 classes: use fewer")
+    most = np.iinfo(np.uint8).max  # tissue maps are uint8
+    if 1 + per_label * len(regions) + outside > most:
+        raise MedfcnError(f"{len(regions)} labels x {per_label} tissue classes do not fit {most} classes: use fewer")
     regions.append((head & (label == 0), 0, outside))
     for region, value, k in regions:
         vals = image[region]

@@ -20,7 +20,6 @@ shows live in :mod:`medfcn.evaluation`, :mod:`._overlay` and :mod:`._edits`; wha
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,13 +41,12 @@ from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import QAbstractScrollArea, QHeaderView, QSizePolicy
 
 from medfcn.data.display import AXIS_LABELS
-from medfcn.errors import GridMismatchError, MedfcnError
-from medfcn.evaluation.components import MIN_ERROR_MM3, ErrorComponent, error_components, large_errors, worst_slices
-from medfcn.evaluation.metrics import Overlap, dice_per_slice, overlap_map
-from medfcn.evaluation.scoring import score_arrays
+from medfcn.errors import MedfcnError
+from medfcn.evaluation.components import MIN_ERROR_MM3, ErrorComponent, large_errors, worst_slice_box
+from medfcn.evaluation.review import Review, review
 
 from .._dicom_writer import save_seg_layer
-from .._layers import labels_checksum, layer_geometry, layer_scan
+from .._layers import check_same_grid, labels_checksum, layer_scan
 from .._writer import save_labels_layer
 from . import _scan_views
 from ._camera import go_to_box, slicing_axis
@@ -69,27 +67,9 @@ _LIST_ROWS = 8  # the error list shows this many rows without scrolling
 TABLE_ROWS = ("Dice", "IoU", "HD95 mm", "pred mL", "ref mL")  # one column per label: a narrow dock shows them all
 
 
-@dataclass
-class Review:
-    """What the widget shows, all on the layers' (display-ordered) arrays."""
-
-    metrics: dict  # {label: medfcn.evaluation.metrics.LabelMetrics}
-    overlap: np.ndarray  # uint8 codes of medfcn.evaluation.metrics.Overlap
-    axis: int  # the data axis the slices run across
-    per_slice: dict[int, np.ndarray]  # {label: Dice of every slice across axis, NaN where neither map has it}
-    errors: list[ErrorComponent]  # the error blobs, largest first
-    worst: list[int]  # the slice with the most wrong voxels (the report's rule), or []
-    checksums: tuple[str, str] = ("", "")  # of the prediction and reference arrays scored (to tell edits from code)
-
-
-def review(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> Review:
-    """All the numbers of a review (runs in the worker thread). ``spacing``: mm along the arrays' axes."""
-    metrics = score_arrays(pred, ref, spacing)
-    per_slice = {label: dice_per_slice(pred, ref, label, axis) for label in metrics}
-    codes = overlap_map(pred, ref)
-    errors = error_components(pred, ref, spacing, codes=codes)
-    sums = (labels_checksum(pred), labels_checksum(ref))
-    return Review(metrics, codes, axis, per_slice, errors, worst_slices(codes, axis, 1), sums)
+def _review_with_checksums(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> tuple[Review, tuple[str, str]]:
+    """The review (worker thread) and the checksums of the arrays scored (to tell edits from code later)."""
+    return review(pred, ref, spacing, axis), (labels_checksum(pred), labels_checksum(ref))
 
 
 class ReviewWidget(Container):
@@ -98,6 +78,7 @@ class ReviewWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
         self.result: Review | None = None
+        self.checksums: tuple[str, str] = ("", "")  # of the prediction and reference arrays the result scored
         self.shown: list[ErrorComponent] = []  # the error blobs listed: those of at least min_mm3, largest first
         self.hidden = 0  # how many smaller blobs are left out
         self._scored: tuple = (None, None)  # the (prediction, reference) layers the result is of
@@ -219,18 +200,7 @@ class ReviewWidget(Container):
             raise MedfcnError("Choose a prediction and a reference Labels layer.")
         if pred is ref:
             raise MedfcnError("The prediction and the reference are the same layer: choose two.")
-        if pred.data.shape != ref.data.shape:
-            raise GridMismatchError(
-                f"{pred.name} {pred.data.shape} and {ref.name} {ref.data.shape} have different "
-                "shapes; both must be on one scan's grid"
-            )
-        pm, rm = pred.metadata.get("grid"), ref.metadata.get("grid")
-        if pm and rm:
-            pg, pa = layer_geometry(pred.data.shape, {"name": pred.name, "metadata": pred.metadata})[:2]
-            rg, ra = layer_geometry(ref.data.shape, {"name": ref.name, "metadata": ref.metadata})[:2]
-            diff = pg.differences(rg)
-            if diff or pa != ra:
-                raise GridMismatchError(f"{pred.name} and {ref.name} are on different grids ({'; '.join(diff)})")
+        check_same_grid(ref, pred)
         return pred, ref
 
     # -- actions -------------------------------------------------------------------------------------------------
@@ -248,7 +218,7 @@ class ReviewWidget(Container):
         axis = slicing_axis(self._viewer, pred.ndim)
         self.status.value = f"Scoring {pred.name} against {ref.name} ..."
         self.compute_button.enabled, self._computing = False, True
-        self.worker = thread_worker(review, start_thread=False, ignore_errors=True)(
+        self.worker = thread_worker(_review_with_checksums, start_thread=False, ignore_errors=True)(
             np.array(pred.data), np.array(ref.data), tuple(pred.scale), axis
         )
         self.worker.returned.connect(lambda r: self._show(pred, ref, r))
@@ -284,18 +254,9 @@ class ReviewWidget(Container):
         """Move to the slice with the most wrong voxels (the report's rule), centred and zoomed on its errors."""
         if self.result is None or not self.result.worst or self.prediction.value is None:
             return None
-        k, axis, codes = self.result.worst[0], self.result.axis, self.result.overlap
-        plane = np.take(codes, k, axis=axis) >= Overlap.FP
-        box = []
-        others = iter(np.nonzero(plane) if plane.any() else np.nonzero(np.take(codes, k, axis=axis) >= 0))
-        for a in range(codes.ndim):
-            if a == axis:
-                box.append((k, k + 1))
-            else:
-                idx = next(others)
-                box.append((int(idx.min()), int(idx.max()) + 1))
+        k, axis = self.result.worst[0], self.result.axis
+        box, wrong = worst_slice_box(self.result.overlap, axis, k)
         go_to_box(self._viewer, self.prediction.value, box)
-        wrong = int(np.count_nonzero(plane))
         self.status.value = f"{AXIS_LABELS[axis] if axis < 3 else 'slice'} slice {k}: {wrong:,} wrong voxels, the most"
         return k
 
@@ -349,7 +310,8 @@ class ReviewWidget(Container):
         return self.worker
 
     # -- results -------------------------------------------------------------------------------------------------
-    def _show(self, pred, ref, result: Review) -> None:
+    def _show(self, pred, ref, reviewed: tuple[Review, tuple[str, str]]) -> None:
+        result, self.checksums = reviewed
         self.result, self.stale, self.error_index = result, False, -1
         names = pred.metadata.get("label_names") or ref.metadata.get("label_names") or {}
         columns = [
@@ -458,7 +420,7 @@ class ReviewWidget(Container):
         if self.result is None or self.stale:
             return False
         scored = [i for i, la in enumerate(self._scored) if la is not None and unwrap(la) is layer]
-        return any(labels_checksum(np.asarray(layer.data)) != self.result.checksums[i] for i in scored)
+        return any(labels_checksum(np.asarray(layer.data)) != self.checksums[i] for i in scored)
 
     def _edited(self, *_) -> None:
         if self.result is None:

@@ -5,8 +5,9 @@ keeps what it wrote (``metadata["prediction"]``), and the slices along the viewe
 differ from it are the annotated ones ("edited slices only", the default; every other voxel becomes 255, not
 annotated); "whole layer checked" takes the whole layer as the label. The start model is the one that made the
 prediction, the bundled one, a file, or a new model with label names. Training is
-:func:`medfcn.training.corrections.prepare_correction_run` then :func:`medfcn.training.train.iter_train`, the
-generator the CLI runs, in a napari ``thread_worker``: each step it yields comes back to the viewer's thread as the
+:func:`medfcn.training.process.train_correction` (the case written, then
+:func:`medfcn.training.train.iter_train`, the generator the CLI runs, in a child process), in a napari
+``thread_worker``: each step it yields comes back to the viewer's thread as the
 live plot of the loss and the Dice on annotated voxels; Cancel is polled after every step (a second at most) and the
 model of the last finished epoch is kept. Nothing is computed in the viewer's thread but the plot.
 
@@ -30,16 +31,11 @@ from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from medfcn.errors import MedfcnError
-from medfcn.training.corrections import (
-    CorrectionMode,
-    StartModel,
-    correction_label,
-    iter_train_process,
-    prepare_correction_run,
-    save_trained_model,
-)
+from medfcn.training.corrections import CorrectionMode, StartModel, correction_label
+from medfcn.training.output import save_trained_model
+from medfcn.training.process import train_correction
 
-from .._layers import layer_geometry, layer_scan
+from .._layers import check_same_grid, layer_geometry, layer_scan
 
 if TYPE_CHECKING:
     import napari
@@ -110,15 +106,6 @@ class TrainingPlot(QWidget):
         painter.end()
 
 
-def _train_run(folder: Path, scan, label: np.ndarray, start: StartModel, minutes: float, cancel):
-    """Worker body: write the case, then train in a child process (:func:`iter_train_process`), yielding its
-    :class:`TrainProgress`; returns (config, summary)."""
-    output = folder / "model.safetensors"
-    config = prepare_correction_run(folder, scan, label, start, minutes=minutes, output=output)
-    summary = yield from iter_train_process(config, cancel)
-    return config, summary
-
-
 class TrainWidget(Container):
     """Fine-tune a model on corrected slices; save it; segment with it."""
 
@@ -187,7 +174,7 @@ class TrainWidget(Container):
         self._cancel.clear()
         self._loss, self._dice = [], []
         self.start_path = start.path
-        self.worker = thread_worker(_train_run, start_thread=False, ignore_errors=True)(
+        self.worker = thread_worker(train_correction, start_thread=False, ignore_errors=True)(
             folder, scan, label, start, float(self.minutes.value), self._cancel.is_set
         )
         self.worker.yielded.connect(self._on_progress)
@@ -244,12 +231,10 @@ class TrainWidget(Container):
         image, labels = self.image.value, self.label_layer.value
         if image is None or labels is None:
             raise MedfcnError("Choose an image layer and the label layer you corrected.")
+        check_same_grid(image, labels)
         scan = layer_scan(*image.as_layer_data_tuple()[:2])
         attrs = labels.as_layer_data_tuple()[1]
         corrected = layer_scan(np.asarray(labels.data), attrs)
-        differences = scan.grid.differences(corrected.grid)
-        if differences:
-            raise MedfcnError(f"{labels.name}: is on another grid than {image.name} ({'; '.join(differences)})")
         prediction = labels.metadata.get("prediction")
         if prediction is not None:
             prediction = layer_scan(np.asarray(prediction), attrs).array
@@ -315,12 +300,12 @@ class TrainWidget(Container):
     def _on_done(self, result) -> None:
         config, summary = result
         self.plot.show_progress(self._loss, self._dice)
-        how = "cancelled" if summary["cancelled"] else f"{summary['minutes']:.1f} min"
-        if summary["written"]:
+        how = "cancelled" if summary.cancelled else f"{summary.minutes:.1f} min"
+        if summary.written:
             self.trained = Path(config.output)
             self.status.value = (
-                f"Trained {summary['epochs']} epoch(s) ({how}); Dice on annotated voxels "
-                f"{summary['best_validation_dice']:.3f}. Save it, or segment with it."
+                f"Trained {summary.epochs} epoch(s) ({how}); Dice on annotated voxels "
+                f"{summary.best_validation_dice:.3f}. Save it, or segment with it."
             )
         else:
             kept = "the previous trained model is kept" if self.trained else "no new model"

@@ -13,8 +13,9 @@ from medfcn.training.corrections import (
     StartModel,
     correction_label,
     prepare_correction_run,
-    save_trained_model,
 )
+from medfcn.training.options import FINETUNE_LR, IGNORE
+from medfcn.training.output import save_trained_model
 
 SHAPE = (6, 7, 8)
 
@@ -62,10 +63,12 @@ def test_a_run_fine_tunes_the_start_model_or_makes_a_new_one(tmp_path):
     config = prepare_correction_run(
         tmp_path, _scan(), label, StartModel(DEFAULT_MODEL_PATH), minutes=2, output=tmp_path / "m"
     )
-    assert config.init == str(DEFAULT_MODEL_PATH) and config.label_names == () and config.max_minutes == 2
-    assert config.val_cases == 0 and config.ignore_label == 255
-    written = load_model(DEFAULT_MODEL_PATH).card.network
-    assert (config.width, config.variant) == (written["width"], written["variant"])
+    assert config.init == str(DEFAULT_MODEL_PATH) and config.label_names is None and config.max_minutes == 2
+    assert config.val_cases == 0 and config.ignore_label == IGNORE and config.lr is None  # resolved from the card
+    written = load_model(DEFAULT_MODEL_PATH).card
+    resolved = config.resolve(written)
+    assert (resolved.network.width, resolved.network.variant) == (written.network["width"], written.network["variant"])
+    assert resolved.lr == FINETUNE_LR and resolved.label_names == tuple(written.labels)
     from medfcn.data.reader import read_scan
 
     assert np.array_equal(read_scan(config.labels).array, label)  # on the scan's grid, 255 kept

@@ -14,7 +14,8 @@ from medfcn.errors import MedfcnError
 from medfcn.model.checkpoint import file_sha256, load_model
 from medfcn.training.dataset import prepare_volume, sample_batch
 from medfcn.training.loss import PartialDiceCELoss, annotated_dice, soft_target_loss
-from medfcn.training.train import NO_VALIDATION, TrainConfig, iter_train, train
+from medfcn.training.train import TrainConfig, iter_train, train
+from medfcn.training.validation import NO_VALIDATION
 from tests.support.scans import affine_from_codes, head_labels, head_volume, write_scan_file
 from tests.training.test_train import _config as train_config
 
@@ -121,9 +122,10 @@ def test_cli_refuses_an_ignore_label_that_is_a_class_id(partial, capsys):
     from medfcn.cli import main
 
     args = ["train", "--images", str(partial / "images"), "--labels", str(partial / "labels")]
-    assert main([*args, "-o", str(partial / "m.safetensors"), "--ignore-label", "1", "--spacing", "3"]) == 1
+    # the configuration's own rule (issue 30): refused as a usage error before any image is read
+    assert main([*args, "-o", str(partial / "m.safetensors"), "--ignore-label", "1", "--spacing", "3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "head.nii.gz" in err[0] and "is also a class id" in err[0]
+    assert len(err) == 1 and "--ignore-label" in err[0] and "is also a class id" in err[0]
     assert not (partial / "m.safetensors").exists()
 
 
@@ -141,7 +143,7 @@ def test_fine_tuning_keeps_the_card_records_the_start_and_yields_progress(partia
         _config(partial, output=str(start), epochs=1, label_names=("background", "head"), name="start"), progress=False
     )
     out = tmp_path / "tuned.safetensors"
-    run = iter_train(_config(partial, output=str(out), init=str(start), label_names=(), lr=1e-3))
+    run = iter_train(_config(partial, output=str(out), init=str(start), label_names=None, lr=1e-3))
     steps = []
     try:
         while True:
@@ -150,7 +152,7 @@ def test_fine_tuning_keeps_the_card_records_the_start_and_yields_progress(partia
         summary = stop.value
     assert [s.step for s in steps if not s.epoch_done] == [1, 2, 3, 4, 5, 6] * 2
     assert [s.epoch for s in steps if s.epoch_done] == [1, 2]
-    assert all(np.isfinite(s.loss) for s in steps) and summary["written"] and not summary["cancelled"]
+    assert all(np.isfinite(s.loss) for s in steps) and summary.written and not summary.cancelled
     card = load_model(out).card
     assert card.name == "start" and card.labels == {"background": 0, "head": 1}  # the start model's card
     record = card.training
@@ -175,7 +177,7 @@ def test_cancel_stops_within_a_step_and_keeps_the_last_finished_epoch(partial, t
     except StopIteration as end:
         summary = end.value
     assert seen[-1] == (2, 2, False)  # no step after the one during which Cancel was pressed
-    assert summary["cancelled"] and summary["epochs"] == 1 and summary["written"]
+    assert summary.cancelled and summary.epochs == 1 and summary.written
     assert load_model(out).card.metrics["epoch"] == 1
 
 

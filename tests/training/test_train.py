@@ -12,6 +12,7 @@ from medfcn.data.pairs import LabelledPair, find_pairs
 from medfcn.errors import MedfcnError, NoScansError, OutputError
 from medfcn.model.checkpoint import file_sha256, load_model
 from medfcn.training.dataset import sample_batch
+from medfcn.training.options import NetworkOptions
 from medfcn.training.train import TrainConfig, train
 from tests.support.scans import affine_from_codes, head_labels, head_volume, write_scan_file
 
@@ -45,12 +46,13 @@ def _config(root, **kw) -> TrainConfig:
         command="medfcn train (test)",
     )
     base.update(kw)
-    return TrainConfig(**base)
+    network = {k: base.pop(k) for k in ("architecture", "variant", "upsampling", "width", "context") if k in base}
+    return TrainConfig(**base, network=NetworkOptions(**network))
 
 
 def test_a_few_steps_reduce_the_loss_and_write_a_model_with_its_card(dataset):
     summary = train(_config(dataset), progress=False)
-    losses = [h["loss"] for h in summary["history"]]
+    losses = [h["loss"] for h in summary.history]
     assert losses[1] < losses[0]
     model = load_model(dataset / "m.safetensors")
     card = model.card
@@ -64,11 +66,11 @@ def test_a_few_steps_reduce_the_loss_and_write_a_model_with_its_card(dataset):
 
 def test_resume_continues_where_it_stopped(dataset, tmp_path):
     out = str(tmp_path / "b.safetensors")
-    first = train(_config(dataset, output=out, epochs=1), progress=False)["history"]
-    resumed = train(_config(dataset, output=out, epochs=3, resume=True), progress=False)["history"]
+    first = train(_config(dataset, output=out, epochs=1), progress=False).history
+    resumed = train(_config(dataset, output=out, epochs=3, resume=True), progress=False).history
     assert [h["epoch"] for h in resumed] == [1, 2, 3]
     assert resumed[0] == first[0]  # restored from the saved state, not trained again
-    fresh = train(_config(dataset, output=str(tmp_path / "c.safetensors"), epochs=3), progress=False)["history"]
+    fresh = train(_config(dataset, output=str(tmp_path / "c.safetensors"), epochs=3), progress=False).history
     assert resumed[1]["loss"] < fresh[0]["loss"]  # epoch 2 starts from the trained weights, not from scratch
 
 
@@ -80,7 +82,7 @@ def test_augmented_training_runs_and_single_case_validates_on_copies(dataset, tm
         ),
         progress=False,
     )
-    assert np.isfinite(summary["history"][0]["loss"])
+    assert np.isfinite(summary.history[0]["loss"])
     assert "augmented copies" in load_model(tmp_path / "c.safetensors").card.metrics["validation"]
 
 
@@ -128,7 +130,7 @@ def test_synth_fraction_trains_on_synthesised_volumes_and_is_recorded(dataset, t
     out = tmp_path / "s.safetensors"
     config = _config(dataset, output=str(out), epochs=1, steps_per_epoch=8, synth=1.0, bn_batches=0)
     summary = train(config, progress=False)
-    assert np.isfinite(summary["history"][0]["loss"])
+    assert np.isfinite(summary.history[0]["loss"])
     assert calls == [8, 8]  # one synthesised volume per 4 steps: 1 air + 3 brain + 4 non-brain classes
     assert load_model(out).card.training["settings"]["synth"] == 1.0
     calls.clear()
@@ -142,10 +144,10 @@ def test_batchnorm_is_settled_on_the_same_batches_every_epoch_and_recorded(datas
     import torch
 
     from medfcn.training.dataset import cache_volumes
-    from medfcn.training.train import _card, _Trainer
+    from medfcn.training.record import build_card
+    from medfcn.training.train import _Trainer
 
-    config = _config(dataset, bn_batches=5, augment=True, synth=0.5)
-    card = _card(config, 2)
+    config, card = build_card(_config(dataset, bn_batches=5, augment=True, synth=0.5))
     items = cache_volumes(find_pairs(config.images, config.labels), card)
     trainer = _Trainer(config, card, torch.device("cpu"), items)
     for _ in trainer.train_epoch(0, time.monotonic()):  # a generator of (step, loss, dice)
@@ -165,7 +167,7 @@ def test_batchnorm_is_settled_on_the_same_batches_every_epoch_and_recorded(datas
     again.settle_batchnorm()
     assert all(torch.equal(x, y) for x, y in zip(trainer._bn_inputs, again._bn_inputs, strict=True))
     summary = train(_config(dataset, epochs=1, bn_batches=3), progress=False)
-    assert load_model(summary["output"]).card.training["settings"]["bn_batches"] == 3
+    assert load_model(summary.output).card.training["settings"]["bn_batches"] == 3
 
 
 def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, tmp_path):
@@ -261,7 +263,7 @@ def test_max_minutes_zero_and_an_incompatible_resume_are_refused(dataset, capsys
 _KILLED_STATE_SAVE = """
 import os, sys, torch
 from pathlib import Path
-from medfcn.training.train import save_state
+from medfcn.training.output import save_state
 
 def killed(obj, f, *args, **kwargs):  # half a file, then the process dies (no clean-up runs)
     Path(f).write_bytes(b"partial")
@@ -280,7 +282,7 @@ def test_a_state_save_killed_midway_keeps_the_previous_state(tmp_path):
     import torch
 
     from medfcn.data.writer import remove_stale_partials
-    from medfcn.training.train import save_state
+    from medfcn.training.output import save_state
 
     path = tmp_path / "m.safetensors.state.pt"
     save_state(path, {"epoch": 1})

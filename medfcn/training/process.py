@@ -1,0 +1,109 @@
+"""Training in a child process, for an interactive caller (the napari Train dock): :func:`iter_train_process` runs
+:func:`~medfcn.training.train.iter_train` in a spawned process, and :func:`train_correction` is the dock's one call
+(write the corrected case, then train on it there).
+
+A thread that trains in the viewer's own process holds the GIL in stretches (imports, C code) and stalled the
+viewer's event loop for 0.5-2.5 s on a busy 2-core machine; a process costs a few seconds to start (torch and MONAI
+imported again) and stalls nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from medfcn.errors import MedfcnError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from medfcn.data.scan import Scan
+    from medfcn.training.corrections import StartModel
+    from medfcn.training.options import TrainConfig
+    from medfcn.training.progress import TrainProgress, TrainSummary
+
+__all__ = ["iter_train_process", "train_correction"]
+
+
+def _train_child(config: TrainConfig, queue, cancel) -> None:
+    """The child process of :func:`iter_train_process`: the run's progress, then ("done", summary) or
+    ("error", exception) on ``queue``."""
+    import os
+
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # a core stays free for the viewer
+    from medfcn.training.train import iter_train
+
+    try:
+        run = iter_train(config, cancel=cancel.is_set)
+        while True:
+            try:
+                queue.put(("progress", next(run)))
+            except StopIteration as stop:
+                queue.put(("done", stop.value))
+                return
+    except MedfcnError as exc:
+        queue.put(("error", type(exc)(str(exc))))
+    except BaseException as exc:  # anything else, said in one line in the parent
+        queue.put(("error", MedfcnError(f"training failed: {type(exc).__name__}: {exc}")))
+
+
+def iter_train_process(
+    config: TrainConfig, cancel: Callable[[], bool] | None = None
+) -> Generator[TrainProgress, None, TrainSummary]:
+    """:func:`~medfcn.training.train.iter_train` in a child process (spawned), as a generator of its
+    :class:`~medfcn.training.progress.TrainProgress` that returns its
+    :class:`~medfcn.training.progress.TrainSummary`; ``cancel()`` is polled every 0.1 s and passed on. Raises what
+    the run raised (:class:`MedfcnError`), or MedfcnError if the process dies."""
+    import multiprocessing
+    import queue as queues
+    import threading
+
+    context = multiprocessing.get_context("spawn")
+    messages, stop = context.Queue(), context.Event()
+    process = context.Process(target=_train_child, args=(config, messages, stop), daemon=True)
+    process.start()
+    try:
+        while True:
+            if cancel is not None and cancel():
+                stop.set()
+            try:
+                kind, value = messages.get(timeout=0.1)
+            except queues.Empty:
+                if not process.is_alive():
+                    status = process.exitcode
+                    raise MedfcnError(f"the training process ended unexpectedly (exit status {status})") from None
+                continue
+            if kind == "progress":
+                yield value
+            elif kind == "done":
+                return value
+            else:
+                raise value
+    finally:  # the child has sent its last message (or the caller left): it ends by itself, joined aside
+        stop.set()
+        threading.Thread(target=_reap, args=(process,), daemon=True).start()
+
+
+def _reap(process, timeout: float = 60.0) -> None:
+    """Wait for a child process that was told to stop; end it if it does not."""
+    process.join(timeout)
+    if process.is_alive():
+        process.terminate()
+        process.join()
+
+
+def train_correction(
+    folder: Path, scan: Scan, label: np.ndarray, start: StartModel, minutes: float, cancel: Callable[[], bool]
+) -> Generator[TrainProgress, None, tuple[TrainConfig, TrainSummary]]:
+    """The Train dock's run: write ``scan`` and its partial ``label`` under ``folder``
+    (:func:`~medfcn.training.corrections.prepare_correction_run`), then train on them for ``minutes`` in a child
+    process, the model written to ``folder``/model.safetensors; yields the progress, returns (config, summary).
+    Raises :class:`MedfcnError`."""
+    from medfcn.training.corrections import prepare_correction_run
+
+    config = prepare_correction_run(folder, scan, label, start, minutes=minutes, output=folder / "model.safetensors")
+    summary = yield from iter_train_process(config, cancel)
+    return config, summary

@@ -38,6 +38,7 @@ __all__ = [
     "unwrap",
     "install",
     "add_labels_like",
+    "labels_layer_like",
     "orientation_text",
     "patient_status",
     "adopt_scan_grid",
@@ -200,6 +201,15 @@ def add_labels_like(viewer, like, data: np.ndarray, **kwargs):
     ``kwargs`` go to ``viewer.add_labels`` (name, metadata, features, colormap, ...)."""
     transforms = {t: getattr(like, t) for t in ("scale", "translate", "rotate", "affine", "units", "axis_labels")}
     return viewer.add_labels(data, **transforms, **kwargs)
+
+
+def labels_layer_like(attributes: dict, data: np.ndarray, **kwargs):
+    """A Labels layer of ``data`` (not yet in a viewer) placed exactly as the layer whose ``as_layer_data_tuple()``
+    attributes are ``attributes`` (its transforms, units and axis names); safe to build in a worker thread."""
+    from napari.layers import Labels
+
+    names = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
+    return Labels(data, **{k: attributes[k] for k in names if k in attributes}, **kwargs)
 
 
 def new_labels_on_scan(viewer, image, name: str | None = None):

@@ -18,6 +18,7 @@ import copy
 import datetime
 import logging
 import threading
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -78,18 +79,51 @@ def _segment(segmenter, model, device: str, scan, progress, cancel):
     return segmenter, segmenter.segment(scan, progress=progress, cancel=cancel)
 
 
+@dataclass(frozen=True)
+class _Result:
+    """What a run hands the viewer's thread: the display-ordered labels, their volumes and checksum, the result
+    layer's metadata and features, and the layer itself, built in the worker (napari builds a Labels layer's
+    features table with pandas, and a first import of pandas alone stopped the event loop for 1.8 s)."""
+
+    display: np.ndarray
+    volumes: dict
+    checksum: str
+    metadata: dict
+    features: dict
+    layer: object
+
+
 def _segment_for_layer(segmenter, model, device: str, data, attributes: dict, progress, cancel):
     """Worker body: the image layer's scan (its voxels back in the file's order), segmented (:func:`_segment`),
     then everything the result layer needs that is not Qt's business, so the viewer's thread only adds the layer:
-    the labels reordered like the image layer's data, their checksum and each label's volume in mL. Returns
-    ``(segmenter, display labels, {label: mL}, checksum)``."""
+    the labels reordered like the image layer's data, their checksum, each label's volume in mL, the metadata
+    and the Labels layer itself (placed as the image layer). Returns ``(segmenter, _Result)``."""
     from medfcn.evaluation.metrics import label_volumes_ml
 
     scan = layer_scan(data, attributes)
     segmenter, labels = _segment(segmenter, model, device, scan, progress, cancel)
     volumes = label_volumes_ml(labels, scan.spacing)
     display = labels_to_display(labels, attributes)
-    return segmenter, display, volumes, labels_checksum(display)
+    checksum = labels_checksum(display)
+    card_labels = segmenter.model.card.labels
+    metadata = copy.deepcopy(dict(attributes.get("metadata") or {}))
+    metadata.update(
+        model=segmenter.model.name,
+        device=str(segmenter.device),
+        segmented_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        medfcn_version=__version__,
+        image=attributes.get("name"),
+        label_names={int(v): k for k, v in card_labels.items()},
+        labels_checksum=checksum,
+        volumes_ml={int(k): float(v) for k, v in volumes.items()},
+        prediction=display.copy(),  # what Segment wrote: the Train dock finds the slices edited since
+        model_path=str(segmenter.model.path) if segmenter.model.path else None,
+    )
+    features = {"index": [int(v) for v in card_labels.values()], "label": list(card_labels)}
+    layer = _scan_views.labels_layer_like(
+        attributes, display, name=f"{attributes.get('name')}_labels", metadata=metadata, features=features
+    )
+    return segmenter, _Result(display, volumes, checksum, metadata, features, layer)
 
 
 def volumes_text(volumes: dict[int, float], names: dict[str, int]) -> str:
@@ -205,37 +239,23 @@ class SegmentWidget(Container):
     def _on_progress(self, fraction: float) -> None:
         self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
 
-    def _on_done(self, layer, key: tuple, segmenter, display: np.ndarray, volumes: dict, checksum: str) -> None:
+    def _on_done(self, layer, key: tuple, segmenter, result: _Result) -> None:
         self._cached = (key, segmenter)
-        card_labels = segmenter.model.card.labels
-        metadata = copy.deepcopy(dict(layer.metadata))
-        metadata.update(
-            model=segmenter.model.name,
-            device=str(segmenter.device),
-            segmented_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            medfcn_version=__version__,
-            image=layer.name,
-            label_names={int(v): k for k, v in card_labels.items()},
-            labels_checksum=checksum,
-            volumes_ml={int(k): float(v) for k, v in volumes.items()},
-            prediction=display.copy(),  # what Segment wrote: the Train dock finds the slices edited since
-            model_path=str(segmenter.model.path) if segmenter.model.path else None,
-        )
-        features = {"index": [int(v) for v in card_labels.values()], "label": list(card_labels)}
+        display, metadata = result.display, result.metadata
         name = f"{layer.name}_labels"
         target = self._viewer.layers[name] if name in self._viewer.layers else None
         kept = ""
         if target is not None and target.data.shape == display.shape and is_unedited(target):
-            target.data, target.metadata, target.features = display, metadata, features
+            target.data, target.metadata, target.features = display, metadata, result.features
             out = target
         else:
             if target is not None:
                 name, kept = _free_name(self._viewer, name), f"; {target.name} was edited, so it is kept"
-            out = _scan_views.add_labels_like(
-                self._viewer, layer, display, name=name, metadata=metadata, features=features
-            )
+            out = result.layer
+            out.name = name
+            self._viewer.layers.append(out)
         self.progress.value = 100
-        found = volumes_text(volumes, card_labels)
+        found = volumes_text(result.volumes, segmenter.model.card.labels)
         self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device}){kept}"
 
     def _on_error(self, error: BaseException) -> None:

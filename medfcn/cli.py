@@ -251,6 +251,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"medfcn: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader stopped reading (`medfcn info M | grep -q X`): not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes at exit
+        return 0
     except KeyboardInterrupt:
         print("medfcn: interrupted", file=sys.stderr)
         return 130

@@ -130,3 +130,22 @@ def test_help_and_usage_errors_answer_before_torch_is_imported():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert "give --images and --labels" in done.stderr
+
+
+def test_a_reader_that_stops_reading_is_not_an_error(tmp_path):
+    """`medfcn info MODEL | grep -q X` under `set -o pipefail`: grep exits at its match and the rest of the output
+    meets a closed pipe; medfcn ends quietly with status 0 (it failed with an internal error when the environment
+    made stdout unbuffered, as PYTHONUNBUFFERED=1 does)."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before medfcn writes a byte
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    done = subprocess.run(
+        [sys.executable, "-m", "medfcn.cli", "info"], stdout=write, stderr=subprocess.PIPE, env=env, timeout=120
+    )
+    os.close(write)
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"Traceback" not in done.stderr and b"internal error" not in done.stderr

@@ -178,8 +178,8 @@ class TrainConfig:
             raise UsageError(f"--distill must be a weight >= 0, got {self.distill}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise UsageError(f"--max-minutes must be a positive number of minutes, got {self.max_minutes}")
-        if self.lr is not None and not self.lr > 0:
-            raise UsageError(f"--lr must be a positive learning rate, got {self.lr}")
+        if self.lr is not None and not self.lr >= 0:  # 0 keeps the start weights (e.g. to grow a finer variant)
+            raise UsageError(f"--lr must be a learning rate >= 0, got {self.lr}")
         if not self.spacing > 0:
             raise UsageError(f"--spacing must be a positive number of mm, got {self.spacing}")
         if self.val_cases < 0 or self.val_copies < 0:

@@ -29,7 +29,7 @@ INVALID = [
     (["--distill", "-1"], {"distill": -1.0}, "--distill must be a weight >= 0"),
     (["--max-minutes", "0"], {"max_minutes": 0.0}, "--max-minutes must be a positive number of minutes"),
     (["--max-minutes", "-2"], {"max_minutes": -2.0}, "--max-minutes must be a positive number of minutes"),
-    (["--lr", "0"], {"lr": 0.0}, "--lr must be a positive learning rate"),
+    (["--lr", "-0.1"], {"lr": -0.1}, "--lr must be a learning rate >= 0"),
     (["--ignore-label", "300"], {"ignore_label": 300}, "the ignore label 300 must be from 0 to 255"),
     (["--ignore-label", "-1"], {"ignore_label": -1}, "the ignore label -1 must be from 0 to 255"),
     (["--ignore-label", "1"], {"ignore_label": 1, "label_names": ("background", "brain")}, "is also a class id"),

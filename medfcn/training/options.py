@@ -264,9 +264,10 @@ class TrainConfig:
         command: str = "",
     ) -> TrainConfig:
         """A run on one corrected scan (the napari Train dock's): fine-tuning ``init`` (its labels, network and the
-        fine-tuning learning rate resolved from it), or a new model with ``label_names``; ``minutes`` of training
+        fine-tuning learning rate resolved from it; its name too unless ``name`` is given), or a new model with
+        ``label_names``; ``minutes`` of training
         (the time budget ends the run), no held-out case, the model written to ``output``."""
-        new = {} if init else {"name": name or "medfcn-model", "val_copies": 1}
+        new = ({"name": name} if name else {}) if init else {"name": name or "medfcn-model", "val_copies": 1}
         return cls(
             images=image,
             labels=label,

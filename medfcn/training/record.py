@@ -8,7 +8,7 @@ card built from it: a new model's from the options, a fine-tuned model's from it
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING, Any
 
 from medfcn import __version__
@@ -33,8 +33,10 @@ def build_card(config: TrainConfig, init: ModelCard | None = None) -> tuple[Trai
     config = config.resolve(init)
     architecture, network = config.network.resolve(init)
     labels = config.label_names
-    if init is not None:
-        return config, start_card(init, network | {"num_classes": len(labels)})
+    if init is not None:  # the start model's card; its name too, unless the run names the new model
+        card = start_card(init, network | {"num_classes": len(labels)})
+        renamed = config.name != type(config).name
+        return config, replace(card, name=config.name) if renamed else card
     if architecture == "fcn":
         network = FCNConfig(**network, num_classes=len(labels)).to_dict()
     else:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ._scan_views import unwrap
 
-__all__ = ["EditWatch", "PAINTED_KEY", "record_paint", "painted_planes", "track_painting"]
+__all__ = ["EditWatch", "PAINTED_KEY", "record_paint", "painted_planes", "track_painting", "planes_text"]
 
 
 class EditWatch:
@@ -124,3 +124,20 @@ def track_painting(viewer, layer) -> None:
         record_paint(layer, event.value, axis if axis is not None and axis >= 0 else None)
 
     layer.events.paint.connect(on_paint)
+
+
+def planes_text(planes: dict[int, list[int]]) -> str:
+    """``"3 corrected axial slices: 1, 4, 17"`` (and ``"; 2 corrected coronal slices: ..."``): the slices of the
+    layer's (display-ordered) axes as the viewer's slider numbers them.
+
+    >>> planes_text({0: [1, 4, 17], 2: [30]})
+    '3 corrected axial slices: 1, 4, 17; 1 corrected sagittal slice: 30'
+    """
+    from medfcn.data.display import AXIS_LABELS
+
+    parts = []
+    for axis, slices in sorted(planes.items()):
+        plane = AXIS_LABELS[axis] if axis < len(AXIS_LABELS) else f"axis-{axis}"
+        noun = "slice" if len(slices) == 1 else "slices"
+        parts.append(f"{len(slices)} corrected {plane} {noun}: {', '.join(str(k) for k in sorted(slices))}")
+    return "; ".join(parts)

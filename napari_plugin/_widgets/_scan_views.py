@@ -44,6 +44,7 @@ __all__ = [
     "adopt_scan_grid",
     "new_labels_on_scan",
     "scan_image_of",
+    "is_user_labels",
     "prefer_medfcn_reader",
     "READER_PATTERNS",
 ]
@@ -78,7 +79,7 @@ def orientation_text(viewer: napari.viewer.Viewer) -> str:
     return f"{plane}: top {top}, bottom {bottom}, left {left}, right {right}"
 
 
-def _is_user_labels(layer) -> bool:
+def is_user_labels(layer) -> bool:
     """A Labels layer a person may paint on (not a Review overlay, whose metadata holds ``overlap_codes``)."""
     return layer.__class__.__name__ == "Labels" and "overlap_codes" not in (layer.metadata or {})
 
@@ -260,7 +261,7 @@ def install(viewer: napari.viewer.Viewer) -> None:
     def on_inserted(event) -> None:
         adopt_scan_grid(viewer, event.value)
         _show_patient_coordinates(event.value)
-        if _is_user_labels(event.value):
+        if is_user_labels(event.value):
             track_painting(viewer, event.value)
         _update_orientation(viewer)
 
@@ -273,7 +274,7 @@ def install(viewer: napari.viewer.Viewer) -> None:
     for layer in list(viewer.layers):
         adopt_scan_grid(viewer, layer)
         _show_patient_coordinates(layer)
-        if _is_user_labels(layer):
+        if is_user_labels(layer):
             track_painting(viewer, layer)
         if _shows_scans(viewer):
             _in_mm(layer)

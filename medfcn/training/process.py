@@ -9,6 +9,8 @@ imported again) and stalls nothing.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
     from medfcn.training.options import TrainConfig
     from medfcn.training.progress import TrainProgress, TrainSummary
 
-__all__ = ["iter_train_process", "train_correction"]
+__all__ = ["iter_train_process", "train_correction", "ThreadedRun"]
 
 
 def _train_child(config: TrainConfig, queue, cancel, compare: bool = False) -> None:
@@ -78,8 +80,6 @@ def iter_train_process(
     tuned model against its start model on the whole scan). Raises what the run raised (:class:`MedfcnError`),
     or MedfcnError if the process dies."""
     import multiprocessing
-    import queue as queues
-    import threading
 
     context = multiprocessing.get_context("spawn")
     messages, stop = context.Queue(), context.Event()
@@ -93,7 +93,7 @@ def iter_train_process(
                 stop.set()
             try:
                 kind, value = messages.get(timeout=0.1)
-            except queues.Empty:
+            except queue.Empty:
                 if not process.is_alive():
                     status = process.exitcode
                     raise MedfcnError(f"the training process ended unexpectedly (exit status {status})") from None
@@ -147,3 +147,37 @@ def train_correction(
         for kind in ("images", "labels"):
             shutil.rmtree(folder / kind, ignore_errors=True)
     return config, summary
+
+
+class ThreadedRun:
+    """A generator (:func:`train_correction`) run in a plain Python thread, its items, end or error passed through
+    a queue that the caller drains (:meth:`drain`) in its own thread, e.g. on a GUI timer. Nothing but the queue is
+    shared: a napari ``thread_worker`` emits Qt signals from its thread, and one still running when the Train dock
+    or the viewer closed aborted napari (SIGABRT, "GeneratorWorkerSignals has been deleted")."""
+
+    def __init__(self, generator) -> None:
+        self.messages: queue.Queue = queue.Queue()
+        self.items: list = []  # every item yielded so far, in order
+        self.thread = threading.Thread(target=self._drive, args=(generator,), name="medfcn-train", daemon=True)
+
+    def _drive(self, generator) -> None:
+        try:
+            while True:
+                self.messages.put(("item", next(generator)))
+        except StopIteration as stop:
+            self.messages.put(("done", stop.value))
+        except BaseException as exc:  # said in the dock, in one line
+            self.messages.put(("error", exc))
+
+    def start(self) -> ThreadedRun:
+        self.thread.start()
+        return self
+
+    def drain(self) -> list[tuple[str, object]]:
+        """The messages arrived since the last call."""
+        out = []
+        while True:
+            try:
+                out.append(self.messages.get_nowait())
+            except queue.Empty:
+                return out

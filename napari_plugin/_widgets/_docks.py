@@ -52,6 +52,13 @@ class _Scroll(QScrollArea):
 
     _medfcn_scroll = True
 
+    def event(self, event) -> bool:
+        """napari closes a dock by taking its widget out (``setParent(None)``) before deleting the dock: the
+        widget's ``dock_closed`` is called then, whether or not an event loop runs to delete the dock."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
+            _call_dock_closed(weakref.ref(getattr(self.widget(), "_magic_widget", self.widget())))
+        return super().event(event)
+
     def minimumSizeHint(self):  # noqa: N802 (Qt's name)
         hint = super().minimumSizeHint()
         content = self.widget()
@@ -73,6 +80,7 @@ def _scrollable(dock: QDockWidget) -> None:
     if hasattr(content, "_magic_widget"):  # napari's dock_widgets mapping looks for it on the dock's widget
         scroll._magic_widget = content._magic_widget
     scroll.setWidget(content)
+    content._medfcn_scroll_area = scroll  # napari unparents a closed dock's widget: it lives on, as without us
     dock.setWidget(scroll)
 
 

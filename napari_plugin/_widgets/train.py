@@ -9,7 +9,7 @@ only", the default; every other voxel becomes 255, not annotated); "whole layer 
 start model is the one that made the prediction, the bundled one, a file, or a new model with label names. Training
 is :func:`medfcn.training.process.train_correction` (the case written, then
 :func:`medfcn.training.train.iter_train`, the generator the CLI runs, in a child process), in a napari
-``thread_worker``: each step it yields comes back to the viewer's thread as the live plot of the smoothed loss and
+thread of its own: each step it yields comes back to the viewer's thread as the live plot of the smoothed loss and
 Dice on the painted slices, with the time left; Cancel is polled after every step (a second at most) and the model
 of the last finished epoch is kept. When it ends, the status says what the tuned model changes on the whole scan
 against its start model (:mod:`medfcn.training.compare`). The tuned model is named after its start model ("<start>
@@ -35,14 +35,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, create_widget
-from napari.qt.threading import thread_worker
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from medfcn.errors import MedfcnError
 from medfcn.training.compare import ScanChange
 from medfcn.training.corrections import CorrectionMode, StartModel, correction_label, painted_label
 from medfcn.training.output import save_trained_model
-from medfcn.training.process import train_correction
+from medfcn.training.process import ThreadedRun, train_correction
 
 from .._layers import check_same_grid, layer_scan
 from .._messages import for_viewer
@@ -130,6 +130,9 @@ class TrainWidget(Container):
         self._drawn = 0.0
         self._watched = None
         self._user_choice = None
+        self._timer = QTimer(self.native)  # drains the run's messages in the viewer's thread; dies with the dock
+        self._timer.setInterval(50)
+        self._timer.timeout.connect(self._poll)
         self.reset_choices()
 
     @property
@@ -145,7 +148,8 @@ class TrainWidget(Container):
 
     # -- actions -------------------------------------------------------------------------------------------------
     def run(self):
-        """Start training in a worker thread; returns the worker (``None`` after a one-line error in the status)."""
+        """Start training (a :class:`~medfcn.training.process.ThreadedRun`); returns the run (``None`` after a
+        one-line error in the status)."""
         if self.worker is not None:
             return None
         try:
@@ -160,7 +164,7 @@ class TrainWidget(Container):
         self.start_path = start.path
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         learnt = f", {n} slice{'s' if n != 1 else ''}" if n else ""
-        self.worker = thread_worker(train_correction, start_thread=False, ignore_errors=True)(
+        generator = train_correction(
             folder,
             scan,
             label,
@@ -170,13 +174,10 @@ class TrainWidget(Container):
             name=f"{{start}} fine-tuned on {scan.case}{learnt} ({stamp})",
             started=self._started,
         )
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
         self.train_button.enabled, self.cancel_button.enabled = False, True
         self.status.value = f"Training on {what} of {self.image.value.name} ..."
-        self.worker.start()
+        self.worker = ThreadedRun(generator).start()
+        self._timer.start()
         return self.worker
 
     def cancel(self) -> None:
@@ -226,22 +227,19 @@ class TrainWidget(Container):
         return segment.run()
 
     def dock_closed(self) -> None:
-        """The dock or the viewer closed: end the training process, let the worker thread finish, remove the
-        temporary folder (called once, by :mod:`._docks`)."""
+        """The dock or the viewer closed: end the training process and the thread driving it, remove the temporary
+        folder (called once, by :mod:`._docks`)."""
         self._cancel.set()
-        process, worker = self._process, self.worker
+        try:
+            self._timer.stop()
+        except RuntimeError:  # the timer went with the dock's widgets
+            pass
+        process, run = self._process, self.worker
         if process is not None and process.is_alive():
             process.terminate()
             process.join(5)
-        if worker is not None:
-            for signal in (worker.yielded, worker.returned, worker.errored, worker.finished):
-                try:
-                    signal.disconnect()
-                except (TypeError, RuntimeError):  # nothing connected any more
-                    pass
-            from qtpy.QtCore import QThreadPool
-
-            QThreadPool.globalInstance().waitForDone(5000)  # its loop sees the process gone within 0.1 s
+        if run is not None:
+            run.thread.join(5)  # its loop sees the process gone within 0.1 s
         if self._watched is not None:
             self._watch(None)
         shutil.rmtree(self.folder, ignore_errors=True)
@@ -361,6 +359,21 @@ class TrainWidget(Container):
             self.plan.value = f"Will learn {text}" + (f" ({off:,} voxels painted in 3-D: refused)" if off else ".")
 
     # -- callbacks -----------------------------------------------------------------------------------------------
+    def _poll(self) -> None:
+        """Pass the run's new messages on (in the viewer's thread): progress, then its end."""
+        run = self.worker
+        if run is None:
+            self._timer.stop()
+            return
+        for kind, value in run.drain():
+            if kind == "item":
+                run.items.append(value)
+                self._on_progress(value)
+                continue
+            self._timer.stop()
+            self._on_done(value) if kind == "done" else self._on_error(value)
+            self._on_finished()
+
     def _started(self, process) -> None:
         self._process = process
 

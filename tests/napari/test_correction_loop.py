@@ -11,7 +11,7 @@ import pytest
 from medfcn.model.checkpoint import load_model
 from napari_plugin._layers import labels_to_display
 from napari_plugin._widgets.review import ReviewWidget
-from tests.support.napari import TIMEOUT_MS, gui, segment_widget
+from tests.support.napari import TIMEOUT_MS, gui, paint_slices, segment_widget
 from tests.support.scans import head_labels
 
 
@@ -21,20 +21,6 @@ def _segmented(viewer, qtbot, tiny_model, scan_file):
     segment.run()
     qtbot.waitUntil(lambda: "head_labels" in viewer.layers and segment.run_button.enabled, timeout=TIMEOUT_MS)
     return image, viewer.layers["head_labels"], segment
-
-
-def _paint_slices(viewer, image, labels, axis: int, slices) -> None:
-    """Correct whole slices to the true labels as a user does, slice by slice in the view of ``axis`` (each a
-    stroke napari records in the layer's undo history: ``data_setitem``, what its brush and fill end in)."""
-    truth = labels_to_display((head_labels() > 0).astype(np.uint8), image.as_layer_data_tuple()[1])
-    order = [axis, *(a for a in range(3) if a != axis)]
-    viewer.dims.order = tuple(order)
-    for k in slices:
-        viewer.dims.set_current_step(axis, k)
-        index = np.nonzero(np.ones(np.delete(truth.shape, axis), bool))
-        full = list(index)
-        full.insert(axis, np.full(index[0].size, k))
-        labels.data_setitem(tuple(full), truth[tuple(full)])
 
 
 def _finished(train) -> bool:
@@ -66,7 +52,7 @@ def test_train_learns_the_painted_slices_not_the_view_and_names_its_model(
     assert train.label_layer.value is labels and train.image.value is image
 
     # 1. three axial slices corrected, then a look at the coronal view: the dock learns the three axial slices
-    _paint_slices(viewer, image, labels, 0, [9, 15, 21])
+    paint_slices(viewer, image, labels, 0, [9, 15, 21])
     viewer.dims.order = (1, 0, 2)
     qtbot.wait(50)
     assert "3 corrected axial slices: 9, 15, 21" in train.plan.value, train.plan.value

@@ -46,10 +46,10 @@ boundary are most of a brain mask's blobs (1,588 blobs on the sample head, mostl
 them one by one."""
 
 EDGE_DEPTH = 1.5
-"""A blob none of whose voxels lies deeper than 1.5 of the finest voxel spacings from its surface is a rim at most
-two voxels thick along the boundary: where two careful raters disagree too (201 blobs for one clinical brain mask,
-most of them one voxel). Such blobs are summarised, not listed; a blob one thick slice deep but wide in-plane is a
-region that matters (its depth is the in-plane distance)."""
+"""A blob none of whose voxels lies deeper than 1.5 of the finest voxel spacings from its surface, touching voxels both
+maps agree on, is a rim at most two voxels thick along the boundary: where two careful raters disagree too (201
+blobs for one clinical brain mask, most of them one voxel). Such blobs are summarised, not listed; a blob one thick
+slice deep but wide in-plane is a region that matters (its depth is the in-plane distance)."""
 
 KIND_NAMES = {Overlap.FP: "spurious", Overlap.FN: "missed"}
 """How each error code is named: ``spurious`` (predicted, not in the reference), ``missed`` (in the reference)."""
@@ -111,10 +111,10 @@ def error_components(
     voxel_ml = float(np.prod(np.asarray(spacing, float))) / 1000.0
     out: list[ErrorComponent] = []
     for code in (Overlap.FN, Overlap.FP):
-        found = _blobs(codes == code, spacing)
+        found = _blobs(codes, code, spacing)
         if found is None:
             continue
-        labelled, mask, index, depths, thin = found
+        labelled, mask, index, depths, rim = found
         sizes = ndimage.sum_labels(mask, labelled, index).astype(np.int64)
         centroids = ndimage.center_of_mass(mask, labelled, index)
         boxes = ndimage.find_objects(labelled)
@@ -128,38 +128,45 @@ def error_components(
                     tuple((int(s.start), int(s.stop)) for s in box),
                     _nearest_voxel(labelled[box] == i, box, centroid),
                     float(deep),
-                    bool(deep <= thin),
+                    bool(rim[i - 1]),
                 )
             )
     out.sort(key=lambda c: (-c.voxels, c.kind != "missed", c.centroid))
     return out[:limit] if limit is not None else out
 
 
-def _blobs(mask: np.ndarray, spacing: Sequence[float]):
-    """The 26-connected blobs of ``mask``: ``(labelled, mask, ids, depth of each in mm, the edge depth)``, or
-    ``None`` when it is empty. Depth: the largest distance (mm) of a blob's voxel from outside the blob."""
+def _blobs(codes: np.ndarray, code: int, spacing: Sequence[float]):
+    """The 26-connected blobs of ``codes == code``: ``(labelled, mask, ids, depth of each in mm, whether each is
+    edge noise)``, or ``None`` when there are none. Depth: the largest distance (mm) of a blob's voxel from outside
+    the blob; edge noise: no deeper than :data:`EDGE_DEPTH` finest spacings and touching voxels both maps agree on
+    (a rim along the boundary, not a thin sheet or a speck on its own)."""
+    mask = codes == code
     if not mask.any():
         return None
-    labelled, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))  # 26-connected in 3-D
+    cube = np.ones((3,) * mask.ndim, bool)
+    labelled, n = ndimage.label(mask, structure=cube)  # 26-connected in 3-D
     index = np.arange(1, n + 1)
     depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[(slice(1, -1),) * mask.ndim]
     depths = np.asarray(ndimage.maximum(depth, labelled, index), float)
-    return labelled, mask, index, depths, EDGE_DEPTH * float(np.min(spacing)) + 1e-9
+    along = ndimage.binary_dilation(codes == Overlap.TP, structure=cube)
+    touches = np.asarray(ndimage.maximum(along, labelled, index), bool)
+    return labelled, mask, index, depths, (depths <= EDGE_DEPTH * float(np.min(spacing)) + 1e-9) & touches
 
 
 def edge_voxels(codes: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """The wrong voxels of an overlap map that belong to edge-noise blobs (the rule of :data:`EDGE_DEPTH`), bool.
 
-    >>> codes = np.zeros((6, 6, 3), np.uint8); codes[1, 1:5, 1] = Overlap.FP; codes[2:5, 2:5, :] = Overlap.FN
-    >>> int(edge_voxels(codes, (1.0, 1.0, 1.0)).sum())  # the one-voxel rim, not the 3 x 3 x 3 block
+    >>> codes = np.zeros((6, 6, 3), np.uint8); codes[2:5, 2:5, :] = Overlap.TP; codes[1, 1:5, 1] = Overlap.FP
+    >>> codes[5, 0, 0] = Overlap.FN  # a speck on its own: not a rim
+    >>> int(edge_voxels(codes, (1.0, 1.0, 1.0)).sum())  # the one-voxel rim along the agreed block
     4
     """
     out = np.zeros(codes.shape, bool)
     for code in (Overlap.FN, Overlap.FP):
-        found = _blobs(codes == code, spacing)
+        found = _blobs(codes, code, spacing)
         if found is not None:
-            labelled, _, index, depths, thin = found
-            out |= np.isin(labelled, index[depths <= thin])
+            labelled, _, index, _, rim = found
+            out |= np.isin(labelled, index[rim])
     return out
 
 

@@ -1,4 +1,4 @@
-"""The ``medfcn`` command: segment, evaluate, train, calibrate, info.
+"""The ``medfcn`` command: segment, bids, evaluate, train, calibrate, info.
 
 Heavy imports happen inside the commands, so ``medfcn --help`` is instant. User errors (:class:`MedfcnError`)
 are caught here, once, and become a one-line message on stderr and an exit status: 0 all cases ok, 1 some case
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medfcn import __version__
-from medfcn.errors import MedfcnError, terminal_safe
+from medfcn.errors import MedfcnError, UsageError, terminal_safe
 
 __all__ = ["main", "build_parser"]
 
@@ -60,8 +60,96 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
         help="comma-separated: nifti (default; OUT/<case>.nii.gz), dicom-seg (OUT/<case>.seg.dcm), rtstruct "
         "(OUT/<case>.rtstruct.dcm); the DICOM ones for cases read from a DICOM series",
     )
+    _add_output_options(p)
     p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """--masked-image, --border, --statistics (medfcn.batch.outputs.OutputOptions), for segment and bids."""
+    p.add_argument(
+        "--masked-image",
+        action="store_true",
+        help="also write OUT/<case>.masked.nii.gz: the input with everything outside the labels set to zero (same "
+        "grid, voxel type and scaling)",
+    )
+    p.add_argument(
+        "--border",
+        type=float,
+        default=0.0,
+        metavar="MM",
+        help="move the labels' border out by MM mm (in, for a negative MM) before writing, as SynthStrip's -b",
+    )
+    p.add_argument(
+        "--statistics",
+        action="store_true",
+        help="each label's volume (mL) and the input's intensity (mean, std, percentiles) inside it: in the manifest "
+        "and OUT/statistics.csv",
+    )
+
+
+def _output_options(args: argparse.Namespace, **fixed):
+    from medfcn.batch.outputs import OutputOptions
+
+    values = {"masked_image": getattr(args, "masked_image", False), "border_mm": args.border}
+    return OutputOptions(**{**values, "statistics": args.statistics, **fixed})
+
+
+def _add_bids(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "bids", _bids)
+    p.add_argument("bids_dir", metavar="BIDS_DIR", help="the BIDS dataset (raw data)")
+    p.add_argument(
+        "output_dir", metavar="OUTPUT_DIR", help="the derivatives dataset to write (e.g. BIDS_DIR/derivatives/medfcn)"
+    )
+    p.add_argument("analysis_level", metavar="participant", help="the BIDS App analysis level: participant")
+    p.add_argument("--participant-label", nargs="+", metavar="L", help="participants to segment (default: all)")
+    p.add_argument("--session-label", nargs="+", metavar="S", help="sessions to segment (default: all)")
+    p.add_argument("--suffix", nargs="+", default=["T1w"], metavar="SUFFIX", help="image suffixes (default: T1w)")
+    p.add_argument("--model", metavar="MODEL", help="model file (default: the bundled T1 brain-extraction model)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--tta", action="store_true", help="test-time augmentation (in-plane flips, 4x slower)")
+    p.add_argument("--float32", action="store_true", help="compute in float32 throughout (see segment --help)")
+    p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="run on a local Dask cluster of N processes")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on an existing Dask cluster, e.g. tcp://host:8786")
+    p.add_argument("--border", type=float, default=0.0, metavar="MM", help="move the mask's border out by MM mm")
+    p.add_argument("--statistics", action="store_true", help="volumes and intensities: OUTPUT_DIR/statistics.csv")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _bids(args: argparse.Namespace) -> int:
+    """Segment a BIDS dataset into a BIDS derivatives dataset (a BIDS App).
+
+    The BIDS-App convention: medfcn bids BIDS_DIR OUTPUT_DIR participant. Finds the images with pybids and writes, per
+    image, its mask (desc-brain_mask) and skull-stripped image (desc-brain_<suffix>) with their JSON sidecars, and
+    dataset_description.json; resume, the manifest and the lock as in segment. Exit status 1 if any image failed.
+    """
+    from medfcn.batch.bids import check_output, find_images
+
+    if args.analysis_level != "participant":
+        raise UsageError(f"analysis level {args.analysis_level!r}: medfcn bids has the participant level only")
+    check_output(args.bids_dir, args.output_dir)
+    images = find_images(args.bids_dir, args.participant_label, args.session_label, args.suffix)
+    options = _output_options(args, masked_image=True)  # before the model is loaded: a bad --border writes nothing
+    from medfcn.batch.bids import run_bids
+    from medfcn.batch.cluster import ClusterSettings
+    from medfcn.inference.settings import InferenceSettings
+    from medfcn.model.checkpoint import load_model
+
+    manifest = run_bids(
+        args.bids_dir,
+        args.output_dir,
+        images=images,
+        model=load_model(args.model),
+        options=options,
+        first_suffix=args.suffix[0],
+        settings=InferenceSettings(device=args.device, tta=args.tta, amp=False if args.float32 else None),
+        cluster=ClusterSettings(workers=args.workers, scheduler=args.scheduler),
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(f"{manifest.ok} segmented, {manifest.skipped} kept, {manifest.failed} failed: {args.output_dir}")
+    return manifest.exit_code
 
 
 def _add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -107,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show debug logging and tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_segment(sub)
+    _add_bids(sub)
     _add_evaluate(sub)
     add_train_parser(sub, _train)
     _add_calibrate(sub)
@@ -135,6 +224,7 @@ def _segment(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         formats=args.format,
+        options=_output_options(args),
     )
     code = manifest.exit_code
     if args.reference:
@@ -146,7 +236,20 @@ def _segment(args: argparse.Namespace) -> int:
         scans = {c.case: c for c in find_cases(args.inputs) if c.error is None}  # drawn under the overlays
         report = Path(args.output) / "evaluation"
         series = [p for p in args.inputs if Path(p).is_dir()]  # what a DICOM output references
-        result = evaluate(args.output, args.reference, report, label_names=names, images=scans, series=series)
+        from medfcn.batch.outputs import MASKED_SUFFIX
+
+        masked = [f for c in manifest.cases for f in c.outputs or [] if f.endswith(MASKED_SUFFIX)]
+        stats = {c.case: c.statistics for c in manifest.cases if c.statistics}
+        result = evaluate(
+            args.output,
+            args.reference,
+            report,
+            label_names=names,
+            images=scans,
+            series=series,
+            not_predictions=masked,
+            statistics=stats,
+        )
         for line in result.summary_lines():
             print(line)
         print(f"report: {report / 'report.html'}")

@@ -29,7 +29,7 @@ import nibabel as nib
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 from medfcn.training.clinical import Clinical, ghost, slab_weights  # noqa: E402
 
 HEADS = {

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
 SAMPLE_LABEL = ROOT / "sample_data" / "labels" / "colin27.nii.gz"
 LSA = (-1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0)

@@ -32,7 +32,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
 SAMPLE_LABEL = ROOT / "sample_data" / "labels" / "colin27.nii.gz"
 MNI_FILES = {
@@ -62,7 +62,7 @@ class Case:
 def nilearn_data_dir(python: str | Path) -> Path:
     """The folder of nilearn's bundled data (MNI152 2009 templates), asked of the interpreter ``python``."""
     code = "import nilearn, os; print(os.path.join(os.path.dirname(nilearn.__file__), 'datasets', 'data'))"
-    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([str(python), "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True)
     return Path(out.stdout.strip())
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from medfcn.batch.manifest import CaseResult, Status
-from medfcn.batch.outputs import OutputFormat, check_case, output_files, write_outputs
+from medfcn.batch.outputs import FLAT, PLAIN, Layout, OutputFormat, OutputOptions, check_case, write_outputs
 from medfcn.data.discovery import CaseSpec
 from medfcn.data.writer import file_sha256
 from medfcn.errors import MedfcnError
@@ -52,17 +52,22 @@ Record = Callable[[int, CaseResult], None]  # record(index in discovery order, e
 
 @dataclass(frozen=True)
 class Job:
-    """A case to segment: its position in discovery order, what to read and where its label map goes."""
+    """A case to segment: its position in discovery order, what to read and where its label map goes (``output``,
+    the first of :attr:`files`; ``out_dir``, the batch's output folder, is ``output``'s folder unless given)."""
 
     index: int
     spec: CaseSpec
     output: Path
     formats: tuple[OutputFormat, ...] = (OutputFormat.NIFTI,)
+    options: OutputOptions = PLAIN
+    layout: Layout = FLAT
+    out_dir: Path | None = None
 
     @property
-    def files(self) -> dict[OutputFormat, Path]:
-        """Every file of the case, by format (``output`` is the first); see :mod:`medfcn.batch.outputs`."""
-        return output_files(self.output.parent, self.spec.case, self.formats)
+    def files(self) -> dict[str, Path]:
+        """Every file of the case, by format or kind (``output`` is the first); see :mod:`medfcn.batch.outputs`."""
+        folder = self.output.parent if self.out_dir is None else self.out_dir
+        return self.layout.files(folder, self.spec, self.formats, self.options)
 
 
 @dataclass
@@ -76,6 +81,7 @@ class CaseState:
     hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
     warnings: list[str] = field(default_factory=list)  # what the segmentation noticed (an empty label map)
     stamp: str | None = None  # input_stamp of the input files, taken before they were read
+    statistics: dict[str, dict] | None = None  # per label (--statistics), see medfcn.data.statistics
 
 
 def input_stamp(spec: CaseSpec) -> str:
@@ -121,6 +127,10 @@ def reason_to_redo(job: Job, earlier: CaseResult | None, model_sha256: str | Non
         return "the output was made by another model"
     if earlier.input_stamp != input_stamp(job.spec):
         return "the input changed since the output was made"
+    if (earlier.border_mm or 0.0) != job.options.border_mm:
+        return f"the output was made with another --border ({earlier.border_mm or 0.0:g} mm)"
+    if job.options.statistics and earlier.statistics is None:
+        return "its statistics were not computed when it was made"
     recorded = earlier.output_sha256 or {job.output.name: earlier.sha256}
     for path in job.files.values():
         if path.name not in recorded:
@@ -161,12 +171,15 @@ def read_case(job: Job) -> CaseState:
     return step
 
 
-def segment_case(segmenter: Segmenter, step: CaseState) -> CaseState:
-    """Segment the scan of a step that has no error yet; an error is kept in the step."""
+def segment_case(segmenter: Segmenter, step: CaseState, options: OutputOptions = PLAIN) -> CaseState:
+    """Segment the scan of a step that has no error yet, move the border and compute the statistics ``options``
+    ask for; an error is kept in the step."""
     if step.error is None and step.scan is not None:
         start = time.perf_counter()
         try:
-            step.labels = segmenter.segment(step.scan, release_voxels=True)  # the writers need only its grid
+            # the writers need only the grid, unless the statistics or the masked image need the voxels
+            step.labels = segmenter.segment(step.scan, release_voxels=not options.needs_voxels)
+            _finish_labels(step, segmenter, options)
         except Exception as exc:
             step.error = error_message(exc)
         else:
@@ -182,17 +195,37 @@ def segment_case(segmenter: Segmenter, step: CaseState) -> CaseState:
     return step
 
 
+def _finish_labels(step: CaseState, segmenter: Segmenter, options: OutputOptions) -> None:
+    """``--border`` on the step's labels, then ``--statistics`` from them and the scan's voxels."""
+    scan = step.scan
+    if options.border_mm:
+        from medfcn.inference.border import move_border
+
+        step.labels = move_border(step.labels, scan.spacing, options.border_mm)
+    if options.statistics:
+        from medfcn.data.statistics import label_statistics
+
+        step.statistics = label_statistics(step.labels, scan.array, scan.spacing, segmenter.labels)
+    if options.needs_voxels and not options.masked_image:  # done with them: free them before the write
+        scan.array = np.broadcast_to(np.zeros((), dtype=scan.array.dtype), scan.shape)
+
+
 def write_case(job: Job, step: CaseState, model: Model | None = None) -> CaseState:
-    """Write every output file of a segmented step and record their hashes; the labels are dropped after."""
+    """Write every output file of a segmented step (and the layout's texts beside them) as one unit and record
+    their hashes; the labels and the scan's voxels are dropped after."""
     if step.error is None and step.labels is not None and step.scan is not None:
         start = time.perf_counter()
         try:
-            write_outputs(step.labels, step.scan, job.files, model)  # each read back and verified before its rename
-            step.hashes = {path.name: file_sha256(path) for path in job.files.values()}
+            files = job.files
+            texts = job.layout.texts(files, job.spec, model)
+            # each read back and verified before any is renamed into place
+            write_outputs(step.labels, step.scan, files, model, texts=texts, warnings=step.warnings)
+            step.hashes = {path.name: file_sha256(path) for path in files.values()}
         except Exception as exc:
             step.error = error_message(exc)
         step.timing["write"] = time.perf_counter() - start
         step.labels = None
+        step.scan.array = np.broadcast_to(np.zeros((), dtype=step.scan.array.dtype), step.scan.shape)
     return step
 
 
@@ -227,6 +260,8 @@ def case_result(
         model_sha256=model_sha256 if step.error is None else None,
         input_stamp=step.stamp if step.error is None else None,
         outputs=None if step.error is not None else [str(p) for p in job.files.values()],
+        border_mm=job.options.border_mm if step.error is None and job.options.border_mm else None,
+        statistics=step.statistics if step.error is None else None,
     )
 
 
@@ -242,5 +277,5 @@ def failed_result(job: Job, error: str, device: str) -> CaseResult:
 
 def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
     """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
-    step = write_case(job, segment_case(segmenter, read_case(job)), segmenter.model)
+    step = write_case(job, segment_case(segmenter, read_case(job), job.options), segmenter.model)
     return case_result(job, step, str(segmenter.device), segmenter.model.sha256, segmenter.engine.precision)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from medfcn.batch.cases import Job, Record, error_message, failed_result, process_case
 from medfcn.batch.manifest import CaseResult
+from medfcn.data.writer import left_by_dead_process, process_tag
 from medfcn.errors import ModelError, UsageError
 from medfcn.inference.settings import InferenceSettings
 
@@ -161,6 +162,27 @@ def _worker_case(job: Job, task: _WorkerTask) -> CaseResult:
     return process_case(segmenter, job)
 
 
+SCRATCH = ".medfcn-dask-"
+"""The start of the hidden scratch folder (``.medfcn-dask-HOST.PID``) a local cluster keeps in the output folder."""
+
+
+def remove_stale_scratch(out_dir: Path) -> list[Path]:
+    """Remove the scratch folders a local cluster's client left in ``out_dir`` when it was killed (its process of
+    this host is gone; :func:`medfcn.data.writer.left_by_dead_process`); returns them. Folders of running
+    processes and of other hosts are left alone."""
+    removed = []
+    try:
+        found = [p for p in out_dir.iterdir() if p.name.startswith(SCRATCH) and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return []
+    for folder in found:
+        if left_by_dead_process(folder.name[len(SCRATCH) :]):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            log.info("removed %s, left by an interrupted run", folder)
+    return removed
+
+
 def _connect(where: ClusterSettings, stack: ExitStack, scratch: Path) -> tuple[Any, int | None]:
     """A Dask client (closed by ``stack``) and the torch threads per worker process (``None``: each host decides).
 
@@ -221,7 +243,8 @@ def run_on_cluster(
     if not jobs:
         return
     with ExitStack() as stack:
-        client, threads = _connect(where, stack, jobs[0].output.parent.absolute() / f".medfcn-dask-{os.getpid()}")
+        scratch = (jobs[0].out_dir or jobs[0].output.parent).absolute() / f"{SCRATCH}{process_tag()}"
+        client, threads = _connect(where, stack, scratch)
         if settings.threads is None:
             settings = replace(settings, threads=threads)
         task = _WorkerTask(model_path, sha256, settings)
@@ -229,7 +252,8 @@ def run_on_cluster(
         for job in jobs:
             # Absolute paths: a worker's working directory is not ours.
             spec = replace(job.spec, path=job.spec.path.absolute(), files=tuple(f.absolute() for f in job.spec.files))
-            remote = replace(job, spec=spec, output=job.output.absolute())
+            out_dir = None if job.out_dir is None else job.out_dir.absolute()
+            remote = replace(job, spec=spec, output=job.output.absolute(), out_dir=out_dir)
             key = f"medfcn-case-{job.index}-{os.getpid()}-{time.time_ns()}"
             futures[client.submit(_worker_case, remote, task, pure=False, key=key)] = job
         try:

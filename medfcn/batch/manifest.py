@@ -4,14 +4,15 @@ The manifest is rewritten atomically (:func:`medfcn.data.writer.atomic_write_tex
 batch killed at any moment leaves a readable manifest that lists the cases finished so far, in discovery order.
 Layout::
 
-    {"medfcn_version": "0.1.0",
+    {"medfcn_version": "0.3.0",
      "model": {"name", "path", "sha256", "architecture", "variant", "labels", "spacing"},
      "device": "cpu", "precision": "bfloat16" (the network's arithmetic),
      "started": ISO 8601, "finished": ISO 8601 or null while running,
      "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
      "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
                 "device", "precision", "timing": {"read", "segment", "write"}, "warnings": [...],
-                "sha256", "output_sha256", "model_sha256", "input_stamp", "outputs": [every file of the case]}, ...]}
+                "sha256", "output_sha256", "model_sha256", "input_stamp", "outputs": [every file of the case],
+                "border_mm", "statistics": {label: {"voxels", "volume_ml", "mean", ...}}}, ...]}
 
 ``seconds`` is the work done for a case (reading + segmenting + writing, s); ``shape`` (voxels) and ``spacing`` (mm)
 are those of the scan, which the label map shares. ``output`` is ``null`` for a failed case (an output from an
@@ -22,7 +23,8 @@ scan gives one).
 ``sha256`` is the label map file's SHA-256 (written, read back whole and verified), ``output_sha256`` that of every
 file of the case by name (``--format``), ``model_sha256`` that of the model file that made it, ``input_stamp`` a
 fingerprint of the input files' names, sizes and modification times: a rerun skips a case only when all three still
-hold.
+hold. ``border_mm`` is the ``--border`` the labels were made with (absent: 0) and ``statistics`` (``--statistics``)
+each label's volume (mL) and the input's intensities inside it (see :mod:`medfcn.data.statistics`).
 
 >>> entry = CaseResult(input="t1.nii.gz", case="t1", output=None, status="failed", error="t1.nii.gz: empty file")
 >>> entry.status, CaseResult.from_dict(entry.to_dict()) == entry
@@ -84,6 +86,8 @@ class CaseResult:
     output_sha256: dict[str, str] = field(default_factory=dict)
     model_sha256: str | None = None
     input_stamp: str | None = None
+    border_mm: float | None = None  # --border: the distance the labels' border was moved (mm), when not 0
+    statistics: dict[str, dict[str, Any]] | None = None  # --statistics: per label, medfcn.data.statistics
 
     def __post_init__(self) -> None:
         self.status = Status(self.status)

@@ -59,10 +59,10 @@ from medfcn.batch.cases import (
     skipped_result,
     write_case,
 )
-from medfcn.batch.cluster import RUN_HERE, ClusterSettings
+from medfcn.batch.cluster import RUN_HERE, ClusterSettings, remove_stale_scratch
 from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
-from medfcn.batch.outputs import output_files, parse_formats
-from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input
+from medfcn.batch.outputs import FLAT, PLAIN, Layout, OutputOptions, parse_formats
+from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input, safe_name
 from medfcn.data.writer import check_writable, remove_stale_partials
 from medfcn.errors import OutputError
 from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
@@ -167,7 +167,7 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
             if i + 1 < len(jobs):
                 reads.append(reader.submit(read_case, jobs[i + 1]))
             current(job.spec.case)
-            step = segment_case(segmenter, step)
+            step = segment_case(segmenter, step, job.options)
             if writing is not None:  # long finished in the background; wait so at most one write is pending
                 record(writing[0].index, entry(writing[0], writing[1].result()))
                 writing = None
@@ -180,33 +180,49 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
 
 
 # -- the entry point ----------------------------------------------------------------------------------------------
-def _plan(inputs: Sequence[str | Path] | str | Path, out_dir: Path, formats: tuple) -> list[Job]:
-    """The jobs of a batch, once the output folder is known to be safe and writable (see :func:`run_batch`). Cases an
-    earlier run into ``out_dir`` named keep their names (see :func:`medfcn.data.discovery.find_cases`)."""
-    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
-    _check_not_an_input(out_dir, inputs)
-    check_writable(out_dir)
-    _lock(out_dir)
+def _plan(inputs: list[Path], out_dir: Path, formats: tuple, options: OutputOptions, layout: Layout) -> list[Job]:
+    """The jobs of a batch, once the output folder is known to be safe and writable and is locked (see
+    :func:`run_batch`). Cases an earlier run into ``out_dir`` named keep their names (see
+    :func:`medfcn.data.discovery.find_cases`)."""
     remove_stale_partials(out_dir)
+    remove_stale_scratch(out_dir)
     keep = {input_key(r.input, r.series_uid): name for name, r in _earlier_results(out_dir).items() if r.input}
-    specs = [_check_names(s, out_dir, formats) for s in find_cases(inputs, exclude=[out_dir], keep=keep)]
-    return [
-        Job(i, spec, next(iter(output_files(out_dir, spec.case, formats).values())), formats)
-        for i, spec in enumerate(specs)
-    ]
+    jobs = []
+    for i, spec in enumerate(find_cases(inputs, exclude=[out_dir], keep=keep)):
+        spec, files = _check_names(spec, out_dir, formats, options, layout)
+        for folder in {p.parent for p in files.values()} - {out_dir}:  # a layout's sub-folders (BIDS)
+            remove_stale_partials(folder)
+        jobs.append(Job(i, spec, next(iter(files.values())), formats, options, layout, out_dir))
+    return jobs
 
 
-def _check_names(spec: CaseSpec, out_dir: Path, formats: tuple) -> CaseSpec:
-    """``spec``, failed (its error set) when an output name of its case is longer than a file name may be."""
-    for path in output_files(out_dir, spec.case, formats).values():
+def _check_names(
+    spec: CaseSpec, out_dir: Path, formats: tuple, options: OutputOptions, layout: Layout
+) -> tuple[CaseSpec, dict[str, Path]]:
+    """``spec`` and its output files (``layout``'s), ``spec`` failed (its error set) when an output of its case would
+    not lie inside ``out_dir`` (a case name with a separator or ``..``, as a hand-edited manifest may hold:
+    :func:`medfcn.batch.outputs.output_files`; any layout's path that resolves elsewhere) or its name is longer than
+    a file name may be. A failed case keeps a harmless name (separators replaced by ``_``) in the manifest; nothing
+    is written for it."""
+    try:
+        files = layout.files(out_dir, spec, formats, options)
+        root = out_dir.resolve()
+        for path in files.values():
+            if not path.resolve().is_relative_to(root) or path.resolve() == root:
+                raise OutputError(f"{path}: not a file inside the output folder {out_dir}; nothing written")
+    except OutputError as e:
+        harmless = safe_name(str(spec.case).replace(os.sep, "_")).strip(".") or "_"
+        spec = dataclasses.replace(spec, case=harmless, error=spec.error or str(e))
+        return spec, layout.files(out_dir, spec, formats, options)
+    for path in files.values():
         size = len(path.name.encode("utf-8", "surrogateescape"))
         if size > 255:
             error = (
                 f"{spec.path}: file name too long: its output {path.name[:40]}...{path.name[-20:]} would be {size} "
                 "bytes, more than the 255 a file name may have; rename the input"
             )
-            return dataclasses.replace(spec, error=spec.error or error)
-    return spec
+            return dataclasses.replace(spec, error=spec.error or error), files
+    return spec, files
 
 
 def _resume(
@@ -259,6 +275,8 @@ def run_batch(
     overwrite: bool = False,
     progress: bool = True,
     formats: str | Sequence[str] = ("nifti",),
+    options: OutputOptions = PLAIN,
+    layout: Layout = FLAT,
 ) -> Manifest:
     """Segment every case in ``inputs`` into ``out_dir/<case>.nii.gz`` and record ``out_dir/manifest.json``.
 
@@ -273,6 +291,10 @@ def run_batch(
         overwrite: segment cases whose output exists (default: skip them, which resumes an interrupted batch).
         progress: show a progress bar on stderr.
         formats: what to write per case: ``nifti``, ``dicom-seg``, ``rtstruct`` (see :mod:`medfcn.batch.outputs`).
+        options: a masked image, a border moved by some mm, statistics (``OUT/statistics.csv``) for every case
+            (:class:`medfcn.batch.outputs.OutputOptions`).
+        layout: where each file of a case goes (default ``OUT/<case><suffix>``; :mod:`medfcn.batch.bids` gives a
+            BIDS derivatives layout).
 
     Returns:
         The :class:`Manifest`; ``manifest.exit_code`` is 1 if any case failed.
@@ -285,17 +307,31 @@ def run_batch(
     """
     out_dir = Path(out_dir)
     formats = parse_formats(formats)
+    inputs = [Path(p) for p in ([inputs] if isinstance(inputs, str | Path) else inputs)]
+    _check_not_an_input(out_dir, inputs)
+    check_writable(out_dir)
+    _lock(out_dir)  # released below; a run refused here leaves the lock of the run that holds it alone
     try:
-        jobs = _plan(inputs, out_dir, formats)
+        jobs = _plan(inputs, out_dir, formats, options, layout)
         runner = _Runner.start(model, settings, cluster)
         manifest, results, todo = _start_manifest(jobs, out_dir, runner, overwrite)
         with _progress_bar(len(jobs), len(results), progress) as bar:
             runner.run(todo, _Recorder(manifest, results, bar, runner.segmenter is None))
         manifest.finished = now_iso()
         manifest.write()
+        if options.statistics:
+            _write_statistics(manifest, out_dir)
     finally:
         _unlock(out_dir)
     return manifest
+
+
+def _write_statistics(manifest: Manifest, out_dir: Path) -> None:
+    """``OUT/statistics.csv`` from the manifest's cases that have statistics (made now or kept from before)."""
+    from medfcn.data.statistics import STATISTICS_NAME, write_statistics_csv
+
+    done = [(c.case, c.statistics) for c in manifest.cases if c.statistics and c.status != Status.FAILED]
+    write_statistics_csv(out_dir / STATISTICS_NAME, done)
 
 
 @dataclass

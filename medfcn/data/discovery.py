@@ -52,6 +52,7 @@ __all__ = [
     "pair_cases",
     "case_name",
     "safe_name",
+    "name_fault",
     "is_batch_output",
 ]
 
@@ -86,10 +87,42 @@ class CaseSpec:
 
         return read_scan(self.path, series_uid=self.series_uid, case=self.case, files=self.files)
 
+    def read_labels(self) -> Scan:
+        """The case as a label map (:func:`medfcn.data.reader.read_label_map`: non-finite values refused).
+
+        Raises:
+            MedfcnError: as :meth:`read`, or the map holds NaN or infinite values.
+        """
+        if self.error:
+            raise MedfcnError(self.error)
+        from medfcn.data.reader import read_label_map
+
+        return read_label_map(self.path, series_uid=self.series_uid, case=self.case, files=self.files)
+
 
 def safe_name(name: str) -> str:
     """``name`` with characters that are not printable (control characters, ANSI escapes) replaced by ``_``."""
     return "".join(ch if ch.isprintable() else "_" for ch in name) or "_"
+
+
+def name_fault(name: str) -> str | None:
+    """Why ``name`` cannot be a case name (an output is ``OUT/<name><suffix>``), or ``None`` when it can: it must be
+    one non-empty file-name component, not ``.`` or ``..``, without a path separator, NUL or a character a terminal
+    would interpret. Names found on disk pass by construction; a name read back from a manifest (which anyone can
+    edit) is checked here.
+
+    >>> name_fault("sub-01_T1w") is None, name_fault("../in/colin27"), name_fault("..")
+    (True, 'it holds a path separator', 'it is . or ..')
+    """
+    if not isinstance(name, str) or not name:
+        return "it is empty"
+    if os.sep in name or (os.altsep and os.altsep in name):
+        return "it holds a path separator"
+    if name in (".", ".."):
+        return "it is . or .."
+    if safe_name(name) != name or "\0" in name:
+        return "it holds control characters"
+    return None
 
 
 def case_name(path: str | Path) -> str:
@@ -173,6 +206,9 @@ def _disambiguate(cases: list[tuple[CaseSpec, Path | None]], keep: Mapping[tuple
     kept: dict[int, str] = {}  # cases that keep the name an earlier run gave them
     for i, (c, _) in enumerate(cases):
         name = keep.get(input_key(c.path, c.series_uid))
+        if name and (fault := name_fault(name)):
+            log.warning("%s: the case name %r an earlier run's manifest gives it is not used (%s)", c.path, name, fault)
+            continue
         if name and name not in kept.values():
             kept[i] = name
     counts: dict[str, int] = {}

@@ -2,7 +2,9 @@
 
 Training (``medfcn train``) and calibration (``medfcn calibrate``) take their labelled scans from here: two
 folders (or files) paired by case name through :func:`medfcn.data.discovery.pair_cases`, or a CSV/JSON list of
-``image,label[,case]`` rows (paths relative to the list).
+``image,label[,case]`` rows (paths relative to the list). A list is bounded before any image is read: at most
+:data:`MAX_LIST_BYTES` bytes and :data:`MAX_PAIRS` entries, each image, label map and case name once (a row
+repeated a million times is a damaged list, not a training set).
 
 >>> pair = LabelledPair("head", Path("img/head.nii.gz"), Path("lab/head.nii.gz"))
 >>> pair.summary()
@@ -25,9 +27,14 @@ from medfcn.errors import MedfcnError, NoScansError, UsageError
 if TYPE_CHECKING:
     from medfcn.data.scan import Scan
 
-__all__ = ["LabelledPair", "find_pairs", "read_pair", "data_sha256"]
+__all__ = ["MAX_PAIRS", "MAX_LIST_BYTES", "LabelledPair", "find_pairs", "read_pair", "data_sha256"]
 
 log = logging.getLogger(__name__)
+
+MAX_PAIRS = 100_000
+"""The most entries a list of training pairs may hold."""
+MAX_LIST_BYTES = 32 << 20
+"""The largest list of training pairs read (32 MiB: 100,000 entries of two 150-character paths)."""
 
 
 @dataclass(frozen=True)
@@ -70,20 +77,47 @@ def find_pairs(images: str | Path = "", labels: str | Path = "", pairs: str | Pa
     return [LabelledPair(c, Path(i.path), Path(la.path)) for c, i, la in paired.pairs]
 
 
+def _too_many(path: Path, entries: int) -> MedfcnError:
+    return MedfcnError(f"{path}: {entries:,} entries, more than the {MAX_PAIRS:,} a list of training pairs holds")
+
+
 def _listed_pairs(path: Path) -> list[LabelledPair]:
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_LIST_BYTES:
+            raise MedfcnError(
+                f"{path}: a list of training pairs of {size:,} bytes, more than the {MAX_LIST_BYTES:,} medfcn reads"
+            )
+        text = path.read_text(encoding="utf-8")
+        entries = text.count('"image"') if path.suffix.lower() == ".json" else text.count("\n") - 1
+        if entries > MAX_PAIRS:  # counted before they are parsed: a million parsed rows take gigabytes
+            raise MedfcnError(
+                f"{path}: {entries:,} entries, more than the {MAX_PAIRS:,} a list of training pairs holds"
+            )
         rows = json.loads(text) if path.suffix.lower() == ".json" else list(csv.DictReader(text.splitlines()))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, csv.Error) as exc:
         raise MedfcnError(f"cannot read the list of training pairs {path}: {exc}") from None
     if not isinstance(rows, list):
         raise MedfcnError(f"{path}: the list of training pairs must be a list of entries")
-    out = []
+    if len(rows) > MAX_PAIRS:
+        raise MedfcnError(
+            f"{path}: {len(rows):,} entries, more than the {MAX_PAIRS:,} a list of training pairs may hold"
+        )
+    out: list[LabelledPair] = []
+    first: dict[tuple[str, str], int] = {}  # (what, value) -> the entry that named it first
     for i, row in enumerate(rows):
         if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not isinstance(row.get("label"), str):
             raise MedfcnError(f"{path}: entry {i + 1} needs 'image' and 'label' (and optionally 'case')")
         image, label = ((path.parent / row[k]).resolve() for k in ("image", "label"))
-        out.append(LabelledPair(str(row.get("case") or strip_suffix(image.name)), image, label))
+        pair = LabelledPair(str(row.get("case") or strip_suffix(image.name)), image, label)
+        for what, value in (("image", str(image)), ("label map", str(label)), ("case", pair.case)):
+            if (what, value) in first:
+                raise MedfcnError(
+                    f"{path}: entry {i + 1} repeats the {what} {value} of entry {first[what, value] + 1}; "
+                    "each image, label map and case may be listed once"
+                )
+            first[what, value] = i
+        out.append(pair)
     if not out:
         raise NoScansError(f"{path} lists no training pairs")
     return out
@@ -91,11 +125,12 @@ def _listed_pairs(path: Path) -> list[LabelledPair]:
 
 def read_pair(pair: LabelledPair) -> tuple[Scan, Scan]:
     """The image and label map of ``pair``, read. Raises :class:`MedfcnError` naming the case and the label file
-    when the label map does not lie on the image's grid."""
-    from medfcn.data.reader import read_scan
+    when the label map does not lie on the image's grid, or naming the file when it holds NaN or infinite values
+    (:func:`medfcn.data.reader.read_label_map`)."""
+    from medfcn.data.reader import read_label_map, read_scan
 
     image = read_scan(pair.image, case=pair.case)
-    label = read_scan(pair.label, case=pair.case)
+    label = read_label_map(pair.label, case=pair.case)
     diffs = image.grid.differences(label.grid)
     if diffs:
         raise MedfcnError(f"case {pair.case}: label map {pair.label} grid differs from the image's: {diffs[0]}")

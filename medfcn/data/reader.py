@@ -49,7 +49,7 @@ from medfcn.data.limits import check_voxels  # noqa: E402
 from medfcn.data.scan import LPS_TO_RAS, Scan  # noqa: E402
 from medfcn.errors import DicomSeriesError, ScanReadError, UnsupportedScanError  # noqa: E402
 
-__all__ = ["SimpleITKReader", "read_scan", "SCAN_SUFFIXES", "strip_suffix"]
+__all__ = ["SimpleITKReader", "read_scan", "read_label_map", "SCAN_SUFFIXES", "strip_suffix"]
 
 log = logging.getLogger(__name__)
 
@@ -306,12 +306,17 @@ def _from_sitk(image, path: Path) -> _Volume:
     return _Volume(array, spacing, origin, direction)
 
 
-def _clean_non_finite(array: np.ndarray, path) -> tuple[np.ndarray, list[str]]:
+def _clean_non_finite(array: np.ndarray, path, label_map: bool = False) -> tuple[np.ndarray, list[str]]:
     if not np.issubdtype(array.dtype, np.floating):
         return array, []
     finite = np.isfinite(array)
     if finite.all():
         return array, []
+    if label_map:  # a label id cannot be guessed: NaN for "not annotated" would become the map's lowest label
+        n = int(array.size - np.count_nonzero(finite))
+        raise UnsupportedScanError(
+            f"{path}: a label map with {n} non-finite values (NaN or infinite); label maps hold label ids only"
+        )
     if not finite.any():
         raise UnsupportedScanError(f"{path}: no finite voxel (all NaN or infinite)")
     n = int(array.size - np.count_nonzero(finite))
@@ -339,12 +344,25 @@ def read_scan(
     Raises:
         ScanReadError, UnsupportedScanError, DicomSeriesError: with a one-line message naming the file.
     """
-    path = Path(path)
+    return _read(Path(path), series_uid, case, files, label_map=False)
+
+
+def read_label_map(
+    path: str | Path, *, series_uid: str | None = None, case: str | None = None, files: tuple[Path, ...] = ()
+) -> Scan:
+    """A label map, read as :func:`read_scan` reads a scan, except that non-finite values are refused
+    (:class:`UnsupportedScanError` naming the file), never replaced: a scan's NaN voxels become its minimum, but
+    a label map's NaN ("not annotated", a broken export) would become a label. Evaluation and training read their
+    label maps through here."""
+    return _read(Path(path), series_uid, case, files, label_map=True)
+
+
+def _read(path: Path, series_uid: str | None, case: str | None, files: tuple[Path, ...], label_map: bool) -> Scan:
     loader = LoadImage(image_only=True, dtype=None)
     image = loader(str(path), reader=SimpleITKReader(series_uid=series_uid, files=files))
     meta = image.meta
     array = np.asarray(image.numpy())  # shares the tensor's memory: a C-ordered reader array is never copied
-    array, warnings = _clean_non_finite(array, path)
+    array, warnings = _clean_non_finite(array, path, label_map)
     warnings = [*meta.get("warnings", []), *warnings]
     return Scan(
         array=array,

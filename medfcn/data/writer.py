@@ -34,6 +34,8 @@ __all__ = [
     "label_dtype",
     "partial_path",
     "remove_stale_partials",
+    "process_tag",
+    "left_by_dead_process",
     "file_sha256",
     "verify_labels",
     "nifti_forms",
@@ -322,6 +324,20 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def process_tag() -> str:
+    """``HOST.PID`` of this process, as the hidden things it leaves in an output folder carry it."""
+    return f"{_host()}.{os.getpid()}"
+
+
+def left_by_dead_process(tag: str) -> bool:
+    """Whether ``tag`` (``HOST.PID``, see :func:`process_tag`) names a process of this host that is no longer
+    running (not this one). Another host's processes cannot be checked: ``False``."""
+    host, _, pid = tag.rpartition(".")
+    if host != _host() or not pid.isdigit():
+        return False
+    return int(pid) != os.getpid() and not _pid_alive(int(pid))
+
+
 def remove_stale_partials(folder: str | Path) -> list[Path]:
     """Remove temporaries in ``folder`` left by killed medfcn processes of this host; returns them.
 
@@ -340,7 +356,7 @@ def remove_stale_partials(folder: str | Path) -> list[Path]:
         parts = stem.rsplit(".", 2)
         if len(parts) != 3 or parts[1] != host or not parts[2].isdigit():
             continue
-        if int(parts[2]) != os.getpid() and _pid_alive(int(parts[2])):
+        if int(parts[2]) != os.getpid() and not left_by_dead_process(f"{parts[1]}.{parts[2]}"):
             continue
         f.unlink(missing_ok=True)
         removed.append(f)

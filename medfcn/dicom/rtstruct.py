@@ -1,19 +1,14 @@
 """RT Structure Sets: a label map as planar contours on the slices of its source DICOM series, and back.
 
-Contours (:func:`mask_contours`): the outline of each 4-connected region of a slice, traced along pixel edges with
-the region on its right, then moved half a pixel inwards, so each polygon passes through the centres of the
-region's boundary pixels (the convention of OpenCV's ``findContours``, which rt-utils and many planning systems
-use). A hole gives a contour of its own, inside its region's. Filling the contours of a slice (:func:`fill_contours`:
-even-odd rule, pixels on a contour included) gives back the slice's mask exactly.
+Contours and their filling, the convention both sides share (pixel centres, even-odd fill), live in
+:mod:`medfcn.dicom.contours`.
 
 Writing (:func:`write_rtstruct`): built with pydicom, one ROI per foreground label (ROI number = label id, its code
 in the RT ROI Identification Code Sequence), every contour referencing its source slice; the Patient, General
 Study and Frame of Reference attributes copied from the source (empty where the source lacks a Type 2 one), so
 ``dciodvfy`` reports no error the source does not have itself. Reading (:func:`read_rtstruct`): each ROI filled on
-its referenced series' grid, value = ROI number (the highest where ROIs overlap).
-
-One module (just over 400 lines) because writing and reading share one contour convention (pixel centres, even-odd
-fill): kept together, a change to one side cannot leave the other reading different masks.
+its referenced series' grid, value = ROI number (the highest where ROIs overlap); an ROI or contour that cannot be
+put on that grid as it says (see :func:`read_rtstruct`) refuses the file, never a silently empty or merged label.
 """
 
 from __future__ import annotations
@@ -27,6 +22,7 @@ import numpy as np
 
 from medfcn.data.scan import Scan
 from medfcn.data.writer import FileSet, atomic_write
+from medfcn.dicom.contours import fill_contours, mask_contours
 from medfcn.dicom.refs import (
     RTSTRUCT_SOP_CLASS,
     SeriesIndex,
@@ -45,101 +41,6 @@ log = logging.getLogger(__name__)
 
 _COLORS = [(255, 99, 71), (65, 105, 225), (50, 205, 50), (255, 215, 0), (186, 85, 211), (0, 206, 209)]
 _STUDY_ROOT = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management, the class RT objects use to reference a study
-
-
-# --- contours --------------------------------------------------------------------------------------------------
-
-
-def _edges(mask: np.ndarray) -> dict[tuple[int, int], list[tuple[int, int]]]:
-    """Boundary edges between pixel corners ``(x, y)`` (corner ``(x, y)`` at pixel coordinate ``(x - .5, y - .5)``),
-    directed with the foreground on the right (y points down), keyed by start corner."""
-    p = np.pad(mask.astype(bool), 1)
-    fg = p[1:-1, 1:-1]
-    out: dict[tuple[int, int], list[tuple[int, int]]] = {}
-
-    def add(rows, cols, start, end):
-        for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            out.setdefault((c + start[0], r + start[1]), []).append((c + end[0], r + end[1]))
-
-    add(*np.nonzero(fg & ~p[:-2, 1:-1]), (0, 0), (1, 0))  # top edge, going right
-    add(*np.nonzero(fg & ~p[1:-1, 2:]), (1, 0), (1, 1))  # right edge, going down
-    add(*np.nonzero(fg & ~p[2:, 1:-1]), (1, 1), (0, 1))  # bottom edge, going left
-    add(*np.nonzero(fg & ~p[1:-1, :-2]), (0, 1), (0, 0))  # left edge, going up
-    return out
-
-
-def mask_contours(mask: np.ndarray) -> list[np.ndarray]:
-    """The contours of a 2-D mask ``(rows, cols)``: each ``(K, 2)`` float ``(col, row)`` pixel coordinates."""
-    edges = _edges(mask)
-    loops = []
-    while edges:
-        start = next(iter(edges))
-        corners, here, direction = [], start, None
-        while True:
-            outs = edges.get(here)
-            if not outs:
-                break
-            if len(outs) == 1 or direction is None:
-                nxt = outs[0]
-            else:  # a corner two regions touch diagonally: turn right, which keeps them apart
-                right = (-direction[1], direction[0])
-                nxt = next((o for o in outs if (o[0] - here[0], o[1] - here[1]) == right), outs[0])
-            outs.remove(nxt)
-            if not outs:
-                del edges[here]
-            step = (nxt[0] - here[0], nxt[1] - here[1])
-            if step != direction:
-                corners.append((here, direction, step))
-            here, direction = nxt, step
-            if here == start and start not in edges:
-                break
-        if corners and corners[0][1] is None:  # the first corner's incoming direction is the loop's last step
-            corners[0] = (corners[0][0], direction, corners[0][2])
-            if corners[0][1] == corners[0][2]:
-                corners.pop(0)
-        points = []
-        for (x, y), d_in, d_out in corners:  # half a pixel inwards: to the right of both edges
-            points.append((x - 0.5 + 0.5 * (-d_in[1] - d_out[1]), y - 0.5 + 0.5 * (d_in[0] + d_out[0])))
-        pts = np.asarray(points, float)
-        if len(pts) > 1:
-            keep = np.any(pts != np.roll(pts, 1, axis=0), axis=1)
-            pts = pts[keep] if keep.any() else pts[:1]
-        loops.append(pts)
-    return loops
-
-
-def fill_contours(contours: list[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
-    """A ``(rows, cols)`` mask of the pixels whose centres are inside the contours (even-odd rule) or on one.
-
-    ``contours``: ``(K, 2)`` ``(col, row)`` pixel coordinates, as :func:`mask_contours` gives.
-    """
-    rows, cols = shape
-    out = np.zeros(shape, bool)
-    segs = []
-    for pts in contours:
-        a = np.asarray(pts, float)
-        segs.append(np.stack([a, np.roll(a, -1, axis=0)], axis=1))  # (K, 2 ends, xy)
-    if not segs:
-        return out
-    s = np.concatenate(segs)
-    x0, y0, x1, y1 = s[:, 0, 0], s[:, 0, 1], s[:, 1, 0], s[:, 1, 1]
-    for r in range(max(0, int(np.floor(s[..., 1].min()))), min(rows, int(np.ceil(s[..., 1].max())) + 1)):
-        cross = ((y0 <= r) & (r < y1)) | ((y1 <= r) & (r < y0))
-        xs = np.sort(x0[cross] + (r - y0[cross]) * (x1[cross] - x0[cross]) / (y1[cross] - y0[cross]))
-        for xa, xb in zip(xs[0::2], xs[1::2], strict=False):
-            lo, hi = max(0, int(np.ceil(xa - 1e-6))), min(cols - 1, int(np.floor(xb + 1e-6)))
-            if lo <= hi:
-                out[r, lo : hi + 1] = True
-    for (ax, ay), (bx, by) in s:  # pixel centres on a contour: the lattice points of each segment
-        if max(abs(v - round(v)) for v in (ax, ay, bx, by)) > 1e-3:
-            continue
-        ax, ay, bx, by = (int(round(v)) for v in (ax, ay, bx, by))
-        n = max(np.gcd(abs(bx - ax), abs(by - ay)), 1)
-        for t in range(n + 1):
-            x, y = ax + (bx - ax) * t // n, ay + (by - ay) * t // n
-            if 0 <= y < rows and 0 <= x < cols:
-                out[y, x] = True
-    return out
 
 
 # --- writing ---------------------------------------------------------------------------------------------------
@@ -335,9 +236,11 @@ def write_rtstruct(
 def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
     """An RT Structure Set as a label map on its referenced series' grid (value: ROI number).
 
-    Raises :class:`MedfcnError` for an unreadable file, no or several referenced series, a series not in
-    ``series``, a contour on no slice of it, or a contour whose points are not finite numbers or more than a slice
-    can hold (:func:`_contour_points`).
+    Raises :class:`MedfcnError` for an unreadable or damaged file, no or several referenced series, a series not in
+    ``series``; ROI numbers outside 1-65535 or repeated, an ROI on another Frame of Reference than the series', a
+    contour of an ROI the structure set does not describe; a contour on no slice of the series, off the plane of
+    the slice it references, or wholly outside its slice; contour points that are not finite numbers or more than a
+    slice can hold (:func:`_contour_points`).
     """
     import pydicom
 
@@ -351,21 +254,62 @@ def read_rtstruct(path: str | Path, series: SeriesIndex) -> Scan:
         raise MedfcnError(f"{path}: references {len(refs)} image series; medfcn reads structure sets of one series")
     scan = series.scan(refs.pop(), path)
     by_uid = headers_by_uid(scan)
-    normal_of = {u: np.cross(*np.asarray(d.ImageOrientationPatient, float).reshape(2, 3)) for u, d in by_uid.items()}
+    try:
+        return scan.with_array(_labels(ds, path, scan, by_uid))
+    except MedfcnError:
+        raise
+    except Exception as e:  # pydicom parses an element when it is first used: a damaged one raises its own type
+        raise MedfcnError(f"{path}: a damaged RT Structure Set ({type(e).__name__}: {str(e)[:120]})") from None
+
+
+def _labels(ds, path: Path, scan: Scan, by_uid: dict) -> np.ndarray:
+    """The label map ``(X, Y, Z)`` of structure set ``ds`` on ``scan``'s grid (uint8, or uint16 for ROI numbers
+    above 255)."""
+    _check_rois(ds, path, {str(getattr(d, "FrameOfReferenceUID", "")) for d in by_uid.values()})
+    planes = _Planes(by_uid)
+    limit = _max_points(by_uid)
     labels = np.zeros(scan.shape, np.uint16)
     for roi in getattr(ds, "ROIContourSequence", []):
         number = int(roi.ReferencedROINumber)
         per_slice: dict[str, list[np.ndarray]] = {}
         for n, item in enumerate(getattr(roi, "ContourSequence", []), 1):
-            xyz = _contour_points(item, path, f"ROI {number}, contour {n}", _max_points(by_uid))
-            uid = _slice_of(item, xyz, by_uid, normal_of, path)
-            per_slice.setdefault(uid, []).append(_to_pixels(by_uid[uid], xyz))
+            where = f"ROI {number}, contour {n}"
+            uid, pixels = planes.place(item, _contour_points(item, path, where, limit), path, where)
+            per_slice.setdefault(uid, []).append(pixels)
         for uid, contours in per_slice.items():
             src = by_uid[uid]
-            on = fill_contours(contours, (int(src.Rows), int(src.Columns)))
+            try:
+                on = fill_contours(contours, (int(src.Rows), int(src.Columns)))
+            except MedfcnError as e:
+                raise MedfcnError(f"{path}: ROI {number} on slice {uid}: {e}") from None
             i, j, k = frame_indices(src, scan)
             labels[i[on], j[on], k[on]] = np.maximum(labels[i[on], j[on], k[on]], number)
-    return scan.with_array(labels.astype(np.uint8) if labels.max() <= 255 else labels)
+    return labels.astype(np.uint8) if labels.max() <= 255 else labels
+
+
+def _check_rois(ds, path: Path, frames: set[str]) -> None:
+    """Refuse ROI numbers a label map cannot hold (outside 1-65535), repeated ones (two ROIs would merge into one
+    label), ROIs on another Frame of Reference than the series' (``frames``), and contours of undescribed ROIs."""
+    try:
+        described = [
+            (int(r.ROINumber), str(r.get("ReferencedFrameOfReferenceUID", ""))) for r in ds.StructureSetROISequence
+        ]
+        drawn = [int(c.ReferencedROINumber) for c in getattr(ds, "ROIContourSequence", [])]
+    except (AttributeError, TypeError, ValueError) as e:
+        raise MedfcnError(f"{path}: its ROIs are not described ({e})") from None
+    numbers = [n for n, _ in described]
+    bad = sorted({n for n in numbers + drawn if not 1 <= n <= 65535})
+    if bad:
+        raise MedfcnError(f"{path}: ROI number(s) {bad}: a label map holds ROIs numbered 1 to 65535")
+    twice = sorted({n for n in numbers if numbers.count(n) > 1} | {n for n in drawn if drawn.count(n) > 1})
+    if twice:
+        raise MedfcnError(f"{path}: ROI number(s) {twice} used by more than one ROI; they would merge into one label")
+    foreign = sorted({n for n, frame in described if frame and frame not in frames})
+    if foreign:
+        raise MedfcnError(f"{path}: ROI(s) {foreign} lie on another Frame of Reference than their image series")
+    unknown = sorted(set(drawn) - set(numbers))
+    if unknown:
+        raise MedfcnError(f"{path}: contours of ROI(s) {unknown}, which its StructureSetROISequence does not describe")
 
 
 def _max_points(by_uid: dict) -> int:
@@ -401,13 +345,48 @@ def _contour_points(item, path: Path, where: str, limit: int) -> np.ndarray:
     return values.reshape(-1, 3)
 
 
-def _slice_of(item, xyz: np.ndarray, by_uid: dict, normal_of: dict, path: Path) -> str:
-    """The SOP instance a contour lies on: the one it references, else the slice whose plane holds its points."""
-    for ref in getattr(item, "ContourImageSequence", []):
-        if str(ref.ReferencedSOPInstanceUID) in by_uid:
-            return str(ref.ReferencedSOPInstanceUID)
-    for uid, d in by_uid.items():
-        n = normal_of[uid]
-        if np.allclose((xyz - np.asarray(d.ImagePositionPatient, float)) @ n, 0, atol=1e-2):
-            return uid
-    raise MedfcnError(f"{path}: a contour lies on no slice of its referenced series")
+class _Planes:
+    """The slices of a series as planes: which slice a contour lies on, that it does lie on it, and where.
+
+    A contour lies on a slice when every point is within a quarter of the slice spacing of its plane (at least
+    0.01 mm, at most 0.5 mm: writers round coordinates) and some point falls inside the slice's pixels."""
+
+    def __init__(self, by_uid: dict) -> None:
+        self.geometry = {}  # uid -> (origin, along a row, down a column, normal, column mm, row mm, rows, columns)
+        for uid, d in by_uid.items():
+            iop = np.asarray([float(v) for v in d.ImageOrientationPatient])
+            row_mm, col_mm = (float(v) for v in d.PixelSpacing)
+            origin = np.asarray([float(v) for v in d.ImagePositionPatient])
+            normal = np.cross(iop[:3], iop[3:])
+            self.geometry[uid] = (origin, iop[:3], iop[3:], normal, col_mm, row_mm, int(d.Rows), int(d.Columns))
+        normal = next(iter(self.geometry.values()))[3]
+        depths = np.sort([g[0] @ normal for g in self.geometry.values()])
+        gaps = np.diff(depths)[np.diff(depths) > 1e-3]
+        self.tolerance = float(np.clip(0.25 * gaps.min(), 0.01, 0.5)) if gaps.size else 0.5
+
+    def _off_plane(self, uid: str, xyz: np.ndarray) -> float:
+        origin, _, _, normal, *_ = self.geometry[uid]
+        return float(np.abs((xyz - origin) @ normal).max())
+
+    def place(self, item, xyz: np.ndarray, path: Path, where: str) -> tuple[str, np.ndarray]:
+        """``(SOP instance, (K, 2) (col, row) pixel coordinates)`` of ``item``'s contour ``xyz``: on the slice it
+        references, else the slice whose plane holds its points. Raises :class:`MedfcnError` for a contour off that
+        plane or wholly outside the slice."""
+        uid = None
+        for ref in getattr(item, "ContourImageSequence", []):
+            if str(ref.get("ReferencedSOPInstanceUID", "")) in self.geometry:
+                uid = str(ref.ReferencedSOPInstanceUID)
+                break
+        if uid is None:
+            uid = next((u for u in self.geometry if self._off_plane(u, xyz) <= self.tolerance), None)
+            if uid is None:
+                raise MedfcnError(f"{path}: {where} lies on no slice of its referenced series")
+        off = self._off_plane(uid, xyz)
+        if off > self.tolerance:
+            raise MedfcnError(f"{path}: {where} lies {off:.3g} mm off the plane of the slice it references ({uid})")
+        origin, along_row, down_col, _, col_mm, row_mm, rows, cols = self.geometry[uid]
+        d = xyz - origin
+        px = np.stack([d @ along_row / col_mm, d @ down_col / row_mm], axis=1)
+        if px[:, 0].max() < -0.5 or px[:, 0].min() > cols - 0.5 or px[:, 1].max() < -0.5 or px[:, 1].min() > rows - 0.5:
+            raise MedfcnError(f"{path}: {where} lies wholly outside its slice ({uid})")
+        return uid, px

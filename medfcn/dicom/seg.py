@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from medfcn import __version__
+from medfcn.data.limits import check_voxels
 from medfcn.data.scan import Scan
 from medfcn.data.writer import FileSet, atomic_write
 from medfcn.dicom.codes import Code, code_for
 from medfcn.dicom.refs import SeriesIndex, frame_indices, frames_of, headers_by_uid, source_datasets
+from medfcn.dicom.seg_frames import read_frames, segread
 from medfcn.errors import MedfcnError, OutputError
 
 __all__ = [
@@ -232,67 +234,86 @@ def write_seg(
 def read_seg(path: str | Path, series: SeriesIndex) -> Scan:
     """A DICOM SEG as a label map on its referenced series' grid (``case``: the series' case name).
 
-    Raises :class:`MedfcnError` for an unreadable SEG, a referenced series not in ``series``, or frames that do not
-    lie on it.
+    Every frame must be derived from a slice of that series as found (:mod:`medfcn.dicom.seg_frames` checks the
+    rest): a frame whose slice is missing (a partial copy of the series, frames of another) refuses the SEG instead
+    of dropping its voxels.
+
+    Raises :class:`MedfcnError` for an unreadable or damaged SEG, a referenced series not in ``series``, or frames
+    that do not lie on it.
     """
     path = Path(path)
-    seg = _segread(path)
+    seg = segread(path)
     refs = [str(s.SeriesInstanceUID) for s in getattr(seg, "ReferencedSeriesSequence", [])]
     if len(refs) != 1:
         raise MedfcnError(f"{path}: references {len(refs)} series; medfcn reads SEGs of one source series")
+    frames = read_frames(path, seg)
     scan = series.scan(refs[0], path)
     by_uid = headers_by_uid(scan)
+    missing = [u for u in frames.sources if u not in by_uid]
+    if missing:
+        raise MedfcnError(
+            f"{path}: {len(missing)} of its {len(frames.sources)} frames are derived from no slice of series "
+            f"{refs[0]} as found in {scan.source} ({len(by_uid)} slices: a partial copy?); not read"
+        )
     labels = np.zeros(scan.shape, np.uint16)
-    numbers = [int(n) for n in seg.get_segment_numbers()]
-    uids = [u for u in (str(x[2]) for x in seg.get_source_image_uids()) if u in by_uid]
-    if not uids:
-        raise MedfcnError(f"{path}: none of its frames references a slice of series {refs[0]}")
-    pixels = seg.get_pixels_by_source_instance(
-        source_sop_instance_uids=uids,
-        segment_numbers=numbers,
-        assert_missing_frames_are_empty=True,
-        ignore_spatial_locations=True,
-    )  # (slices, rows, cols, segments)
-    for n_slice, uid in enumerate(uids):
-        i, j, k = frame_indices(by_uid[uid], scan)
-        for n_seg, number in enumerate(numbers):
-            on = pixels[n_slice, :, :, n_seg] > 0
-            labels[i[on], j[on], k[on]] = np.maximum(labels[i[on], j[on], k[on]], number)
+    where: dict[str, np.ndarray] = {}
+    for mask, number, uid, ipp in zip(frames.masks, frames.numbers, frames.sources, frames.positions, strict=True):
+        src = by_uid[uid]
+        _check_on_source(path, frames, src, ipp)
+        if uid not in where:
+            where[uid] = frame_indices(src, scan)
+        i, j, k = where[uid]
+        labels[i[mask], j[mask], k[mask]] = np.maximum(labels[i[mask], j[mask], k[mask]], number)
     return scan.with_array(labels.astype(np.uint8) if labels.max() <= 255 else labels)
 
 
-def _segread(path: Path):
-    import highdicom as hd
-
-    try:
-        return hd.seg.segread(path)
-    except Exception as e:  # pydicom and highdicom raise many types for a damaged file
-        raise MedfcnError(f"{path}: not a readable DICOM SEG ({type(e).__name__}: {str(e)[:120]})") from None
-
-
-def _frame_item(seg, name: str, k: int):
-    """Frame ``k``'s functional group item ``name`` (its own, else the shared one)."""
-    here = getattr(seg.PerFrameFunctionalGroupsSequence[k], name, None)
-    here = here or getattr(seg.SharedFunctionalGroupsSequence[0], name, None)
-    if not here:
-        raise AttributeError(name)
-    return here[0]
+def _check_on_source(path: Path, frames, src, ipp: np.ndarray) -> None:
+    """Refuse a frame whose pixels, orientation, spacing or stated position are not those of its source slice."""
+    uid = src.SOPInstanceUID
+    if (int(src.Rows), int(src.Columns)) != (frames.rows, frames.columns):
+        raise MedfcnError(f"{path}: its {frames.rows} x {frames.columns} frames do not fit slice {uid}'s pixels")
+    same = np.allclose(frames.orientation, np.asarray(src.ImageOrientationPatient, float), atol=1e-3)
+    same &= np.allclose(frames.spacing, np.asarray(src.PixelSpacing, float), rtol=1e-3, atol=1e-3)
+    if not np.isnan(ipp).any():
+        same &= np.allclose(ipp, np.asarray(src.ImagePositionPatient, float), atol=1e-2)
+    if not same:
+        raise MedfcnError(f"{path}: a frame's position, orientation or pixel spacing is not that of slice {uid}")
 
 
-def _frame_geometry(seg, path: Path) -> tuple[np.ndarray, np.ndarray, tuple[float, float], list[int]]:
-    """``(positions (F, 3), orientation (6,), (row spacing, column spacing), segment numbers (F,))`` of a SEG's
-    frames, positions in LPS mm."""
-    try:
-        n = len(seg.PerFrameFunctionalGroupsSequence)
-        iop = np.asarray([float(v) for v in _frame_item(seg, "PlaneOrientationSequence", 0).ImageOrientationPatient])
-        spacing = tuple(float(v) for v in _frame_item(seg, "PixelMeasuresSequence", 0).PixelSpacing)
-        ipp = np.asarray(
-            [[float(v) for v in _frame_item(seg, "PlanePositionSequence", k).ImagePositionPatient] for k in range(n)]
+_SAME_PLANE_MM = 1e-3  # frames whose positions differ less along the normal lie on one plane
+_MIN_STEP_MM = 0.01  # planes closer than this are not slices of one grid
+
+
+def _planes(path: Path, depth: np.ndarray) -> tuple[np.ndarray, float]:
+    """``(plane index of each frame, step mm)`` of frames at ``depth`` mm along the normal: the step is the smallest
+    gap between distinct planes, and every gap must be a whole number of steps (gaps of several steps: empty planes
+    a writer left out). Raises :class:`MedfcnError` for irregular spacing."""
+    order = np.sort(depth)
+    gaps = np.diff(order)
+    gaps = gaps[gaps > _SAME_PLANE_MM]
+    if not gaps.size:
+        return np.zeros(depth.shape, np.int64), 0.0
+    step = float(gaps.min())
+    if step < _MIN_STEP_MM:
+        raise MedfcnError(f"{path}: two of its frames lie {step:.3g} mm apart: not slices of one grid")
+    offset = (depth - order[0]) / step
+    index = np.round(offset)
+    if not np.allclose(index, offset, atol=0.02):
+        raise MedfcnError(
+            f"{path}: its frames are irregularly spaced (gaps {np.unique(np.round(gaps, 3))[:6].tolist()} mm are "
+            f"not whole multiples of {step:.4g} mm); open it with its series"
         )
-        numbers = [int(_frame_item(seg, "SegmentIdentificationSequence", k).ReferencedSegmentNumber) for k in range(n)]
-    except (AttributeError, IndexError, ValueError, TypeError) as e:
-        raise MedfcnError(f"{path}: its frames do not state where they lie in the patient ({e})") from None
-    return ipp, iop, spacing, numbers
+    return index.astype(np.int64), step
+
+
+def _thickness(seg) -> float:
+    """The slice thickness a SEG of one plane states (its pixel measures), else 1 mm."""
+    try:
+        measures = seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0]
+        value = float(measures.get("SliceThickness") or seg.get("SliceThickness") or 1.0)
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return 1.0
+    return value if np.isfinite(value) and 1e-3 <= value <= 1e3 else 1.0
 
 
 def read_seg_alone(path: str | Path) -> Scan:
@@ -301,33 +322,35 @@ def read_seg_alone(path: str | Path) -> Scan:
 
     The grid comes from the frames' ImagePositionPatient, ImageOrientationPatient and PixelSpacing only (never
     SpacingBetweenSlices): the planes are the distinct frame positions, which must lie on one line along the
-    normal, evenly spaced (a gap of whole steps is filled with empty planes: frames a writer left out as empty).
+    normal, evenly spaced (a gap of whole steps is filled with empty planes: frames a writer left out as empty;
+    see :func:`_planes`). The grid's voxels are bounded by ``MEDFCN_MAX_VOXELS`` before it is allocated.
     ``source`` is the SEG file, ``case`` its name without ``.seg.dcm``/``.dcm``; ``series_uid`` stays None (it is
     not an image series).
 
-    Raises :class:`MedfcnError` for an unreadable SEG or frames that lie on no regular grid.
+    Raises :class:`MedfcnError` for an unreadable or damaged SEG or frames that lie on no regular grid.
     """
     path = Path(path)
-    seg = _segread(path)
-    ipp, iop, (row_mm, col_mm), numbers = _frame_geometry(seg, path)
+    seg = segread(path)
+    frames = read_frames(path, seg)
+    ipp, iop = frames.positions, frames.orientation
+    if np.isnan(ipp).any():
+        raise MedfcnError(f"{path}: a frame does not state its position; open it with its series")
     along_row, down_col = iop[:3], iop[3:]
     normal = np.cross(along_row, down_col)
     depth = ipp @ normal
-    planes = np.unique(np.round(depth, 3))
-    step = float(np.min(np.diff(planes))) if planes.size > 1 else float(seg.get("SliceThickness") or 1.0)
-    index = np.round((depth - planes[0]) / step)
+    index, step = _planes(path, depth)
+    step = step or _thickness(seg)
     origin = ipp[int(np.argmin(depth))]
-    off_line = ipp - origin - np.outer(depth - planes[0], normal)
-    if not np.allclose(index * step, depth - planes[0], atol=1e-2) or not np.allclose(off_line, 0, atol=1e-2):
-        raise MedfcnError(f"{path}: its frames are not evenly spaced planes of one grid; open it with its series")
-    frames = np.asarray(seg.pixel_array).reshape(len(ipp), int(seg.Rows), int(seg.Columns))
-    if str(seg.SegmentationType) == "FRACTIONAL":
-        frames = frames > float(seg.MaximumFractionalValue) / 2
-    dtype = np.uint8 if max(numbers, default=0) <= 255 else np.uint16
-    labels = np.zeros((int(seg.Columns), int(seg.Rows), int(index.max()) + 1), dtype)
-    for frame, k, number in zip(frames, index.astype(int), numbers, strict=True):
-        on = frame.T > 0  # (columns, rows): X along a row, Y down the columns
+    off_line = ipp - origin - np.outer(depth - depth.min(), normal)
+    if not np.allclose(off_line, 0, atol=1e-2):
+        raise MedfcnError(f"{path}: its frames are not planes of one grid (shifted within their plane)")
+    shape = (frames.columns, frames.rows, int(index.max()) + 1)
+    check_voxels(path, shape)
+    labels = np.zeros(shape, np.uint8 if max(frames.numbers, default=0) <= 255 else np.uint16)
+    for mask, k, number in zip(frames.masks, index, frames.numbers, strict=True):
+        on = mask.T  # (columns, rows): X along a row, Y down the columns
         labels[:, :, k][on] = np.maximum(labels[:, :, k][on], number)
+    row_mm, col_mm = frames.spacing
     case = path.name[: -len(".seg.dcm")] if path.name.lower().endswith(".seg.dcm") else path.stem
     return Scan(
         array=labels,

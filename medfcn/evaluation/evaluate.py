@@ -78,9 +78,9 @@ def _find(path: Path, series: SeriesIndex) -> list[CaseSpec]:
 
 
 def _pair(
-    pred: Path, ref: Path, series: SeriesIndex
+    pred: Path, ref: Path, series: SeriesIndex, not_pred: frozenset[Path] = frozenset()
 ) -> tuple[list[tuple[str, CaseSpec, CaseSpec]], list[str], list[str]]:
-    preds, refs = _find(pred, series), _find(ref, series)
+    preds, refs = [p for p in _find(pred, series) if p.path.absolute() not in not_pred], _find(ref, series)
     if pred.is_file() and ref.is_file():  # two files named on the command line are one case, whatever their names
         return [(preds[0].case, preds[0], refs[0])], [], []
     paired = pair_cases(preds, refs, sides=(f"predictions in {pred}", f"references in {ref}"))
@@ -88,9 +88,11 @@ def _pair(
 
 
 def _read(spec: CaseSpec, series: SeriesIndex | None = None) -> Scan:
+    """A prediction or reference as a label map: a SEG or RTSTRUCT on its series, else a file whose non-finite
+    values are refused (:func:`medfcn.data.reader.read_label_map`)."""
     if series is not None and not spec.error and spec.path.is_file() and dicom_label_kind(spec.path) is not None:
         return read_label_object(spec.path, series, spec.case)
-    return spec.read()
+    return spec.read_labels()
 
 
 def _image_specs(images: Mapping[str, str | Path | CaseSpec] | str | Path | None, ref: Path) -> dict[str, CaseSpec]:
@@ -149,7 +151,7 @@ def _score_case(case, pred_spec, ref_spec, image_spec, tolerance_mm, series) -> 
     image = None
     if image_spec is not None:
         try:
-            image = _read(image_spec)
+            image = image_spec.read()
         except MedfcnError as e:
             log.warning("%s: image not used (%s)", case, e)
     return _scored(case, pred_scan, ref_scan, image, tolerance_mm)
@@ -214,6 +216,8 @@ def evaluate(
     label_names: Mapping[int, str] | Mapping[str, int] | None = None,
     images: Mapping[str, str | Path | CaseSpec] | str | Path | None = None,
     series: Sequence[str | Path] = (),
+    not_predictions: Sequence[str | Path] = (),
+    statistics: Mapping[str, Mapping[str, Mapping]] | None = None,
 ) -> Evaluation:
     """Score every prediction against its reference and write ``out_dir``/``metrics.csv``, ``metrics.json`` and
     ``report.html`` (atomically).
@@ -227,6 +231,8 @@ def evaluate(
             a DICOM folder) or a folder (see the module docstring).
         series: folders holding the DICOM series that SEG and RTSTRUCT files in ``pred`` or ``ref`` reference
             (searched recursively); each such file is rebuilt on its series' grid (:mod:`medfcn.dicom.label_objects`).
+        not_predictions: files in ``pred`` that are not label maps (a batch's masked images): left out.
+        statistics: ``{case: {label: statistics}}`` of the batch (``segment --statistics``), shown in the report.
 
     Returns:
         An :class:`Evaluation`; cases that could not be scored are in ``.failed``, one line each.
@@ -241,7 +247,8 @@ def evaluate(
     pred, ref, out_dir = Path(pred), Path(ref), Path(out_dir)
     names = _label_map(label_names)
     index = SeriesIndex([Path(f) for f in series])
-    pairs, unmatched_pred, unmatched_ref = _pair(pred, ref, index)
+    skip = frozenset(Path(p).absolute() for p in not_predictions)
+    pairs, unmatched_pred, unmatched_ref = _pair(pred, ref, index, skip)
     image_specs = _image_specs(images, ref)
     results: dict[str, dict[int, LabelMetrics]] = {}
     ev = Evaluation(
@@ -253,6 +260,7 @@ def evaluate(
         pred_source=str(pred),
         ref_source=str(ref),
         out_dir=out_dir,
+        statistics={k: dict(v) for k, v in (statistics or {}).items()},
     )
     for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
         log.info("evaluating %s (%d/%d)", case, i, len(pairs))

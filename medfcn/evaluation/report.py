@@ -178,6 +178,26 @@ def _case_section(ev: Evaluation, rank: int, case: str, score: float, rows: list
     return out
 
 
+_STATISTICS = ("volume_ml", "mean", "std", "p5", "p50", "p95")
+
+
+def _statistics_table(ev: Evaluation) -> list[str]:
+    """Each case's label volumes and intensities (``medfcn segment --statistics``), when the evaluation has them."""
+    if not ev.statistics:
+        return []
+    head = "".join(f"<th>{'volume (mL)' if c == 'volume_ml' else c}</th>" for c in _STATISTICS)
+    out = [
+        "<h2>Volumes and intensities of the predictions</h2>",
+        f"<table><tr><th class=name>case</th><th class=name>label</th>{head}</tr>",
+    ]
+    for case, labels in ev.statistics.items():
+        for label, row in labels.items():
+            cells = "".join(f"<td>{'' if row.get(c) is None else f'{row[c]:.6g}'}</td>" for c in _STATISTICS)
+            out.append(f"<tr><td class=name>{_e(case)}</td><td class=name>{_e(label)}</td>{cells}</tr>")
+    out.append("</table>")
+    return out
+
+
 def render_html(ev: Evaluation) -> str:
     """The report of an evaluation as one HTML document (UTF-8 text)."""
     when = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
@@ -214,5 +234,6 @@ def render_html(ev: Evaluation) -> str:
             parts += _case_section(ev, rank, case, score, by_case[case])
     else:
         parts.append("<p>No case could be scored.</p>")
+    parts += _statistics_table(ev)
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"

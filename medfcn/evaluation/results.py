@@ -110,6 +110,7 @@ class Evaluation:
     pred_source: str = ""
     ref_source: str = ""
     out_dir: Path | None = None
+    statistics: dict[str, dict[str, dict]] = field(default_factory=dict)  # case -> label -> segment --statistics
 
     @property
     def labels(self) -> list[int]:

@@ -3,12 +3,16 @@
 :func:`build_card` is where a configuration is resolved (:meth:`~medfcn.training.options.TrainConfig.resolve`: the
 label names, network and learning rate left ``None`` come from the ``--init`` model or the defaults), once, and the
 card built from it: a new model's from the options, a fine-tuned model's from its start model's card
-(:func:`medfcn.training.finetune.start_card`). :func:`training_record` is what the card records of a run.
+(:func:`medfcn.training.finetune.start_card`). :func:`training_record` is what the card records of a run, with
+no path of the machine it ran on (:func:`publishable`).
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medfcn import __version__
@@ -18,7 +22,7 @@ if TYPE_CHECKING:
     from medfcn.model.card import ModelCard
     from medfcn.training.options import TrainConfig
 
-__all__ = ["build_card", "training_record"]
+__all__ = ["build_card", "training_record", "publishable"]
 
 
 def build_card(config: TrainConfig, init: ModelCard | None = None) -> tuple[TrainConfig, ModelCard]:
@@ -88,4 +92,62 @@ def training_record(
         settings["init_sha256"] = init_sha256
         record["init"] = {"path": config.init, "sha256": init_sha256}
         record["replayed"] = [p.summary() for p in replayed]
-    return record
+    return publishable(record)
+
+
+_TEXT_KEYS = ("name", "description", "modality")  # free text, never a path, whatever it starts with
+_TEXT_OPTIONS = tuple(f"--{k}" for k in _TEXT_KEYS)
+
+
+def publishable(record: Mapping[str, Any], roots: Sequence[str | Path] | None = None) -> dict[str, Any]:
+    """A card's training ``record`` that says nothing of the machine it was made on: every absolute path in it (in
+    the command's arguments too, ``--opt=PATH`` included) becomes relative to the first of ``roots`` that holds it
+    (default: the repository, the folder above the ``medfcn`` package, then the working folder; the folders
+    :func:`medfcn.training.finetune.replay_pairs` looks under), else its file name. Everything else is kept, and so
+    is free text (a name, description or modality, also as ``--description TEXT`` in the command).
+
+    >>> record = publishable({"command": "medfcn train -o /home/me/runs/m.safetensors --init=/opt/x/a.safetensors",
+    ...                      "init": {"path": "/opt/x/a.safetensors", "sha256": "ab"}, "epochs": 3}, roots=["/home/me"])
+    >>> record["command"], record["init"], record["epochs"]
+    ('medfcn train -o runs/m.safetensors --init=a.safetensors', {'path': 'a.safetensors', 'sha256': 'ab'}, 3)
+    """
+    import shlex
+
+    if roots is None:
+        import medfcn
+
+        roots = [Path(medfcn.__file__).resolve().parents[1], Path.cwd()]
+    folders = [Path(r).absolute() for r in roots]
+
+    def path(text: str) -> str:
+        if "=" in text and text.startswith("-"):
+            option, _, value = text.partition("=")
+            return f"{option}={path(value)}"
+        if not os.path.isabs(text):
+            return text
+        p = Path(os.path.normpath(text))
+        for root in folders:
+            if p == root or root in p.parents:
+                return p.relative_to(root).as_posix() or "."
+        return p.name
+
+    def words(tokens: list[str]) -> list[str]:
+        out = []
+        for i, token in enumerate(tokens):
+            text = i and tokens[i - 1] in _TEXT_OPTIONS or token.partition("=")[0] in _TEXT_OPTIONS
+            out.append(token if text else path(token))
+        return out
+
+    def walk(value: Any, key: str = "") -> Any:
+        if isinstance(value, Mapping):
+            return {k: walk(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [walk(v) for v in value]
+        if isinstance(value, str) and key == "command":
+            try:
+                return shlex.join(words(shlex.split(value)))
+            except ValueError:  # unbalanced quotes: words as they are
+                return " ".join(words(value.split()))
+        return path(value) if isinstance(value, str) and key not in _TEXT_KEYS else value
+
+    return walk(record)

@@ -240,7 +240,7 @@ def test_killed_run_is_finished_by_a_rerun(tmp_path, model_file, segmenter):
     assert 1 <= len(done_before) < len(scans), "the kill should land part-way through the batch"
     assert all(read_labels(out / name).size for name in done_before)  # complete: nibabel reads them whole
 
-    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
 
     assert rerun.returncode == 0, rerun.stderr
     manifest = Manifest.read(out / "manifest.json")

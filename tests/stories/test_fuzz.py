@@ -62,3 +62,31 @@ def test_corrupted_dicom_headers_through_every_output_format_fail_in_one_named_l
             assert "\n" not in detail and "Traceback" not in detail, (seed, detail)
     assert not bad, f"{len(bad)} of {len(OUTPUT_SEEDS)} trials ended badly ({dict(outcomes)}): " + "; ".join(bad[:5])
     assert outcomes["error"] > 0 and outcomes["ok"] + outcomes["ok-warned"] > 0
+
+
+OBJECT_SEEDS = range(40)
+
+
+@pytest.fixture(scope="module")
+def objects(tmp_path_factory):
+    from tests.support.fuzz_objects import make_objects
+
+    return make_objects(tmp_path_factory.mktemp("fuzz-objects"))
+
+
+@pytest.mark.parametrize("kind", ["seg", "rtstruct"])
+def test_damaged_seg_and_rtstruct_objects_are_refused_in_one_line_never_scored(objects, kind, tmp_path, caplog):
+    """Damaged copies of a SEG and an RTSTRUCT (header bytes, frame-table and pixel-header tags, contour data, pixels)
+    read on their series as evaluate scores them and, a SEG, alone as the napari reader shows it: no raw exception,
+    no read over 10 s, no damaged object read with other labels (``tests/support/fuzz_objects.py``)."""
+    from tests.support.fuzz_objects import BAD_OBJECT_OUTCOMES, object_trial
+
+    caplog.set_level(logging.CRITICAL)
+    outcomes, bad = Counter(), []
+    for seed in OBJECT_SEEDS:
+        outcome, detail = object_trial(objects, kind, seed, tmp_path / "damaged")
+        outcomes[outcome] += 1
+        if outcome in BAD_OBJECT_OUTCOMES:
+            bad.append(f"seed {seed}: {outcome}: {detail}")
+    assert not bad, f"{len(bad)} of {len(OBJECT_SEEDS)} trials ended badly ({dict(outcomes)}): " + "; ".join(bad[:5])
+    assert outcomes["error"] > 0  # the damage does reach the checks

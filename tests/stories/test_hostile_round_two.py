@@ -38,10 +38,10 @@ def test_an_input_replaced_while_it_is_segmented_is_redone_on_resume(tmp_path, m
     [scan, _] = write_cases(inputs, 2)
     original = run.segment_case
 
-    def replace_then_segment(segmenter, step):
+    def replace_then_segment(segmenter, step, *options):
         if step.scan is not None and step.scan.case == "case00":  # read already: the user swaps the file now
             write_scan_file(scan, head_volume(seed=42)[::-1].copy(), affine_from_codes("LPS"))
-        return original(segmenter, step)
+        return original(segmenter, step, *options)
 
     monkeypatch.setattr(run, "segment_case", replace_then_segment)
     run_batch([inputs], out, model=model_file, settings=CPU, progress=False)
@@ -122,7 +122,7 @@ def test_a_second_run_into_a_busy_output_folder_is_refused(tmp_path, model_file)
     out.mkdir()
     code = f"from medfcn.batch.run import _lock; from pathlib import Path; _lock(Path({str(out)!r}))"
     code += "; print('locked', flush=True); import time; time.sleep(60)"
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, encoding="utf-8", errors="replace")
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(OutputError, match="another medfcn segment is writing into this folder") as info:
@@ -143,7 +143,7 @@ def test_two_runs_started_together_never_share_a_folder(tmp_path, model_file):
     inputs, out = tmp_path / "in", tmp_path / "out"
     write_cases(inputs, 3)
     cmd = [sys.executable, "-m", "medfcn.cli", "segment", str(inputs), "-o", str(out), "--model", str(model_file)]
-    procs = [subprocess.Popen([*cmd, "--device", "cpu", "--quiet"], stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    procs = [subprocess.Popen([*cmd, "--device", "cpu", "--quiet"], stderr=subprocess.PIPE, encoding="utf-8", errors="replace") for _ in "ab"]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
     assert codes in ([0, 0], [0, 2]), results

@@ -61,7 +61,7 @@ def write_all(scan, labels, out: Path, formats=ALL) -> dict:
 
 
 def dciodvfy_errors(path: Path) -> list[str]:
-    v = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True)
+    v = subprocess.run(["dciodvfy", str(path)], capture_output=True, encoding="utf-8", errors="replace")
     return [line for line in (v.stdout + v.stderr).splitlines() if line.startswith("Error")]
 
 

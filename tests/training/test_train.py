@@ -43,7 +43,7 @@ def _config(root, **kw) -> TrainConfig:
         augment=False,
         device="cpu",
         lr=5e-3,
-        command="medfcn train (test)",
+        command="medfcn train --epochs 2",
     )
     base.update(kw)
     network = {k: base.pop(k) for k in ("architecture", "variant", "upsampling", "width", "context") if k in base}
@@ -56,7 +56,7 @@ def test_a_few_steps_reduce_the_loss_and_write_a_model_with_its_card(dataset):
     assert losses[1] < losses[0]
     model = load_model(dataset / "m.safetensors")
     card = model.card
-    assert card.training["command"] == "medfcn train (test)"
+    assert card.training["command"] == "medfcn train --epochs 2"
     assert [d["case"] for d in card.training["data"]] == ["case0", "case1"]
     assert len(card.training["data_sha256"]) == 64
     assert card.metrics["validation"] == "held-out cases"
@@ -185,6 +185,9 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, 
     weights = [k for k in a if "running" not in k and "num_batches" not in k]
     assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in weights)
     assert load_model(tuned).card.training["settings"]["init_sha256"] == file_sha256(first)
+    record = load_model(tuned).card.training  # no path of this machine: outside the repository, file names only
+    assert record["init"]["path"] == record["settings"]["init"] == "first.safetensors"
+    assert record["settings"]["output"] == "tuned.safetensors" and str(tmp_path) not in json.dumps(record)
     from medfcn.errors import ModelError
 
     with pytest.raises(ModelError, match="differs from the one configured here"):
@@ -286,7 +289,7 @@ def test_a_state_save_killed_midway_keeps_the_previous_state(tmp_path):
 
     path = tmp_path / "m.safetensors.state.pt"
     save_state(path, {"epoch": 1})
-    done = subprocess.run([sys.executable, "-c", _KILLED_STATE_SAVE, str(path)], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", _KILLED_STATE_SAVE, str(path)], capture_output=True, encoding="utf-8", errors="replace")
     assert done.returncode == 9, done.stderr
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     left = [p for p in tmp_path.iterdir() if p != path]

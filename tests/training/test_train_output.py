@@ -68,7 +68,7 @@ def test_an_existing_model_survives_a_run_killed_after_its_first_epoch_and_is_re
     before = model.read_bytes()
     sibling = dataset / ".model.safetensors.training.safetensors"
     code = f"import sys; from medfcn.cli import main; sys.exit(main({_args(dataset, model, '--epochs', '500')!r}))"
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, encoding="utf-8", errors="replace")
     try:
         deadline = time.monotonic() + 60
         while not sibling.exists() and time.monotonic() < deadline and proc.poll() is None:

@@ -115,7 +115,8 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
     for obj in dict.fromkeys(objects):
         try:
             layers.append(_label_object_layer(obj, series))
-        except MedfcnError:
+        except MedfcnError as first:
+            error = first  # Python unbinds an except clause's name when the clause ends
             asked = _ask_series_folder(obj) if dicom_label_kind(obj) == "rtstruct" else None
             if asked is not None:  # the folder the user pointed at: the series read from there too
                 try:
@@ -123,15 +124,15 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
                     layers.extend(_scan_layer(c.read(), c.path, taken) for c in find_cases([asked]))
                     continue
                 except MedfcnError as again:
-                    e = again
-            if dicom_label_kind(obj) == "rtstruct" and "not beside it" in str(e):
-                e = MedfcnError(
+                    error = again
+            if dicom_label_kind(obj) == "rtstruct" and "not beside it" in str(error):
+                error = MedfcnError(
                     f"{obj}: an RT Structure Set is drawn on the slices of its image series, which is not open "
                     "and not beside it: open that series first (File > Open Folder), then this file, or open both "
                     "together"
                 )
-            log.warning("%s", e)
-            errors.append(e)
+            log.warning("%s", error)
+            errors.append(error)
     if not layers:
         raise errors[0] if errors else NoScansError(f"{paths[0]}: no scans found")
     _watch_current_viewer()

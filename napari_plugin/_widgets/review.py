@@ -384,6 +384,14 @@ class ReviewWidget(Container):
         table.resizeColumnsToContents()
         frame = 2 * table.frameWidth()
         table.setFixedHeight(table.horizontalHeader().height() + table.verticalHeader().length() + frame + 2)
+        widget = table.parentWidget()  # magicgui's row around the table, then the dock's content: told at once (a
+        while widget is not None:  # row left at its old height clipped the table to 2 rows under the slice plot)
+            if widget.layout() is not None:
+                widget.layout().invalidate()
+            widget.updateGeometry()
+            if widget is self.native:
+                break
+            widget = widget.parentWidget()
 
     def _list_errors(self, *_) -> None:
         """List the error blobs of at least the chosen size and say how many smaller ones are hidden."""

@@ -48,6 +48,21 @@ class SliceDicePlot(FigureCanvasQTAgg):
         self._marker = None
         self.mark(current)
 
+    def draw_idle(self) -> None:
+        """Redraw soon, or when next shown: a plot in a dock behind another tab is not drawn (matplotlib redraws
+        the whole figure on every resize, and napari relayouts its window whenever a layer is added: 0.2-1.2 s of
+        the viewer's thread for a plot nobody sees)."""
+        if not self.isVisible():
+            self._hidden_stale = True
+            return
+        self._hidden_stale = False
+        super().draw_idle()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        if getattr(self, "_hidden_stale", False):
+            self.draw_idle()
+
     def mark(self, index: int | None) -> None:
         """Draw a vertical line at slice ``index`` (the viewer's current slice)."""
         if self._marker is not None:

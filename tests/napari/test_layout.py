@@ -75,6 +75,29 @@ def test_three_docks_fit_a_1080_pixel_screen_with_every_button_on_it(make_napari
     window.setGeometry(0, 0, 1366, 768)  # a laptop: the docks scroll, the window keeps to the screen
     _settle(qtbot)
     assert window.frameGeometry().height() <= 768
+    for dock in docks.values():  # every control of every dock can be scrolled to and seen whole
+        hidden = [w.label or w.name for w in dock if w.visible and not _scrolled_to(w, window, qtbot)]
+        assert not hidden, (type(dock).__name__, hidden)
+
+
+def _scrolled_to(widget, window, qtbot) -> bool:
+    """Whether ``widget`` lies wholly inside ``window`` and its dock's visible area once its dock is in front and
+    its scroll area scrolled to it (as a person would)."""
+    from qtpy.QtCore import QPoint, QRect
+    from qtpy.QtWidgets import QScrollArea
+
+    _raise(widget)
+    _settle(qtbot, 100)
+    dock = widget.native
+    while dock.parent() is not None and not isinstance(dock, QScrollArea):
+        dock = dock.parent()
+    if isinstance(dock, QScrollArea):
+        dock.ensureWidgetVisible(widget.native, 0, 0)
+        _settle(qtbot, 100)
+    view = dock.viewport() if isinstance(dock, QScrollArea) else window
+    corner = widget.native.mapTo(view, QPoint(0, 0))
+    seen = QRect(QPoint(0, 0), view.size()).contains(QRect(corner, widget.native.size()))
+    return seen and _inside(widget.native, window)
 
 
 @gui

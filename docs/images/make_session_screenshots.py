@@ -150,6 +150,7 @@ def main() -> int:
     viewer.layers.remove(marks)
     check(sum("overlap_codes" in la.metadata for la in viewer.layers) == 1, "one Review overlay")
     check(window.frameGeometry().height() <= screen.height(), f"window {window.frameGeometry().height()} px tall")
+    settle()  # Qt lays out the grown table's row on its next pass
     table = review.table.native
     seen = table.visibleRegion().boundingRect().height()  # what its row and the dock's scroll area leave visible
     check(seen >= table.verticalHeader().length(), f"Review table rows shown ({seen} of {table.height()} px)")

@@ -71,7 +71,7 @@ def legend_html() -> str:
     items = [f"{_swatch(_RGB[c], alpha=_ALPHA[c])} {OVERLAP_NAMES[c]}" for c in (Overlap.FN, Overlap.FP)]
     items += [f"{_swatch(_RGB[Overlap.FN], alpha=0.35)} edge noise (faint)"]
     items += [f"{_swatch(REFERENCE_RGB, outline=True)} reference (contour)"]
-    return "&nbsp; ".join(items)
+    return "&nbsp; ".join(f"<nobr>{item}</nobr>" for item in items)  # each swatch beside its words
 
 
 def display_codes(overlap: np.ndarray, edge: np.ndarray | None) -> np.ndarray:

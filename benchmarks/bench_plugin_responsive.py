@@ -109,7 +109,7 @@ def main() -> None:
     viewer.window.add_plugin_dock_widget("medfcn", "Review")  # the other docks listen to the layer list too
     viewer.window.add_plugin_dock_widget("medfcn", "Train")
     widget = viewer.window.add_plugin_dock_widget("medfcn", "Segment")[1]
-    widget.image.value, widget.device.value = image, "cpu"
+    widget.image.value, widget.device.value, widget.backend.value = image, "cpu", "torch"
     t0 = time.monotonic()  # the canvas's first draws (vispy builds its shaders and font atlas: ~1.4 s) come first,
     wait(lambda: time.monotonic() - t0 > 3)  # as they do long before a person presses Segment
     results["segment"] = run(widget)  # the model loads here

@@ -280,7 +280,8 @@ def _check_on_source(path: Path, frames, src, ipp: np.ndarray) -> None:
         raise MedfcnError(f"{path}: a frame's position, orientation or pixel spacing is not that of slice {uid}")
 
 
-_SAME_PLANE_MM = 1e-3  # frames whose positions differ less along the normal lie on one plane
+_SAME_PLANE_MM = 1e-4  # frames whose positions differ less along the normal lie on one plane (a writer states one
+# plane's frames with one position; 1e-4 mm is float noise in its decimal strings, far below any slice gap)
 _MIN_STEP_MM = 0.01  # planes closer than this are not slices of one grid
 
 
@@ -304,6 +305,15 @@ def _planes(path: Path, depth: np.ndarray) -> tuple[np.ndarray, float]:
             f"not whole multiples of {step:.4g} mm); open it with its series"
         )
     return index.astype(np.int64), step
+
+
+def _one_frame_per_plane(path: Path, numbers: list[int], index: np.ndarray) -> None:
+    """Refuse two frames of one segment on one plane (a damaged segment number moves a frame to another's place)."""
+    seen: dict[tuple[int, int], int] = {}
+    for k, key in enumerate(zip(numbers, index.tolist(), strict=True)):
+        if key in seen:
+            raise MedfcnError(f"{path}: frames {seen[key] + 1} and {k + 1} are both segment {key[0]} on one plane")
+        seen[key] = k
 
 
 def _thickness(seg) -> float:
@@ -339,6 +349,7 @@ def read_seg_alone(path: str | Path) -> Scan:
     normal = np.cross(along_row, down_col)
     depth = ipp @ normal
     index, step = _planes(path, depth)
+    _one_frame_per_plane(path, frames.numbers, index)
     step = step or _thickness(seg)
     origin = ipp[int(np.argmin(depth))]
     off_line = ipp - origin - np.outer(depth - depth.min(), normal)

@@ -10,8 +10,9 @@ refuses, with one :class:`MedfcnError` line naming the file and the fault, a SEG
 - frame table disagrees with its pixels: NumberOfFrames not the number of per-frame items, PixelData not the
   length of Rows x Columns x NumberOfFrames at BitsAllocated (1 for BINARY, 8 for FRACTIONAL), more voxels than
   ``MEDFCN_MAX_VOXELS`` (:mod:`medfcn.data.limits`), a type other than BINARY or FRACTIONAL;
-- frames repeat: two frames of one segment derived from one source slice, or at one position (a damaged segment
-  number moves a frame to another segment's place);
+- frames repeat: two frames of one segment derived from one source slice (a damaged segment number moves a frame
+  to another segment's place; :func:`medfcn.dicom.seg.read_seg_alone` refuses two on one plane, once it knows the
+  planes);
 - geometry is unusable: PixelSpacing not two positive finite numbers, an orientation that is not two unit vectors at
   right angles, positions that are not finite.
 
@@ -58,14 +59,23 @@ class SegFrames:
 
 
 def segread(path: Path):
-    """The SEG at ``path`` through highdicom. Raises :class:`MedfcnError` for a file it cannot take."""
+    """The SEG at ``path`` through highdicom, once pydicom has read it whole and its frame count is that of its
+    per-frame items (highdicom builds tables over NumberOfFrames: 2^31 - 1 of them take minutes). Raises
+    :class:`MedfcnError` for a file it cannot take."""
     import highdicom as hd
+    import pydicom
 
     try:
-        seg = hd.seg.segread(path)
-        seg.walk(lambda ds, element: None)  # every element parsed now: a damaged one raises here, not mid-read
-        return seg
-    except Exception as e:  # pydicom and highdicom raise many types for a damaged file
+        ds = pydicom.dcmread(path)
+        ds.walk(lambda dataset, element: None)  # every element parsed now: a damaged one raises here, not mid-read
+        frames, items = int(ds.get("NumberOfFrames", 1) or 0), len(ds.get("PerFrameFunctionalGroupsSequence", []))
+    except Exception as e:  # pydicom raises many types for a damaged file
+        raise MedfcnError(f"{path}: not a readable DICOM SEG ({type(e).__name__}: {str(e)[:120]})") from None
+    if frames != items:
+        raise MedfcnError(f"{path}: NumberOfFrames is {frames} but {items} frames are described (per-frame items)")
+    try:
+        return hd.seg.Segmentation.from_dataset(ds, copy=False)
+    except Exception as e:  # highdicom raises many types for a dataset it cannot take
         raise MedfcnError(f"{path}: not a readable DICOM SEG ({type(e).__name__}: {str(e)[:120]})") from None
 
 
@@ -167,17 +177,18 @@ def _masks(seg, path: Path, frames: int, rows: int, cols: int, kind: str) -> np.
     return pixels >= FRACTION_IN * top
 
 
-def _check_unique(path: Path, numbers: list[int], sources: list[str | None], ipp: np.ndarray) -> None:
-    seen: dict[tuple, int] = {}
-    for k, number in enumerate(numbers):
-        keys = [("slice", sources[k])] if sources[k] else []
-        keys += [] if np.isnan(ipp[k]).any() else [("position", tuple(np.round(ipp[k], 2).tolist()))]
-        for key in keys:
-            if (number, *key) in seen:
-                raise MedfcnError(
-                    f"{path}: frames {seen[number, *key] + 1} and {k + 1} are both segment {number} at one {key[0]}"
-                )
-            seen[number, *key] = k
+def _check_unique(path: Path, numbers: list[int], sources: list[str | None]) -> None:
+    """Refuse two frames of one segment derived from one source slice."""
+    seen: dict[tuple[int, str], int] = {}
+    for k, (number, source) in enumerate(zip(numbers, sources, strict=True)):
+        if source is None:
+            continue
+        if (number, source) in seen:
+            raise MedfcnError(
+                f"{path}: frames {seen[number, source] + 1} and {k + 1} are both segment {number} "
+                f"derived from one slice ({source})"
+            )
+        seen[number, source] = k
 
 
 def read_frames(path: str | Path, seg=None) -> SegFrames:
@@ -191,6 +202,6 @@ def read_frames(path: str | Path, seg=None) -> SegFrames:
     if unknown:
         raise MedfcnError(f"{path}: frames reference segment(s) {unknown}, which its SegmentSequence does not describe")
     sources = [_source_of(seg, k) for k in range(n)]
-    _check_unique(path, numbers, sources, ipp)
+    _check_unique(path, numbers, sources)
     masks = _masks(seg, path, n, rows, cols, kind)
     return SegFrames(masks, numbers, ipp, sources, iop, spacing, rows, cols)

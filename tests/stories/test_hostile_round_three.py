@@ -40,7 +40,9 @@ def _edit_manifest(out: Path, case: str) -> None:
 
 def _segment(inputs: Path, out: Path, model: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "medfcn.cli", "segment", str(inputs), "-o", str(out), "--model", str(model)]
-    return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        cmd, capture_output=True, encoding="utf-8", errors="replace", env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 # -- 1. a case name kept from a manifest is checked like a new one ----------------------------------------------
@@ -129,7 +131,9 @@ def _evaluate(pred: Path, ref: Path, series: Path, report: Path) -> tuple[int, d
     """``medfcn evaluate PRED REF -o REPORT --series SERIES`` as a process: ``(status, metrics.json cases, stdout +
     stderr)``."""
     cmd = [sys.executable, "-m", "medfcn.cli", "evaluate", str(pred), str(ref), "-o", str(report)]
-    done = subprocess.run([*cmd, "--series", str(series)], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    done = subprocess.run(
+        [*cmd, "--series", str(series)], capture_output=True, encoding="utf-8", errors="replace", timeout=300
+    )
     metrics = report / "metrics.json"
     cases = json.loads(metrics.read_text())["cases"] if metrics.is_file() else None
     return done.returncode, cases, done.stdout + done.stderr
@@ -438,7 +442,7 @@ def _set_contours(ds, slice_uid: str, contours_mm: list[np.ndarray]) -> None:
         item.ContourImageSequence = Sequence([ref])
         item.ContourGeometricType = "CLOSED_PLANAR"
         item.NumberOfContourPoints = len(xyz)
-        item.ContourData = [f"{v:.6g}" for v in np.asarray(xyz).ravel()]
+        item.ContourData = [f"{v:.12g}" for v in np.asarray(xyz).ravel()]  # exact to 1e-3 mm: 16 characters at most
         items.append(item)
     ds.ROIContourSequence[0].ContourSequence = Sequence(items)
     for roi in ds.ROIContourSequence[1:]:
@@ -471,7 +475,11 @@ def test_a_triangle_with_corners_a_billion_pixels_away_fills_its_slice_in_bounde
     )
     out = tmp_path / "labels.npy"
     done = subprocess.run(
-        [sys.executable, "-c", code, str(rt), str(series.parent), str(out)], capture_output=True, encoding="utf-8", errors="replace", timeout=60
+        [sys.executable, "-c", code, str(rt), str(series.parent), str(out)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=60,
     )  # was a hang (killed at 180 s)
     assert done.returncode == 0, done.stderr[-2000:]
     labels = np.load(out)
@@ -617,7 +625,8 @@ def test_a_pairs_list_repeating_one_pair_is_refused_before_reading_an_image(tmp_
     done = subprocess.run(
         [sys.executable, "-m", "medfcn.cli", "train", "--pairs", str(listing), "-o", str(tmp_path / "m.safetensors")],
         capture_output=True,
-        encoding="utf-8", errors="replace",
+        encoding="utf-8",
+        errors="replace",
         timeout=120,
     )
     assert done.returncode != 0 and str(listing) in done.stderr and "Traceback" not in done.stderr
@@ -658,7 +667,8 @@ def test_evaluate_refuses_a_float_prediction_holding_nan(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "medfcn.cli", "evaluate", str(pred), str(ref), "-o", str(tmp_path / "report")],
         capture_output=True,
-        encoding="utf-8", errors="replace",
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert done.returncode == 1, done.stdout + done.stderr

@@ -327,13 +327,6 @@ def labels_checksum(data: np.ndarray) -> str:
 
 
 def is_unedited(data: np.ndarray, metadata: dict) -> bool:
-    """Whether a label layer's ``data`` is exactly what a model wrote: equal to the ``prediction`` its metadata keeps
-    (compared slab by slab: 0.04 s for a 0.5 mm head in the viewer's thread where hashing it took 0.35 s, and
-    comparing it whole 0.8 s), else to its ``labels_checksum``."""
-    metadata = metadata or {}
-    data = np.asarray(data)
-    written = metadata.get("prediction")
-    if isinstance(written, np.ndarray) and written.shape == data.shape and written.dtype == data.dtype:
-        return all(np.array_equal(w, d) for w, d in zip(written, data, strict=True))
-    recorded = metadata.get("labels_checksum")
-    return recorded is not None and recorded == labels_checksum(data)
+    """Whether a label layer's ``data`` is exactly what a model wrote (the ``labels_checksum`` in its metadata)."""
+    recorded = (metadata or {}).get("labels_checksum")
+    return recorded is not None and recorded == labels_checksum(np.asarray(data))

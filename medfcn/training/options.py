@@ -271,9 +271,13 @@ class TrainConfig:
         postprocess: tuple[str, ...] | None = None,
     ) -> TrainConfig:
         """A run on one corrected scan (the napari Train dock's): fine-tuning ``init`` (its labels, network and the
-        fine-tuning learning rate resolved from it), or a new model with ``label_names``; ``minutes`` of training
+        fine-tuning learning rate resolved from it; its name too unless ``name`` is given), or a new model with
+        ``label_names``; ``minutes`` of training
         (the time budget ends the run), no held-out case, the model written to ``output``."""
-        new = {} if init and not label_names else {"name": name or "medfcn-model", "val_copies": 1}
+        if init and not label_names:  # fine-tuning: the start model's name unless the run names the new model
+            new = {"name": name} if name else {}
+        else:
+            new = {"name": name or "medfcn-model", "val_copies": 1}
         if postprocess is not None:
             new["postprocess"] = tuple(postprocess)
         return cls(

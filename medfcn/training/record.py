@@ -54,8 +54,10 @@ def build_card(config: TrainConfig, init: ModelCard | None = None) -> tuple[Trai
             class_weights=(),
             expectations={},  # the start model's are of its own labels: this run measures the new structure's
         )
-    if init is not None:
-        return config, start_card(init, network | {"num_classes": len(labels)})
+    if init is not None:  # the start model's card; its name too, unless the run names the new model
+        card = start_card(init, network | {"num_classes": len(labels)})
+        renamed = config.name != type(config).name
+        return config, replace(card, name=config.name) if renamed else card
     if architecture == "fcn":
         network = FCNConfig(**network, num_classes=len(labels)).to_dict()
     else:

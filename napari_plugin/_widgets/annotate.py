@@ -77,7 +77,7 @@ class AnnotateWidget(Container):
         self.label_layer.changed.connect(self._bind_key)
         self.worker = None
         self.preview = None  # the preview layer
-        self._preview_for: tuple | None = None  # (labels layer, checksum of the data the preview was made from)
+        self._preview_for: tuple | None = None  # (labels layer, checksum of the data it was made from, fill axis)
         self._bound = None
         self._interpolator = ItkInterpolator()
         self._interpolator.start()  # ITK loads in its own process while the person paints
@@ -125,17 +125,20 @@ class AnnotateWidget(Container):
         if self.preview is None or self._preview_for is None or self.preview not in self._viewer.layers:
             self.discard()
             return False
-        layer, checksum = self._preview_for
+        layer, checksum, axis = self._preview_for
         if layer not in self._viewer.layers or labels_checksum(np.asarray(layer.data)) != checksum:
             self.discard()
             self.status.value = "The labels changed since the preview: filling again ..."
             self.fill()
             return False
         added = np.asarray(self.preview.data)
-        index = np.nonzero(added)
-        with layer.block_history():  # one undo step
-            layer.data_setitem(index, added[index])
-        n = int(index[0].size)
+        coords = np.nonzero(added)
+        n = int(coords[0].size)
+        with layer.block_history():  # one undo step, written slice by slice across the fill's axis, so that each
+            for k in np.unique(coords[axis]):  # filled slice is a painted slice of that axis for the Train dock
+                on = coords[axis] == k
+                where = tuple(c[on] for c in coords)
+                layer.data_setitem(where, added[where])
         self.discard()
         self.status.value = f"{layer.name}: {n:,} voxels filled in (Ctrl-Z undoes it)."
         return True
@@ -184,7 +187,7 @@ class AnnotateWidget(Container):
             opacity=0.45,
             metadata={"preview_of": layer.name},
         )
-        self._preview_for = (layer, checksum)
+        self._preview_for = (layer, checksum, axis)
         self._viewer.layers.selection.active = layer  # keep painting on the labels, not on the preview
         self.apply_button.enabled = self.discard_button.enabled = True
         self.status.value = (

@@ -165,6 +165,7 @@ class TrainWidget(Container):
         except MedfcnError as e:
             self.status.value = for_viewer(str(e))
             return None
+        self._user_choice = self.label_layer.value  # the layer trained on stays chosen (Accept writes into it)
         self._runs += 1
         folder = self.folder / f"run{self._runs}"
         self._cancel.clear()
@@ -320,6 +321,10 @@ class TrainWidget(Container):
             corrected = layer_scan(data, attrs).array
             label, _ = correction_label(None, corrected, CorrectionMode.WHOLE, name=labels.name)
             return scan, label, self._start_model(labels), "the whole layer", 0
+        if self.mode.value == CorrectionMode.PAINTED:  # the slices holding a label, however they got it (a file,
+            held = self._held_planes(data)  # the Annotate dock's fill): along the axis on screen, else the fewest
+            label = layer_scan(painted_label(data, held, name=labels.name)[0], attrs).array
+            return scan, label, self._start_model(labels), planes_text(held), sum(len(k) for k in held.values())
         planes, off_plane = painted_planes(labels)
         prediction = labels.metadata.get("prediction")
         whole = CorrectionMode.WHOLE.value
@@ -339,6 +344,19 @@ class TrainWidget(Container):
         display, kept = painted_label(data, planes, prediction=prediction, name=labels.name)
         label = layer_scan(display, attrs).array
         return scan, label, self._start_model(labels), planes_text(kept), sum(len(k) for k in kept.values())
+
+    def _held_planes(self, data: np.ndarray) -> dict[int, list[int]]:
+        """``{axis: [slice, ...]}``: the slices of the layer's data that hold a label, along the axis the viewer
+        slices through (in a 3-D view, the axis with the fewest); raises MedfcnError when none does."""
+        dims = self._viewer.dims
+        axes = list(range(data.ndim))
+        if dims.ndisplay == 2 and dims.not_displayed and 0 <= dims.not_displayed[-1] - (dims.ndim - data.ndim):
+            axes = [dims.not_displayed[-1] - (dims.ndim - data.ndim)]
+        held = {a: np.flatnonzero(data.any(axis=tuple(b for b in range(data.ndim) if b != a))).tolist() for a in axes}
+        axis = min(held, key=lambda a: len(held[a]))
+        if not held[axis]:
+            raise MedfcnError("no slice holds a label: paint the structure on a few slices first")
+        return {axis: held[axis]}
 
     def _start_model(self, labels) -> StartModel:
         from medfcn.model.checkpoint import DEFAULT_MODEL_PATH
@@ -391,6 +409,11 @@ class TrainWidget(Container):
             self.plan.value = ""
         elif self.mode.value == CorrectionMode.WHOLE:
             self.plan.value = f"Will learn all of {labels.name}, every voxel as it is."
+        elif self.mode.value == CorrectionMode.PAINTED:
+            try:
+                self.plan.value = f"Will learn {planes_text(self._held_planes(np.asarray(labels.data)))}."
+            except MedfcnError:
+                self.plan.value = "No slice holds a label yet."
         else:
             planes, off = painted_planes(labels)
             text = planes_text(planes) if planes else "no slice painted yet"

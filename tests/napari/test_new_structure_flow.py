@@ -49,9 +49,8 @@ def test_paint_three_slices_fill_between_train_a_new_structure_segment_and_accep
     train.start.value = StartChoice.STRUCTURE.value
     assert not train.label_names.native.isHidden() and train.model_file.native.isHidden()
     train.label_names.value = "background,blob"
-    train.mode.value = CorrectionMode.EDITED.value
-    assert train.run() is None and "was not made by the Segment dock" in train.status.value  # no prediction
     train.mode.value = CorrectionMode.PAINTED.value
+    assert train.plan.value.startswith("Will learn 13 corrected") and ": 3, 4, 5," in train.plan.value, train.plan.value
     train.minutes.value = 0.05
     assert train.run() is not None
     qtbot.waitUntil(lambda: train.worker is None and train.train_button.enabled, timeout=10 * TIMEOUT_MS)

@@ -68,7 +68,7 @@ def test_a_second_train_run_writing_the_same_model_is_refused(tmp_path, data):
         while not model.exists() and first.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)  # the first run has written its first epoch's model: it holds the lock
         assert model.exists() and first.poll() is None, "the first run ended before the second started"
-        assert f"pid {first.pid}" in lock.read_text(encoding="utf-8")
+        holder = lock.read_text(encoding="utf-8") if lock.exists() else ""
         second = _run(_train(data, model, "--epochs", "1", "--steps-per-epoch", "2", "--width", "8"))
         still_running = first.poll() is None
         out, err = first.communicate(timeout=300)
@@ -80,6 +80,7 @@ def test_a_second_train_run_writing_the_same_model_is_refused(tmp_path, data):
     assert second.returncode == 2, second.stderr[-2000:]
     [line] = [x for x in second.stderr.splitlines() if "another medfcn train" in x]
     assert str(model) in line and f"pid {first.pid}" in line and "Traceback" not in second.stderr
+    assert f"pid {first.pid}" in holder
     assert first.returncode == 0 and b"model written" in out + err, err[-2000:]
     assert not lock.exists()  # released when the first run ended
     width = load_model(model).network.config.to_dict()["width"]
@@ -152,12 +153,12 @@ def test_train_onto_a_full_disk_says_so_in_one_line(tmp_path, data, limit, exist
 # -- a best model left by an earlier run that did not end is never put over OUTPUT by a run that finished nothing ---
 def test_a_run_that_finishes_no_epoch_leaves_the_model_at_output_alone(tmp_path, data):
     from medfcn.training.options import NetworkOptions
-    from medfcn.training.output import hidden_best
     from medfcn.training.train import TrainConfig, iter_train
     from tests.support.batch import train_tiny_model
 
     model = train_tiny_model(tmp_path / "model.safetensors")
-    stale = train_tiny_model(hidden_best(model), shape=(20, 24, 18))  # another model: an earlier run's best, left
+    hidden = model.with_name(f".{model.name}.training.safetensors")
+    stale = train_tiny_model(hidden, shape=(20, 24, 18))  # another model: an earlier run's best, left
     before = _sha(model)
     config = TrainConfig(
         images=str(data / "images"),

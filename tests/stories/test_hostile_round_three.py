@@ -40,7 +40,9 @@ def _edit_manifest(out: Path, case: str) -> None:
 
 def _segment(inputs: Path, out: Path, model: Path) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "medfcn.cli", "segment", str(inputs), "-o", str(out), "--model", str(model)]
-    return subprocess.run(cmd, capture_output=True, encoding="utf-8", errors="replace", env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.run(
+        cmd, capture_output=True, encoding="utf-8", errors="replace", env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
 
 
 # -- 1. a case name kept from a manifest is checked like a new one ----------------------------------------------
@@ -129,7 +131,9 @@ def _evaluate(pred: Path, ref: Path, series: Path, report: Path) -> tuple[int, d
     """``medfcn evaluate PRED REF -o REPORT --series SERIES`` as a process: ``(status, metrics.json cases, stdout +
     stderr)``."""
     cmd = [sys.executable, "-m", "medfcn.cli", "evaluate", str(pred), str(ref), "-o", str(report)]
-    done = subprocess.run([*cmd, "--series", str(series)], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    done = subprocess.run(
+        [*cmd, "--series", str(series)], capture_output=True, encoding="utf-8", errors="replace", timeout=300
+    )
     metrics = report / "metrics.json"
     cases = json.loads(metrics.read_text())["cases"] if metrics.is_file() else None
     return done.returncode, cases, done.stdout + done.stderr
@@ -471,7 +475,11 @@ def test_a_triangle_with_corners_a_billion_pixels_away_fills_its_slice_in_bounde
     )
     out = tmp_path / "labels.npy"
     done = subprocess.run(
-        [sys.executable, "-c", code, str(rt), str(series.parent), str(out)], capture_output=True, encoding="utf-8", errors="replace", timeout=60
+        [sys.executable, "-c", code, str(rt), str(series.parent), str(out)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=60,
     )  # was a hang (killed at 180 s)
     assert done.returncode == 0, done.stderr[-2000:]
     labels = np.load(out)
@@ -591,6 +599,45 @@ def test_an_rtstruct_that_cannot_lie_as_it_says_is_never_scored(tmp_path, seg_ca
     assert str(rt) in str(e.value) and "\n" not in str(e.value)
 
 
+# -- bench_fuzz's RTSTRUCT seeds: a damaged tag or item length swallows what follows it ---------------------------
+def _rename_roi_contours(raw: bytes) -> bytes:
+    """ROIContourSequence's tag (3006,0039) with one byte changed, as fuzz seed 51 did: the contours are gone."""
+    tag = b"\x06\x309\x00SQ"
+    assert raw.count(tag) == 1
+    return raw.replace(tag, b"\x06W9\x00SQ")
+
+
+def _long_contour_item(raw: bytes) -> bytes:
+    """The first contour item's length with its second byte changed, as fuzz seeds 111 and 112 did: the item runs
+    into the contours after it, which pydicom reads as elements of that item (the file keeps its other sequences)."""
+    at = raw.find(b"\xfe\xff\x00\xe0", raw.find(b"\x06\x30\x40\x00SQ"))  # ContourSequence's first item
+    assert raw[at + 8 : at + 12] == b"\x06\x30\x16\x00"  # it opens with ContourImageSequence: a contour item
+    return raw[: at + 5] + b"\xb6" + raw[at + 6 :]
+
+
+@pytest.mark.parametrize(
+    ("damage", "fault"),
+    [(_rename_roi_contours, "no ROIContourSequence"), (_long_contour_item, "holds an item tag")],
+    ids=["roi-contours-tag", "contour-item-length"],
+)
+def test_an_rtstruct_whose_damage_swallows_contours_is_never_scored(tmp_path, seg_case, damage, fault):
+    from medfcn.batch.outputs import OutputFormat
+    from medfcn.errors import MedfcnError
+    from napari_plugin._reader import read_layers
+    from tests.support.dicom import dciodvfy_errors
+
+    series, _, _, files = seg_case
+    rt = series.parent / "series.rtstruct.dcm"
+    rt.write_bytes(damage(_rt(files).read_bytes()))
+    assert set(dciodvfy_errors(rt)) - set(dciodvfy_errors(_rt(files)))  # an independent validator: damaged
+    status, cases, said = _evaluate(rt, files[OutputFormat.NIFTI], series.parent, tmp_path / "report")
+    assert status == 1 and not (cases or {}).get("series"), said  # was: scored (empty, or short of contours)
+    assert str(rt) in said and fault in said, said
+    with pytest.raises(MedfcnError, match=fault) as e:
+        read_layers(str(rt))
+    assert str(rt) in str(e.value) and "\n" not in str(e.value)
+
+
 # -- 5. a --pairs list of a million rows of one pair: bounded before any image is read -------------------------
 @pytest.fixture
 def one_pair(tmp_path):
@@ -617,7 +664,8 @@ def test_a_pairs_list_repeating_one_pair_is_refused_before_reading_an_image(tmp_
     done = subprocess.run(
         [sys.executable, "-m", "medfcn.cli", "train", "--pairs", str(listing), "-o", str(tmp_path / "m.safetensors")],
         capture_output=True,
-        encoding="utf-8", errors="replace",
+        encoding="utf-8",
+        errors="replace",
         timeout=120,
     )
     assert done.returncode != 0 and str(listing) in done.stderr and "Traceback" not in done.stderr
@@ -658,7 +706,8 @@ def test_evaluate_refuses_a_float_prediction_holding_nan(tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "medfcn.cli", "evaluate", str(pred), str(ref), "-o", str(tmp_path / "report")],
         capture_output=True,
-        encoding="utf-8", errors="replace",
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert done.returncode == 1, done.stdout + done.stderr

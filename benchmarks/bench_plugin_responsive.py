@@ -100,7 +100,7 @@ def main() -> None:
     results = {"shape": list(scan.shape), "spacing_mm": list(scan.spacing)}
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.image.value, widget.device.value = image, "cpu"
+    widget.image.value, widget.device.value, widget.backend.value = image, "cpu", "torch"
     t0 = time.monotonic()  # the canvas's first draws (vispy builds its shaders and font atlas: ~1.4 s) come first,
     wait(lambda: time.monotonic() - t0 > 3)  # as they do long before a person presses Segment
     results["segment"] = run(widget)  # the model loads here

@@ -23,7 +23,8 @@ with context 0 (the MONAI pipeline then works in its frame: orientation and spac
 (``medfcn train --architecture basicunet``), which single slices cannot feed: it then runs through medfcn's
 pipeline (row ``basicunet-in-medfcn``, for Dice) and the plain pipeline is timed untrained.
 
-Run: ``python benchmarks/bench_segment.py [--model M] [--monai-weights W] [--workdir DIR] [--skip-monai]``.
+Run: ``python benchmarks/bench_segment.py [--model M] [--monai-weights W] [--workdir DIR] [--skip-monai]
+[--skip-engine] [--backends torch,onnxruntime,openvino] [--json OUT.json]``.
 Targets (issue 3, 2-core CPU): medfcn >= 5x faster than MONAI at <= 0.5x its peak memory; engine within 15% of
 the forward pass.
 """
@@ -226,7 +227,7 @@ def _engine_vs_forward(engine, raw, volume: np.ndarray, axes: tuple[int, ...], c
 
     runs = {
         "engine": run_engine,
-        "forward (folded, channels-last)": lambda: forward(engine.model, channels_last),
+        "forward (folded, channels-last)": lambda: forward(engine.runner.model, channels_last),
         "forward (as stored)": lambda: forward(raw, batches),
     }
     run_engine()  # warm-up
@@ -295,6 +296,26 @@ def dice(pred_path: Path, ref_path: Path) -> float:
     return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
 
 
+def write_json(path: Path, rows: dict, engine: dict | None, args: argparse.Namespace) -> None:
+    """The rows (wall and CPU s, peak MB, Dice, load), medfcn's stages, the engine's figures and, when the MONAI
+    pipeline ran, medfcn-cli's speed-up and memory share against it, through ``support/record.py``."""
+    from support.record import write_result
+
+    from medfcn.model.checkpoint import DEFAULT_MODEL_PATH
+
+    keep = ("wall", "cpu", "peak_mb", "load", "dice", "stages", "slices", "same_labels", "scan_shape", "threads")
+    result: dict = {"rows": {name: {k: row[k] for k in keep if k in row} for name, row in rows.items()}}
+    if "monai" in rows:
+        m, c = rows["monai"], rows["medfcn-cli"]
+        result["medfcn_vs_monai"] = {
+            "speedup": round(m["wall"] / c["wall"], 2),
+            "memory": round(c["peak_mb"] / m["peak_mb"], 3),
+        }
+    if engine is not None:
+        result["engine"] = engine
+    write_result(path, result, {"medfcn model": args.model or DEFAULT_MODEL_PATH})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="medfcn model file (default: the bundled model)")
@@ -305,6 +326,11 @@ def main() -> None:
         "--device", default="cpu", help="device for medfcn and the engine: cpu, cuda, auto (AMP on GPU)"
     )
     parser.add_argument("--skip-monai", action="store_true", help="skip the MONAI pipeline (minutes on a CPU)")
+    parser.add_argument(
+        "--backends",
+        default="",
+        help="comma-separated medfcn backends to time as CLI processes too (medfcn-cli itself is --backend auto)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="engine/forward repeats, best taken (default 3)")
     parser.add_argument(
         "--engine-threads",
@@ -313,6 +339,8 @@ def main() -> None:
         help="torch threads for engine vs forward "
         "(default: torch's; 1 makes the CPU-time ratio robust to other work on the machine)",
     )
+    parser.add_argument("--skip-engine", action="store_true", help="skip the engine against the bare forward pass")
+    parser.add_argument("--json", help="write the rows and the ratios here (through support/record.py)")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -347,6 +375,13 @@ def main() -> None:
     rows = {"medfcn-cli": run_child(cli, None)}
     cli_labels = cli_out / f"{image.name.removesuffix('.nii.gz')}.nii.gz"
     rows["medfcn-cli"]["dice"] = dice(cli_labels, ref)
+    for backend in [b for b in args.backends.split(",") if b]:
+        out = workdir / f"medfcn_cli_{backend}"
+        argv = [*cli, "--backend", backend]
+        rows[f"medfcn-cli-{backend}"] = run_child(
+            [*argv[: argv.index("-o") + 1], str(out), *argv[argv.index("-o") + 2 :]], None
+        )
+        rows[f"medfcn-cli-{backend}"]["dice"] = dice(out / cli_labels.name, ref)
 
     stages_json = workdir / "stages.json"
     params = {"image": str(image), "output": str(workdir / "medfcn_stages.nii.gz"), "model": args.model}
@@ -372,10 +407,12 @@ def main() -> None:
         rows["monai"] = run_child([*me, "monai", str(monai_json), json.dumps(params)], monai_json)
         rows["monai"]["dice"] = dice(monai_out, ref)
 
-    engine_json = workdir / "engine.json"
-    params = {"image": str(image), "model": args.model, "repeat": args.repeat, "threads": args.engine_threads}
-    params["device"] = args.device
-    engine = run_child([*me, "engine", str(engine_json), json.dumps(params)], engine_json)
+    engine = None
+    if not args.skip_engine:
+        engine_json = workdir / "engine.json"
+        params = {"image": str(image), "model": args.model, "repeat": args.repeat, "threads": args.engine_threads}
+        params["device"] = args.device
+        engine = run_child([*me, "engine", str(engine_json), json.dumps(params)], engine_json)
 
     print(
         f"\n== end to end on {rows['medfcn-stages']['scan_shape']} at {SPACING} mm (CPU, "
@@ -385,7 +422,7 @@ def main() -> None:
         f"{'pipeline':<20} {'seconds':>8} {'CPU s':>7} {'slices':>7} {'slices/s':>9} {'peak RSS MB':>12} "
         f"{'Dice':>7} {'load':>5}"
     )
-    counts = {"medfcn-cli": slices, "medfcn-stages": slices}
+    counts = {"medfcn-cli": slices, "medfcn-stages": slices, **{k: slices for k in rows if k.startswith("medfcn-cli-")}}
     if "basicunet-in-medfcn" in rows:
         counts["basicunet-in-medfcn"] = rows["basicunet-in-medfcn"]["slices"]
     if "monai" in rows:
@@ -415,6 +452,11 @@ def main() -> None:
                 "the basicunet-in-medfcn row when --monai-weights gives one)"
             )
 
+    if args.json:
+        write_json(Path(args.json), rows, engine, args)
+    if engine is None:
+        print(f"\noutputs in {workdir}")
+        return
     print(
         f"\n== engine vs bare forward pass (best of {args.repeat}, batch 16, {engine['device']}, "
         f"AMP {engine['amp']}, {engine['threads']} threads)"

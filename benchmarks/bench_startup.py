@@ -80,7 +80,9 @@ def commands(out: Path) -> dict[str, list[str]]:
 def import_breakdown(env: dict[str, str], out: Path, top: int = 15) -> list[tuple[float, str, str]]:
     """(seconds, module, importer) of the largest third-party imports made by a MONAI or medfcn module."""
     argv = [sys.executable, "-X", "importtime", *commands(out)["segment 1 mm"][1:]]
-    text = subprocess.run(argv, capture_output=True, encoding="utf-8", errors="replace", env=env, check=True, cwd=tempfile.gettempdir()).stderr
+    text = subprocess.run(
+        argv, capture_output=True, encoding="utf-8", errors="replace", env=env, check=True, cwd=tempfile.gettempdir()
+    ).stderr
     rows = [re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line) for line in text.splitlines()]
     rows = [(int(m[2]) / 1e6, len(m[3]), m[4]) for m in rows if m]
     found = []

@@ -1,4 +1,4 @@
-"""The ``medfcn`` command: segment, bids, evaluate, train, calibrate, info.
+"""The ``medfcn`` command: segment, bids, evaluate, train, calibrate, export, info.
 
 Heavy imports happen inside the commands, so ``medfcn --help`` is instant. User errors (:class:`MedfcnError`)
 are caught here, once, and become a one-line message on stderr and an exit status: 0 all cases ok, 1 some case
@@ -24,6 +24,11 @@ log = logging.getLogger("medfcn")
 
 
 DEVICE_HELP = "auto (default), cpu, cuda, cuda:N or mps"
+BACKEND_HELP = (
+    "what runs the network: auto (default: torch on a GPU; on the CPU the fastest of those installed, measured once "
+    "per model and machine and cached), torch, onnxruntime (pip install 'medfcn[onnx]') or openvino "
+    "(pip install 'medfcn[openvino]'); the ONNX ones run on the CPU"
+)
 
 
 def _command(sub: argparse._SubParsersAction, name: str, run) -> argparse.ArgumentParser:
@@ -42,6 +47,7 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="output folder")
     p.add_argument("--model", metavar="MODEL", help="model file (default: the bundled T1 brain-extraction model)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--tta", action="store_true", help="test-time augmentation (in-plane flips, 4x slower)")
     p.add_argument(
         "--float32",
@@ -62,6 +68,12 @@ def _add_segment(sub: argparse._SubParsersAction) -> None:
     )
     _add_output_options(p)
     p.add_argument("--reference", metavar="REF", help="reference labels (file or folder): evaluate after segmenting")
+    p.add_argument(
+        "--skip-flagged",
+        action="store_true",
+        help="write no label map for cases the quality check flags for review (recorded as 'flagged' in the "
+        "manifest); by default every mask is written and its verdict recorded",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -149,6 +161,7 @@ def _bids(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"{manifest.ok} segmented, {manifest.skipped} kept, {manifest.failed} failed: {args.output_dir}")
+    print(manifest.flagged_line())
     return manifest.exit_code
 
 
@@ -175,6 +188,17 @@ def _add_info(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", nargs="?", metavar="MODEL", help="model file (default: the bundled model)")
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = _command(sub, "export", _export)
+    p.add_argument("model", nargs="?", metavar="MODEL", help="model file (default: the bundled model)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="ONNX file to write (e.g. model.onnx)")
+    p.add_argument(
+        "--check-scan",
+        metavar="SCAN",
+        help="scan whose slices check the export against PyTorch (default: the sample T1 shipped with medfcn)",
+    )
+
+
 def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     from medfcn.training.arguments import add_pair_options
 
@@ -199,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     add_train_parser(sub, _train)
     _add_calibrate(sub)
+    _add_export(sub)
     _add_info(sub)
     return parser
 
@@ -214,7 +239,9 @@ def _segment(args: argparse.Namespace) -> int:
     from medfcn.batch.run import run_batch
     from medfcn.inference.settings import InferenceSettings
 
-    settings = InferenceSettings(device=args.device, tta=args.tta, amp=False if args.float32 else None)
+    settings = InferenceSettings(
+        device=args.device, tta=args.tta, amp=False if args.float32 else None, backend=args.backend
+    )
     manifest = run_batch(
         args.inputs,
         args.output,
@@ -224,10 +251,12 @@ def _segment(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.quiet,
         formats=args.format,
-        options=_output_options(args),
+        options=_output_options(args, skip_flagged=args.skip_flagged),
     )
+    print(manifest.flagged_line())
     code = manifest.exit_code
     if args.reference:
+        from medfcn.batch.manifest import read_verdicts
         from medfcn.data.discovery import find_cases
         from medfcn.evaluation.evaluate import evaluate
         from medfcn.model.checkpoint import load_model
@@ -249,6 +278,7 @@ def _segment(args: argparse.Namespace) -> int:
             series=series,
             not_predictions=masked,
             statistics=stats,
+            quality=read_verdicts(args.output),
         )
         for line in result.summary_lines():
             print(line)
@@ -263,9 +293,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv,
     REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.
     """
+    from medfcn.batch.manifest import read_verdicts
     from medfcn.evaluation.evaluate import evaluate
 
-    result = evaluate(args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series)
+    quality = read_verdicts(args.pred)  # a batch's output folder: its cases' quality verdicts
+    result = evaluate(
+        args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series, quality=quality
+    )
     for line in result.summary_lines():
         print(line)
     print(f"report: {Path(args.output) / 'report.html'}")
@@ -312,6 +346,44 @@ def _calibrate(args: argparse.Namespace) -> int:
         print(line)
     print(f"threshold {result.threshold:.3f} written to {result.output}")
     return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    """Export a model to ONNX, for ONNX Runtime, OpenVINO or any other runtime.
+
+    Write the network (batch norm folded) as an ONNX file with the model card and what a runtime must do around the
+    graph (input padding, output, normalisation) in its metadata; check it against PyTorch on real slices (to 1e-4
+    in the logits) where onnxruntime is installed.
+    """
+    from medfcn.inference.runtime import real_slices
+    from medfcn.model.checkpoint import load_model
+    from medfcn.model.export import export_onnx
+
+    model = load_model(args.model)
+    scan = args.check_scan or _sample_scan()
+    check = real_slices(model, scan) if scan else None
+    written = export_onnx(model, args.output, check=check)
+    print(f"written {written['path']} ({written['bytes'] / 1e6:.1f} MB, ONNX opset {written['opset']})")
+    print(f"input: {written['input']}")
+    print(f"output: {written['output']}")
+    print(f"normalisation: {written['normalisation']} (see the model card in the file's metadata, medfcn_card)")
+    if written["max_abs_difference"] is None:
+        print("not checked against PyTorch: " + ("install onnxruntime" if scan else "no scan to take slices from"))
+    else:
+        worst = written["max_abs_difference"]
+        print(f"checked against PyTorch on slices of {Path(scan).name}: max |difference| of the logits {worst:.2e}")
+    return 0
+
+
+def _sample_scan() -> str | None:
+    """The sample T1 shipped with the distribution (in the napari plugin's package, found without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("napari_plugin")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "sample_data" / "colin27_t1.nii.gz"
+    return str(path) if path.is_file() else None
 
 
 def _info(args: argparse.Namespace) -> int:

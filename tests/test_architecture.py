@@ -96,5 +96,7 @@ def test_monai_is_imported_only_after_import_monai_in_the_same_scope():
 )
 def test_light_entry_points_import_no_torch_or_monai(code):
     check = code + "assert 'torch' not in sys.modules and 'monai' not in sys.modules, sorted(sys.modules)\n"
-    run = subprocess.run([sys.executable, "-c", check], capture_output=True, encoding="utf-8", errors="replace", timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", check], capture_output=True, encoding="utf-8", errors="replace", timeout=120
+    )
     assert run.returncode == 0, run.stderr[-2000:]

@@ -18,10 +18,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medfcn.cli", *args], cwd=cwd, capture_output=True, encoding="utf-8", errors="replace")
+    return subprocess.run(
+        [sys.executable, "-m", "medfcn.cli", *args], cwd=cwd, capture_output=True, encoding="utf-8", errors="replace"
+    )
 
 
-@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "info"])
+@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "export", "info"])
 def test_every_subcommand_answers_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
@@ -95,7 +97,9 @@ def test_a_process_started_by_the_command_line_lets_idle_openmp_threads_sleep():
         "import os, sys; from medfcn.cli import main; os.environ.pop('OMP_WAIT_POLICY', None); "
         "assert 'torch' not in sys.modules; main(['info']); print(os.environ['OMP_WAIT_POLICY'])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", cwd=ROOT
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "PASSIVE"
     env = {**os.environ, "OMP_WAIT_POLICY": "ACTIVE"}
@@ -106,7 +110,8 @@ def test_a_process_started_by_the_command_line_lets_idle_openmp_threads_sleep():
             "import os; from medfcn.cli import main; main(['info']); print(os.environ['OMP_WAIT_POLICY'])",
         ],
         capture_output=True,
-        encoding="utf-8", errors="replace",
+        encoding="utf-8",
+        errors="replace",
         cwd=ROOT,
         env=env,
     )
@@ -126,7 +131,9 @@ def test_help_and_usage_errors_answer_before_torch_is_imported():
         "    assert code in (0, 2), (argv, code)\n"
         "print(sorted(m for m in ('torch', 'monai') if m in sys.modules))\n"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, encoding="utf-8", errors="replace", timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, encoding="utf-8", errors="replace", timeout=120
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert "give --images and --labels" in done.stderr

@@ -46,7 +46,9 @@ def test_a_fresh_process_reads_and_reframes_a_scan_through_monai_without_the_def
         print("OK")
         """
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", timeout=300
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().endswith("OK")
 

@@ -12,7 +12,8 @@ Each copy is an image and its reference mask on the copy's own grid, written as 
     cropped        the top 40 mm of the volume (into the brain) outside the field of view
     combined       LSA, 1.2 x 1.2 x 2 mm, remapped, bias field and noise together
 
-Usage: ``python benchmarks/support/copies.py OUT_DIR`` (writes OUT_DIR/images/<name>.nii.gz and OUT_DIR/labels/sample/...).
+Usage: ``python benchmarks/support/copies.py OUT_DIR`` (writes OUT_DIR/images/<name>.nii.gz and
+OUT_DIR/labels/sample/...).
 """
 
 from __future__ import annotations

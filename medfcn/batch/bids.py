@@ -133,7 +133,9 @@ class DerivativesLayout:
             files["masked-image.json"] = stripped.with_name(stripped.name + ".json")
         return files
 
-    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model) -> dict[str, str]:
+    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None) -> dict[str, str]:
+        """The mask's sidecar (with the case's quality verdict, ``medfcn.quality``, when it has one), the label
+        table, and the skull-stripped image's sidecar."""
         image = self.image(spec)
         out_dir = Path(files[str(OutputFormat.NIFTI)]).parents[len(Path(image.relpath).parts) - 1]
         source = f"bids:raw:{image.relpath}"
@@ -147,7 +149,7 @@ class DerivativesLayout:
             "Description": f"{names} segmented by medfcn from the {image.suffix} image",
             "Sources": [source],
             "SpatialReference": source,
-            "medfcn": about,
+            "medfcn": {**about, "quality": dict(quality)} if quality else about,
         }
         if len(self.foreground) == 1:
             mask = {"Type": "Brain" if brain else "ROI", **mask}

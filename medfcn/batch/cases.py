@@ -81,6 +81,8 @@ class CaseState:
     hashes: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256 of each file written
     warnings: list[str] = field(default_factory=list)  # what the segmentation noticed (an empty label map)
     stamp: str | None = None  # input_stamp of the input files, taken before they were read
+    quality: dict | None = None  # the verdict's {"review", "score", "reasons"}
+    withheld: bool = False  # flagged and, as asked (skip_flagged), not written
     statistics: dict[str, dict] | None = None  # per label (--statistics), see medfcn.data.statistics
 
 
@@ -172,25 +174,38 @@ def read_case(job: Job) -> CaseState:
 
 
 def segment_case(segmenter: Segmenter, step: CaseState, options: OutputOptions = PLAIN) -> CaseState:
-    """Segment the scan of a step that has no error yet, move the border and compute the statistics ``options``
-    ask for; an error is kept in the step."""
+    """Segment the scan of a step that has no error yet, judge the result (:mod:`medfcn.inference.verdict`), move the
+    border and compute the statistics ``options`` ask for; an error is kept in the step. With
+    ``options.skip_flagged``, a case flagged for review keeps no labels (nothing is written)."""
     if step.error is None and step.scan is not None:
         start = time.perf_counter()
         try:
             # the writers need only the grid, unless the statistics or the masked image need the voxels
-            step.labels = segmenter.segment(step.scan, release_voxels=not options.needs_voxels)
+            found = segmenter.segment_and_check(step.scan, release_voxels=not options.needs_voxels)
+            step.labels, step.quality = found.labels, found.verdict.to_dict()
             _finish_labels(step, segmenter, options)
         except Exception as exc:
             step.error = error_message(exc)
         else:
+            where = step.scan.source or step.scan.case
             if not step.labels.any():
                 names = ", ".join(n for n, i in segmenter.labels.items() if i > 0)
                 text = (
                     f"every voxel is background (no {names} found): the label map is empty; check that the scan "
                     f"is what the model was trained on ({segmenter.model.card.modality or 'see medfcn info'})"
                 )
-                log.warning("%s: %s", step.scan.source or step.scan.case, text)
+                log.warning("%s: %s", where, text)
                 step.warnings.append(text)
+            if found.verdict.review:
+                log.warning(
+                    "%s: flagged for review (score %.2f): %s",
+                    where,
+                    found.verdict.score,
+                    "; ".join(found.verdict.reasons),
+                )
+                if options.skip_flagged:
+                    step.labels, step.withheld = None, True
+                    step.warnings.append("flagged for review: no label map written (--skip-flagged)")
         step.timing["segment"] = time.perf_counter() - start
     return step
 
@@ -217,7 +232,7 @@ def write_case(job: Job, step: CaseState, model: Model | None = None) -> CaseSta
         start = time.perf_counter()
         try:
             files = job.files
-            texts = job.layout.texts(files, job.spec, model)
+            texts = job.layout.texts(files, job.spec, model, step.quality)
             # each read back and verified before any is renamed into place
             write_outputs(step.labels, step.scan, files, model, texts=texts, warnings=step.warnings)
             step.hashes = {path.name: file_sha256(path) for path in files.values()}
@@ -230,38 +245,52 @@ def write_case(job: Job, step: CaseState, model: Model | None = None) -> CaseSta
 
 
 def case_result(
-    job: Job, step: CaseState, device: str, model_sha256: str | None = None, precision: str | None = None
+    job: Job,
+    step: CaseState,
+    device: str,
+    model_sha256: str | None = None,
+    precision: str | None = None,
+    backend: str | None = None,
 ) -> CaseResult:
     """The manifest entry of a processed case. A failed case's outputs from an earlier run are kept, not recorded.
-    ``precision``: the network's arithmetic (:attr:`medfcn.inference.engine.SliceEngine.precision`)."""
+    ``precision``: the network's arithmetic (:attr:`medfcn.inference.engine.SliceEngine.precision`); ``backend``:
+    what ran it (:attr:`~medfcn.inference.engine.SliceEngine.backend`)."""
     scan = step.scan
-    kept = [p.name for p in job.files.values() if is_file(p)] if step.error is not None else []
-    if kept:  # the outputs are one unit (outputs.write_outputs): a failed attempt changed none of them
-        note = f"this run's attempt failed; {', '.join(kept)} from an earlier run left unchanged"
+    done = step.error is None and not step.withheld
+    kept = [p.name for p in job.files.values() if is_file(p)] if not done else []
+    if kept:  # the outputs are one unit (outputs.write_outputs): a failed or withheld attempt changed none of them
+        why = "was flagged and not written" if step.error is None else "failed"
+        note = f"this run's attempt {why}; {', '.join(kept)} from an earlier run left unchanged"
         log.warning("%s: %s", job.spec.case, note)
         step.warnings.append(note)
     warnings = list(dict.fromkeys([*job.spec.warnings, *(scan.warnings if scan is not None else []), *step.warnings]))
+    if step.error is not None:
+        status = Status.FAILED
+    else:
+        status = Status.FLAGGED if step.withheld else Status.OK
     return CaseResult(
         input=str(job.spec.path),
         case=job.spec.case,
         series_uid=job.spec.series_uid or (scan.series_uid if scan is not None else None),
-        output=None if step.error is not None else str(job.output),
-        status=Status.FAILED if step.error is not None else Status.OK,
+        output=str(job.output) if done else None,
+        status=status,
         error=step.error,
         seconds=round(sum(step.timing.values()), 3),
         shape=list(scan.shape) if scan is not None else None,
         spacing=[round(s, 6) for s in scan.spacing] if scan is not None else None,
         device=device,
         precision=precision if step.error is None else None,
+        backend=backend if step.error is None else None,
         timing={k: round(v, 3) for k, v in step.timing.items()},
         warnings=warnings,
-        sha256=step.hashes.get(job.output.name) if step.error is None else None,
-        output_sha256=dict(step.hashes) if step.error is None else {},
-        model_sha256=model_sha256 if step.error is None else None,
-        input_stamp=step.stamp if step.error is None else None,
-        outputs=None if step.error is not None else [str(p) for p in job.files.values()],
-        border_mm=job.options.border_mm if step.error is None and job.options.border_mm else None,
-        statistics=step.statistics if step.error is None else None,
+        sha256=step.hashes.get(job.output.name) if done else None,
+        output_sha256=dict(step.hashes) if done else {},
+        model_sha256=model_sha256 if done else None,
+        input_stamp=step.stamp if done else None,
+        outputs=[str(p) for p in job.files.values()] if done else None,
+        quality=step.quality if step.error is None else None,
+        border_mm=job.options.border_mm if done and job.options.border_mm else None,
+        statistics=step.statistics if done else None,
     )
 
 
@@ -278,4 +307,5 @@ def failed_result(job: Job, error: str, device: str) -> CaseResult:
 def process_case(segmenter: Segmenter, job: Job) -> CaseResult:
     """Read, segment and write one case in turn; never raises for a broken case (it is reported ``failed``)."""
     step = write_case(job, segment_case(segmenter, read_case(job), job.options), segmenter.model)
-    return case_result(job, step, str(segmenter.device), segmenter.model.sha256, segmenter.engine.precision)
+    engine = segmenter.engine
+    return case_result(job, step, str(segmenter.device), segmenter.model.sha256, engine.precision, engine.backend)

@@ -6,11 +6,13 @@ Layout::
 
     {"medfcn_version": "0.3.0",
      "model": {"name", "path", "sha256", "architecture", "variant", "labels", "spacing"},
-     "device": "cpu", "precision": "bfloat16" (the network's arithmetic),
+     "device": "cpu", "precision": "bfloat16" (the network's arithmetic), "backend": "torch" (what ran it:
+     torch, onnxruntime or openvino),
      "started": ISO 8601, "finished": ISO 8601 or null while running,
-     "summary": {"ok": 3, "failed": 1, "skipped": 2, "total": 6},
+     "summary": {"ok": 3, "failed": 1, "skipped": 2, "flagged": 1, "total": 6},
      "cases": [{"input", "case", "series_uid", "output", "status", "error", "seconds", "shape", "spacing",
-                "device", "precision", "timing": {"read", "segment", "write"}, "warnings": [...],
+                "device", "precision", "backend", "timing": {"read", "segment", "write"}, "warnings": [...],
+                "quality": {"review", "score", "reasons"},
                 "sha256", "output_sha256", "model_sha256", "input_stamp", "outputs": [every file of the case],
                 "border_mm", "statistics": {label: {"voxels", "volume_ml", "mean", ...}}}, ...]}
 
@@ -20,6 +22,9 @@ earlier run is left in place, but no longer counts as done). ``warnings`` lists 
 reading (non-finite voxels replaced, a DICOM series without PixelSpacing, unreadable files left out of a series)
 and by the segmentation (a label map with no voxel of any label: written, and said, since a blank or foreign
 scan gives one).
+``quality`` is the case's verdict (:mod:`medfcn.inference.verdict`): ``review`` (a person should check it),
+``score`` (0..1, higher is more trustworthy) and ``reasons`` in words; ``summary.flagged`` counts the cases up for
+review. With ``--skip-flagged`` a flagged case is ``flagged``: segmented, no label map written (``output`` null).
 ``sha256`` is the label map file's SHA-256 (written, read back whole and verified), ``output_sha256`` that of every
 file of the case by name (``--format``), ``model_sha256`` that of the model file that made it, ``input_stamp`` a
 fingerprint of the input files' names, sizes and modification times: a rerun skips a case only when all three still
@@ -44,7 +49,7 @@ from typing import Any
 from medfcn import __version__
 from medfcn.data.writer import atomic_write_text
 
-__all__ = ["Status", "CaseResult", "Manifest", "MANIFEST_NAME", "now_iso"]
+__all__ = ["Status", "CaseResult", "Manifest", "MANIFEST_NAME", "now_iso", "read_verdicts"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +62,7 @@ class Status(StrEnum):
     OK = "ok"
     FAILED = "failed"
     SKIPPED = "skipped"
+    FLAGGED = "flagged"  # segmented and flagged for review; no label map written (``--skip-flagged``)
 
 
 def now_iso() -> str:
@@ -79,6 +85,7 @@ class CaseResult:
     spacing: list[float] | None = None
     device: str | None = None
     precision: str | None = None  # the network's arithmetic for this case's labels (float32, bfloat16, float16)
+    backend: str | None = None  # what ran the network for this case's labels (torch, onnxruntime, openvino)
     timing: dict[str, float] = field(default_factory=dict)
     outputs: list[str] | None = None  # every file written for the case (--format), ``output`` being the first
     warnings: list[str] = field(default_factory=list)
@@ -86,6 +93,7 @@ class CaseResult:
     output_sha256: dict[str, str] = field(default_factory=dict)
     model_sha256: str | None = None
     input_stamp: str | None = None
+    quality: dict[str, Any] | None = None  # {"review", "score", "reasons"}: medfcn.inference.verdict.Verdict
     border_mm: float | None = None  # --border: the distance the labels' border was moved (mm), when not 0
     statistics: dict[str, dict[str, Any]] | None = None  # --statistics: per label, medfcn.data.statistics
 
@@ -107,6 +115,8 @@ class CaseResult:
             "spacing",
             "device",
             "precision",
+            "backend",
+            "quality",
         ]
         ordered = {k: out.pop(k) for k in order}
         ordered["status"] = str(self.status)
@@ -129,6 +139,7 @@ class Manifest:
     model: dict[str, Any]
     device: str
     precision: str = ""  # the arithmetic this run computes with (the file says that of the outputs it lists)
+    backend: str = ""  # what runs the network in this run (the file says what made the outputs it lists)
     total: int = 0
     started: str = field(default_factory=now_iso)
     finished: str | None = None
@@ -151,6 +162,23 @@ class Manifest:
         return self.count(Status.SKIPPED)
 
     @property
+    def flagged(self) -> list[CaseResult]:
+        """The cases whose quality verdict puts them up for review (written or not)."""
+        return [c for c in self.cases if c.quality and c.quality.get("review")]
+
+    def flagged_line(self, limit: int = 10) -> str:
+        """``K of N cases flagged for review: case (reason); ...`` over the cases with a verdict (the first
+        ``limit`` named, least trustworthy first)."""
+        judged = [c for c in self.cases if c.quality]
+        flagged = sorted(self.flagged, key=lambda c: float(c.quality.get("score", 0.0)))
+        line = f"{len(flagged)} of {len(judged)} cases flagged for review"
+        if not flagged:
+            return line
+        named = "; ".join(f"{c.case} ({(c.quality.get('reasons') or ['score'])[0]})" for c in flagged[:limit])
+        more = f"; and {len(flagged) - limit} more (see manifest.json)" if len(flagged) > limit else ""
+        return f"{line}: {named}{more}"
+
+    @property
     def exit_code(self) -> int:
         """1 if any case failed, else 0 (the CLI's exit status)."""
         return 1 if self.failed else 0
@@ -161,9 +189,16 @@ class Manifest:
             "model": self.model,
             "device": self.device,
             "precision": self.outputs_precision(),
+            "backend": self.outputs_backend(),
             "started": self.started,
             "finished": self.finished,
-            "summary": {"ok": self.ok, "failed": self.failed, "skipped": self.skipped, "total": self.total},
+            "summary": {
+                "ok": self.ok,
+                "failed": self.failed,
+                "skipped": self.skipped,
+                "flagged": len(self.flagged),
+                "total": self.total,
+            },
             "cases": [c.to_dict() for c in self.cases],
         }
 
@@ -173,6 +208,11 @@ class Manifest:
         this run's when none is listed yet."""
         done = sorted({c.precision for c in self.cases if c.precision and c.status in (Status.OK, Status.SKIPPED)})
         return ", ".join(done) or self.precision
+
+    def outputs_backend(self) -> str:
+        """What ran the network for the outputs the manifest lists (as :meth:`outputs_precision`)."""
+        done = sorted({c.backend for c in self.cases if c.backend and c.status in (Status.OK, Status.SKIPPED)})
+        return ", ".join(done) or self.backend
 
     def write(self) -> Path:
         """Rewrite :attr:`path` atomically. Raises :class:`medfcn.errors.OutputError`."""
@@ -188,9 +228,25 @@ class Manifest:
             model=data.get("model", {}),
             device=data.get("device", ""),
             precision=data.get("precision", ""),
+            backend=data.get("backend", ""),
             total=data.get("summary", {}).get("total", len(data.get("cases", []))),
             started=data.get("started", ""),
             finished=data.get("finished"),
             cases=[CaseResult.from_dict(c) for c in data.get("cases", [])],
             medfcn_version=data.get("medfcn_version", ""),
         )
+
+
+def read_verdicts(pred: str | Path) -> dict[str, dict]:
+    """``{case: quality}`` from the ``manifest.json`` in the folder ``pred`` (or beside the file ``pred``); empty
+    when there is none, it cannot be read, or its cases carry no verdict."""
+    pred = Path(pred)
+    path = (pred if pred.is_dir() else pred.parent) / MANIFEST_NAME
+    if not path.is_file():
+        return {}
+    try:
+        cases = json.loads(path.read_text(encoding="utf-8")).get("cases", [])
+        return {str(c["case"]): c["quality"] for c in cases if isinstance(c, dict) and c.get("quality")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("%s: quality verdicts not read (%s)", path, e)
+        return {}

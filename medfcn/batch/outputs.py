@@ -15,7 +15,9 @@ Besides the label map, a case may have (:class:`OutputOptions`, the same for eve
 - ``--border MM``: the labels' border moved out (or in, for a negative distance) by MM mm before any file is written
   (:mod:`medfcn.inference.border`);
 - ``--statistics``: each label's volume and the input's intensities inside it in the case's manifest entry, and
-  ``OUT/statistics.csv`` for the batch (:mod:`medfcn.data.statistics`).
+  ``OUT/statistics.csv`` for the batch (:mod:`medfcn.data.statistics`);
+- ``--skip-flagged``: no file at all for a case its quality verdict flags for review (:mod:`medfcn.inference.verdict`;
+  its entry is ``flagged``, with the verdict); by default every case is written and its verdict recorded.
 
 Where each file goes is the batch's :class:`Layout`: :data:`FLAT` (the table above) unless a caller gives another
 (:mod:`medfcn.batch.bids` names them as a BIDS derivatives dataset, with JSON sidecars written in the same unit).
@@ -90,6 +92,7 @@ class OutputOptions:
     masked_image: bool = False
     border_mm: float = 0.0
     statistics: bool = False
+    skip_flagged: bool = False  # a case the quality verdict flags for review writes nothing (medfcn.inference.verdict)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.border_mm, int | float) and math.isfinite(self.border_mm)):
@@ -109,13 +112,16 @@ PLAIN = OutputOptions()  # the label maps alone
 
 class Layout(Protocol):
     """Where a case's files go (``files``, the label map first) and the texts written beside them (``texts``:
-    ``{key of files: text}``, e.g. JSON sidecars), as one unit with the rest of the case's outputs."""
+    ``{key of files: text}``, e.g. JSON sidecars, which may carry the case's ``quality`` verdict), as one unit with
+    the rest of the case's outputs."""
 
     def files(
         self, out_dir: Path, spec: CaseSpec, formats: tuple[OutputFormat, ...], options: OutputOptions
     ) -> dict[str, Path]: ...
 
-    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model) -> dict[str, str]: ...
+    def texts(
+        self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None
+    ) -> dict[str, str]: ...
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,7 @@ class FlatLayout:
             files[MASKED_IMAGE] = Path(out_dir) / f"{spec.case}{MASKED_SUFFIX}"
         return files
 
-    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model) -> dict[str, str]:
+    def texts(self, files: Mapping[str, Path], spec: CaseSpec, model, quality: Mapping | None = None) -> dict[str, str]:
         return {}
 
 

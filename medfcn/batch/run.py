@@ -19,6 +19,8 @@ model loaded once, writes ``OUT/<case>.nii.gz`` atomically, and keeps ``OUT/mani
 - **Outputs never replace inputs**: ``out_dir`` equal to an input folder, or an input inside ``out_dir``, is
   refused before any work (exit status 2); an ``out_dir`` inside an input folder is left out of the search, as is
   any folder holding a medfcn manifest.
+- **Quality**: every segmented case's entry carries a verdict (``quality``: review, score, reasons;
+  :mod:`medfcn.inference.verdict`); ``options.skip_flagged`` writes no label map for a flagged case.
 - **Fault isolation**: a case that cannot be found, read, segmented or written is ``failed`` with a one-line
   error in the manifest and the batch goes on; an output from an earlier run is kept when a redo fails.
 
@@ -128,7 +130,10 @@ def _earlier_results(out_dir: Path) -> dict[str, CaseResult]:
 def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: Callable[[str], None]) -> None:
     """Segment ``jobs`` in order; case i+1 is read and case i-1 written while case i is segmented."""
     device, sha = str(segmenter.device), segmenter.model.sha256
-    entry = functools.partial(case_result, device=device, model_sha256=sha, precision=segmenter.engine.precision)
+    engine = segmenter.engine
+    entry = functools.partial(
+        case_result, device=device, model_sha256=sha, precision=engine.precision, backend=engine.backend
+    )
     with (
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-read") as reader,
         ThreadPoolExecutor(1, thread_name_prefix="medfcn-write") as writer,
@@ -144,7 +149,7 @@ def _run_local(jobs: list[Job], segmenter: Segmenter, record: Record, current: C
             if writing is not None:  # long finished in the background; wait so at most one write is pending
                 record(writing[0].index, entry(writing[0], writing[1].result()))
                 writing = None
-            if step.error is None:
+            if step.error is None and not step.withheld:
                 writing = (job, writer.submit(write_case, job, step, segmenter.model))
             else:
                 record(job.index, entry(job, step))
@@ -160,9 +165,15 @@ def _plan(inputs: list[Path], out_dir: Path, formats: tuple, options: OutputOpti
     remove_stale_partials(out_dir)
     remove_stale_scratch(out_dir)
     keep = {input_key(r.input, r.series_uid): name for name, r in _earlier_results(out_dir).items() if r.input}
-    jobs = []
+    jobs, claimed = [], {}
     for i, spec in enumerate(find_cases(inputs, exclude=[out_dir], keep=keep)):
         spec, files = _check_names(spec, out_dir, formats, options, layout)
+        taken = [(path, claimed[path]) for path in files.values() if path in claimed]
+        if taken and not spec.error:  # e.g. case 'x.masked' and case x's masked image x.masked.nii.gz
+            path, other = taken[0]
+            error = f"{spec.path}: its output {path.name} is also an output of case {other}; rename the input"
+            spec = dataclasses.replace(spec, error=error)
+        claimed.update({path: spec.case for path in files.values() if not spec.error})
         for folder in {p.parent for p in files.values()} - {out_dir}:  # a layout's sub-folders (BIDS)
             remove_stale_partials(folder)
         jobs.append(Job(i, spec, next(iter(files.values())), formats, options, layout, out_dir))
@@ -339,6 +350,12 @@ class _Runner:
             return self.segmenter.engine.precision
         return "float32" if self.settings.amp is False else "auto per worker"
 
+    @property
+    def backend(self) -> str:
+        if self.segmenter is not None:
+            return self.segmenter.engine.backend
+        return self.settings.backend if self.settings.backend != "auto" else "auto per worker"
+
     def run(self, todo: list[Job], record: _Recorder) -> None:
         if self.segmenter is not None:
             _run_local(todo, self.segmenter, record, record.current)
@@ -367,6 +384,7 @@ def _start_manifest(
         model=runner.info,
         device=runner.device,
         precision=runner.precision,
+        backend=runner.backend,
         total=len(jobs),
     )
     results, todo = _resume(jobs, earlier, runner.info.get("sha256"), overwrite)

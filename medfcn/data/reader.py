@@ -34,12 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from medfcn._monai import import_monai
+from medfcn._monai import import_monai, load_image
 
 import_monai()  # before any MONAI import below: without the optional packages it would drag in
 
 from monai.data import ImageReader  # noqa: E402
-from monai.transforms import LoadImage  # noqa: E402
 from monai.utils import MetaKeys  # noqa: E402
 
 import medfcn.data.headers as headers  # noqa: E402
@@ -358,7 +357,7 @@ def read_label_map(
 
 
 def _read(path: Path, series_uid: str | None, case: str | None, files: tuple[Path, ...], label_map: bool) -> Scan:
-    loader = LoadImage(image_only=True, dtype=None)
+    loader = load_image(image_only=True, dtype=None)  # without the fallback readers' packages (itk)
     image = loader(str(path), reader=SimpleITKReader(series_uid=series_uid, files=files))
     meta = image.meta
     array = np.asarray(image.numpy())  # shares the tensor's memory: a C-ordered reader array is never copied

@@ -14,6 +14,10 @@ Labels: every nonzero id found in any case, plus the ids of ``label_names``; eve
 (a label neither map of a case holds scores as "both empty", see :mod:`medfcn.evaluation.metrics`), so a structure
 missed in one case can never drop out of its label's mean.
 
+Quality verdicts (``quality``; the CLI reads them from ``pred``'s ``manifest.json`` when it is a batch's output
+folder) go into ``metrics.csv`` (:data:`~medfcn.evaluation.results.QUALITY_COLUMNS`), ``metrics.json`` and the
+report, with how well the flags matched the Dice (:mod:`medfcn.evaluation.flags`).
+
 Images under the overlays: ``images`` (``{case: path}`` or a folder), else a folder beside a reference folder named
 ``labels*`` whose name has ``images`` in its place (``labelsTr`` -> ``imagesTr``), matched by case name or as
 ``CASE_0000``; an image on another grid than its reference is left out. Without one, the overlays are drawn on the
@@ -218,6 +222,7 @@ def evaluate(
     series: Sequence[str | Path] = (),
     not_predictions: Sequence[str | Path] = (),
     statistics: Mapping[str, Mapping[str, Mapping]] | None = None,
+    quality: Mapping[str, dict] | None = None,
 ) -> Evaluation:
     """Score every prediction against its reference and write ``out_dir``/``metrics.csv``, ``metrics.json`` and
     ``report.html`` (atomically).
@@ -233,6 +238,8 @@ def evaluate(
             (searched recursively); each such file is rebuilt on its series' grid (:mod:`medfcn.dicom.label_objects`).
         not_predictions: files in ``pred`` that are not label maps (a batch's masked images): left out.
         statistics: ``{case: {label: statistics}}`` of the batch (``segment --statistics``), shown in the report.
+        quality: ``{case: verdict}`` (a batch manifest's ``quality`` entries,
+            :func:`medfcn.batch.manifest.read_verdicts`), carried into the outputs with how well the flags matched.
 
     Returns:
         An :class:`Evaluation`; cases that could not be scored are in ``.failed``, one line each.
@@ -261,6 +268,7 @@ def evaluate(
         ref_source=str(ref),
         out_dir=out_dir,
         statistics={k: dict(v) for k, v in (statistics or {}).items()},
+        quality=dict(quality or {}),
     )
     for i, (case, pred_spec, ref_spec) in enumerate(pairs, 1):
         log.info("evaluating %s (%d/%d)", case, i, len(pairs))

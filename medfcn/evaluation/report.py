@@ -151,9 +151,22 @@ def _thumbnail_html(case: str, t: Thumbnail, caption: str) -> str:
     )
 
 
+def _verdict_html(q: dict | None) -> str:
+    """A case's quality verdict: flagged or not, its score, and its reasons."""
+    if not q:
+        return ""
+    head = "flagged for review" if q.get("review") else "not flagged"
+    reasons = "".join(f"<li>{_e(r)}</li>" for r in q.get("reasons", []))
+    cls = " class=bad" if q.get("review") else ""
+    return f"<p{cls}>quality: {head}, score {float(q.get('score', 0)):.2f}</p>" + (
+        f"<ul>{reasons}</ul>" if reasons else ""
+    )
+
+
 def _case_section(ev: Evaluation, rank: int, case: str, score: float, rows: list) -> list[str]:
     out = [
         f"<div class=case><h3>{rank}. {_e(case)} <span class=note>mean Dice {score:.4f}</span></h3>",
+        _verdict_html(ev.quality.get(case)),
         "<table><tr><th class=name>label</th><th>status</th>"
         + "".join(f"<th>{_e(_title(ev, c))}</th>" for c in _CASE_COLUMNS)
         + "</tr>",
@@ -225,6 +238,7 @@ def render_html(ev: Evaluation) -> str:
         parts += [
             "<h2>Summary per label</h2>",
             *_summary_table(ev),
+            *([f"<p>{_e(ev.flags().line())}</p>"] if ev.flags() else []),
             "<h2>Distributions over cases</h2>" if len(ev.cases) >= MIN_CASES_FOR_BOXES else "<h2>Per case</h2>",
             f"<img src='data:image/png;base64,{distribution_png(ev)}' alt='distributions per label'>",
             f"<h2>Cases, worst first</h2><p class=key>{key}</p>",

@@ -22,10 +22,12 @@ __all__ = [
     "Thumbnail",
     "spreadsheet_safe",
     "CSV_COLUMNS",
+    "QUALITY_COLUMNS",
     "STAT_NAMES",
 ]
 
 CSV_COLUMNS = ("case", "label", *(f.name for f in fields(LabelMetrics) if f.init))  # vol_diff_ml is derived
+QUALITY_COLUMNS = ("review", "quality_score", "quality_reasons")  # from the batch's manifest, when it has verdicts
 STAT_NAMES = ("mean", "median", "std", "min", "max", "n")
 _SUMMARY_LABELS = 8  # the most labels summary_lines lists
 
@@ -111,6 +113,14 @@ class Evaluation:
     ref_source: str = ""
     out_dir: Path | None = None
     statistics: dict[str, dict[str, dict]] = field(default_factory=dict)  # case -> label -> segment --statistics
+    quality: dict[str, dict] = field(default_factory=dict)  # {case: verdict} from the batch's manifest, if any
+
+    def flags(self):
+        """How well the quality verdicts matched the Dice (:class:`medfcn.evaluation.flags.FlagAgreement`), or
+        None without verdicts."""
+        from medfcn.evaluation.flags import flag_agreement
+
+        return flag_agreement(self.case_scores(), self.quality) if self.quality else None
 
     @property
     def labels(self) -> list[int]:
@@ -165,14 +175,33 @@ class Evaluation:
             "failed": self.failed,
             "unmatched_pred": self.unmatched_pred,
             "unmatched_ref": self.unmatched_ref,
+            **(
+                {"quality": self.quality, "flags": self.flags().to_dict() if self.flags() else None}
+                if self.quality
+                else {}
+            ),
         }
 
     def to_csv(self) -> str:
-        """What ``metrics.csv`` holds: :data:`CSV_COLUMNS`, one row per case and label."""
+        """What ``metrics.csv`` holds: :data:`CSV_COLUMNS`, one row per case and label; with quality verdicts,
+        :data:`QUALITY_COLUMNS` after them (empty for a case without one)."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(r.csv_values() for r in self.rows)
+        writer.writerow(CSV_COLUMNS + (QUALITY_COLUMNS if self.quality else ()))
+        for r in self.rows:
+            extra = []
+            if self.quality:
+                q = self.quality.get(r.case) or {}
+                extra = (
+                    [
+                        str(bool(q.get("review"))).lower(),
+                        f"{float(q['score']):.3f}",
+                        spreadsheet_safe("; ".join(q.get("reasons", []))),
+                    ]
+                    if q
+                    else ["", "", ""]
+                )
+            writer.writerow(r.csv_values() + extra)
         return buf.getvalue()
 
     def summary_lines(self) -> list[str]:
@@ -204,5 +233,8 @@ class Evaluation:
         if n:
             case, score = next(iter(self.case_scores().items()))
             lines.append(f"worst case: {case} (mean Dice {score:.4f})")
+        flags = self.flags()
+        if flags is not None:
+            lines.append(flags.line())
         lines += [f"failed: {f}" for f in self.failed]
         return lines

@@ -20,6 +20,7 @@ import functools
 import logging
 from collections.abc import Callable, Iterator
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,8 +28,12 @@ from torch import nn
 
 from medfcn.choices import parse_choice
 from medfcn.errors import CancelledError, MedfcnError, ModelError, UnsupportedScanError, UsageError
-from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
-from medfcn.model.network import fold_batchnorm, pad_to_stride
+from medfcn.inference.runtime import Runner, choose_backend, make_runner
+from medfcn.inference.settings import DEFAULT_SETTINGS, Backend, InferenceSettings
+from medfcn.model.network import pad_to_stride
+
+if TYPE_CHECKING:
+    from medfcn.model.checkpoint import Model
 
 __all__ = [
     "DeviceName",
@@ -184,18 +189,20 @@ def _window_pair(window: int | tuple[int, int] | None) -> tuple[int, int] | None
 
 
 class SliceEngine:
-    """A 2-D network prepared once for inference over volumes: eval mode, batch norm folded, channels-last
-    (inputs are stacked straight into that layout), on the chosen device, mixed precision on a GPU, run under
-    ``torch.inference_mode``.
+    """A 2-D network prepared once for inference over volumes by a runner (:mod:`medfcn.inference.runtime`): on
+    PyTorch in eval mode, batch norm folded, channels-last (inputs are stacked straight into that layout), on the
+    chosen device, mixed precision on a GPU, under ``torch.inference_mode``; or as an exported ONNX graph on ONNX
+    Runtime or OpenVINO (CPU).
 
-    ``settings`` (:class:`~medfcn.inference.settings.InferenceSettings`): the device; ``batch_size`` slices go
-    through the network together; ``amp``: ``None`` means on for CUDA/MPS (float16) and for a CPU with bfloat16
-    instructions (:func:`cpu_computes_bfloat16`; labels agree with float32's at Dice 0.9999 on the benchmark heads),
-    off on other CPUs; ``False``: float32 throughout; ``True`` on any CPU uses bfloat16. ``tta`` averages the
-    softmax over the four in-plane flips (4x the cost). Slices larger than ``window`` (pixels, int or (h, w);
-    ``None``: never tile) are tiled with fractional ``overlap`` and Gaussian blending. The caller's network is not
-    modified.
-    Raises :class:`MedfcnError` for invalid options.
+    ``settings`` (:class:`~medfcn.inference.settings.InferenceSettings`): the device and the backend; ``batch_size``
+    slices go through the network together; ``amp``: ``None`` means on for CUDA/MPS (float16) and for a CPU with
+    bfloat16 instructions (:func:`cpu_computes_bfloat16`; labels agree with float32's at Dice 0.9999 on the benchmark
+    heads), off on other CPUs; ``False``: float32 throughout; ``True`` on any CPU uses bfloat16 (ONNX Runtime always
+    computes in float32). ``tta`` averages the softmax over the four in-plane flips (4x the cost). Slices larger than
+    ``window`` (pixels, int or (h, w); ``None``: never tile) are tiled with fractional ``overlap`` and Gaussian
+    blending. ``model``: the :class:`~medfcn.model.checkpoint.Model` whose network ``network`` is, so that its ONNX
+    export and the ``auto`` backend's measurement are cached by its file. The caller's network is not modified.
+    Raises :class:`MedfcnError` for invalid options, :class:`UsageError` for a backend that is not installed.
     """
 
     def __init__(
@@ -205,6 +212,7 @@ class SliceEngine:
         *,
         window: int | tuple[int, int] | None = 512,
         overlap: float = 0.25,
+        model: Model | None = None,
     ) -> None:
         if not 0.0 <= float(overlap) < 1.0:
             raise MedfcnError(f"overlap must be in [0, 1), got {overlap!r}")
@@ -219,21 +227,31 @@ class SliceEngine:
         self.amp_dtype = torch.bfloat16 if self.device.type == "cpu" else torch.float16
         self.in_channels: int | None = getattr(network, "in_channels", None)
         self.stride = int(network.stride)
-        model = fold_batchnorm(network).to(self.device)
-        self.model = model.to(memory_format=torch.channels_last)
+        self.threads = settings.threads or torch.get_num_threads()
+        common = {"device": self.device, "amp": self.amp, "amp_dtype": self.amp_dtype, "threads": self.threads}
+        if settings.backend == Backend.AUTO:
+            self.runner: Runner = choose_backend(network, batch=self.batch_size, model=model, **common)
+        else:
+            self.runner = make_runner(settings.backend, network, model=model, **common)
         log.debug(
-            "slice engine on %s (amp=%s, batch %d, window %s, tta=%s)",
+            "slice engine: %s on %s (%s, batch %d, window %s, tta=%s)",
+            self.backend,
             self.device,
-            self.amp,
+            self.precision,
             self.batch_size,
             self.window,
             self.tta,
         )
 
     @property
+    def backend(self) -> str:
+        """What runs the network: ``torch``, ``onnxruntime`` or ``openvino`` (``auto`` resolved)."""
+        return self.runner.backend
+
+    @property
     def precision(self) -> str:
         """The network's arithmetic: ``float32``, or the mixed precision's ``bfloat16`` / ``float16``."""
-        return str(self.amp_dtype).removeprefix("torch.") if self.amp else "float32"
+        return self.runner.precision
 
     # -- one batch -------------------------------------------------------------------------------------------
 
@@ -246,9 +264,7 @@ class SliceEngine:
         flips = TTA_FLIPS if self.tta else ((),)
         total = None
         for dims in flips:
-            xi = x.flip(dims) if dims else x
-            with torch.inference_mode(), torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-                logits = self.model(xi.contiguous(memory_format=torch.channels_last))
+            logits = self.runner(x.flip(dims) if dims else x)
             p = torch.softmax(logits.float(), dim=1)
             p = p.flip(dims) if dims else p
             total = p if total is None else total.add_(p)

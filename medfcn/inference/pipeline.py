@@ -23,6 +23,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,21 @@ import medfcn.inference.frame as model_frame
 from medfcn.data.scan import Scan
 from medfcn.inference.engine import SliceEngine
 from medfcn.inference.frame import ModelFrame, foreground_box, probabilities_to_labels
-from medfcn.inference.postprocess import apply_to_probabilities
+from medfcn.inference.postprocess import apply_to_probabilities, argmax_classes
+from medfcn.inference.quality import (
+    AxisVotes,
+    Evidence,
+    face_names,
+    measure_frame,
+    measure_labels,
+    uncertain_voxels,
+)
 from medfcn.inference.settings import DEFAULT_SETTINGS, InferenceSettings
+from medfcn.inference.verdict import Verdict, judge
 from medfcn.model.checkpoint import Model, ModelCard, load_model
+from medfcn.model.expectations import Expectations
 
-__all__ = ["Segmenter", "segment_scan", "frame_for_model", "normalise_for_model"]
+__all__ = ["Segmenter", "Segmentation", "segment_scan", "frame_for_model", "normalise_for_model"]
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +91,17 @@ class Segmenter:
     def __init__(self, model: Model | str | Path | None = None, settings: InferenceSettings = DEFAULT_SETTINGS) -> None:
         self.model = model if isinstance(model, Model) else load_model(model)
         self.settings = settings
-        self.engine = SliceEngine(self.model.network, settings)
+        self.engine = SliceEngine(self.model.network, settings, model=self.model)
         self.device = self.engine.device
 
     @property
     def labels(self) -> dict[str, int]:
         return dict(self.model.card.labels)
+
+    @property
+    def expectations(self) -> Expectations:
+        """What the model's card records of its training data (empty for an older card)."""
+        return Expectations.from_dict(self.model.card.expectations)
 
     # -- the stages, in order ------------------------------------------------------------------------------------
 
@@ -99,14 +115,21 @@ class Segmenter:
         return normalise_for_model(frame, self.model.card)
 
     def probabilities(
-        self, volume: np.ndarray, *, progress: Progress | None = None, cancel: Cancel | None = None
+        self,
+        volume: np.ndarray,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+        box: tuple[slice, slice, slice] | None = None,
+        votes: AxisVotes | None = None,
     ) -> np.ndarray:
         """Stage 3: (C, X', Y', Z') uint16 sums over the slice axes of probabilities x 255, for a normalised frame
         volume (X', Y', Z').
 
         The network runs only inside :func:`~medfcn.inference.frame.foreground_box` (the head and 12 mm around it);
         the air outside is background with certainty. A scan whose field of view is larger than the head (an oblique
-        grid, a neck, a wide in-plane field) costs only its head.
+        grid, a neck, a wide in-plane field) costs only its head. ``box``: that box, when already known; ``votes``
+        (:class:`~medfcn.inference.quality.AxisVotes` shaped like the box) receives each slice direction's labels.
         """
         card = self.model.card
         n_classes, axes = len(card.labels), card.slice_axes
@@ -114,7 +137,7 @@ class Segmenter:
         # probabilities x 255 (x each class's decision weight, at most 1 after scaling), summed over <= 3 axes
         weights = np.asarray(card.class_weights or (1.0,) * n_classes, dtype=np.float32)
         scale = torch.from_numpy(255.0 * weights / weights.max()).view(1, n_classes, 1, 1)
-        box = (slice(None), *foreground_box(volume))
+        box = (slice(None), *(box or foreground_box(volume)))
         inner = acc[box]  # a view: what the engine computes is written into acc
         if inner.size < acc.size:
             acc[0] = int(torch.round(scale[0, 0, 0, 0])) * len(axes)  # air: background, certain
@@ -126,7 +149,10 @@ class Segmenter:
             for start, probs in self.engine.iter_probabilities(
                 vol, axis=axis, context=card.context, progress=sub, cancel=cancel
             ):
-                q = probs.mul_(scale.to(probs.device)).round_().to(torch.int32).permute(1, 0, 2, 3)
+                probs.mul_(scale.to(probs.device))
+                if votes is not None:
+                    votes.add(n, axis=axis, start=start, labels=argmax_classes(probs.numpy().swapaxes(0, 1)))
+                q = probs.round_().to(torch.int32).permute(1, 0, 2, 3)
                 block = view[:, start : start + q.shape[1]]
                 block.copy_((block.to(torch.int32) + q).to(torch.uint16))
         return acc
@@ -157,6 +183,32 @@ class Segmenter:
         stays, for the writers), so the voxels are freed while the rest runs (114 MB for a 0.5 mm int16 head); for
         a caller that does not look at them again (a batch).
         """
+        return self._run(scan, progress, cancel, release_voxels, check=False).labels
+
+    def segment_and_check(
+        self,
+        scan: Scan,
+        *,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
+        release_voxels: bool = False,
+        uncertainty: bool = False,
+    ) -> Segmentation:
+        """The labels of :meth:`segment` with a quality verdict (:mod:`medfcn.inference.verdict`) from evidence
+        gathered on the way (:mod:`medfcn.inference.quality`). Arguments as :meth:`segment`; ``uncertainty``: also
+        the voxels the model is unsure of (:func:`~medfcn.inference.quality.uncertain_voxels`) on the scan's grid,
+        resampled as the labels are (one more pass back)."""
+        return self._run(scan, progress, cancel, release_voxels, check=True, uncertainty=uncertainty)
+
+    def _run(
+        self,
+        scan: Scan,
+        progress: Progress | None,
+        cancel: Cancel | None,
+        release_voxels: bool,
+        check: bool,
+        uncertainty: bool = False,
+    ) -> Segmentation:
         t0 = time.perf_counter()
         ahead = None if progress is None else (lambda f: progress(_FRAME_SHARE * f))
         frame = self.to_frame(scan, progress=ahead, cancel=cancel)
@@ -164,15 +216,42 @@ class Segmenter:
             scan.array = np.broadcast_to(np.zeros((), dtype=scan.array.dtype), scan.shape)
         volume = self.normalise(frame)
         inner = None if progress is None else (lambda f: progress(_FRAME_SHARE + (_INFERENCE_SHARE - _FRAME_SHARE) * f))
-        probs = self.probabilities(volume, progress=inner, cancel=cancel)
-        del volume  # the normalised copy is not needed on the way back: free it before resampling
+        box = foreground_box(volume)
+        card = self.model.card
+        shape = tuple(len(range(*b.indices(n))) for b, n in zip(box, volume.shape, strict=True))
+        votes = AxisVotes(shape, len(card.slice_axes)) if check else None
+        probs = self.probabilities(volume, progress=inner, cancel=cancel, box=box, votes=votes)
+        seen = measure_frame(volume, probs, box, votes, card.spacing) if check else None
+        unsure = uncertain_voxels(probs, box, votes) if uncertainty else None
+        del volume, votes  # the normalised copy is not needed on the way back: free it before resampling
         _trim_heap()
         self.postprocess(probs)
         back = None if progress is None else (lambda f: progress(_INFERENCE_SHARE + (1 - _INFERENCE_SHARE) * f))
         labels = self.to_scan(probs, frame, progress=back)
         _trim_heap()  # and the resampling's slab blocks, before the labels are written
+        uncertain = None
+        if unsure is not None:  # two "classes", sure and unsure: resampled like probabilities, unsure where > 0.5
+            uncertain = self.to_scan(np.stack([~unsure, unsure]).view(np.uint8), frame)
+            del unsure
+        verdict = evidence = None
+        if seen is not None:
+            volume_ml, contact = measure_labels(labels, scan.spacing, card.labels, face_names(scan.direction))
+            evidence = Evidence(seen, volume_ml, contact)
+            verdict = judge(evidence, self.expectations, axes=len(card.slice_axes))
         log.debug("segmented %s %s in %.2f s on %s", scan.case, scan.shape, time.perf_counter() - t0, self.device)
-        return labels
+        return Segmentation(labels, verdict, evidence, uncertain)
+
+
+@dataclass(frozen=True)
+class Segmentation:
+    """A label map (X, Y, Z) uint8 on its scan's grid, with its quality :class:`Verdict` and the
+    :class:`Evidence` it came from (both ``None`` when not asked for), and ``uncertain``, uint8 (X, Y, Z) on the same
+    grid, 1 where the model is unsure (:func:`~medfcn.inference.quality.uncertain_voxels`; ``None`` unless asked)."""
+
+    labels: np.ndarray
+    verdict: Verdict | None = None
+    evidence: Evidence | None = None
+    uncertain: np.ndarray | None = None
 
 
 def _trim_heap() -> None:

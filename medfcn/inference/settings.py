@@ -6,20 +6,37 @@ passed down unchanged through the batch runner (:func:`medfcn.batch.run.run_batc
 :class:`~medfcn.inference.engine.SliceEngine`. It imports no torch, so the CLI can build it before torch loads.
 
 >>> InferenceSettings(device="cpu", amp=False)
-InferenceSettings(device='cpu', tta=False, amp=False, batch_size=16, threads=None)
+InferenceSettings(device='cpu', tta=False, amp=False, batch_size=16, threads=None, backend='torch')
 >>> InferenceSettings(batch_size=0)
 Traceback (most recent call last):
 ...
 medfcn.errors.UsageError: batch size must be a positive integer, got 0
+>>> InferenceSettings(backend="tensorrt")
+Traceback (most recent call last):
+...
+medfcn.errors.UsageError: backend 'tensorrt' is not one of: auto, torch, onnxruntime, openvino
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
+from medfcn.choices import parse_choice
 from medfcn.errors import UsageError
 
-__all__ = ["InferenceSettings", "DEFAULT_SETTINGS"]
+__all__ = ["Backend", "InferenceSettings", "DEFAULT_SETTINGS"]
+
+
+class Backend(StrEnum):
+    """What runs the network (:mod:`medfcn.inference.runtime`): PyTorch, or an exported ONNX graph on ONNX Runtime
+    or OpenVINO (CPU only; installed with ``medfcn[onnx]`` / ``medfcn[openvino]``). ``auto``: PyTorch on a GPU; on
+    the CPU the installed one measured fastest on this machine for the model."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"
+    OPENVINO = "openvino"
 
 
 @dataclass(frozen=True)
@@ -34,8 +51,11 @@ class InferenceSettings:
     ``batch_size``: slices per forward pass.
     ``threads``: torch threads per Dask worker process; ``None``: each host's cores shared by the tasks the cluster
     runs there at once (a local cluster of N workers gives each ``cores // N``). A local run leaves torch's own.
+    ``backend``: a :class:`Backend` value (the library's default is ``torch``; the command line and the Segment dock
+    default to ``auto``); ONNX Runtime and OpenVINO run on the CPU, and follow ``amp`` as torch
+    does (OpenVINO computes in bfloat16 where the CPU has it; ONNX Runtime in float32 always).
 
-    Raises :class:`UsageError` for a batch size or thread count that is not a positive integer.
+    Raises :class:`UsageError` for a batch size or thread count that is not a positive integer, or an unknown backend.
     """
 
     device: str = "auto"
@@ -43,8 +63,10 @@ class InferenceSettings:
     amp: bool | None = None
     batch_size: int = 16
     threads: int | None = None
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", parse_choice(Backend, self.backend, "backend", UsageError).value)
         object.__setattr__(self, "device", str(self.device))  # a torch.device is kept as its name
         object.__setattr__(self, "tta", bool(self.tta))
         if self.amp is not None:

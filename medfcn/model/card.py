@@ -19,6 +19,7 @@ from medfcn import __version__
 from medfcn.choices import parse_choice
 from medfcn.dicom.codes import check_label_codes
 from medfcn.errors import ModelError
+from medfcn.model.expectations import Expectations
 
 __all__ = ["FORMAT_VERSION", "MAX_CLASSES", "Architecture", "Normalisation", "PostStep", "ModelCard"]
 
@@ -58,7 +59,9 @@ class ModelCard:
     (``largest_component``, ``fill_holes``, ``fill_slices``). ``class_weights``, one positive number per label in id
     order (empty: all 1), multiply each class's probability before the argmax: a decision prior that
     ``medfcn calibrate`` sets on labelled scans (for two labels, a background weight ``w`` moves the threshold to
-    ``w / (1 + w)``).
+    ``w / (1 + w)``). ``expectations``: what the model's training data looked like (label volumes, position,
+    intensity profile, the model's own agreement between slice directions), for quality verdicts
+    (:mod:`medfcn.model.expectations`); empty in older cards, which get the model-independent checks only.
     """
 
     network: dict[str, Any] = field(default_factory=dict)
@@ -76,6 +79,7 @@ class ModelCard:
     class_weights: tuple[float, ...] = ()
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    expectations: dict[str, Any] = field(default_factory=dict)  # medfcn.model.expectations: for quality verdicts
     medfcn_version: str = __version__
     format_version: int = FORMAT_VERSION
 
@@ -103,6 +107,7 @@ class ModelCard:
             raise ModelError(f"model label ids must be 0..N-1 with 2 <= N <= {MAX_CLASSES}, got {self.labels}")
         self.label_codes = check_label_codes(self.label_codes, self.labels)
         self._check_class_weights()
+        self.expectations = Expectations.from_dict(self.expectations, self.labels).to_dict()
         self.normalisation = parse_choice(Normalisation, self.normalisation, "model normalisation").value
         self.postprocess = tuple(
             parse_choice(PostStep, s, "model post-processing step").value for s in self.postprocess

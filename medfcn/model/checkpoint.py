@@ -43,6 +43,7 @@ __all__ = [
     "build_from_card",
     "save_model",
     "load_model",
+    "replace_card",
     "describe",
     "file_sha256",
 ]
@@ -125,6 +126,30 @@ def save_model(path: str | Path, network: nn.Module, card: ModelCard) -> Path:
         os.chmod(tmp, 0o666 & ~umask)  # safetensors creates files readable by their owner only
 
     return atomic_write(path, write)
+
+
+def replace_card(path: str | Path, card: ModelCard, out: str | Path | None = None) -> Path:
+    """Write the model file ``path`` again (to ``out``, default ``path``) with a new ``card`` and the same tensors,
+    bit for bit (they are copied from the file, never through a network). The card is validated against the
+    weights first. Returns the path written; raises :class:`ModelError` or :class:`OutputError`."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors, meta = _read(path)
+    card = ModelCard.from_json(card.to_json())
+    _check_weights(path, card, tensors)
+    meta = {**meta, "card": card.to_json()}
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=meta)
+        written, _ = _read(tmp)
+        if written.keys() != tensors.keys() or any(
+            not torch.equal(written[k].reshape(-1).view(torch.uint8), tensors[k].reshape(-1).view(torch.uint8))
+            for k in tensors
+        ):
+            raise ModelError(f"{path}: the weights did not survive rewriting the card")
+
+    return atomic_write(Path(out or path), write)
 
 
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

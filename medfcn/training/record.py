@@ -4,25 +4,30 @@
 label names, network and learning rate left ``None`` come from the ``--init`` model or the defaults), once, and the
 card built from it: a new model's from the options, a fine-tuned model's from its start model's card
 (:func:`medfcn.training.finetune.start_card`). :func:`training_record` is what the card records of a run, with
-no path of the machine it ran on (:func:`publishable`).
+no path of the machine it ran on (:func:`publishable`), and :func:`record_expectations_in` what the trained model
+expects of the scans it will see (for quality verdicts).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medfcn import __version__
 from medfcn.data.pairs import LabelledPair, data_sha256
+from medfcn.errors import MedfcnError
 
 if TYPE_CHECKING:
     from medfcn.model.card import ModelCard
     from medfcn.training.options import TrainConfig
 
-__all__ = ["build_card", "training_record", "publishable"]
+__all__ = ["build_card", "training_record", "publishable", "record_expectations_in", "MAX_EXPECTATION_CASES"]
+
+log = logging.getLogger(__name__)
 
 
 def build_card(config: TrainConfig, init: ModelCard | None = None) -> tuple[TrainConfig, ModelCard]:
@@ -149,3 +154,62 @@ def publishable(record: Mapping[str, Any], roots: Sequence[str | Path] | None = 
         return path(value) if isinstance(value, str) and key not in _TEXT_KEYS else value
 
     return walk(record)
+
+
+MAX_EXPECTATION_CASES = 12  # training cases a run segments to record its expectations (evenly spaced)
+
+
+def record_expectations_in(
+    path: Path, pairs: list[LabelledPair], ignore_label: int, cancel: Callable[[], bool] | None = None
+) -> bool:
+    """Give the model file ``path`` its card's ``expectations`` (:mod:`medfcn.model.expectations`), measured by
+    segmenting up to :data:`MAX_EXPECTATION_CASES` of its training ``pairs`` with it
+    (:func:`medfcn.inference.quality.record_expectations`); label volumes come from the label maps, from those that
+    hold no ``ignore_label`` voxel (partial annotations say nothing of a structure's size). The weights are kept bit
+    for bit (:func:`~medfcn.model.checkpoint.replace_card`). A model trained from one whose card already holds
+    expectations keeps them (a few corrected cases would narrow them). Returns whether the card was rewritten;
+    ``False`` when cancelled or when no case could be read (logged; the model stays as trained)."""
+    import numpy as np
+
+    from medfcn.data.reader import read_scan
+    from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.quality import record_expectations
+    from medfcn.inference.settings import InferenceSettings
+    from medfcn.model.checkpoint import load_model, replace_card
+
+    model = load_model(path)
+    if model.card.expectations:
+        log.info("%s: keeps the expectations of the model it was trained from", path)
+        return False
+    chosen = [pairs[int(i)] for i in np.unique(np.linspace(0, len(pairs) - 1, MAX_EXPECTATION_CASES).round())]
+    segmenter = Segmenter(model, InferenceSettings(device="cpu"))
+    results = []
+    for pair in chosen:
+        if cancel is not None and cancel():
+            return False
+        try:
+            found = segmenter.segment_and_check(read_scan(pair.image))
+            label = read_scan(pair.label)
+        except MedfcnError as e:
+            log.warning("%s: not used for the model's expectations: %s", pair.case, e)
+            continue
+        volume = {} if (label.array == ignore_label).any() else _volumes_ml(label, model.card.labels)
+        results.append((found.evidence, volume))
+    if not results:
+        return False
+    names = ", ".join(p.case for p in chosen)
+    expectations = record_expectations(
+        results, f"medfcn train: its own segmentations of {len(results)} training cases ({names})"
+    )
+    card = model.card
+    card.expectations = expectations.to_dict()
+    replace_card(path, card)
+    return True
+
+
+def _volumes_ml(label, names: dict[str, int]) -> dict[str, float]:
+    import numpy as np
+
+    counts = np.bincount(np.asarray(label.array, dtype=np.int64).ravel(), minlength=max(names.values()) + 1)
+    voxel_ml = float(np.prod(label.spacing)) / 1000.0
+    return {n: round(float(counts[i]) * voxel_ml, 1) for n, i in names.items() if i > 0 and i < counts.size}

@@ -55,7 +55,7 @@ from medfcn.training.dataset import TrainingVolume, cache_volumes, sample_batch
 from medfcn.training.options import TrainConfig
 from medfcn.training.output import check_output, save_state, state_path, writing
 from medfcn.training.progress import TrainProgress, TrainSummary
-from medfcn.training.record import build_card, training_record
+from medfcn.training.record import build_card, record_expectations_in, training_record
 from medfcn.training.validation import NO_VALIDATION, frame_dice, split_cases
 
 __all__ = ["EPOCH_LOG", "TrainConfig", "TrainProgress", "TrainSummary", "iter_train", "train"]
@@ -179,6 +179,9 @@ def _run(config: TrainConfig, cancel: Cancel | None) -> Generator[TrainProgress,
         if stopped_by_time or cancel():
             cancelled = not stopped_by_time
             break
+    if ours and run.epoch > 0 and not cancelled:
+        expect = lambda: record_expectations_in(best_path, pairs, config.ignore_label, cancel)  # noqa: E731
+        _saving(expect, best_path, output)  # the card's expectations, for quality verdicts
     if best_path != output and ours:
         os.replace(best_path, output)  # the earlier model at OUTPUT is replaced only by a finished run's best
     if cancelled:

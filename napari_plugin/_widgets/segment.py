@@ -10,6 +10,11 @@ Edits are never lost: the result goes into ``<image>_labels``, replaced on a rer
 Segment wrote there (its checksum is in the metadata); once painted on, a rerun writes a new layer
 (``<image>_labels [2]``, ...) beside it. The result records the model, the device, the time and the label names
 (shown on hover). "New labels on this scan" adds an empty Labels layer on the image's scan grid, to draw on.
+
+Every result is judged (:mod:`medfcn.inference.verdict`): the status says whether to check it, its score and the
+reasons in words, and the result layer keeps the verdict in its metadata (``quality``). "Show where the model is
+unsure" adds ``<image>_uncertain`` (:func:`medfcn.inference.quality.uncertain_voxels`, the per-voxel form of the
+verdict's slice-direction disagreement and boundary uncertainty, on the scan's grid); unticking it hides that layer.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, create_widget
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, ProgressBar, PushButton, create_widget
 from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QSizePolicy
 from superqt.utils import ensure_main_thread
@@ -31,6 +36,7 @@ from superqt.utils import ensure_main_thread
 from medfcn import __version__
 from medfcn.errors import CancelledError, MedfcnError
 from medfcn.inference.engine import DeviceName
+from medfcn.inference.settings import Backend, InferenceSettings
 
 from .._layers import is_unedited as _is_unedited
 from .._layers import labels_checksum, labels_to_display, layer_geometry, layer_scan
@@ -39,7 +45,7 @@ from . import _scan_views
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["SegmentWidget", "ModelSource", "available_devices", "labels_checksum", "is_unedited"]
+__all__ = ["SegmentWidget", "ModelSource", "available_devices", "available_backends", "labels_checksum", "is_unedited"]
 
 log = logging.getLogger(__name__)
 
@@ -63,33 +69,45 @@ def available_devices() -> list[str]:
     return devices
 
 
+def available_backends() -> list[str]:
+    """``auto`` and the backends installed here (:func:`medfcn.inference.runtime.installed_backends`)."""
+    from medfcn.inference.runtime import installed_backends
+
+    return [Backend.AUTO.value, *(b.value for b in installed_backends())]
+
+
 def is_unedited(layer) -> bool:
     """Whether a Labels layer still holds exactly what Segment wrote into it (a rerun may replace it)."""
     return _is_unedited(layer.data, layer.metadata)
 
 
-def _segment(segmenter, model, device: str, scan, progress, cancel):
-    """Worker body: load the model unless ``segmenter`` already holds it, then segment. Returns both."""
+def _segment(segmenter, model, settings: InferenceSettings, scan, progress, cancel, uncertainty: bool = False):
+    """Worker body: load the model unless ``segmenter`` already holds it, then segment and judge the result (and
+    map the voxels it is unsure of, if asked). Returns the segmenter and the
+    :class:`~medfcn.inference.pipeline.Segmentation`."""
     from medfcn.inference.pipeline import Segmenter
-    from medfcn.inference.settings import InferenceSettings
 
     if segmenter is None:
-        segmenter = Segmenter(model, InferenceSettings(device=device))
-    return segmenter, segmenter.segment(scan, progress=progress, cancel=cancel)
+        segmenter = Segmenter(model, settings)
+    return segmenter, segmenter.segment_and_check(scan, progress=progress, cancel=cancel, uncertainty=uncertainty)
 
 
-def _segment_for_layer(segmenter, model, device: str, data, attributes: dict, progress, cancel):
+def _segment_for_layer(
+    segmenter, model, settings: InferenceSettings, data, attributes: dict, progress, cancel, uncertainty: bool = False
+):
     """Worker body: the image layer's scan (its voxels back in the file's order), segmented (:func:`_segment`),
     then everything the result layer needs that is not Qt's business, so the viewer's thread only adds the layer:
-    the labels reordered like the image layer's data, their checksum and each label's volume in mL. Returns
-    ``(segmenter, display labels, {label: mL}, checksum)``."""
+    the labels reordered like the image layer's data, their checksum, each label's volume in mL and the quality
+    verdict, and the unsure voxels reordered alike when asked. Returns ``(segmenter, display labels, {label: mL},
+    checksum, verdict, display unsure voxels or None)``."""
     from medfcn.evaluation.metrics import label_volumes_ml
 
     scan = layer_scan(data, attributes)
-    segmenter, labels = _segment(segmenter, model, device, scan, progress, cancel)
-    volumes = label_volumes_ml(labels, scan.spacing)
-    display = labels_to_display(labels, attributes)
-    return segmenter, display, volumes, labels_checksum(display)
+    segmenter, found = _segment(segmenter, model, settings, scan, progress, cancel, uncertainty)
+    volumes = label_volumes_ml(found.labels, scan.spacing)
+    display = labels_to_display(found.labels, attributes)
+    unsure = None if found.uncertain is None else labels_to_display(found.uncertain, attributes)
+    return segmenter, display, volumes, labels_checksum(display), found.verdict, unsure
 
 
 def volumes_text(volumes: dict[int, float], names: dict[str, int]) -> str:
@@ -98,7 +116,7 @@ def volumes_text(volumes: dict[int, float], names: dict[str, int]) -> str:
 
 
 class SegmentWidget(Container):
-    """Pick an Image layer, a model and a device; Segment adds ``<image>_labels`` on the image's grid."""
+    """Pick an Image layer, a model, a device and a backend; Segment adds ``<image>_labels`` on the image's grid."""
 
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
@@ -106,6 +124,8 @@ class SegmentWidget(Container):
         self.model_source = ComboBox(label="Model", choices=[m.value for m in ModelSource], value=ModelSource.BUNDLED)
         self.checkpoint = FileEdit(label="Checkpoint", mode="r", filter="*.safetensors", visible=False)
         self.device = ComboBox(label="Device", choices=available_devices(), value=DeviceName.AUTO)
+        self.backend = ComboBox(label="Backend", choices=available_backends(), value=Backend.AUTO)
+        self.uncertainty = CheckBox(text="Show where the model is unsure", value=False)
         self.run_button = PushButton(text="Segment")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.new_labels_button = PushButton(text="New labels on this scan")
@@ -117,6 +137,8 @@ class SegmentWidget(Container):
                 self.model_source,
                 self.checkpoint,
                 self.device,
+                self.backend,
+                self.uncertainty,
                 self.run_button,
                 self.cancel_button,
                 self.progress,
@@ -130,12 +152,13 @@ class SegmentWidget(Container):
         _scan_views.install(viewer)
         self.new_labels_button.clicked.connect(self.new_labels)
         self.model_source.changed.connect(self._on_source)
+        self.uncertainty.changed.connect(self._on_uncertainty)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.worker = None
         self._running = False
         self._cancel = threading.Event()
-        self._cached: tuple[tuple, object] | None = None  # ((model path, mtime, device), Segmenter)
+        self._cached: tuple[tuple, object] | None = None  # ((model path, mtime, settings), Segmenter)
 
     # -- actions -------------------------------------------------------------------------------------------------
     def run(self):
@@ -158,11 +181,19 @@ class SegmentWidget(Container):
         except MedfcnError as e:
             self.status.value = str(e)
             return None
-        key = (str(model), model.stat().st_mtime if model else None, str(self.device.value))  # a rewritten file reloads
+        settings = InferenceSettings(device=str(self.device.value), backend=str(self.backend.value))
+        key = (str(model), model.stat().st_mtime if model else None, settings)  # a rewritten file reloads
         segmenter = self._cached[1] if self._cached and self._cached[0] == key else None
         self._cancel.clear()
         self.worker = thread_worker(_segment_for_layer, start_thread=False, ignore_errors=True)(
-            segmenter, model, str(self.device.value), data, attributes, self._on_progress, self._cancel.is_set
+            segmenter,
+            model,
+            settings,
+            data,
+            attributes,
+            self._on_progress,
+            self._cancel.is_set,
+            bool(self.uncertainty.value),
         )
         self.worker.returned.connect(lambda result: self._on_done(layer, key, *result))
         self.worker.errored.connect(self._on_error)
@@ -201,17 +232,27 @@ class SegmentWidget(Container):
     def _on_source(self, value: str) -> None:
         self.checkpoint.visible = value == ModelSource.FILE
 
+    def _on_uncertainty(self, value: bool) -> None:
+        """Ticked: the next run maps the unsure voxels; unticked: an uncertainty layer already there is hidden."""
+        layer = self.image.value
+        name = f"{layer.name}_uncertain" if layer is not None else None
+        if name in self._viewer.layers:
+            self._viewer.layers[name].visible = bool(value)
+
     @ensure_main_thread
     def _on_progress(self, fraction: float) -> None:
         self.progress.value = int(round(100 * min(max(fraction, 0.0), 1.0)))
 
-    def _on_done(self, layer, key: tuple, segmenter, display: np.ndarray, volumes: dict, checksum: str) -> None:
+    def _on_done(
+        self, layer, key: tuple, segmenter, display: np.ndarray, volumes: dict, checksum: str, verdict=None, unsure=None
+    ) -> None:
         self._cached = (key, segmenter)
         card_labels = segmenter.model.card.labels
         metadata = copy.deepcopy(dict(layer.metadata))
         metadata.update(
             model=segmenter.model.name,
             device=str(segmenter.device),
+            backend=segmenter.engine.backend,
             segmented_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             medfcn_version=__version__,
             image=layer.name,
@@ -220,6 +261,7 @@ class SegmentWidget(Container):
             volumes_ml={int(k): float(v) for k, v in volumes.items()},
             prediction=display.copy(),  # what Segment wrote: the Train dock finds the slices edited since
             model_path=str(segmenter.model.path) if segmenter.model.path else None,
+            quality=verdict.to_dict() if verdict is not None else None,
         )
         features = {"index": [int(v) for v in card_labels.values()], "label": list(card_labels)}
         name = f"{layer.name}_labels"
@@ -234,9 +276,26 @@ class SegmentWidget(Container):
             out = _scan_views.add_labels_like(
                 self._viewer, layer, display, name=name, metadata=metadata, features=features
             )
+        if unsure is not None:
+            self._show_unsure(layer, unsure)
         self.progress.value = 100
         found = volumes_text(volumes, card_labels)
-        self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {segmenter.device}){kept}"
+        judged = f"\n{verdict.text()}" if verdict is not None else ""
+        where = f"{segmenter.device}, {segmenter.engine.backend}"
+        self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {where}){kept}{judged}"
+
+    def _show_unsure(self, layer, unsure: np.ndarray) -> None:
+        """``<image>_uncertain``: the voxels the model is unsure of, in one colour (replaced on every run)."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        name = f"{layer.name}_uncertain"
+        colours = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1.0, 0.85, 0.0, 1.0)})
+        metadata = {"image": layer.name, "what": "voxels the model is unsure of (medfcn.inference.quality)"}
+        if name in self._viewer.layers:
+            self._viewer.layers.remove(name)  # derived from the result, never edited: replaced whole
+        out = _scan_views.add_labels_like(self._viewer, layer, unsure, name=name, metadata=metadata, opacity=0.6)
+        out.colormap = colours
+        out.editable = False
 
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, CancelledError):

@@ -84,7 +84,13 @@ def run(tmp_path_factory):
 def test_the_derivatives_pass_the_bids_validator(run):
     raw, out, _, code = run
     assert code == 0
-    done = subprocess.run([validator(), str(out), "--format", "json"], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    done = subprocess.run(
+        [validator(), str(out), "--format", "json"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     report = json.loads(done.stdout)
     errors = [i for i in report["issues"]["issues"] if i["severity"] == "error"]
     assert errors == [] and done.returncode == 0
@@ -109,6 +115,7 @@ def test_pybids_finds_every_mask_with_its_entities(run):
 def test_masks_are_segments_and_stripped_images_are_input_times_mask(run):
     raw, out, plain, _ = run
     model_sha = file_sha256(DEFAULT_MODEL_PATH)
+    verdicts = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["cases"]
     for rel, sample in IMAGES.items():
         mask_path = out / MASKS[rel]
         mask = np.asarray(nib.load(str(mask_path)).dataobj)
@@ -124,10 +131,13 @@ def test_masks_are_segments_and_stripped_images_are_input_times_mask(run):
 
         sidecar = json.loads(mask_path.with_name(mask_path.name.replace(".nii.gz", ".json")).read_text())
         assert sidecar["Type"] == "Brain" and sidecar["Sources"] == [f"bids:raw:{rel}"]
+        entry = next(c for c in verdicts if Path(c["output"]).resolve() == mask_path.resolve())
+        assert set(entry["quality"]) == {"review", "score", "reasons"}  # the verdict of that case, as in the manifest
         assert sidecar["medfcn"] == {
             "model": "medfcn-brain-t1",
             "model_sha256": model_sha,
             "medfcn_version": __version__,
+            "quality": entry["quality"],
         }
         side = json.loads(stripped_path.with_name(stripped_path.name.replace(".nii.gz", ".json")).read_text())
         assert side["SkullStripped"] is True and side["Sources"] == [f"bids:raw:{rel}", f"bids::{MASKS[rel]}"]
@@ -265,7 +275,13 @@ def test_other_models_write_dseg_or_their_label_and_pass_the_validator(tmp_path,
     else:
         assert sidecar["Type"] == "ROI"
     assert json.loads((anat / f"{stripped}.json").read_text())["SkullStripped"] is False  # the validator requires it
-    done = subprocess.run([validator(), str(out), "--format", "json"], capture_output=True, encoding="utf-8", errors="replace", timeout=300)
+    done = subprocess.run(
+        [validator(), str(out), "--format", "json"],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
+    )
     assert [i for i in json.loads(done.stdout)["issues"]["issues"] if i["severity"] == "error"] == []
     found = BIDSLayout(str(raw), derivatives=str(out)).get(scope="derivatives", extension=".nii.gz")
     assert sorted(f.filename for f in found) == sorted([f"{mask}.nii.gz", f"{stripped}.nii.gz"])

@@ -187,7 +187,8 @@ def test_quiet_dask_run_prints_only_the_failures(tmp_path, model_file, inputs):
             "--quiet",
         ],
         capture_output=True,
-        encoding="utf-8", errors="replace",
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert done.returncode == 1  # the broken file

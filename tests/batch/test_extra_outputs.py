@@ -237,3 +237,24 @@ def test_cli_options(tmp_path, inputs, model_file, capsys):
         assert err.startswith("medfcn: error: --border") and "\n" not in err and not (tmp_path / bad).exists()
     with pytest.raises(UsageError):
         OutputOptions(border_mm=float("nan"))
+
+
+def test_a_case_named_like_another_cases_masked_image_fails_and_overwrites_nothing(tmp_path, model_file):
+    """Case ``x.masked`` (its label map ``x.masked.nii.gz``) and case ``x``'s masked image ``x.masked.nii.gz`` are one
+    file: the case found second fails, named, and the file is the first case's own output."""
+    folder = tmp_path / "in"
+    scaled_nifti(folder / "x.nii.gz", 0, slope=1.0, inter=0.0)
+    scaled_nifti(folder / "x.masked.nii.gz", 1, slope=1.0, inter=0.0)
+    out = tmp_path / "out"
+    manifest = run(folder, out, model_file, masked_image=True)
+    [failed] = [c for c in manifest.cases if c.status == Status.FAILED]
+    [done] = [c for c in manifest.cases if c.status == Status.OK]
+    assert f"x.masked.nii.gz is also an output of case {done.case}" in failed.error and failed.input in failed.error
+    assert manifest.exit_code != 0
+    if done.case == "x.masked":  # the file is x.masked's label map
+        assert np.array_equal(read_labels(out / "x.masked.nii.gz"), read_labels(done.output))
+        assert not (out / "x.nii.gz").exists()
+    else:  # the file is x's masked image
+        mask = read_labels(done.output) != 0
+        expected = nib.load(str(folder / "x.nii.gz")).get_fdata() * mask
+        assert np.allclose(nib.load(str(out / "x.masked.nii.gz")).get_fdata(), expected)

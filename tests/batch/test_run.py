@@ -76,7 +76,8 @@ def test_batch_outputs_and_manifest(tmp_path, model_file, segmenter):
     assert on_disk["medfcn_version"] == __version__ and on_disk["device"] == "cpu"
     assert on_disk["model"]["sha256"] == hashlib.sha256(model_file.read_bytes()).hexdigest()
     assert on_disk["model"]["name"] == "tiny-test-model" and on_disk["model"]["path"] == str(model_file)
-    assert on_disk["summary"] == {"ok": 4, "failed": 0, "skipped": 0, "total": 4}
+    flagged = len(manifest.flagged)  # the quality verdicts' count (tests/batch/test_quality_batch.py)
+    assert on_disk["summary"] == {"ok": 4, "failed": 0, "skipped": 0, "flagged": flagged, "total": 4}
     assert datetime.fromisoformat(on_disk["started"]) <= datetime.fromisoformat(on_disk["finished"])
     assert sorted(p.name for p in out.iterdir()) == [
         "case00.nii.gz",
@@ -113,6 +114,7 @@ def test_broken_files_among_good_ones(tmp_path, model_file, segmenter):
         "ok": 2,
         "failed": 3,
         "skipped": 0,
+        "flagged": len(manifest.flagged),
         "total": 5,
     }
     assert partial_files(out) == []
@@ -240,7 +242,9 @@ def test_killed_run_is_finished_by_a_rerun(tmp_path, model_file, segmenter):
     assert 1 <= len(done_before) < len(scans), "the kill should land part-way through the batch"
     assert all(read_labels(out / name).size for name in done_before)  # complete: nibabel reads them whole
 
-    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=120)
+    rerun = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=120
+    )
 
     assert rerun.returncode == 0, rerun.stderr
     manifest = Manifest.read(out / "manifest.json")
@@ -286,6 +290,28 @@ def test_float32_is_honoured_and_the_precision_recorded(tmp_path, model_file):
     )
     assert rerun.cases[0].status == Status.SKIPPED and rerun.cases[0].precision == native
     assert json.loads((tmp_path / "auto" / "manifest.json").read_text())["precision"] == native
+
+
+def test_the_backend_is_recorded_per_case_and_for_the_outputs_listed(tmp_path, model_file, monkeypatch):
+    """The manifest says what ran the network: each entry its own backend; the file's ``backend`` that of the outputs
+    it lists, so a rerun with another backend that skips the finished case still says how that output was made."""
+    pytest.importorskip("onnxruntime")
+    from medfcn.inference.settings import InferenceSettings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    first_scan, second_scan = write_cases(tmp_path / "in", 2)
+    out = tmp_path / "out"
+
+    def run(scans, backend):
+        settings = InferenceSettings(device="cpu", backend=backend)
+        return run_batch(scans, out, model=model_file, settings=settings, progress=False)
+
+    first = run([first_scan], "onnxruntime")
+    assert first.backend == "onnxruntime" and first.cases[0].backend == "onnxruntime"
+    rerun = run([first_scan, second_scan], "torch")
+    assert [c.status for c in rerun.cases] == [Status.SKIPPED, Status.OK]
+    assert [c.backend for c in rerun.cases] == ["onnxruntime", "torch"]
+    assert json.loads((out / "manifest.json").read_text())["backend"] == "onnxruntime, torch"
 
 
 def test_an_empty_label_map_is_written_but_said(tmp_path, model_file, caplog):

@@ -205,7 +205,8 @@ def test_cli_runs_as_a_process(tmp_path):
     done = subprocess.run(
         [str(script), "evaluate", str(p), str(r), "-o", str(tmp_path / "out")],
         capture_output=True,
-        encoding="utf-8", errors="replace",
+        encoding="utf-8",
+        errors="replace",
         timeout=300,
     )
     assert done.returncode == 0, done.stderr

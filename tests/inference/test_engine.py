@@ -364,7 +364,14 @@ _TALL_SCAN = textwrap.dedent(
 
 def test_a_tall_scan_stays_within_a_memory_bound() -> None:
     """64 x 64 x 2000: probabilities for the whole scan (C x D x H x W float32) would take 65.5 MB."""
-    out = subprocess.run([sys.executable, "-c", _TALL_SCAN], capture_output=True, encoding="utf-8", errors="replace", timeout=120, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _TALL_SCAN],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=120,
+        check=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     full = 2 * 2000 * 64 * 64 * 4
     assert result["shape"] == [64, 64, 2000]

@@ -160,7 +160,9 @@ def test_a_save_killed_midway_keeps_the_previous_model_and_a_recognised_temporar
 
     net, card, path = _model(tmp_path)
     before = path.read_bytes()
-    done = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(path)], capture_output=True, encoding="utf-8", errors="replace")
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_SAVE, str(path)], capture_output=True, encoding="utf-8", errors="replace"
+    )
     assert done.returncode == 9, done.stderr
     assert path.read_bytes() == before and load_model(path).card.labels == card.labels
     left = [p for p in tmp_path.iterdir() if p != path]

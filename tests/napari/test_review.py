@@ -256,7 +256,9 @@ def test_reader_writer_and_manifest_modules_import_without_torch_or_monai():
         "heavy = sorted(m for m in ('torch', 'monai', 'napari', 'qtpy') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, encoding="utf-8", errors="replace", check=True, timeout=120
+    )
     assert out.stdout.strip() == ""
 
 

@@ -85,6 +85,26 @@ def test_segment_with_the_bundled_model(viewer, qtbot, scan_file):
     assert set(np.unique(viewer.layers["head_labels"].data)) <= {0, 1}
 
 
+@gui
+def test_segment_dock_runs_the_chosen_backend_and_records_it(viewer, qtbot, tmp_path, monkeypatch):
+    """The Backend choice lists auto and what is installed; ONNX Runtime's labels on the sample head are torch's
+    (float32, the same arithmetic) and the result layer says which backend made them."""
+    from medfcn.inference.settings import InferenceSettings
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    sample = "sample_data/images/robex_head.nii.gz"
+    (image,) = viewer.open(sample, plugin="medfcn")
+    widget = segment_widget(viewer, image, backend="onnxruntime")
+    assert widget.backend.choices[:2] == ("auto", "torch") and "onnxruntime" in widget.backend.choices
+    widget.run()
+    qtbot.waitUntil(lambda: "robex_head_labels" in viewer.layers, timeout=120_000)
+    layer = viewer.layers["robex_head_labels"]
+    assert layer.metadata["backend"] == "onnxruntime" and "onnxruntime" in widget.status.value
+    expected = Segmenter(None, InferenceSettings(device="cpu", amp=False)).segment(read_scan(sample))
+    shown = from_display(layer.data, image.metadata["display_axes"], image.metadata["display_flip"])
+    np.testing.assert_array_equal(shown, expected)
+
+
 # -- Review --------------------------------------------------------------------------------------------------------
 def slice_dice_min(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """Per slice along axis 0, the lowest Dice of any label present in the slice (NaN if none), one by one."""

@@ -41,7 +41,12 @@ def read_bounded(path: Path, timeout: float = 60) -> str:
     ``READ ...`` (a MemoryError or any traceback fails the test)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(path)], capture_output=True, encoding="utf-8", errors="replace", timeout=timeout, env=env
+        [sys.executable, "-c", _CHILD, str(path)],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=timeout,
+        env=env,
     )
     assert done.returncode == 0 and done.stdout.startswith(("REFUSED", "READ")), done.stderr[-2000:]
     return done.stdout.strip()

@@ -109,7 +109,12 @@ def test_a_full_disk_never_leaves_a_short_output_that_resume_accepts(tmp_path, m
     assert limit > 2500, f"the test scan's label map ({full_size} bytes) is too small to cut"
 
     cut = subprocess.run(
-        [sys.executable, "-c", _LIMITED, str(limit), *args], env=env, capture_output=True, encoding="utf-8", errors="replace", timeout=300
+        [sys.executable, "-c", _LIMITED, str(limit), *args],
+        env=env,
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=300,
     )
 
     assert cut.returncode == 1, cut.stderr
@@ -118,7 +123,9 @@ def test_a_full_disk_never_leaves_a_short_output_that_resume_accepts(tmp_path, m
     assert case.status == Status.FAILED and "disk full" in case.error, case.error
     assert not (out / "case00.nii.gz").exists() and partial_files(out) == []
 
-    rerun = subprocess.run([sys.executable, "-m", "medfcn.cli", *args], env=env, capture_output=True, encoding="utf-8", errors="replace")
+    rerun = subprocess.run(
+        [sys.executable, "-m", "medfcn.cli", *args], env=env, capture_output=True, encoding="utf-8", errors="replace"
+    )
 
     assert rerun.returncode == 0, rerun.stderr
     assert Manifest.read(out / "manifest.json").cases[0].status == Status.OK

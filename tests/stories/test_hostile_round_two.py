@@ -143,7 +143,12 @@ def test_two_runs_started_together_never_share_a_folder(tmp_path, model_file):
     inputs, out = tmp_path / "in", tmp_path / "out"
     write_cases(inputs, 3)
     cmd = [sys.executable, "-m", "medfcn.cli", "segment", str(inputs), "-o", str(out), "--model", str(model_file)]
-    procs = [subprocess.Popen([*cmd, "--device", "cpu", "--quiet"], stderr=subprocess.PIPE, encoding="utf-8", errors="replace") for _ in "ab"]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--device", "cpu", "--quiet"], stderr=subprocess.PIPE, encoding="utf-8", errors="replace"
+        )
+        for _ in "ab"
+    ]
     results = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
     codes = sorted(code for code, _ in results)
     assert codes in ([0, 0], [0, 2]), results

@@ -39,7 +39,7 @@ def empty_labels_on(viewer, image, name: str = "drawn"):
 TIMEOUT_MS = 30_000
 
 
-def segment_widget(viewer, layer, model_path=None, device="cpu") -> SegmentWidget:
+def segment_widget(viewer, layer, model_path=None, device="cpu", backend="torch") -> SegmentWidget:
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget)
     widget.image.value = layer
@@ -47,6 +47,7 @@ def segment_widget(viewer, layer, model_path=None, device="cpu") -> SegmentWidge
         widget.model_source.value = ModelSource.FILE
         widget.checkpoint.value = model_path
     widget.device.value = device
+    widget.backend.value = backend
     return widget
 
 

@@ -127,6 +127,8 @@ def test_calibrate_never_overwrites_its_model_and_usage_errors_come_first(tmp_pa
         "import sys; from medfcn.cli import main; code = main(['calibrate', '-o', 'x.safetensors']); "
         "print(code, 'torch' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, encoding="utf-8", errors="replace", cwd=tmp_path
+    )
     assert done.stdout.split() == ["2", "False"]
     assert "give --images and --labels" in done.stderr

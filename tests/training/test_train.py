@@ -289,7 +289,9 @@ def test_a_state_save_killed_midway_keeps_the_previous_state(tmp_path):
 
     path = tmp_path / "m.safetensors.state.pt"
     save_state(path, {"epoch": 1})
-    done = subprocess.run([sys.executable, "-c", _KILLED_STATE_SAVE, str(path)], capture_output=True, encoding="utf-8", errors="replace")
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_STATE_SAVE, str(path)], capture_output=True, encoding="utf-8", errors="replace"
+    )
     assert done.returncode == 9, done.stderr
     assert torch.load(path, weights_only=True) == {"epoch": 1}
     left = [p for p in tmp_path.iterdir() if p != path]

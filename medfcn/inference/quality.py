@@ -1,0 +1,304 @@
+"""What a segmentation shows about its own trustworthiness: the evidence a quality verdict is made from.
+
+Everything here is measured from what inference already holds, while it holds it (never a C x D x H x W array per
+slice direction):
+
+- **Slice directions** (:class:`AxisVotes`): the engine runs the 2-D network along up to three axes of the model's
+  frame; the labels each direction would give alone are compared batch by batch, keeping one uint8 label volume
+  and one boolean "differs" volume on the head's box. ``disagreement`` is the share of the mask's voxels on which
+  the directions do not all agree.
+- **Boundary uncertainty**: on the summed probabilities, voxels whose winning class holds less than
+  :data:`CONFIDENT` of the sum, per voxel of the mask (a clean mask has a thin uncertain shell; a confused one a
+  thick one).
+- **The mask**: volume per label (mL, on the scan's own grid), the share of the raw prediction outside its largest
+  6-connected piece, where its centre lies in the object's box (fractions along R, A, S of the model's frame), and
+  whether it touches the edge of the scan's field of view (contact area in cm2 on each of the six faces).
+- **The input**: quantiles of the normalised intensities inside the object (the head and what lies above
+  ``OBJECT_LEVEL``) and inside the mask, to compare with those of the model's training inputs.
+
+>>> votes = AxisVotes((4, 4, 4), n_axes=2)
+>>> votes.add(0, axis=0, start=0, labels=np.ones((4, 4, 4), np.uint8))
+>>> votes.add(1, axis=2, start=0, labels=np.zeros((4, 4, 4), np.uint8))
+>>> int(votes.differs.sum())
+64
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+from scipy import ndimage
+
+from medfcn.model.expectations import Expectations
+
+__all__ = [
+    "CONFIDENT",
+    "OBJECT_LEVEL",
+    "QUANTILES",
+    "AxisVotes",
+    "FrameEvidence",
+    "Evidence",
+    "measure_frame",
+    "uncertain_voxels",
+    "measure_labels",
+    "intensity_quantiles",
+    "object_mask",
+    "face_names",
+    "record_expectations",
+]
+
+CONFIDENT = 0.75  # a voxel is uncertain when its winning class holds less than this share of the summed probabilities
+OBJECT_LEVEL = 0.1  # normalised intensity above which a voxel belongs to the object (as the engine's foreground box)
+QUANTILES = tuple(round(q, 2) for q in np.linspace(0.05, 0.95, 19))  # the intensity profile's points
+_SAMPLE = 2  # every 2nd voxel along each axis for the intensity profile: 1/8 of the voxels, same quantiles +- 0.005
+
+
+class AxisVotes:
+    """The labels of each slice direction, compared as they stream out of the engine.
+
+    ``shape``: the volume the engine runs on (X', Y', Z'); ``n_axes``: how many directions will be added. The first
+    direction's labels are kept (uint8); each later one marks the voxels where it differs (bool). 2 bytes a voxel.
+    """
+
+    def __init__(self, shape: tuple[int, ...], n_axes: int) -> None:
+        self.first = np.zeros(shape, dtype=np.uint8)
+        self.differs = np.zeros(shape, dtype=bool)
+        self.n_axes = n_axes
+
+    def add(self, n: int, *, axis: int, start: int, labels: np.ndarray) -> None:
+        """Labels (B, H, W) of direction number ``n`` (0 first) for slices ``start..start+B-1`` along ``axis``."""
+        first = np.moveaxis(self.first, axis, 0)[start : start + labels.shape[0]]
+        if n == 0:
+            first[...] = labels
+        else:
+            differs = np.moveaxis(self.differs, axis, 0)[start : start + labels.shape[0]]
+            differs |= first != labels
+
+
+def object_mask(volume: np.ndarray) -> np.ndarray:
+    """Boolean (X', Y', Z'): the voxels of a normalised ``volume`` above :data:`OBJECT_LEVEL` of its range from the
+    1st to the 99th percentile (the head, or whatever the scan holds, without the air)."""
+    sample = volume[::4, ::4, ::4]
+    lo, hi = np.percentile(sample, [1.0, 99.0]) if sample.size else (0.0, 0.0)
+    if not hi > lo:
+        return np.zeros(volume.shape, dtype=bool)
+    return volume > lo + OBJECT_LEVEL * (hi - lo)
+
+
+def intensity_quantiles(values: np.ndarray) -> list[float]:
+    """:data:`QUANTILES` of ``values`` (empty: all 0), rounded to 4 decimals."""
+    if values.size == 0:
+        return [0.0] * len(QUANTILES)
+    return [round(float(v), 4) for v in np.quantile(values, QUANTILES)]
+
+
+@dataclass(frozen=True)
+class FrameEvidence:
+    """What the model's frame shows (see the module docstring). Shares are of the raw mask's voxels."""
+
+    mask_voxels: int
+    disagreement: float | None  # None with a single slice direction
+    uncertain: float
+    outside_largest: float
+    pieces: int  # raw pieces larger than 1 % of the mask
+    centre: tuple[float, float, float] | None  # of the mask, in fractions of the object's box along R, A, S
+    object_ml: float
+    object_quantiles: list[float]
+    mask_quantiles: list[float]
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Everything a verdict is made from: the frame's evidence and the label map's on the scan's own grid."""
+
+    frame: FrameEvidence
+    volume_ml: dict[str, float]  # per foreground label
+    contact_cm2: dict[str, float] = field(default_factory=dict)  # per face of the scan's field of view, where > 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Evidence:
+        frame = dict(data["frame"])
+        frame["centre"] = None if frame.get("centre") is None else tuple(frame["centre"])
+        return cls(FrameEvidence(**frame), dict(data["volume_ml"]), dict(data.get("contact_cm2", {})))
+
+
+def measure_frame(
+    volume: np.ndarray,
+    probabilities: np.ndarray,
+    box: tuple[slice, slice, slice],
+    votes: AxisVotes | None,
+    spacing: tuple[float, float, float],
+) -> FrameEvidence:
+    """The frame's evidence, before post-processing.
+
+    ``volume`` (X', Y', Z') normalised intensities; ``probabilities`` (C, X', Y', Z') summed over directions (any
+    numeric type); ``box``: where the engine ran (outside it every voxel is background, certainly); ``votes``: the
+    directions' labels on that box; ``spacing`` (mm) of the frame.
+    """
+    from medfcn.inference.postprocess import argmax_classes
+
+    inner = probabilities[(slice(None), *box)]
+    raw = argmax_classes(inner)
+    mask = raw > 0
+    n = int(mask.sum())
+    uncertain = int(np.count_nonzero(_unsure(inner)))
+    obj = object_mask(volume)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    obj_values = volume[::_SAMPLE, ::_SAMPLE, ::_SAMPLE][obj[::_SAMPLE, ::_SAMPLE, ::_SAMPLE]]
+    sub = volume[box]
+    mask_values = sub[::_SAMPLE, ::_SAMPLE, ::_SAMPLE][mask[::_SAMPLE, ::_SAMPLE, ::_SAMPLE]]
+    disagreement = None
+    if votes is not None and votes.n_axes > 1:
+        disagreement = float(np.count_nonzero(votes.differs)) / max(n, 1)
+    outside, pieces, centre = 0.0, 0, None
+    if n:
+        components, count = ndimage.label(mask)
+        sizes = np.bincount(components.ravel())[1:]
+        outside = 1.0 - float(sizes.max()) / n
+        pieces = int(np.count_nonzero(sizes > 0.01 * n))
+        centre = _centre(components == (int(sizes.argmax()) + 1), box, obj)
+    return FrameEvidence(
+        mask_voxels=n,
+        disagreement=None if disagreement is None else round(disagreement, 4),
+        uncertain=round(uncertain / max(n, 1), 4),
+        outside_largest=round(outside, 4),
+        pieces=pieces,
+        centre=centre,
+        object_ml=round(float(obj.sum()) * voxel_ml, 1),
+        object_quantiles=intensity_quantiles(obj_values),
+        mask_quantiles=intensity_quantiles(mask_values),
+    )
+
+
+def _unsure(probabilities: np.ndarray) -> np.ndarray:
+    """Bool (X', Y', Z'): where the winning class of ``probabilities`` (C, X', Y', Z') holds less than
+    :data:`CONFIDENT` of their sum."""
+    total = probabilities.sum(axis=0, dtype=np.float32)
+    best = probabilities.max(axis=0).astype(np.float32)
+    return best < CONFIDENT * np.maximum(total, 1e-6)
+
+
+def uncertain_voxels(probabilities: np.ndarray, box: tuple[slice, slice, slice], votes: AxisVotes | None) -> np.ndarray:
+    """Bool (X', Y', Z'), the per-voxel form of the verdict's two uncertainty measures: the voxels of ``box`` whose
+    winning class holds less than :data:`CONFIDENT` of the summed ``probabilities`` (C, X', Y', Z'), or on which the
+    slice directions disagree (``votes``, on ``box``); none outside ``box`` (air, certain background).
+
+    >>> p = np.array([[510, 300, 0], [0, 210, 510]], np.uint16).reshape(2, 3, 1, 1)  # 510: sure, 300 of 510: unsure
+    >>> uncertain_voxels(p, (slice(None),) * 3, None).ravel().tolist()
+    [False, True, False]
+    """
+    out = np.zeros(probabilities.shape[1:], dtype=bool)
+    unsure = _unsure(probabilities[(slice(None), *box)])
+    if votes is not None and votes.n_axes > 1:
+        unsure |= votes.differs
+    out[box] = unsure
+    return out
+
+
+def _centre(largest: np.ndarray, box: tuple[slice, ...], obj: np.ndarray) -> tuple[float, float, float] | None:
+    """The centre of mass of ``largest`` (on ``box``) in fractions of the object's extent along each frame axis."""
+    com = ndimage.center_of_mass(largest)
+    out = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        rows = np.flatnonzero(obj.any(axis=other))
+        if rows.size < 2:
+            return None
+        position = com[axis] + (box[axis].start or 0)
+        out.append(round(float((position - rows[0]) / (rows[-1] - rows[0])), 3))
+    return tuple(out)  # type: ignore[return-value]
+
+
+def face_names(direction: np.ndarray) -> list[str]:
+    """Names of the six faces of a scan's grid (axis 0 low, axis 0 high, axis 1 low, ...) from its ``direction``
+    (3 x 3, column n the LPS unit vector of index axis n): the side of the body each face lies on."""
+    words = (("right", "left"), ("anterior", "posterior"), ("inferior", "superior"))  # -/+ along L, P, S
+    names = []
+    for n in range(3):
+        column = np.asarray(direction, dtype=float)[:, n]
+        k = int(np.abs(column).argmax())
+        up = column[k] > 0
+        names += [words[k][0 if up else 1], words[k][1 if up else 0]]
+    return names
+
+
+def measure_labels(
+    labels: np.ndarray, spacing: tuple[float, float, float], names: dict[str, int], face_names: list[str]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """``(volume_ml per foreground label, contact_cm2 per face)`` of a label map (X, Y, Z) on its scan's grid.
+
+    ``spacing`` (mm) of the scan; ``names``: label name -> id; ``face_names``: the six faces' names in the order
+    axis 0 low, axis 0 high, axis 1 low, ... (e.g. "left", "right", ...). A face appears in the contact only when
+    some foreground voxel lies on it.
+    """
+    counts = np.bincount(labels.ravel(), minlength=max(names.values()) + 1)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    volume = {name: round(float(counts[i]) * voxel_ml, 1) for name, i in names.items() if i > 0}
+    contact = {}
+    for axis in range(3):
+        area_cm2 = float(np.prod([s for a, s in enumerate(spacing) if a != axis])) / 100.0
+        for k, end in enumerate((0, -1)):
+            face = np.take(labels, end, axis=axis)
+            touching = int(np.count_nonzero(face))
+            if touching:
+                contact[face_names[2 * axis + k]] = round(touching * area_cm2, 2)
+    return volume, contact
+
+
+def record_expectations(results: list[tuple[Evidence, dict[str, float]]], source: str = "") -> Expectations:
+    """A model's :class:`~medfcn.model.expectations.Expectations` from its own runs on its training inputs.
+
+    ``results``: per training case, the :class:`Evidence` of the model's segmentation of it and the volume (mL)
+    of each foreground label in its reference. Volumes come from the references, the rest from the evidence:
+    ranges widened by :data:`~medfcn.model.expectations.VOLUME_MARGIN` and
+    :data:`~medfcn.model.expectations.CENTRE_MARGIN`, the intensity profile's median over the cases, and the largest
+    disagreement, uncertainty and share outside the largest piece the model showed.
+    """
+    from medfcn.model.expectations import CENTRE_MARGIN, VOLUME_MARGIN
+
+    if not results:
+        return Expectations(source=source)
+    frames = [e.frame for e, _ in results if e.frame.mask_voxels]
+    names = sorted({n for _, v in results for n in v})
+    volumes = {
+        n: (
+            round(VOLUME_MARGIN[0] * min(v[n] for _, v in results if n in v), 1),
+            round(VOLUME_MARGIN[1] * max(v[n] for _, v in results if n in v), 1),
+        )
+        for n in names
+    }
+    centres = np.array([f.centre for f in frames if f.centre is not None])
+    centre = (
+        tuple(
+            (round(float(lo) - CENTRE_MARGIN, 3), round(float(hi) + CENTRE_MARGIN, 3))
+            for lo, hi in zip(centres.min(0), centres.max(0), strict=True)
+        )
+        if len(centres)
+        else ()
+    )
+    obj = np.median([f.object_quantiles for f in frames], axis=0)
+    inside = np.median([f.mask_quantiles for f in frames], axis=0)
+    distance = max(
+        max(
+            float(np.mean(np.abs(np.subtract(f.object_quantiles, obj)))),
+            float(np.mean(np.abs(np.subtract(f.mask_quantiles, inside)))),
+        )
+        for f in frames
+    )
+    disagreement = [f.disagreement for f in frames if f.disagreement is not None]
+    return Expectations(
+        volume_ml=volumes,
+        centre=centre,
+        pieces=max(f.pieces for f in frames),
+        object_quantiles=tuple(round(float(q), 4) for q in obj),
+        mask_quantiles=tuple(round(float(q), 4) for q in inside),
+        profile_distance=round(distance, 4),
+        disagreement=round(max(disagreement), 4) if disagreement else None,
+        uncertain=round(max(f.uncertain for f in frames), 4),
+        outside_largest=round(max(f.outside_largest for f in frames), 4),
+        source=source,
+    )

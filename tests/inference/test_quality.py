@@ -1,0 +1,247 @@
+"""The evidence of a segmentation (medfcn.inference.quality) and the verdict made from it (medfcn.inference.verdict).
+
+Numbers are checked against hand-worked cases and against independent computations: the slice directions' labels
+recomputed from the engine's probabilities one direction at a time, volumes from voxel counts, quantiles from numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from medfcn.data.scan import Scan
+from medfcn.inference.quality import (
+    AxisVotes,
+    Evidence,
+    FrameEvidence,
+    face_names,
+    intensity_quantiles,
+    measure_frame,
+    measure_labels,
+    record_expectations,
+)
+from medfcn.inference.verdict import DEFAULT_LEVELS, REVIEW_BELOW, Verdict, judge
+from medfcn.model.expectations import Expectations
+from tests.support.scans import head_volume
+
+
+def test_axis_votes_mark_where_any_direction_differs():
+    votes = AxisVotes((3, 4, 5), n_axes=3)
+    a = np.zeros((3, 4, 5), np.uint8)
+    a[1] = 1
+    votes.add(0, axis=0, start=0, labels=a)  # along axis 0: batch (B, H, W) = the slices a[0], a[1], a[2]
+    b = a.copy()
+    b[1, 2, 3] = 0  # one voxel differs, given along axis 2 in two batches
+    along2 = np.moveaxis(b, 2, 0)
+    votes.add(1, axis=2, start=0, labels=along2[:2])
+    votes.add(1, axis=2, start=2, labels=along2[2:])
+    votes.add(2, axis=1, start=0, labels=np.moveaxis(a, 1, 0))
+    assert np.argwhere(votes.differs).tolist() == [[1, 2, 3]]
+    assert (votes.first == a).all()
+
+
+def test_measure_labels_volume_and_contact_by_hand():
+    labels = np.zeros((10, 12, 8), np.uint8)
+    labels[2:5, 3:7, 0:2] = 1  # 3 x 4 x 2 = 24 voxels, 12 of them on the first face of axis 2
+    volume, contact = measure_labels(labels, (2.0, 1.0, 3.0), {"background": 0, "brain": 1}, face_names(np.eye(3)))
+    assert volume == {"brain": pytest.approx(24 * 6 / 1000, abs=0.05)}
+    assert contact == {"inferior": pytest.approx(12 * 2.0 / 100)}  # LPS +z: the first slice is the inferior face
+
+
+def test_face_names_follow_the_direction():
+    flipped = np.diag([-1.0, 1.0, -1.0])  # index axis 0 runs to the right, axis 2 downwards
+    assert face_names(flipped) == ["left", "right", "anterior", "posterior", "superior", "inferior"]
+    permuted = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], float)  # axis 0 along P, axis 1 along S, axis 2 along L
+    assert face_names(permuted) == ["anterior", "posterior", "inferior", "superior", "right", "left"]
+
+
+def test_measure_frame_by_hand():
+    volume = np.zeros((20, 20, 20), np.float32)
+    volume[2:18, 2:18, 2:18] = 0.5  # the object
+    probs = np.zeros((2, 20, 20, 20), np.uint16)
+    probs[0] = 3 * 255
+    mask = np.zeros((20, 20, 20), bool)
+    mask[5:8, 5:8, 5:8] = True  # 27 voxels
+    mask[12:14, 12:14, 12:14] = True  # 8 voxels, another piece
+    probs[0][mask], probs[1][mask] = 0, 3 * 255
+    probs[0, 5, 5, 5], probs[1, 5, 5, 5] = 300, 400  # foreground, but only 57 % sure: uncertain
+    probs[0, 0, 0, 0], probs[1, 0, 0, 0] = 500, 200  # background, 71 % sure: uncertain too
+    box = (slice(None),) * 3
+    votes = AxisVotes((20, 20, 20), n_axes=3)
+    votes.differs[5:8, 5, 5] = True
+    f = measure_frame(volume, probs, box, votes, (1.5, 1.5, 1.5))
+    assert f.mask_voxels == 35
+    assert f.uncertain == pytest.approx(2 / 35, abs=1e-4)
+    assert f.disagreement == pytest.approx(3 / 35, abs=1e-4)
+    assert f.outside_largest == pytest.approx(8 / 35, abs=1e-4)
+    assert f.pieces == 2
+    assert f.object_ml == pytest.approx(16**3 * 1.5**3 / 1000, abs=0.1)
+    # the largest piece's centre (6, 6, 6) in the object's extent 2..17
+    assert f.centre == pytest.approx(((6 - 2) / 15,) * 3, abs=1e-3)
+    assert f.mask_quantiles == [0.5] * 19 and f.object_quantiles == [0.5] * 19
+
+
+def test_intensity_quantiles_match_numpy():
+    values = np.random.default_rng(0).normal(size=1000)
+    assert intensity_quantiles(values) == pytest.approx(np.quantile(values, np.linspace(0.05, 0.95, 19)), abs=1e-4)
+
+
+def test_segment_and_check_matches_segment_and_an_independent_vote(segmenter):
+    """The labels are those of ``segment``; the disagreement is that of each direction's labels recomputed from
+    the engine's probabilities one direction at a time (weighted as the pipeline weights them)."""
+    from medfcn.inference.frame import foreground_box
+    from medfcn.inference.postprocess import argmax_classes
+
+    scan = Scan(head_volume((30, 34, 22), seed=3), (1.5, 1.5, 1.5), (0.0, 0.0, 0.0), np.eye(3))
+    found = segmenter.segment_and_check(scan)
+    assert (found.labels == segmenter.segment(scan)).all()
+    card = segmenter.model.card
+    volume = segmenter.normalise(segmenter.to_frame(scan))
+    box = foreground_box(volume)
+    inner = torch.from_numpy(np.ascontiguousarray(volume[box]))
+    weights = np.asarray(card.class_weights or (1.0,) * len(card.labels), np.float32)
+    per_axis = []
+    for axis in card.slice_axes:
+        probs = np.zeros((len(card.labels), *inner.shape), np.float32)
+        view = np.moveaxis(probs, axis + 1, 1)
+        for start, p in segmenter.engine.iter_probabilities(inner, axis=axis, context=card.context):
+            view[:, start : start + p.shape[0]] = p.numpy().swapaxes(0, 1)
+        per_axis.append(argmax_classes(probs * (weights / weights.max())[:, None, None, None]))
+    differs = np.zeros(inner.shape, bool)
+    for labels in per_axis[1:]:
+        differs |= labels != per_axis[0]
+    f = found.evidence.frame
+    if f.mask_voxels:
+        assert f.disagreement == pytest.approx(differs.sum() / f.mask_voxels, abs=2e-3)
+    assert found.evidence.volume_ml["brain"] == pytest.approx(found.labels.astype(bool).sum() * 1.5**3 / 1000, abs=0.05)
+    assert isinstance(found.verdict, Verdict) and 0.0 <= found.verdict.score <= 1.0
+
+
+def _frame(**kw) -> FrameEvidence:
+    base = dict(
+        mask_voxels=1000,
+        disagreement=0.02,
+        uncertain=0.05,
+        outside_largest=0.0,
+        pieces=1,
+        centre=(0.5, 0.5, 0.6),
+        object_ml=4000.0,
+        object_quantiles=[0.1 * i / 2 for i in range(19)],
+        mask_quantiles=[0.3] * 19,
+    )
+    return FrameEvidence(**{**base, **kw})
+
+
+EXPECT = Expectations(
+    volume_ml={"brain": (900.0, 2100.0)},
+    centre=((0.3, 0.7), (0.3, 0.7), (0.4, 0.8)),
+    object_quantiles=tuple(0.1 * i / 2 for i in range(19)),
+    mask_quantiles=(0.3,) * 19,
+    profile_distance=0.05,
+    disagreement=0.08,
+    uncertain=0.12,
+    outside_largest=0.01,
+)
+
+
+def test_a_case_like_the_training_scans_is_trusted():
+    v = judge(Evidence(_frame(), {"brain": 1400.0}), EXPECT)
+    assert (v.review, v.score, v.reasons) == (False, 1.0, [])
+
+
+def test_volume_outside_the_training_range_flags_with_its_numbers():
+    v = judge(Evidence(_frame(), {"brain": 197.0}), EXPECT)
+    assert v.review and v.score < REVIEW_BELOW
+    assert v.reasons == ["brain 197 mL, outside the 900-2,100 mL this model was trained on"]
+
+
+def test_foreign_intensity_profile_says_not_a_head_first():
+    frame = _frame(object_quantiles=[0.9] * 19, mask_quantiles=[0.05] * 19)
+    v = judge(Evidence(frame, {"brain": 3200.0}), EXPECT)
+    assert v.review and v.reasons[0].startswith("not a head MRI like the training scans")
+    assert any("3,200 mL" in r for r in v.reasons)
+
+
+def test_touching_the_edge_is_a_note_that_never_flags_alone():
+    v = judge(Evidence(_frame(), {"brain": 1400.0}, {"inferior": 500.0, "superior": 2.0}), EXPECT)
+    assert not v.review and v.score == pytest.approx(0.7)
+    assert v.reasons == [
+        "the mask touches the edge of the field of view (inferior: 500 cm2): the structure may continue beyond the scan"
+    ]
+
+
+def test_two_half_way_risks_flag_together_but_not_alone():
+    one = judge(Evidence(_frame(disagreement=0.08 + 0.07), {"brain": 1400.0}), EXPECT)  # risk 0.4375
+    both = judge(Evidence(_frame(disagreement=0.15, uncertain=0.12 + 0.1), {"brain": 1400.0}), EXPECT)
+    assert not one.review and both.review
+    assert both.score == pytest.approx((1 - 0.4375) * (1 - 0.5 * 0.1 / 0.12), abs=1e-3)
+
+
+def test_an_empty_mask_scores_zero():
+    v = judge(Evidence(_frame(mask_voxels=0), {"brain": 0.0}), EXPECT)
+    assert (v.review, v.score) == (True, 0.0) and "empty" in v.reasons[0]
+
+
+def test_without_expectations_the_model_independent_checks_use_the_defaults():
+    v = judge(Evidence(_frame(disagreement=3 * DEFAULT_LEVELS["disagreement"]), {"brain": 50.0}), Expectations())
+    assert v.review and set(v.risks) == {"disagreement", "uncertain", "pieces"}  # no volume check without a range
+
+
+def test_record_expectations_from_runs():
+    runs = [
+        (Evidence(_frame(disagreement=0.03, centre=(0.5, 0.4, 0.6)), {"brain": 1200.0}), {"brain": 1250.0}),
+        (
+            Evidence(_frame(disagreement=0.06, centre=(0.45, 0.5, 0.7), uncertain=0.1), {"brain": 1500.0}),
+            {"brain": 1500.0},
+        ),
+    ]
+    e = record_expectations(runs, "two runs")
+    assert e.volume_ml == {"brain": (750.0, 2100.0)}  # 0.6 x 1250, 1.4 x 1500
+    assert e.disagreement == 0.06 and e.uncertain == 0.1
+    assert e.centre[2] == pytest.approx((0.45, 0.85))
+    assert e.profile_distance == 0.0 and e.source == "two runs"
+    assert Expectations.from_dict(e.to_dict()) == e
+
+
+def test_a_tiny_risk_nudges_the_score_without_a_reason():
+    v = judge(Evidence(_frame(outside_largest=0.012), {"brain": 1400.0}), EXPECT)  # risk 0.5 x 0.002 / 0.1 = 0.01
+    assert v.reasons == [] and v.score == pytest.approx(0.99) and not v.review
+    v = judge(Evidence(_frame(outside_largest=0.05, pieces=3), {"brain": 1400.0}), EXPECT)  # risk 0.2
+    assert v.reasons == [
+        "5 % of the raw mask lies outside its largest piece (3 of over 1 % of it; at most 1 % on the training scans)"
+    ]
+
+
+def test_the_uncertainty_map_is_the_unsure_and_disagreeing_voxels_on_the_scan_grid(segmenter):
+    """``segment_and_check(uncertainty=True)``: on a scan already on the model's frame spacing (only flips apart),
+    the map counts exactly the voxels recomputed here one direction at a time: the winning class under 75 % of the
+    summed probabilities, or the directions' labels differing; none in the air outside the engine's box."""
+    from medfcn.inference.frame import foreground_box
+    from medfcn.inference.postprocess import argmax_classes
+
+    card = segmenter.model.card
+    scan = Scan(head_volume((30, 34, 22), seed=4), tuple(card.spacing), (0.0, 0.0, 0.0), np.eye(3))
+    found = segmenter.segment_and_check(scan, uncertainty=True)
+    assert segmenter.segment_and_check(scan).uncertain is None  # only on request
+    assert found.uncertain.shape == scan.shape and set(np.unique(found.uncertain)) <= {0, 1}
+    volume = segmenter.normalise(segmenter.to_frame(scan))
+    assert volume.shape == scan.shape  # same grid, flips apart: the map's voxel count is the frame's
+    box = foreground_box(volume)
+    inner = torch.from_numpy(np.ascontiguousarray(volume[box]))
+    weights = np.asarray(card.class_weights or (1.0,) * len(card.labels), np.float32)
+    total = np.zeros((len(card.labels), *inner.shape), np.float32)
+    per_axis = []
+    for axis in card.slice_axes:
+        probs = np.zeros_like(total)
+        view = np.moveaxis(probs, axis + 1, 1)
+        for start, p in segmenter.engine.iter_probabilities(inner, axis=axis, context=card.context):
+            view[:, start : start + p.shape[0]] = p.numpy().swapaxes(0, 1)
+        probs *= (255 * weights / weights.max())[:, None, None, None]
+        per_axis.append(argmax_classes(probs))
+        total += probs
+    unsure = total.max(axis=0) < 0.75 * total.sum(axis=0)
+    for labels in per_axis[1:]:
+        unsure |= labels != per_axis[0]
+    assert unsure.any() and not unsure.all()  # a test that could fail either way
+    assert int(found.uncertain.sum()) == pytest.approx(int(unsure.sum()), abs=2 + 0.01 * unsure.sum())

@@ -1,0 +1,83 @@
+"""The Review queue dock in a real viewer (run under ``xvfb-run -a``): a batch's output folder, flagged cases first;
+open a case (scan and labels, overlaid), correct it, save the correction beside the outputs, and find every
+decision again in a new dock (as after closing napari)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from medfcn.batch.run import run_batch
+from medfcn.data.reader import read_scan
+from medfcn.data.writer import file_sha256
+from medfcn.inference.settings import InferenceSettings
+from napari_plugin._layers import layer_scan
+from napari_plugin._widgets.queue import QueueWidget
+from tests.support.batch import write_cases
+from tests.support.napari import TIMEOUT_MS, gui
+from tests.support.scans import affine_from_codes, write_scan_file
+
+
+def _batch(root, model_file):
+    write_cases(root / "in", 2)
+    write_scan_file(root / "in" / "blank.nii.gz", np.zeros((20, 22, 16), np.int16), affine_from_codes("LPS"))
+    run_batch([root / "in"], root / "out", model=model_file, settings=InferenceSettings(device="cpu"), progress=False)
+    return root / "out"
+
+
+def _open(widget, qtbot, viewer, case):
+    item = next(i for i in widget.items if i.case == case)
+    assert widget.open(item) is not None
+    qtbot.waitUntil(lambda: widget.current is not None and widget.current.case == case, timeout=TIMEOUT_MS)
+    return viewer.layers[case], viewer.layers[f"{case}_labels"]
+
+
+@gui
+def test_the_queue_is_driven_in_a_viewer_and_survives_a_new_dock(viewer, qtbot, tmp_path, model_file):
+    out = _batch(tmp_path, model_file)
+    outputs = {p.name: file_sha256(p) for p in out.glob("*.nii.gz")}
+    widget = QueueWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    items = widget.load(out)
+    assert widget.cases.choices[0].startswith("! 0.00  blank  (")  # flagged, least trustworthy, first
+    assert widget.status.value.startswith(f"{sum(i.review for i in items)} of 3 cases flagged for review")
+
+    image, labels = _open(widget, qtbot, viewer, "case01")
+    assert list(widget.cases.choices) == [i.line() for i in items]  # adding layers resets a docked widget's choices
+    assert labels.data.shape == image.data.shape and (labels.scale == image.scale).all()
+    assert (labels.translate == image.translate).all()
+    scan = read_scan(tmp_path / "in" / "case01.nii.gz")
+    shown = layer_scan(labels.data, labels.as_layer_data_tuple()[1])
+    assert (shown.array == read_scan(out / "case01.nii.gz").array).all()  # the batch's labels, back on their grid
+    assert widget.status.value.startswith("case01: ") and "quality score" in widget.status.value
+    painted = labels.data.copy()
+    painted[painted.shape[0] // 2] = 1  # the person paints a whole display slice
+    labels.data = painted
+    saved = widget.save_correction()
+    assert saved == out / "corrected" / "case01.nii.gz"
+    back = read_scan(saved)
+    assert back.grid.differences(scan.grid) == []  # on the scan's own grid
+    assert (back.array == layer_scan(painted, labels.as_layer_data_tuple()[1]).array).all()
+    assert "Recorded: corrected" in widget.status.value
+
+    _open(widget, qtbot, viewer, "blank")  # saved, so the previous case's layers go
+    assert "case01" not in viewer.layers and "case01_labels" not in viewer.layers
+    widget.decide("needs correction")
+    assert {p.name: file_sha256(p) for p in out.glob("*.nii.gz")} == outputs  # no output touched
+
+    again = QueueWidget(viewer)  # a new dock reads what the first recorded
+    decided = {i.case: i.decision for i in again.load(out)}
+    assert decided == {"blank": "needs correction", "case01": "corrected", "case00": None}
+    review = json.loads((out / "review.json").read_text(encoding="utf-8"))["cases"]
+    assert review["case01"]["corrected"] == "corrected/case01.nii.gz"
+
+    listed = widget.corrected_pairs()  # "Train on the corrected cases": one list, and the command that trains on it
+    assert listed == out / "corrected" / "pairs.csv" and "medfcn train --pairs" in widget.status.value
+    assert widget.status.value.startswith("1 corrected cases listed")
+
+    # painted on and not saved: opening another case keeps the layer
+    blank_labels = viewer.layers["blank_labels"]
+    blank_labels.data = np.ones_like(blank_labels.data)
+    _open(widget, qtbot, viewer, "case00")
+    assert "blank_labels" in viewer.layers and "was painted on and not saved: it is kept" in widget.status.value

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ._layers import is_unedited, layer_scan
+from ._messages import for_viewer
 
 __all__ = ["write_dicom_seg", "save_seg_layer"]
 
@@ -28,9 +29,17 @@ def write_dicom_seg(path: str | os.PathLike, data: Any, attributes: dict) -> lis
         UnsupportedScanError: the layer was not opened on (or segmented from) a DICOM series, or is not 3-D.
         DicomSeriesError: the series lacks a FrameOfReferenceUID or is gone.  OutputError: cannot write.
     """
+    from medfcn.errors import MedfcnError
+
+    try:
+        return _write(Path(path), data, attributes)
+    except MedfcnError as e:  # said as the viewer says it (no command-line options)
+        raise type(e)(for_viewer(str(e))) from None
+
+
+def _write(path: Path, data: Any, attributes: dict) -> list[str]:
     from medfcn.dicom.seg import Algorithm, edited_segments, segments_of, write_seg
 
-    path = Path(path)
     if not path.name.lower().endswith(".dcm"):
         path = path.with_name(path.name + ".seg.dcm")
     scan = layer_scan(data, attributes)

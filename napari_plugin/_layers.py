@@ -32,6 +32,7 @@ from medfcn.errors import GridMismatchError, UnsupportedScanError
 
 __all__ = [
     "check_same_grid",
+    "grid_mismatch_text",
     "LPS_TO_DISPLAY",
     "AXIS_LABELS",
     "display_order",
@@ -206,22 +207,51 @@ def layer_geometry(shape: tuple[int, ...], attributes: dict) -> tuple[Grid, tupl
     return _transform_grid(shape, attributes), (0, 1, 2), (False, False, False)
 
 
+def _voxels_text(size, spacing=None) -> str:
+    """``"256 x 256 x 25 voxels of 0.9 x 0.9 x 6.5 mm"`` (``"of 1.5 mm"`` when isotropic)."""
+    text = " x ".join(str(int(n)) for n in size) + " voxels"
+    if spacing is None:
+        return text
+    mm = [f"{float(v):.3g}" for v in spacing]
+    return f"{text} of {mm[0] if len(set(mm)) == 1 else ' x '.join(mm)} mm"
+
+
+def grid_mismatch_text(first, second) -> str:
+    """Why layer ``second`` does not lie on layer ``first``'s grid, and what to do, in the viewer's terms
+    (``""`` when it does). Shapes first, then (when both record their scan's grid) size, spacing, placement and
+    orientation, each said as a person reads it, not as the grids' fields."""
+    what = ""
+    if first.data.shape != second.data.shape:
+        what = f"{_voxels_text(second.data.shape)} against {_voxels_text(first.data.shape)}"
+    elif "grid" in (first.metadata or {}) and "grid" in (second.metadata or {}):
+        fg, fa = layer_geometry(first.data.shape, {"name": first.name, "metadata": first.metadata})[:2]
+        sg, sa = layer_geometry(second.data.shape, {"name": second.name, "metadata": second.metadata})[:2]
+        if fg.differences(sg) or fa != sa:
+            parts = []
+            if tuple(fg.size) != tuple(sg.size) or not np.allclose(fg.spacing, sg.spacing, atol=1e-4):
+                parts.append(f"{_voxels_text(sg.size, sg.spacing)} against {_voxels_text(fg.size, fg.spacing)}")
+            shift = float(np.linalg.norm(np.subtract(sg.origin, fg.origin)))
+            if shift > 1e-3:
+                parts.append(f"placed {shift:.1f} mm away")
+            if not np.allclose(fg.direction, sg.direction, atol=1e-5) or fa != sa:
+                parts.append("turned another way")
+            what = ", ".join(parts)
+    if not what:
+        return ""
+    return (
+        f"{second.name} does not lie on the grid of {first.name} ({what}): choose a layer made on {first.name} "
+        "(its Segment result, one drawn with 'New labels on this scan', or a file saved on this scan's grid)"
+    )
+
+
 def check_same_grid(first, second) -> None:
     """Refuse two layers whose data do not lie on one scan's grid: their shapes, then, when both record the grid
     of their scan (the reader's and the Segment dock's layers do), its size, spacing, origin and direction and
-    the display order. The one same-grid rule of the docks. Raises :class:`GridMismatchError` naming both."""
-    if first.data.shape != second.data.shape:
-        raise GridMismatchError(
-            f"{second.name} {second.data.shape} and {first.name} {first.data.shape} have different shapes; both "
-            "must be on one scan's grid"
-        )
-    if "grid" not in first.metadata or "grid" not in second.metadata:
-        return
-    fg, fa = layer_geometry(first.data.shape, {"name": first.name, "metadata": first.metadata})[:2]
-    sg, sa = layer_geometry(second.data.shape, {"name": second.name, "metadata": second.metadata})[:2]
-    differences = fg.differences(sg) + ([] if fa == sa else ["display order"])
-    if differences:
-        raise GridMismatchError(f"{second.name} and {first.name} are on different grids ({'; '.join(differences)})")
+    the display order. The one same-grid rule of the docks. Raises :class:`GridMismatchError` naming both, in the
+    viewer's terms (:func:`grid_mismatch_text`)."""
+    text = grid_mismatch_text(first, second)
+    if text:
+        raise GridMismatchError(text)
 
 
 def layer_scan(data: np.ndarray, attributes: dict) -> Scan:

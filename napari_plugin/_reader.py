@@ -1,6 +1,9 @@
 """napari reader: NIfTI, NRRD and MetaImage files, DICOM series folders (through :func:`medfcn.data.reader.read_scan`),
 and DICOM SEG and RTSTRUCT files (:mod:`medfcn.dicom.label_objects`), on their series or, a SEG, alone.
 
+An RTSTRUCT is drawn on its series' slices: it finds that series beside it, in a folder opened with it, among
+the series already open in the viewer, or, failing those, asks for the series' folder.
+
 A folder is searched as the ``medfcn segment`` command searches it (:func:`medfcn.data.discovery.find_cases`): one
 layer per scan file and per DICOM series, named after the case (``FOLDER_1``, ``FOLDER_2``, ... for a folder of
 several series). Each scan becomes an Image layer (a Labels layer for an integer volume of few values) in
@@ -108,13 +111,28 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
             errors.append(e)
             continue
         layers.append(_scan_layer(scan, case.path, taken))
-    series = SeriesIndex(list(dict.fromkeys([*folders, *(o.parent for o in objects)])))
+    series = SeriesIndex(list(dict.fromkeys([*folders, *(o.parent for o in objects), *_open_series_folders()])))
     for obj in dict.fromkeys(objects):
         try:
             layers.append(_label_object_layer(obj, series))
-        except MedfcnError as e:
-            log.warning("%s", e)
-            errors.append(e)
+        except MedfcnError as first:
+            error = first  # Python unbinds an except clause's name when the clause ends
+            asked = _ask_series_folder(obj) if dicom_label_kind(obj) == "rtstruct" else None
+            if asked is not None:  # the folder the user pointed at: the series read from there too
+                try:
+                    layers.append(_label_object_layer(obj, SeriesIndex([asked, *series.folders])))
+                    layers.extend(_scan_layer(c.read(), c.path, taken) for c in find_cases([asked]))
+                    continue
+                except MedfcnError as again:
+                    error = again
+            if dicom_label_kind(obj) == "rtstruct" and "not beside it" in str(error):
+                error = MedfcnError(
+                    f"{obj}: an RT Structure Set is drawn on the slices of its image series, which is not open "
+                    "and not beside it: open that series first (File > Open Folder), then this file, or open both "
+                    "together"
+                )
+            log.warning("%s", error)
+            errors.append(error)
     if not layers:
         raise errors[0] if errors else NoScansError(f"{paths[0]}: no scans found")
     _watch_current_viewer()
@@ -160,6 +178,44 @@ def _label_object_layer(path: Path, series) -> tuple:
     if colours:
         kwargs["colormap"] = {None: (1.0, 1.0, 1.0, 1.0), 0: (0.0, 0.0, 0.0, 0.0), **colours}
     return data, kwargs, kind
+
+
+def _open_series_folders() -> list[Path]:
+    """The folders of the DICOM series open in napari's current viewer (an RTSTRUCT opened later from anywhere
+    finds its series there)."""
+    try:
+        from napari import current_viewer
+
+        viewer = current_viewer()
+        layers = list(viewer.layers) if viewer is not None else []
+    except Exception:  # no viewer: nothing open
+        return []
+    folders = []
+    for layer in layers:
+        meta = layer.metadata or {}
+        source = meta.get("source")
+        if meta.get("series_uid") and source and Path(source).is_dir():
+            folders.append(Path(source))
+    return list(dict.fromkeys(folders))
+
+
+def _ask_series_folder(path: Path) -> Path | None:
+    """Ask for the folder of the image series an RTSTRUCT was drawn on (a folder dialog, in a running viewer's
+    thread only); ``None`` when there is no viewer or the user cancels."""
+    try:
+        from qtpy.QtCore import QThread
+        from qtpy.QtWidgets import QApplication, QFileDialog
+
+        app = QApplication.instance()
+        if app is None or QThread.currentThread() is not app.thread():
+            return None
+        chosen = QFileDialog.getExistingDirectory(
+            None, f"Folder of the image series {path.name} was drawn on", str(path.parent)
+        )
+    except Exception:  # a question is a courtesy; never fail a read for it
+        log.debug("medfcn: could not ask for the series folder", exc_info=True)
+        return None
+    return Path(chosen) if chosen else None
 
 
 def _watch_current_viewer() -> None:

@@ -15,7 +15,7 @@ import medfcn
 PACKAGE = Path(medfcn.__file__).parent
 # Lower layers first: a module may import from its own subpackage, from a lower layer, or from the top-level modules
 # (cli, errors, choices, _monai), never from a higher layer. batch and evaluation are side by side.
-LAYERS = ["data", "dicom", "model", "inference", "batch|evaluation", "training"]
+LAYERS = ["data", "dicom", "model", "inference", "batch|evaluation|annotation", "training"]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer.split("|")}
 
 

@@ -23,7 +23,7 @@ def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "export", "info"])
+@pytest.mark.parametrize("command", ["segment", "evaluate", "train", "interpolate", "export", "info"])
 def test_every_subcommand_answers_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

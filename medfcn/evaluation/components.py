@@ -36,12 +36,20 @@ __all__ = [
     "wrong_per_slice",
     "worst_slices",
     "KIND_NAMES",
+    "EDGE_DEPTH",
+    "edge_voxels",
 ]
 
 MIN_ERROR_MM3 = 10.0
 """The smallest error blob a reviewer is shown by default (mm^3): a 2 x 2 x 2.5 mm speck. Single stray voxels at a
 boundary are most of a brain mask's blobs (1,588 blobs on the sample head, mostly one voxel) and no one corrects
 them one by one."""
+
+EDGE_DEPTH = 1.5
+"""A blob none of whose voxels lies deeper than 1.5 of the finest voxel spacings from its surface, touching voxels both
+maps agree on, is a rim at most two voxels thick along the boundary: where two careful raters disagree too (201
+blobs for one clinical brain mask, most of them one voxel). Such blobs are summarised, not listed; a blob one thick
+slice deep but wide in-plane is a region that matters (its depth is the in-plane distance)."""
 
 KIND_NAMES = {Overlap.FP: "spurious", Overlap.FN: "missed"}
 """How each error code is named: ``spurious`` (predicted, not in the reference), ``missed`` (in the reference)."""
@@ -62,6 +70,8 @@ class ErrorComponent:
     centroid: tuple[float, ...]
     box: tuple[tuple[int, int], ...]
     anchor: tuple[int, ...] = ()
+    depth_mm: float = 0.0  # how far its deepest voxel lies from the blob's surface (0: not measured)
+    edge: bool = False  # a thin rim along the boundary (see EDGE_DEPTH): edge noise, not a region that matters
 
     @property
     def volume_mm3(self) -> float:
@@ -101,15 +111,14 @@ def error_components(
     voxel_ml = float(np.prod(np.asarray(spacing, float))) / 1000.0
     out: list[ErrorComponent] = []
     for code in (Overlap.FN, Overlap.FP):
-        mask = codes == code
-        if not mask.any():
+        found = _blobs(codes, code, spacing)
+        if found is None:
             continue
-        labelled, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))  # 26-connected in 3-D
-        index = np.arange(1, n + 1)
+        labelled, mask, index, depths, rim = found
         sizes = ndimage.sum_labels(mask, labelled, index).astype(np.int64)
         centroids = ndimage.center_of_mass(mask, labelled, index)
         boxes = ndimage.find_objects(labelled)
-        for i, (size, centroid, box) in enumerate(zip(sizes, centroids, boxes, strict=True), 1):
+        for i, (size, centroid, box, deep) in enumerate(zip(sizes, centroids, boxes, depths, strict=True), 1):
             out.append(
                 ErrorComponent(
                     KIND_NAMES[code],
@@ -118,10 +127,47 @@ def error_components(
                     tuple(float(c) for c in centroid),
                     tuple((int(s.start), int(s.stop)) for s in box),
                     _nearest_voxel(labelled[box] == i, box, centroid),
+                    float(deep),
+                    bool(rim[i - 1]),
                 )
             )
     out.sort(key=lambda c: (-c.voxels, c.kind != "missed", c.centroid))
     return out[:limit] if limit is not None else out
+
+
+def _blobs(codes: np.ndarray, code: int, spacing: Sequence[float]):
+    """The 26-connected blobs of ``codes == code``: ``(labelled, mask, ids, depth of each in mm, whether each is
+    edge noise)``, or ``None`` when there are none. Depth: the largest distance (mm) of a blob's voxel from outside
+    the blob; edge noise: no deeper than :data:`EDGE_DEPTH` finest spacings and touching voxels both maps agree on
+    (a rim along the boundary, not a thin sheet or a speck on its own)."""
+    mask = codes == code
+    if not mask.any():
+        return None
+    cube = np.ones((3,) * mask.ndim, bool)
+    labelled, n = ndimage.label(mask, structure=cube)  # 26-connected in 3-D
+    index = np.arange(1, n + 1)
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[(slice(1, -1),) * mask.ndim]
+    depths = np.asarray(ndimage.maximum(depth, labelled, index), float)
+    along = ndimage.binary_dilation(codes == Overlap.TP, structure=cube)
+    touches = np.asarray(ndimage.maximum(along, labelled, index), bool)
+    return labelled, mask, index, depths, (depths <= EDGE_DEPTH * float(np.min(spacing)) + 1e-9) & touches
+
+
+def edge_voxels(codes: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
+    """The wrong voxels of an overlap map that belong to edge-noise blobs (the rule of :data:`EDGE_DEPTH`), bool.
+
+    >>> codes = np.zeros((6, 6, 3), np.uint8); codes[2:5, 2:5, :] = Overlap.TP; codes[1, 1:5, 1] = Overlap.FP
+    >>> codes[5, 0, 0] = Overlap.FN  # a speck on its own: not a rim
+    >>> int(edge_voxels(codes, (1.0, 1.0, 1.0)).sum())  # the one-voxel rim along the agreed block
+    4
+    """
+    out = np.zeros(codes.shape, bool)
+    for code in (Overlap.FN, Overlap.FP):
+        found = _blobs(codes, code, spacing)
+        if found is not None:
+            labelled, _, index, _, rim = found
+            out |= np.isin(labelled, index[rim])
+    return out
 
 
 def large_errors(errors: Sequence[ErrorComponent], min_mm3: float = MIN_ERROR_MM3) -> tuple[list[ErrorComponent], int]:

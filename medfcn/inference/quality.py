@@ -25,12 +25,15 @@ slice direction):
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from medfcn.model.expectations import Expectations
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "CONFIDENT",
@@ -263,6 +266,9 @@ def record_expectations(results: list[tuple[Evidence, dict[str, float]]], source
     if not results:
         return Expectations(source=source)
     frames = [e.frame for e, _ in results if e.frame.mask_voxels]
+    if not frames:  # the model segmented nothing in any case (a new structure after a few steps): nothing to expect
+        log.warning("the model segmented nothing in %d case(s): no expectations recorded", len(results))
+        return Expectations(source=source)
     names = sorted({n for _, v in results for n in v})
     volumes = {
         n: (

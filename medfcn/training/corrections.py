@@ -17,6 +17,7 @@ returns the :class:`~medfcn.training.options.TrainConfig` of a fine-tuning run o
 from __future__ import annotations
 
 import logging
+import os
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,6 +34,7 @@ __all__ = [
     "CorrectionMode",
     "StartModel",
     "correction_label",
+    "painted_label",
     "prepare_correction_run",
 ]
 
@@ -46,15 +48,75 @@ class CorrectionMode(StrEnum):
 
     EDITED = "edited slices only"  # slices that differ from the prediction; the rest is not annotated
     WHOLE = "whole layer checked"  # every voxel
+    PAINTED = "painted slices only"  # slices that hold a label (a new structure on a fresh layer); the rest not
 
 
 @dataclass(frozen=True)
 class StartModel:
     """Where training starts: a model file (``path``; ``None`` for a new model), or a new model with
-    ``label_names`` (background first)."""
+    ``label_names`` (background first); a file with other ``label_names`` than its own: a new structure learned on
+    that model's encoder (a new task, :meth:`TrainConfig.new_task`)."""
 
     path: Path | None = None
     label_names: tuple[str, ...] = ()
+
+
+def painted_label(
+    corrected: np.ndarray,
+    planes: dict[int, list[int]],
+    *,
+    prediction: np.ndarray | None = None,
+    ignore: int = IGNORE,
+    name: str = "the label layer",
+) -> tuple[np.ndarray, dict[int, list[int]]]:
+    """The partial label map of the slices a user painted: ``planes`` (``{axis: [slice, ...]}``, recorded as they
+    were painted, in any view) annotated whole from ``corrected``, every other voxel ``ignore``. With the
+    ``prediction`` the corrections started from, a painted slice that no longer differs from it (a stroke undone)
+    is left out, and a voxel changed outside the painted slices is refused: training never guesses which slices
+    were checked. Returns ``(label, the planes kept)``. Raises :class:`MedfcnError` naming ``name``.
+
+    >>> pred = np.zeros((4, 3, 5), np.uint8); fixed = pred.copy(); fixed[1, :, :] = 1; fixed[3, 2, 4] = 1
+    >>> label, kept = painted_label(fixed, {0: [1, 2], 1: [2]}, prediction=pred)
+    >>> kept, int((label != IGNORE).sum()), int(label[1, 0, 0])  # slice 2 of axis 0 unchanged: left out
+    ({0: [1], 1: [2]}, 30, 1)
+    """
+    corrected = np.asarray(corrected)
+    _check_values(corrected, ignore, name)
+    annotated = np.zeros(corrected.shape, bool)
+    kept: dict[int, list[int]] = {}
+    changed = None if prediction is None else np.asarray(prediction) != corrected
+    for axis, slices in sorted(planes.items()):
+        for k in sorted(set(int(s) for s in slices)):
+            if not 0 <= k < corrected.shape[axis]:
+                continue
+            index = [slice(None)] * corrected.ndim
+            index[axis] = k
+            if changed is not None and not changed[tuple(index)].any():
+                continue
+            annotated[tuple(index)] = True
+            kept.setdefault(axis, []).append(k)
+    if changed is not None and np.any(changed & ~annotated):
+        outside = int(np.count_nonzero(changed & ~annotated))
+        raise MedfcnError(
+            f"{name}: {outside:,} changed voxels lie outside the slices painted in this viewer (edited another way, "
+            f"or before medfcn watched the layer), so which slices were checked is not known: paint the corrections "
+            f"slice by slice, or choose '{CorrectionMode.WHOLE.value}'"
+        )
+    if not kept:
+        raise MedfcnError(f"{name}: no slice painted differs from the prediction: paint the corrections first")
+    label = np.where(annotated, corrected, ignore).astype(np.uint8)
+    return label, kept
+
+
+def _check_values(corrected: np.ndarray, ignore: int, name: str) -> None:
+    """Refuse label values that are not class ids a uint8 map can hold, or that are the ignore value."""
+    if corrected.size and (
+        corrected.min() < LABEL_VALUES.start or corrected.max() >= LABEL_VALUES.stop or np.any(corrected == ignore)
+    ):
+        raise MedfcnError(
+            f"{name}: label values must be class ids from {LABEL_VALUES.start} to {LABEL_VALUES.stop - 1} other than "
+            f"{ignore} ({ignore} means not annotated)"
+        )
 
 
 def edited_slices(prediction: np.ndarray, corrected: np.ndarray, axis: int) -> list[int]:
@@ -75,20 +137,19 @@ def correction_label(
     """The partial label map (uint8, ``corrected``'s shape) and the slices annotated whole along ``axis``.
 
     ``edited``: the slices along ``axis`` where ``corrected`` differs from ``prediction`` (the one that changed
-    the fewest slices when ``axis`` is None), the rest ``ignore``; ``whole``: ``corrected`` as it is. Raises
+    the fewest slices when ``axis`` is None), the rest ``ignore``; ``painted``: the same against an empty layer
+    (the slices that hold a label, e.g. a new structure painted on a few slices and filled between them: each
+    such slice is annotated whole, its unpainted voxels as background; a slice checked and left empty cannot be
+    told from one not looked at, so it is not annotated); ``whole``: ``corrected`` as it is. Raises
     :class:`MedfcnError` (naming ``name``) when there is no prediction or no edit in ``edited`` mode, a label value
     that does not fit uint8 or equals ``ignore``, or shapes that differ."""
     mode = parse_choice(CorrectionMode, mode, "correction mode", UsageError)
     corrected = np.asarray(corrected)
-    if corrected.size and (
-        corrected.min() < LABEL_VALUES.start or corrected.max() >= LABEL_VALUES.stop or np.any(corrected == ignore)
-    ):
-        raise MedfcnError(
-            f"{name}: label values must be class ids from {LABEL_VALUES.start} to {LABEL_VALUES.stop - 1} other than "
-            f"{ignore} ({ignore} means not annotated)"
-        )
+    _check_values(corrected, ignore, name)
     if mode is CorrectionMode.WHOLE:
         return corrected.astype(np.uint8), list(range(corrected.shape[2 if axis is None else axis]))
+    if mode is CorrectionMode.PAINTED:
+        prediction = np.zeros_like(corrected)  # a slice is annotated where it differs from an empty layer
     if prediction is None:
         raise MedfcnError(
             f"{name}: was not made by the Segment dock, so its edits are unknown; segment the scan first, or choose "
@@ -99,7 +160,11 @@ def correction_label(
     axes = [axis] if axis is not None else list(range(corrected.ndim))
     slices = min((edited_slices(prediction, corrected, a) for a in axes), key=len)
     if not slices:
-        raise MedfcnError(f"{name}: no slice differs from the prediction: paint the corrections first")
+        raise MedfcnError(
+            f"{name}: no slice holds a label: paint the structure on a few slices first"
+            if mode is CorrectionMode.PAINTED
+            else f"{name}: no slice differs from the prediction: paint the corrections first"
+        )
     if axis is None:
         axis = next(a for a in axes if edited_slices(prediction, corrected, a) == slices)
     label = np.full(corrected.shape, ignore, np.uint8)
@@ -122,18 +187,30 @@ def prepare_correction_run(
     minutes: float,
     output: Path,
     seed: int = 0,
+    name: str = "",
 ) -> TrainConfig:
-    """Write ``scan`` and its partial ``label`` (on the scan's grid) into ``folder``/images and /labels and return
+    """Write ``scan`` and its partial ``label`` (on the scan's grid) into ``folder``/images and /labels, readable by
+    the user alone (they are a patient's scan), and return
     the configuration of a run on them: fine-tuning ``start.path`` (its card and network kept, the soft target of
     its own predictions on unannotated voxels, replay of its data when at hand), or a new model with
-    ``start.label_names``; ``minutes`` of training, the model written to ``output``. Raises
-    :class:`MedfcnError` (a label on another grid, label values that are not classes of the start model)."""
+    ``start.label_names``; ``minutes`` of training, the model written to ``output`` and named ``name``
+    (``{start}`` in it: the start model's name; default ``medfcn-<case>`` for a new model, the start model's own
+    for a fine-tuned one when empty). Raises :class:`MedfcnError` (a label on another grid, label values that are
+    not classes of the start model)."""
     import SimpleITK as sitk
 
     if tuple(label.shape) != scan.shape:
         raise MedfcnError(f"the label map {label.shape} is not on the grid of the scan {scan.case} {scan.shape}")
     case = _case_name(scan.case)
-    names = tuple(n.strip() for n in start.label_names if n.strip()) if start.path is None else None
+    names = tuple(n.strip() for n in start.label_names if n.strip()) or None
+    # a new structure may have several parts (two putamina, metastases): no largest component unless asked
+    postprocess = ("fill_holes",) if names is not None and start.path is not None else None
+    start_name = "medfcn"
+    if start.path is not None:
+        from medfcn.training.finetune import load_start_model
+
+        # a start model that cannot be fine-tuned is refused before anything is written
+        start_name = load_start_model(start.path).card.name
     config = TrainConfig.for_corrections(  # checked before the scan is written anywhere
         str(folder / "images" / f"{case}.nii.gz"),
         str(folder / "labels" / f"{case}.nii.gz"),
@@ -143,14 +220,14 @@ def prepare_correction_run(
         label_names=names,
         steps_per_epoch=STEPS_PER_EPOCH,
         seed=seed,
-        name=f"medfcn-{case}",
+        name=name.replace("{start}", start_name) if name else ("" if start.path else f"medfcn-{case}"),
         command=f"napari Train dock: {case}, {minutes:g} min",
+        postprocess=postprocess,
     )
-    if start.path is not None:
-        from medfcn.training.finetune import load_start_model
-
-        load_start_model(start.path)  # a start model that cannot be fine-tuned is refused before anything is written
     for path, array in ((config.images, scan.array), (config.labels, label)):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        Path(path).touch(mode=0o600)  # created private, before a voxel is written
+        os.chmod(path, 0o600)
         sitk.WriteImage(scan.to_sitk(np.asarray(array)), path)
+        os.chmod(path, 0o600)  # in case the writer replaced the file
     return config

@@ -59,6 +59,8 @@ def load_init(network: torch.nn.Module, card: ModelCard, init: Model) -> str:
     was read: OUTPUT may not be the same file, but the record holds what training started from). Raises
     :class:`ModelError`."""
     path = init.path
+    if card.labels != init.card.labels:  # a new task: the encoder that knows the images, a new classifier
+        return _load_encoder(network, card, init)
     if init.card.architecture == card.architecture and init.card.network == card.network:
         network.load_state_dict(init.network.state_dict())
     elif _grows_variant(init.card, card):
@@ -81,6 +83,30 @@ def load_init(network: torch.nn.Module, card: ModelCard, init: Model) -> str:
             "(the --variant may be finer than the file's: its extra skip layers start at zero)"
         )
     log.info("starting from the weights of %s (%s)", path, (init.sha256 or "")[:12])
+    return init.sha256 or ""
+
+
+ENCODER = ("stem.", "levels.")  # the FCN's layers that do not depend on the labels
+
+
+def _load_encoder(network: torch.nn.Module, card: ModelCard, init: Model) -> str:
+    """A new task from ``init``: its encoder's weights and batch-norm statistics (:data:`ENCODER`) copied into
+    ``network``, whose classifier keeps its initialisation. Raises :class:`ModelError` for another architecture or
+    an encoder of other shapes."""
+    from medfcn.model.card import Architecture
+
+    if not init.card.architecture == card.architecture == Architecture.FCN.value:
+        raise ModelError(f"--init {init.path}: a new task keeps an FCN's encoder; this is a {init.card.architecture}")
+    own = network.state_dict()
+    encoder = {k: v for k, v in init.network.state_dict().items() if k.startswith(ENCODER)}
+    wrong = [k for k, v in encoder.items() if k not in own or own[k].shape != v.shape]
+    if wrong or not encoder:
+        raise ModelError(
+            f"--init {init.path}: its encoder does not fit the network configured here ({', '.join(wrong[:3])}); "
+            "give the same --width and --context"
+        )
+    network.load_state_dict(encoder, strict=False)
+    log.info("new task from %s: encoder kept (%d tensors), classifier new", init.path, len(encoder))
     return init.sha256 or ""
 
 

@@ -202,17 +202,22 @@ class TrainConfig:
         """Whether the run starts from a model file (``--init``)."""
         return bool(self.init)
 
+    def new_task(self, init: ModelCard | None) -> bool:
+        """Whether this run starts a new task from the ``--init`` model ``init``: other ``label_names`` than its
+        labels (its encoder is kept, its classifier made anew: :func:`medfcn.training.finetune.load_init`)."""
+        if init is None or self.label_names is None:
+            return False
+        return tuple(self.label_names) != tuple(sorted(init.labels, key=init.labels.get))
+
     def resolve(self, init: ModelCard | None) -> TrainConfig:
         """This configuration with the settings left ``None`` taken from the start model's card ``init`` (``None``
-        for a new model) or the defaults; the network options all given. Raises :class:`UsageError` when
-        ``label_names`` differ from the start model's (a fine-tuned model keeps its labels)."""
-        if init is not None:
+        for a new model) or the defaults; the network options all given. Fine-tuning keeps ``init``'s labels; other
+        ``label_names`` start a new task from it (:meth:`new_task`): a new classifier learns at a new model's rate,
+        and the start model's predictions (``--distill``) and data (``--replay``), which are of its own labels, are
+        not used."""
+        new_task = self.new_task(init)
+        if init is not None and not new_task:
             labels = tuple(sorted(init.labels, key=init.labels.get))
-            if self.label_names is not None and tuple(self.label_names) != labels:
-                raise UsageError(
-                    f"--label-names {','.join(self.label_names)} differ from the --init model's labels "
-                    f"({','.join(labels)}): a fine-tuned model keeps its labels (leave --label-names out)"
-                )
         else:
             labels = self.label_names or DEFAULT_LABELS
         architecture, network = self.network.resolve(init)
@@ -223,8 +228,9 @@ class TrainConfig:
             width=network.get("width"),
             context=(network["in_channels"] - 1) // 2,
         )
-        lr = self.lr if self.lr is not None else FINETUNE_LR if init is not None else SCRATCH_LR
-        return replace(self, label_names=labels, network=fixed, lr=lr)
+        lr = self.lr if self.lr is not None else FINETUNE_LR if init is not None and not new_task else SCRATCH_LR
+        other = {"distill": 0.0, "replay": 0.0} if new_task else {}
+        return replace(self, label_names=labels, network=fixed, lr=lr, **other)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, command: str = "") -> TrainConfig:
@@ -262,11 +268,18 @@ class TrainConfig:
         seed: int = 0,
         name: str = "",
         command: str = "",
+        postprocess: tuple[str, ...] | None = None,
     ) -> TrainConfig:
         """A run on one corrected scan (the napari Train dock's): fine-tuning ``init`` (its labels, network and the
-        fine-tuning learning rate resolved from it), or a new model with ``label_names``; ``minutes`` of training
+        fine-tuning learning rate resolved from it; its name too unless ``name`` is given), or a new model with
+        ``label_names``; ``minutes`` of training
         (the time budget ends the run), no held-out case, the model written to ``output``."""
-        new = {} if init else {"name": name or "medfcn-model", "val_copies": 1}
+        if init and not label_names:  # fine-tuning: the start model's name unless the run names the new model
+            new = {"name": name} if name else {}
+        else:
+            new = {"name": name or "medfcn-model", "val_copies": 1}
+        if postprocess is not None:
+            new["postprocess"] = tuple(postprocess)
         return cls(
             images=image,
             labels=label,

@@ -9,6 +9,8 @@ imported again) and stalls nothing.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,12 +25,15 @@ if TYPE_CHECKING:
     from medfcn.training.options import TrainConfig
     from medfcn.training.progress import TrainProgress, TrainSummary
 
-__all__ = ["iter_train_process", "train_correction"]
+__all__ = ["iter_train_process", "train_correction", "ThreadedRun"]
 
 
-def _train_child(config: TrainConfig, queue, cancel) -> None:
-    """The child process of :func:`iter_train_process`: the run's progress, then ("done", summary) or
-    ("error", exception) on ``queue``."""
+def _train_child(config: TrainConfig, queue, cancel, compare: bool = False) -> None:
+    """The child process of :func:`iter_train_process`: the run's progress, then, when ``compare`` and a model
+    was written, ("change", :class:`~medfcn.training.compare.ScanChange` of the tuned model against its start
+    model on the run's first image), then ("done", summary) or ("error", exception) on ``queue``. It stops as if
+    cancelled when its parent is gone (a viewer that died cannot say so)."""
+    import multiprocessing
     import os
 
     import torch
@@ -36,13 +41,23 @@ def _train_child(config: TrainConfig, queue, cancel) -> None:
     torch.set_num_threads(max(1, (os.cpu_count() or 2) - 1))  # a core stays free for the viewer
     from medfcn.training.train import iter_train
 
+    parent = multiprocessing.parent_process()
+
+    def stopped() -> bool:
+        return cancel.is_set() or (parent is not None and not parent.is_alive())
+
     try:
-        run = iter_train(config, cancel=cancel.is_set)
+        run = iter_train(config, cancel=stopped)
         while True:
             try:
                 queue.put(("progress", next(run)))
             except StopIteration as stop:
-                queue.put(("done", stop.value))
+                summary = stop.value
+                if compare and config.init and summary.written and not stopped():
+                    from medfcn.training.compare import scan_change
+
+                    queue.put(("change", scan_change(config.images, config.init, summary.output)))
+                queue.put(("done", summary))
                 return
     except MedfcnError as exc:
         queue.put(("error", type(exc)(str(exc))))
@@ -51,32 +66,39 @@ def _train_child(config: TrainConfig, queue, cancel) -> None:
 
 
 def iter_train_process(
-    config: TrainConfig, cancel: Callable[[], bool] | None = None
+    config: TrainConfig,
+    cancel: Callable[[], bool] | None = None,
+    *,
+    started: Callable[[object], None] | None = None,
+    compare: bool = False,
 ) -> Generator[TrainProgress, None, TrainSummary]:
     """:func:`~medfcn.training.train.iter_train` in a child process (spawned), as a generator of its
     :class:`~medfcn.training.progress.TrainProgress` that returns its
-    :class:`~medfcn.training.progress.TrainSummary`; ``cancel()`` is polled every 0.1 s and passed on. Raises what
-    the run raised (:class:`MedfcnError`), or MedfcnError if the process dies."""
+    :class:`~medfcn.training.progress.TrainSummary`; ``cancel()`` is polled every 0.1 s and passed on;
+    ``started(process)`` is called once the child runs (its owner may end it: the generator then raises).
+    With ``compare``, a :class:`~medfcn.training.compare.ScanChange` is yielded after the last progress (the
+    tuned model against its start model on the whole scan). Raises what the run raised (:class:`MedfcnError`),
+    or MedfcnError if the process dies."""
     import multiprocessing
-    import queue as queues
-    import threading
 
     context = multiprocessing.get_context("spawn")
     messages, stop = context.Queue(), context.Event()
-    process = context.Process(target=_train_child, args=(config, messages, stop), daemon=True)
+    process = context.Process(target=_train_child, args=(config, messages, stop, compare), daemon=True)
     process.start()
+    if started is not None:
+        started(process)
     try:
         while True:
             if cancel is not None and cancel():
                 stop.set()
             try:
                 kind, value = messages.get(timeout=0.1)
-            except queues.Empty:
+            except queue.Empty:
                 if not process.is_alive():
                     status = process.exitcode
                     raise MedfcnError(f"the training process ended unexpectedly (exit status {status})") from None
                 continue
-            if kind == "progress":
+            if kind in ("progress", "change"):
                 yield value
             elif kind == "done":
                 return value
@@ -96,14 +118,66 @@ def _reap(process, timeout: float = 60.0) -> None:
 
 
 def train_correction(
-    folder: Path, scan: Scan, label: np.ndarray, start: StartModel, minutes: float, cancel: Callable[[], bool]
+    folder: Path,
+    scan: Scan,
+    label: np.ndarray,
+    start: StartModel,
+    minutes: float,
+    cancel: Callable[[], bool],
+    *,
+    name: str = "",
+    started: Callable[[object], None] | None = None,
 ) -> Generator[TrainProgress, None, tuple[TrainConfig, TrainSummary]]:
-    """The Train dock's run: write ``scan`` and its partial ``label`` under ``folder``
-    (:func:`~medfcn.training.corrections.prepare_correction_run`), then train on them for ``minutes`` in a child
-    process, the model written to ``folder``/model.safetensors; yields the progress, returns (config, summary).
-    Raises :class:`MedfcnError`."""
+    """The Train dock's run: write ``scan`` and its partial ``label`` under ``folder``, readable by the user alone
+    (:func:`~medfcn.training.corrections.prepare_correction_run`; the new model named ``name``), then train on them
+    for ``minutes`` in a child process (``started`` as in :func:`iter_train_process`), the model written to
+    ``folder``/model.safetensors; yields the progress and, for a fine-tuned model, its
+    :class:`~medfcn.training.compare.ScanChange` against the start model; returns (config, summary). The copies of
+    the scan and label are removed when the run ends, however it ends. Raises :class:`MedfcnError`."""
+    import shutil
+
     from medfcn.training.corrections import prepare_correction_run
 
-    config = prepare_correction_run(folder, scan, label, start, minutes=minutes, output=folder / "model.safetensors")
-    summary = yield from iter_train_process(config, cancel)
+    try:
+        config = prepare_correction_run(
+            folder, scan, label, start, minutes=minutes, output=folder / "model.safetensors", name=name
+        )
+        summary = yield from iter_train_process(config, cancel, started=started, compare=True)
+    finally:  # a patient's scan stays on disk no longer than its run
+        for kind in ("images", "labels"):
+            shutil.rmtree(folder / kind, ignore_errors=True)
     return config, summary
+
+
+class ThreadedRun:
+    """A generator (:func:`train_correction`) run in a plain Python thread, its items, end or error passed through
+    a queue that the caller drains (:meth:`drain`) in its own thread, e.g. on a GUI timer. Nothing but the queue is
+    shared: a napari ``thread_worker`` emits Qt signals from its thread, and one still running when the Train dock
+    or the viewer closed aborted napari (SIGABRT, "GeneratorWorkerSignals has been deleted")."""
+
+    def __init__(self, generator) -> None:
+        self.messages: queue.Queue = queue.Queue()
+        self.items: list = []  # every item yielded so far, in order
+        self.thread = threading.Thread(target=self._drive, args=(generator,), name="medfcn-train", daemon=True)
+
+    def _drive(self, generator) -> None:
+        try:
+            while True:
+                self.messages.put(("item", next(generator)))
+        except StopIteration as stop:
+            self.messages.put(("done", stop.value))
+        except BaseException as exc:  # said in the dock, in one line
+            self.messages.put(("error", exc))
+
+    def start(self) -> ThreadedRun:
+        self.thread.start()
+        return self
+
+    def drain(self) -> list[tuple[str, object]]:
+        """The messages arrived since the last call."""
+        out = []
+        while True:
+            try:
+                out.append(self.messages.get_nowait())
+            except queue.Empty:
+                return out

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,8 +42,22 @@ def build_card(config: TrainConfig, init: ModelCard | None = None) -> tuple[Trai
     config = config.resolve(init)
     architecture, network = config.network.resolve(init)
     labels = config.label_names
-    if init is not None:
-        return config, start_card(init, network | {"num_classes": len(labels)})
+    if init is not None and config.new_task(init):  # a new task: the start model's frame, new labels
+        card = start_card(init, network | {"num_classes": len(labels)})
+        return config, replace(
+            card,
+            name=config.name,
+            description=config.description,
+            labels={name: i for i, name in enumerate(labels)},
+            label_codes=dict(config.label_codes),
+            postprocess=tuple(config.postprocess),
+            class_weights=(),
+            expectations={},  # the start model's are of its own labels: this run measures the new structure's
+        )
+    if init is not None:  # the start model's card; its name too, unless the run names the new model
+        card = start_card(init, network | {"num_classes": len(labels)})
+        renamed = config.name != type(config).name
+        return config, replace(card, name=config.name) if renamed else card
     if architecture == "fcn":
         network = FCNConfig(**network, num_classes=len(labels)).to_dict()
     else:
@@ -73,10 +87,11 @@ def training_record(
     annotation: dict[str, dict[str, Any]],
     init_sha256: str = "",
     replayed: list[LabelledPair] = (),
+    start_labels: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """What the card records of a run: the command, the data (its hash; per case the voxels and whole slices
     annotated, ``annotation`` by case), the ignore label, the start model's SHA-256, the replayed data, epochs and
-    minutes."""
+    minutes; for a new task (other labels than ``start_labels``, the start model's) what was kept and made anew."""
     settings = {k: v for k, v in asdict(config).items() if k not in ("command", "resume", "network")}
     settings |= {k: v for k, v in asdict(config.network).items()}  # flat, as cards have always recorded them
     record: dict[str, Any] = {
@@ -94,6 +109,12 @@ def training_record(
     if init_sha256:
         settings["init_sha256"] = init_sha256
         record["init"] = {"path": config.init, "sha256": init_sha256}
+        if start_labels is not None and tuple(start_labels) != tuple(config.label_names or ()):
+            record["init"]["new_task"] = {
+                "start_labels": dict(start_labels),
+                "kept": "encoder (stem, levels) and its batch-norm statistics",
+                "new": "classifier (score, skip scores, upsampling, head)",
+            }
         record["replayed"] = [p.summary() for p in replayed]
     return publishable(record)
 

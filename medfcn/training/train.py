@@ -172,6 +172,7 @@ def _run(config: TrainConfig, cancel: Cancel | None) -> Generator[TrainProgress,
                 annotation={v.case: dict(v.annotation) for v in train_items},
                 init_sha256=trainer.init_sha256,
                 replayed=replayed,
+                start_labels=init.card.labels if init is not None else None,
             )
             _saving(lambda: save_model(best_path, trainer.network, card), best_path if ours else None, output)
             ours = True

@@ -1,10 +1,15 @@
 """The Review dock's picture of a prediction against a reference, and the legend the dock shows.
 
-- an overlay of where they disagree: missed (FN, orange) and spurious (FP, blue) voxels strong, agreement (TP,
-  sky blue) faint, each named on hover; the report's colours (:data:`medfcn.evaluation.thumbnails.OVERLAY_COLOURS`,
-  Okabe & Ito's colour-blind-safe palette);
-- the reference as a contour in yellow, a colour no error uses, drawn on top;
-- the prediction as a white outline (not filled: a fill under the faint agreement colour mixes into a third colour).
+- one overlay layer per Review dock, updated in place on every Compute (it piled up a new one each time), of where
+  they disagree: missed (FN, orange) and spurious (FP, blue) half-transparent, so the anatomy stays visible under
+  them, edge noise (thin rims along the boundary, :data:`medfcn.evaluation.components.EDGE_DEPTH`) faint, agreement
+  not drawn; each named on hover with the words the error list uses; drawn as surfaces in the 3-D view
+  (``iso_categorical``) instead of stacked contours; the report's colours
+  (:data:`medfcn.evaluation.thumbnails.OVERLAY_COLOURS`, Okabe & Ito's colour-blind-safe palette);
+- the reference as a contour in yellow, a colour no error uses, its own style given back when the dock closes or
+  another reference is chosen;
+- the prediction, the layer the user corrects, as the user styled it: Review never restyles it (it turned it into
+  a white outline at opacity 1, and the user then painted in outline mode).
 """
 
 from __future__ import annotations
@@ -18,35 +23,65 @@ from medfcn.evaluation.thumbnails import OVERLAY_COLOURS
 
 from ._scan_views import add_labels_like
 
-__all__ = ["OVERLAP_COLORS", "OVERLAP_NAMES", "REFERENCE_RGB", "PREDICTION_RGB", "legend_html", "show_overlap"]
+__all__ = [
+    "OVERLAP_COLORS",
+    "OVERLAP_NAMES",
+    "EDGE_FP",
+    "EDGE_FN",
+    "REFERENCE_RGB",
+    "legend_html",
+    "display_codes",
+    "show_overlap",
+    "restore_style",
+]
 
-_OPACITY = {Overlap.TP: 0.3, Overlap.FP: 1.0, Overlap.FN: 1.0}  # agreement faint, so the anatomy shows through
+EDGE_FP, EDGE_FN = 4, 5  # the overlay's codes of spurious and missed voxels of edge-noise blobs
+_ALPHA = {Overlap.FP: 0.55, Overlap.FN: 0.55, EDGE_FP: 0.2, EDGE_FN: 0.2}
+_RGB = {**OVERLAY_COLOURS, EDGE_FP: OVERLAY_COLOURS[Overlap.FP], EDGE_FN: OVERLAY_COLOURS[Overlap.FN]}
 OVERLAP_COLORS = {
     None: "transparent",
     Overlap.NONE: "transparent",
-    **{code: (*(c / 255 for c in rgb), _OPACITY[code]) for code, rgb in OVERLAY_COLOURS.items()},
+    Overlap.TP: "transparent",
+    **{code: (*(c / 255 for c in _RGB[code]), alpha) for code, alpha in _ALPHA.items()},
 }
-"""The overlay's RGBA (0-1) of each overlap code (the report's colours)."""
-OVERLAP_NAMES = {Overlap.TP: "in both (TP)", Overlap.FP: "predicted only (FP)", Overlap.FN: "missed (FN)"}
+"""The overlay's RGBA (0-1) of each code: errors half-transparent, edge noise faint, agreement not drawn."""
+OVERLAP_NAMES = {
+    Overlap.TP: "in both",
+    Overlap.FP: "spurious (FP)",
+    Overlap.FN: "missed (FN)",
+    EDGE_FP: "spurious, edge noise",
+    EDGE_FN: "missed, edge noise",
+}
+"""What hovering a voxel of the overlay says: the words of the error list ("missed", "spurious")."""
 REFERENCE_RGB = (240, 228, 66)  # Okabe-Ito yellow: the reference's contour
-PREDICTION_RGB = (255, 255, 255)  # the prediction's outline
 
 
-def _swatch(rgb, *, outline: bool = False) -> str:
+def _swatch(rgb, *, outline: bool = False, alpha: float = 1.0) -> str:
     """A filled square of colour ``rgb`` (0-255), or a hollow one for a contour (Qt's rich text draws no CSS
     borders: the hollow square is a character in that colour)."""
     r, g, b = (int(v) for v in rgb[:3])
     if outline:
         return f"<span style='color:rgb({r},{g},{b}); font-size:large'><b>&#9633;</b></span>"
+    r, g, b = (int(round(v * alpha + 38 * (1 - alpha))) for v in (r, g, b))  # as drawn over the dark background
     return f"<span style='background:rgb({r},{g},{b})'>&nbsp;&nbsp;&nbsp;&nbsp;</span>"
 
 
 def legend_html() -> str:
-    """The legend of the picture (rich text for a Qt label): a swatch for each overlap code and each outline."""
-    items = [f"{_swatch(OVERLAY_COLOURS[c])} {OVERLAP_NAMES[c]}" for c in (Overlap.FN, Overlap.FP, Overlap.TP)]
+    """The legend of the picture (rich text for a Qt label): a swatch for each kind of error and the contour."""
+    items = [f"{_swatch(_RGB[c], alpha=_ALPHA[c])} {OVERLAP_NAMES[c]}" for c in (Overlap.FN, Overlap.FP)]
+    items += [f"{_swatch(_RGB[Overlap.FN], alpha=0.35)} edge noise (faint)"]
     items += [f"{_swatch(REFERENCE_RGB, outline=True)} reference (contour)"]
-    items += [f"{_swatch(PREDICTION_RGB, outline=True)} prediction (outline)"]
-    return "&nbsp; ".join(items)
+    return "&nbsp; ".join(f"<nobr>{item}</nobr>" for item in items)  # each swatch beside its words
+
+
+def display_codes(overlap: np.ndarray, edge: np.ndarray | None) -> np.ndarray:
+    """The overlay's codes: :class:`Overlap`'s, with the wrong voxels of edge-noise blobs (``edge``) marked
+    :data:`EDGE_FP` / :data:`EDGE_FN`."""
+    codes = np.array(overlap, dtype=np.uint8, copy=True)
+    if edge is not None:
+        codes[edge & (overlap == Overlap.FP)] = EDGE_FP
+        codes[edge & (overlap == Overlap.FN)] = EDGE_FN
+    return codes
 
 
 def _one_colour(rgb) -> dict:
@@ -55,36 +90,47 @@ def _one_colour(rgb) -> dict:
     return {None: colour, 0: (0.0, 0.0, 0.0, 0.0)}
 
 
-def show_overlap(viewer, pred, ref, overlap: np.ndarray):
-    """Show where ``pred`` and ``ref`` disagree: the overlay layer ``"<pred> vs <ref>"`` (added or updated), the
-    reference as a yellow contour on top, the prediction as a white outline. Returns the overlay layer."""
+def restore_style(layer, style: dict | None) -> None:
+    """Give ``layer`` back the style :func:`show_overlap` saved (``None``: nothing to give back)."""
+    if layer is None or not style:
+        return
+    try:
+        for name, value in style.items():
+            setattr(layer, name, value)
+    except (RuntimeError, ValueError):  # the layer went, or napari refuses an old value: keep what it has
+        pass
+
+
+def show_overlap(viewer, pred, ref, codes: np.ndarray, overlay=None):
+    """Show where ``pred`` and ``ref`` disagree (``codes``: :func:`display_codes`): ``overlay`` (this dock's
+    overlay layer) updated when it is still in the viewer, else a new one, named ``"<pred> vs <ref>"``; the
+    reference as a yellow contour on top; the prediction left as the user styled it. Returns ``(overlay layer,
+    the reference's style before, to give back with :func:`restore_style`)``."""
     from napari.utils.colormaps import DirectLabelColormap
 
     name = f"{pred.name} vs {ref.name}"
+    style = {"colormap": copy.copy(ref.colormap), "contour": ref.contour, "opacity": ref.opacity}
     ref.colormap = DirectLabelColormap(color_dict=_one_colour(REFERENCE_RGB))
-    pred.colormap = DirectLabelColormap(color_dict=_one_colour(PREDICTION_RGB))
-    ref.contour = max(1, ref.contour)
-    pred.contour = max(1, pred.contour)
-    pred.opacity = ref.opacity = 1.0
-    if name in viewer.layers and viewer.layers[name].data.shape == overlap.shape:
-        layer = viewer.layers[name]
-        layer.data = overlap
+    ref.contour, ref.opacity = max(1, ref.contour), 1.0
+    if overlay is not None and overlay in viewer.layers and overlay.data.shape == codes.shape:
+        overlay.data, overlay.name = codes, name
     else:
-        meta = copy.deepcopy(dict(pred.metadata))
-        meta = {k: v for k, v in meta.items() if k in ("grid", "display_axes", "display_flip", "source", "case")}
-        meta["overlap_codes"] = {int(c): c.name for c in Overlap}
-        layer = add_labels_like(
+        if overlay is not None and overlay in viewer.layers:
+            viewer.layers.remove(overlay)
+        meta = copy.deepcopy({k: v for k, v in pred.metadata.items() if k in ("grid", "display_axes", "display_flip")})
+        meta["overlap_codes"] = {**{int(c): c.name for c in Overlap}, EDGE_FP: "EDGE_FP", EDGE_FN: "EDGE_FN"}
+        overlay = add_labels_like(
             viewer,
             pred,
-            overlap,
+            codes,
             name=name,
             metadata=meta,
             opacity=1.0,
             colormap=DirectLabelColormap(color_dict=OVERLAP_COLORS),
             features={"index": [int(c) for c in OVERLAP_NAMES], "overlap": list(OVERLAP_NAMES.values())},
         )
+    overlay.rendering = "iso_categorical"  # in 3-D: a surface for each kind of error
     layers = viewer.layers
-    layers.move(layers.index(pred), len(layers))  # the outlines over the overlay, the reference's on top
-    layers.move(layers.index(ref), len(layers))
+    layers.move(layers.index(ref), len(layers))  # the reference's contour on top
     viewer.layers.selection.active = pred
-    return layer
+    return overlay, style

@@ -8,6 +8,10 @@
   (reordered) data (:func:`patient_status`,
   :func:`napari_plugin._layers.patient_text`), from the layer's ``get_status``, which napari calls for the
   status bar whether it computes it at once or in its status thread.
+- Painted slices: every Labels layer a person may paint on records which slices each stroke touched, in any view
+  (:func:`napari_plugin._widgets._edits.track_painting`): what the Train dock learns from.
+- One unit: layers the user adds beside a scan (points, shapes, other images) take the scans' millimetres, so
+  napari never warns of inconsistent units (:func:`_world_in_mm`).
 - Grid-safe labels: napari's own "New labels" button makes a layer shaped like the displayed data, with the scan's
   transforms but none of its metadata, so it would be saved on the displayed axes instead of the scan's.
   :func:`adopt_scan_grid` gives such a layer the metadata of the Image layer it was made on (same shape and
@@ -34,11 +38,13 @@ __all__ = [
     "unwrap",
     "install",
     "add_labels_like",
+    "labels_layer_like",
     "orientation_text",
     "patient_status",
     "adopt_scan_grid",
     "new_labels_on_scan",
     "scan_image_of",
+    "is_user_labels",
     "prefer_medfcn_reader",
     "READER_PATTERNS",
 ]
@@ -71,6 +77,11 @@ def orientation_text(viewer: napari.viewer.Viewer) -> str:
         left, right = right, left
     plane = AXIS_LABELS[order[0]] if 0 <= order[0] < 3 else "slice"
     return f"{plane}: top {top}, bottom {bottom}, left {left}, right {right}"
+
+
+def is_user_labels(layer) -> bool:
+    """A Labels layer a person may paint on (not a Review overlay, whose metadata holds ``overlap_codes``)."""
+    return layer.__class__.__name__ == "Labels" and "overlap_codes" not in (layer.metadata or {})
 
 
 def _shows_scans(viewer) -> bool:
@@ -126,6 +137,32 @@ def _patient_coordinates(napari_text: str, patient: str) -> str:
     return f"{patient}{rest if bracket else (': ' + napari_text if napari_text else '')}"
 
 
+def _in_mm(layer) -> None:
+    units = getattr(layer, "units", None)
+    if units and all(str(u) == "pixel" for u in units):  # napari's default: units nobody chose
+        layer.units = ("mm",) * len(units)
+
+
+def _world_in_mm(viewer) -> None:
+    """Give every layer in napari's default unit (pixel) the scans' millimetres while a scan is shown, as it is
+    inserted: napari warns "Inconsistent units across layers" when a points, shapes or plain image layer (pixel)
+    lies beside a scan (mm), and those layers are drawn in the scans' world, whose coordinates are millimetres.
+    napari's canvas draws a new layer in its own handler of the ``inserted`` event, which runs before any
+    plugin's, so the units are set in the layer list's ``insert`` (this viewer's list only)."""
+    layers = viewer.layers
+    insert = layers.insert
+
+    def insert_in_mm(index, value):
+        if "grid" in (getattr(value, "metadata", None) or {}):
+            for layer in layers:
+                _in_mm(layer)
+        if _shows_scans(viewer) or "grid" in (getattr(value, "metadata", None) or {}):
+            _in_mm(value)
+        return insert(index, value)
+
+    layers.insert = insert_in_mm
+
+
 def scan_image_of(viewer, layer):
     """The layer in ``viewer`` carrying a scan grid (``metadata["grid"]``) with ``layer``'s shape and transforms:
     the one napari's "New labels" copied them from; ``None`` if there is none."""
@@ -167,6 +204,15 @@ def add_labels_like(viewer, like, data: np.ndarray, **kwargs):
     return viewer.add_labels(data, **transforms, **kwargs)
 
 
+def labels_layer_like(attributes: dict, data: np.ndarray, **kwargs):
+    """A Labels layer of ``data`` (not yet in a viewer) placed exactly as the layer whose ``as_layer_data_tuple()``
+    attributes are ``attributes`` (its transforms, units and axis names); safe to build in a worker thread."""
+    from napari.layers import Labels
+
+    names = ("scale", "translate", "rotate", "shear", "affine", "units", "axis_labels")
+    return Labels(data, **{k: attributes[k] for k in names if k in attributes}, **kwargs)
+
+
 def new_labels_on_scan(viewer, image, name: str | None = None):
     """An empty Labels layer on ``image``'s scan grid (its shape, transforms and grid metadata)."""
     name = name or f"{image.name}_drawn"
@@ -201,15 +247,22 @@ def prefer_medfcn_reader() -> list[str]:
 
 def install(viewer: napari.viewer.Viewer) -> None:
     """Connect the orientation letters, the patient coordinates and the grid adoption to ``viewer`` (once per
-    viewer), and make medfcn napari's reader of the medical file patterns (:func:`prefer_medfcn_reader`)."""
+    viewer), tab medfcn's docks together (:mod:`._docks`), and make medfcn napari's reader of the medical file
+    patterns (:func:`prefer_medfcn_reader`)."""
     if unwrap(viewer) in _INSTALLED:
         return
     _INSTALLED.add(unwrap(viewer))
     prefer_medfcn_reader()
+    from ._docks import install_dock_layout
+    from ._edits import track_painting
+
+    install_dock_layout(unwrap(viewer))
 
     def on_inserted(event) -> None:
         adopt_scan_grid(viewer, event.value)
         _show_patient_coordinates(event.value)
+        if is_user_labels(event.value):
+            track_painting(viewer, event.value)
         _update_orientation(viewer)
 
     viewer.layers.events.inserted.connect(on_inserted)
@@ -221,4 +274,9 @@ def install(viewer: napari.viewer.Viewer) -> None:
     for layer in list(viewer.layers):
         adopt_scan_grid(viewer, layer)
         _show_patient_coordinates(layer)
+        if is_user_labels(layer):
+            track_painting(viewer, layer)
+        if _shows_scans(viewer):
+            _in_mm(layer)
+    _world_in_mm(unwrap(viewer))
     _update_orientation(viewer)

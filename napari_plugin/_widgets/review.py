@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from magicgui.widgets import (
     CheckBox,
+    ComboBox,
     Container,
     FileEdit,
     FloatSpinBox,
@@ -33,7 +34,6 @@ from magicgui.widgets import (
     PushButton,
     Select,
     Table,
-    create_widget,
 )
 from napari.layers import Image
 from napari.qt.threading import thread_worker
@@ -51,7 +51,7 @@ from .._writer import save_labels_layer
 from . import _scan_views
 from ._camera import go_to_box, slicing_axis
 from ._edits import EditWatch
-from ._overlay import OVERLAP_COLORS, OVERLAP_NAMES, legend_html, show_overlap
+from ._overlay import OVERLAP_COLORS, OVERLAP_NAMES, display_codes, legend_html, restore_style, show_overlap
 from ._plot import SliceDicePlot
 from ._scan_views import unwrap
 
@@ -67,9 +67,18 @@ _LIST_ROWS = 8  # the error list shows this many rows without scrolling
 TABLE_ROWS = ("Dice", "IoU", "HD95 mm", "pred mL", "ref mL")  # one column per label: a narrow dock shows them all
 
 
-def _review_with_checksums(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> tuple[Review, tuple[str, str]]:
-    """The review (worker thread) and the checksums of the arrays scored (to tell edits from code later)."""
-    return review(pred, ref, spacing, axis), (labels_checksum(pred), labels_checksum(ref))
+def _review_with_checksums(pred: np.ndarray, ref: np.ndarray, spacing, axis: int) -> tuple:
+    """The review (worker thread), the checksums of the arrays scored (to tell edits from code later) and the
+    overlay's codes, edge noise marked (:func:`napari_plugin._widgets._overlay.display_codes`)."""
+    from medfcn.evaluation.components import edge_voxels
+
+    result = review(pred, ref, spacing, axis)
+    codes = display_codes(result.overlap, edge_voxels(result.overlap, spacing))
+    return result, (labels_checksum(pred), labels_checksum(ref)), codes
+
+
+VERDICTS = ("not judged", "model wrong", "reference wrong here", "accepted")
+"""What a reviewer may record of a listed error region; kept with the review and written with the report."""
 
 
 class ReviewWidget(Container):
@@ -82,6 +91,10 @@ class ReviewWidget(Container):
         self.shown: list[ErrorComponent] = []  # the error blobs listed: those of at least min_mm3, largest first
         self.hidden = 0  # how many smaller blobs are left out
         self._scored: tuple = (None, None)  # the (prediction, reference) layers the result is of
+        self.verdicts: dict[tuple, str] = {}  # {a listed region's anchor voxel: its verdict}
+        self._overlay = None  # this dock's overlay layer
+        self._styled: tuple = (None, None)  # (the reference restyled as a contour, its style before)
+        self._closed = False
         _scan_views.install(viewer)
         self._make_widgets()
         nav = Container(widgets=[self.previous_button, self.next_button], layout="horizontal", labels=False)
@@ -95,6 +108,7 @@ class ReviewWidget(Container):
                 self.table,
                 self.min_mm3,
                 self.error_list,
+                self.verdict,
                 nav,
                 self.worst_button,
                 self.save_path,
@@ -115,11 +129,13 @@ class ReviewWidget(Container):
         self._timer.setInterval(_RECOMPUTE_DELAY_MS)
         self._connect()
         self._choose_default_pair()
+        self._restore()
         self._watch()
 
     def _make_widgets(self) -> None:
-        self.prediction = create_widget(label="Prediction", annotation="napari.layers.Labels")
-        self.reference = create_widget(label="Reference", annotation="napari.layers.Labels")
+        # never a Review overlay among the layers to score
+        self.prediction = ComboBox(label="Prediction", choices=self._label_choices, nullable=True)
+        self.reference = ComboBox(label="Reference", choices=self._label_choices, nullable=True)
         self.compute_button = PushButton(text="Compute")
         self.auto = CheckBox(text="Recompute after edits", value=True)
         self.legend = Label(value=legend_html())
@@ -128,6 +144,7 @@ class ReviewWidget(Container):
         self.min_mm3 = FloatSpinBox(label="Min. blob mm\u00b3", value=MIN_ERROR_MM3, min=0.0, max=1e6, step=5.0)
         # choices from a callable: napari refreshes every dock's choices when a layer is added or removed
         self.error_list = Select(label="Errors", choices=lambda _: self._error_choices(), allow_multiple=False)
+        self.verdict = ComboBox(label="Verdict", choices=list(VERDICTS), value=VERDICTS[0], enabled=False)
         self.previous_button = PushButton(text="< Previous error", enabled=False)
         self.next_button = PushButton(text="Next error >", enabled=False)
         self.worst_button = PushButton(text="Go to worst slice", enabled=False)
@@ -167,9 +184,34 @@ class ReviewWidget(Container):
         self.prediction.changed.connect(self._inputs_changed)
         self.reference.changed.connect(self._inputs_changed)
         self.min_mm3.changed.connect(self._list_errors)
+        self.verdict.changed.connect(self._on_verdict)
         viewer.dims.events.current_step.connect(self._on_step)
         viewer.dims.events.order.connect(self._on_order)
-        viewer.layers.events.inserted.connect(lambda _: QTimer.singleShot(0, self._default_pair_later))
+        viewer.layers.events.inserted.connect(self._on_inserted)
+
+    def _on_inserted(self, *_) -> None:
+        QTimer.singleShot(0, self._default_pair_later)
+
+    def _label_choices(self, _widget=None) -> list[tuple[str, object]]:
+        viewer = getattr(self, "_viewer", None)
+        return [(la.name, la) for la in (viewer.layers if viewer is not None else []) if _scan_views.is_user_labels(la)]
+
+    def dock_closed(self) -> None:
+        """The dock closed: stop listening to the viewer and the layers (a closed dock kept recomputing on every
+        edit), give the reference its style back; the result stays with the overlay layer for a new Review dock
+        (called once, by :mod:`._docks`)."""
+        self._closed = True
+        self._timer.stop()
+        self._edits.watch([])
+        viewer = self._viewer
+        for event, callback in (
+            (viewer.dims.events.current_step, self._on_step),
+            (viewer.dims.events.order, self._on_order),
+            (viewer.layers.events.inserted, self._on_inserted),
+        ):
+            event.disconnect(callback)
+        restore_style(*self._styled)
+        self._styled = (None, None)
 
     # -- inputs --------------------------------------------------------------------------------------------------
     def _default_pair_later(self) -> None:
@@ -207,6 +249,8 @@ class ReviewWidget(Container):
     def compute(self):
         """Start computing the review in a worker thread; returns the worker (``None`` if the inputs are wrong)."""
         self._timer.stop()
+        if self._closed:
+            return None
         if self._computing:  # one computation at a time: try again once this one is done
             self._timer.start()
             return None
@@ -237,6 +281,8 @@ class ReviewWidget(Container):
         blob = self.shown[k]
         self.status.value = f"Error {k + 1} of {len(self.shown)}: {self._describe(blob)}"
         go_to_box(self._viewer, self.prediction.value, blob.box, blob.anchor)
+        with self.verdict.changed.blocked():  # the region's own verdict shown, not recorded again
+            self.verdict.value = self.verdicts.get(blob.anchor, VERDICTS[0])
         choice = self._error_choices()[k]
         if self.error_list.value not in (choice, [choice]):
             self.error_list.value = choice
@@ -310,8 +356,10 @@ class ReviewWidget(Container):
         return self.worker
 
     # -- results -------------------------------------------------------------------------------------------------
-    def _show(self, pred, ref, reviewed: tuple[Review, tuple[str, str]]) -> None:
-        result, self.checksums = reviewed
+    def _show(self, pred, ref, reviewed: tuple) -> None:
+        result, self.checksums, codes = reviewed
+        if (pred, ref) != self._scored:
+            self.verdicts = {}
         self.result, self.stale, self.error_index = result, False, -1
         names = pred.metadata.get("label_names") or ref.metadata.get("label_names") or {}
         columns = [
@@ -324,7 +372,7 @@ class ReviewWidget(Container):
             "columns": [_label_name(names, k) for k in result.metrics],
         }
         self._fit_table()
-        self._update_overlay(pred, ref, result.overlap)
+        self._update_overlay(pred, ref, codes)
         self.plot.show_curves(result.per_slice, names, self._current_index())
         self.worst_button.enabled = bool(result.worst)
         self._scored = (pred, ref)
@@ -336,6 +384,14 @@ class ReviewWidget(Container):
         table.resizeColumnsToContents()
         frame = 2 * table.frameWidth()
         table.setFixedHeight(table.horizontalHeader().height() + table.verticalHeader().length() + frame + 2)
+        widget = table.parentWidget()  # magicgui's row around the table, then the dock's content: told at once (a
+        while widget is not None:  # row left at its old height clipped the table to 2 rows under the slice plot)
+            if widget.layout() is not None:
+                widget.layout().invalidate()
+            widget.updateGeometry()
+            if widget is self.native:
+                break
+            widget = widget.parentWidget()
 
     def _list_errors(self, *_) -> None:
         """List the error blobs of at least the chosen size and say how many smaller ones are hidden."""
@@ -344,7 +400,8 @@ class ReviewWidget(Container):
             self.shown, self.hidden = [], 0
             self.error_list.reset_choices()
             return
-        self.shown, self.hidden = large_errors(result.errors, float(self.min_mm3.value))
+        regions = [e for e in result.errors if not e.edge]  # edge noise is summarised, not listed
+        self.shown, self.hidden = large_errors(regions, float(self.min_mm3.value))
         self.error_index = -1
         self.error_list.reset_choices()
         self.next_button.enabled = self.previous_button.enabled = bool(self.shown)
@@ -354,6 +411,13 @@ class ReviewWidget(Container):
         blobs = f"; {len(self.shown):,} error blobs" if self.shown else "; no error blobs"
         if self.hidden:
             blobs += f" of at least {self.min_mm3.value:g} mm\u00b3 ({self.hidden:,} smaller hidden)"
+        edge = [e for e in result.errors if e.edge]
+        if edge:
+            blobs += (
+                f"; noise: {len(edge):,} thin blob{'s' if len(edge) != 1 else ''} (rims along the boundary and "
+                f"specks), {sum(e.volume_ml for e in edge):.2f} mL, drawn faint, not listed"
+            )
+        self.verdict.enabled = bool(self.shown)
         self.status.value = (summary + blobs) if summary else "Neither layer holds a label."
 
     def _describe(self, blob: ErrorComponent) -> str:
@@ -364,10 +428,13 @@ class ReviewWidget(Container):
         status gives the whole description of the blob chosen."""
         axis = self.result.axis if self.result is not None else 0
         plane = AXIS_LABELS[axis] if axis < 3 else "slice"
-        return [
-            f"{i + 1}. {b.kind} {b.volume_ml:.2g} mL, {plane} {b.anchor[axis] if b.anchor else round(b.centroid[axis])}"
-            for i, b in enumerate(self.shown)
-        ]
+        out = []
+        for i, b in enumerate(self.shown):
+            verdict = self.verdicts.get(b.anchor, VERDICTS[0])
+            tag = f" [{verdict}]" if verdict != VERDICTS[0] else ""
+            at = b.anchor[axis] if b.anchor else round(b.centroid[axis])
+            out.append(f"{i + 1}. {b.kind} {b.volume_ml:.2g} mL, {plane} {at}{tag}")
+        return out
 
     def _on_error_chosen(self, value) -> None:
         choices = self._error_choices()
@@ -375,13 +442,65 @@ class ReviewWidget(Container):
         if chosen in choices and choices.index(chosen) != self.error_index:
             self.go_to_error(choices.index(chosen))
 
-    def _update_overlay(self, pred, ref, overlap: np.ndarray) -> None:
-        show_overlap(self._viewer, pred, ref, overlap)
+    def judge(self, k: int, verdict: str) -> None:
+        """Record ``verdict`` (one of :data:`VERDICTS`) for listed region ``k``; kept with the review and written
+        with the report (``verdicts.csv``)."""
+        if not 0 <= k < len(self.shown) or verdict not in VERDICTS:
+            return
+        self.verdicts[self.shown[k].anchor] = verdict
+        index = self.error_index
+        self.error_list.reset_choices()
+        self.error_index = index
+        self._save_state()
+
+    def _on_verdict(self, value) -> None:
+        if self.error_index >= 0:
+            self.judge(self.error_index, str(value))
+
+    def _update_overlay(self, pred, ref, codes: np.ndarray) -> None:
+        if self._styled[0] is not ref:  # the reference of before gets its style back
+            restore_style(*self._styled)
+            self._styled = (ref, None)
+        self._overlay, style = show_overlap(self._viewer, pred, ref, codes, self._overlay)
+        if self._styled[1] is None:
+            self._styled = (ref, style)
+        self._scored = (pred, ref)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        """Keep the review with its overlay layer, so a Review dock opened later shows it again."""
+        if self._overlay is not None and self.result is not None:
+            self._overlay.metadata["review_state"] = {
+                "pair": self._scored,
+                "result": self.result,
+                "checksums": self.checksums,
+                "verdicts": self.verdicts,
+            }
+
+    def _restore(self) -> None:
+        """Show the review a closed Review dock left with its overlay layer (reopening lost it)."""
+        for layer in reversed(list(self._viewer.layers)):
+            state = (layer.metadata or {}).get("review_state")
+            if not state or any(la not in self._viewer.layers for la in state["pair"]):
+                continue
+            pred, ref = state["pair"]
+            self.prediction.value, self.reference.value = pred, ref
+            self._overlay, self.verdicts = layer, dict(state["verdicts"])
+            self._scored, self.result, self.checksums = (pred, ref), state["result"], state["checksums"]
+            self._styled = (ref, None)
+            self._show(pred, ref, (state["result"], state["checksums"], np.asarray(layer.data)))
+            return
 
     def _computed(self) -> None:
         self.compute_button.enabled, self._computing = True, False
 
     def _reported(self, folder: Path) -> None:
+        if self.verdicts and self.shown:  # the reviewer's verdicts, beside the report
+            rows = ["region,kind,volume_ml,anchor_voxel,verdict"]
+            for i, b in enumerate(self.shown, 1):
+                where = " ".join(str(v) for v in b.anchor)
+                rows.append(f"{i},{b.kind},{b.volume_ml:.4f},{where},{self.verdicts.get(b.anchor, VERDICTS[0])}")
+            (folder / "verdicts.csv").write_text("\n".join(rows) + "\n")
         self.status.value = f"Report written: {folder / 'report.html'}"
 
     def _on_error(self, error: BaseException) -> None:
@@ -407,6 +526,9 @@ class ReviewWidget(Container):
         and the jumps were of the old pair, so they go."""
         self._watch()
         if self.result is not None and (self.prediction.value, self.reference.value) != self._scored:
+            if self._styled[0] is not self.reference.value:
+                restore_style(*self._styled)
+                self._styled = (None, None)
             self.result, self._scored, self.stale = None, (None, None), False
             self._list_errors()
             self.worst_button.enabled = self.next_button.enabled = self.previous_button.enabled = False
@@ -423,7 +545,7 @@ class ReviewWidget(Container):
         return any(labels_checksum(np.asarray(layer.data)) != self.checksums[i] for i in scored)
 
     def _edited(self, *_) -> None:
-        if self.result is None:
+        if self.result is None or self._closed:
             return
         self.stale = True
         if self.auto.value:

@@ -104,10 +104,25 @@ def _segment_for_layer(
 
     scan = layer_scan(data, attributes)
     segmenter, found = _segment(segmenter, model, settings, scan, progress, cancel, uncertainty)
+    progress(1.0)  # the bar full before the result comes: its repaint is not part of adding the layer
     volumes = label_volumes_ml(found.labels, scan.spacing)
     display = labels_to_display(found.labels, attributes)
     unsure = None if found.uncertain is None else labels_to_display(found.uncertain, attributes)
+    _warm_first_labels_layer()
     return segmenter, display, volumes, labels_checksum(display), found.verdict, unsure
+
+
+def _warm_first_labels_layer() -> None:
+    """Do here, in the worker, what napari does the first time a Labels layer is added or drawn and needs no Qt:
+    import pandas (napari's first features table: 1.8 s of the viewer's thread), its Labels visual and controls
+    modules, and fill vispy's dash-pattern cache (its first line visual computes 13 patterns in Python)."""
+    import napari._qt.layer_controls.qt_labels_controls  # noqa: F401
+    import napari._vispy.layers.labels  # noqa: F401
+    import napari._vispy.overlays.labels_polygon  # noqa: F401
+    import pandas  # noqa: F401
+    from vispy.visuals.line.dash_atlas import DashAtlas
+
+    DashAtlas()
 
 
 def volumes_text(volumes: dict[int, float], names: dict[str, int]) -> str:
@@ -278,7 +293,8 @@ class SegmentWidget(Container):
             )
         if unsure is not None:
             self._show_unsure(layer, unsure)
-        self.progress.value = 100
+        if self.progress.value != 100:  # Qt repaints a progress bar at once: 0.3-0.5 s of the window under Xvfb
+            self.progress.value = 100
         found = volumes_text(volumes, card_labels)
         judged = f"\n{verdict.text()}" if verdict is not None else ""
         where = f"{segmenter.device}, {segmenter.engine.backend}"

@@ -1,23 +1,34 @@
 """The Train dock widget: corrected slices -> a fine-tuned model, by :func:`medfcn.training.train.iter_train`.
 
-Pick an image layer and its corrected label layer. The dock knows which slices were edited: the Segment dock
-keeps what it wrote (``metadata["prediction"]``), and the slices along the viewer's current slicing axis that
-differ from it are the annotated ones ("edited slices only", the default; every other voxel becomes 255, not
-annotated); "whole layer checked" takes the whole layer as the label. The start model is the one that made the
-prediction, the bundled one, a file, or a new model with label names. Training is
-:func:`medfcn.training.process.train_correction` (the case written, then
+Pick an image layer and its corrected label layer (a Review overlay is never offered). The dock learns the slices
+the user painted, in whatever view (each Labels layer records them as they are painted:
+:func:`napari_plugin._widgets._edits.track_painting`), and says which before it starts ("3 corrected axial slices:
+9, 15, 21"); a painted slice that no longer differs from what Segment wrote (``metadata["prediction"]``) is left
+out, and changes it did not see painted (edited from code, a 3-D brush) are refused, never guessed ("edited slices
+only", the default; every other voxel becomes 255, not annotated); "whole layer checked" takes the whole layer. The
+start model is the one that made the prediction, the bundled one, a file, or a new model with label names. Training
+is :func:`medfcn.training.process.train_correction` (the case written, then
 :func:`medfcn.training.train.iter_train`, the generator the CLI runs, in a child process), in a napari
-``thread_worker``: each step it yields comes back to the viewer's thread as the
-live plot of the loss and the Dice on annotated voxels; Cancel is polled after every step (a second at most) and the
-model of the last finished epoch is kept. Nothing is computed in the viewer's thread but the plot.
+thread of its own: each step it yields comes back to the viewer's thread as the live plot of the smoothed loss and
+Dice on the painted slices, with the time left; Cancel is polled after every step (a second at most) and the model
+of the last finished epoch is kept. When it ends, the status says what the tuned model changes on the whole scan
+against its start model (:mod:`medfcn.training.compare`). The tuned model is named after its start model ("<start>
+fine-tuned on <scan>, 3 slices (date)").
 
-When training ends: "Save model..." (a file dialog; a model in use is never overwritten) and "Segment with this
-model", which hands the model to the Segment dock and segments the image with it as a new layer.
+When training ends: "Save model..." (a file dialog; a model in use is never overwritten; the saved file is the model
+from then on, for Segment and the layers it made) and "Segment with this model", which hands the model to the
+Segment dock and segments the image with it as a new layer. Closing the dock or the viewer ends the training process
+and removes the temporary folder (copies of the scan live there only during a run, readable by the user alone).
+"Accept its labels where not painted" copies the newest layer that model made into the label layer wherever nothing
+is painted (one undo step). A new structure: "painted slices only" on a fresh layer (painted, or filled between by
+the Annotate dock) and the start "new structure (bundled model's encoder)" with its label names.
 """
 
 from __future__ import annotations
 
+import datetime
 import logging
+import shutil
 import tempfile
 import threading
 import time
@@ -27,15 +38,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, create_widget
-from napari.qt.threading import thread_worker
-from qtpy.QtWidgets import QSizePolicy, QWidget
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QSizePolicy
 
+from medfcn.annotation.accept import accept_prediction
 from medfcn.errors import MedfcnError
-from medfcn.training.corrections import CorrectionMode, StartModel, correction_label
+from medfcn.training.compare import ScanChange
+from medfcn.training.corrections import CorrectionMode, StartModel, correction_label, painted_label
 from medfcn.training.output import save_trained_model
-from medfcn.training.process import train_correction
+from medfcn.training.process import ThreadedRun, train_correction
 
-from .._layers import check_same_grid, layer_geometry, layer_scan
+from .._layers import check_same_grid, layer_scan
+from .._messages import for_viewer
+from ._edits import painted_planes, planes_text
+from ._plot import TrainingPlot, smoothed
+from ._scan_views import is_user_labels
 
 if TYPE_CHECKING:
     import napari
@@ -54,56 +71,7 @@ class StartChoice(StrEnum):
     BUNDLED = "bundled default"
     FILE = "model file"
     NEW = "new model"
-
-
-class TrainingPlot(QWidget):
-    """Loss and Dice on annotated voxels against training steps, drawn with QPainter.
-
-    Not matplotlib (as the Review dock's plot is): a matplotlib redraw is thousands of Python calls in the viewer's
-    thread, and while training holds the GIL between its torch calls each took 0.3-2 s on a busy 2-core machine,
-    blocking the event loop; two polylines with QPainter take about a millisecond."""
-
-    COLOURS = {"loss": "#f0a030", "Dice (annotated)": "#50b0f0"}
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.curves: dict[str, list[float]] = {name: [] for name in self.COLOURS}
-        self.setFixedHeight(130)
-
-    def show_progress(self, loss: list[float], dice: list[float]) -> None:
-        self.curves = {"loss": list(loss), "Dice (annotated)": list(dice)}
-        self.update()
-
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
-        from qtpy.QtCore import QPointF, QRectF, Qt
-        from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor("#262930"))
-        box = QRectF(34, 8, max(10, self.width() - 42), max(10, self.height() - 28))
-        painter.setPen(QPen(QColor("#d6d0ce"), 1))
-        painter.drawRect(box)
-        n = max((len(v) for v in self.curves.values()), default=0)
-        top = max([1.0, *(x for x in self.curves["loss"] if np.isfinite(x))])
-        painter.drawText(QRectF(0, box.top() - 6, 30, 12), Qt.AlignmentFlag.AlignRight, f"{top:.1f}")
-        painter.drawText(QRectF(0, box.bottom() - 6, 30, 12), Qt.AlignmentFlag.AlignRight, "0")
-        painter.drawText(
-            QRectF(box.left(), box.bottom() + 2, box.width(), 14), Qt.AlignmentFlag.AlignRight, f"{n} steps"
-        )
-        for row, (name, values) in enumerate(self.curves.items()):
-            colour = QColor(self.COLOURS[name])
-            painter.setPen(QPen(colour, 1.5))
-            painter.drawText(
-                QRectF(box.left() + 6, box.top() + 2 + 13 * row, 160, 13), Qt.AlignmentFlag.AlignLeft, name
-            )
-            points = [
-                QPointF(box.left() + box.width() * i / max(n - 1, 1), box.bottom() - box.height() * min(v / top, 1.0))
-                for i, v in enumerate(values)
-                if np.isfinite(v)
-            ]
-            if len(points) > 1:
-                painter.drawPolyline(QPolygonF(points))
-        painter.end()
+    STRUCTURE = "new structure (bundled model's encoder)"
 
 
 class TrainWidget(Container):
@@ -112,8 +80,9 @@ class TrainWidget(Container):
     def __init__(self, viewer: napari.viewer.Viewer) -> None:
         self._viewer = viewer
         self.image = create_widget(label="Image", annotation="napari.layers.Image")
-        self.label_layer = create_widget(label="Corrected labels", annotation="napari.layers.Labels")
+        self.label_layer = ComboBox(label="Corrected labels", choices=self._label_choices, nullable=True)
         self.mode = ComboBox(label="Annotated", choices=[m.value for m in CorrectionMode], value=CorrectionMode.EDITED)
+        self.plan = Label(value="")
         self.start = ComboBox(label="Start model", choices=[s.value for s in StartChoice], value=StartChoice.PREDICTION)
         self.model_file = FileEdit(label="Model file", mode="r", filter="*.safetensors", visible=False)
         self.label_names = LineEdit(label="Label names", value="background,structure", visible=False)
@@ -122,12 +91,14 @@ class TrainWidget(Container):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.save_button = PushButton(text="Save model...", enabled=False)
         self.segment_button = PushButton(text="Segment with this model", enabled=False)
+        self.accept_button = PushButton(text="Accept its labels where not painted", enabled=False)
         self.status = Label(value="")
         super().__init__(
             widgets=[
                 self.image,
                 self.label_layer,
                 self.mode,
+                self.plan,
                 self.start,
                 self.model_file,
                 self.label_names,
@@ -137,53 +108,84 @@ class TrainWidget(Container):
                 self.status,
                 self.save_button,
                 self.segment_button,
+                self.accept_button,
             ]
         )
         self.plot = TrainingPlot()
         self.native.layout().addWidget(self.plot)  # below the buttons: nothing is drawn over them
-        self.status.native.setWordWrap(True)
-        self.status.native.setMinimumWidth(10)
-        self.status.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
+        for label in (self.status, self.plan):  # long messages wrap instead of widening the dock (never cut off)
+            label.native.setWordWrap(True)
+            label.native.setMinimumWidth(10)
+            label.native.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Preferred)
         self.start.changed.connect(self._on_start)
         self.train_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self.save_button.clicked.connect(lambda: self.save())
         self.segment_button.clicked.connect(self.segment_with_model)
+        self.accept_button.clicked.connect(self.accept)
+        self.label_layer.changed.connect(self._on_label_layer)
+        self.mode.changed.connect(lambda *_: self._update_plan())
         self.worker = None
-        self.trained: Path | None = None  # the last model training wrote (the last good one)
+        self.trained: Path | None = None  # the last model training wrote (the last good one), or where it was saved
         self.start_path: Path | None = None  # the model the last run started from
+        self.change: ScanChange | None = None  # what the last run changed on the whole scan
         self._cancel = threading.Event()
-        self._folder = tempfile.TemporaryDirectory(prefix="medfcn-train-")
+        self._folder = tempfile.TemporaryDirectory(prefix="medfcn-train-")  # 0700: the user's alone
+        self._process = None
         self._runs = 0
         self._loss: list[float] = []
         self._dice: list[float] = []
         self._drawn = 0.0
+        self._watched = None
+        self._user_choice = None
+        self._timer = QTimer(self.native)  # drains the run's messages in the viewer's thread; dies with the dock
+        self._timer.setInterval(50)
+        self._timer.timeout.connect(self._poll)
+        self.reset_choices()
+
+    @property
+    def folder(self) -> Path:
+        """The dock's temporary folder (removed when the dock or the viewer closes)."""
+        return Path(self._folder.name)
+
+    @property
+    def child_pid(self) -> int | None:
+        """The process id of the training process while one runs."""
+        process = self._process
+        return process.pid if process is not None and process.is_alive() else None
 
     # -- actions -------------------------------------------------------------------------------------------------
     def run(self):
-        """Start training in a worker thread; returns the worker (``None`` after a one-line error in the status)."""
+        """Start training (a :class:`~medfcn.training.process.ThreadedRun`); returns the run (``None`` after a
+        one-line error in the status)."""
         if self.worker is not None:
             return None
         try:
-            scan, label, start, slices = self._inputs()
+            scan, label, start, what, n = self._inputs()
         except MedfcnError as e:
-            self.status.value = str(e)
+            self.status.value = for_viewer(str(e))
             return None
         self._runs += 1
-        folder = Path(self._folder.name) / f"run{self._runs}"
+        folder = self.folder / f"run{self._runs}"
         self._cancel.clear()
-        self._loss, self._dice = [], []
+        self._loss, self._dice, self.change = [], [], None
         self.start_path = start.path
-        self.worker = thread_worker(train_correction, start_thread=False, ignore_errors=True)(
-            folder, scan, label, start, float(self.minutes.value), self._cancel.is_set
+        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+        learnt = f", {n} slice{'s' if n != 1 else ''}" if n else ""
+        generator = train_correction(
+            folder,
+            scan,
+            label,
+            start,
+            float(self.minutes.value),
+            self._cancel.is_set,
+            name=f"{{start}} fine-tuned on {scan.case}{learnt} ({stamp})",
+            started=self._started,
         )
-        self.worker.yielded.connect(self._on_progress)
-        self.worker.returned.connect(self._on_done)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_finished)
         self.train_button.enabled, self.cancel_button.enabled = False, True
-        self.status.value = f"Training on {len(slices)} slice(s) of {self.image.value.name} ..."
-        self.worker.start()
+        self.status.value = f"Training on {what} of {self.image.value.name} ..."
+        self.worker = ThreadedRun(generator).start()
+        self._timer.start()
         return self.worker
 
     def cancel(self) -> None:
@@ -192,7 +194,8 @@ class TrainWidget(Container):
         self.status.value = "Cancelling ..."
 
     def save(self, path: str | Path | None = None) -> Path | None:
-        """Copy the trained model to ``path`` (asked with a file dialog when ``None``); refuses a model in use."""
+        """Copy the trained model to ``path`` (asked with a file dialog when ``None``); refuses a model in use. The
+        saved file is the model from then on: for the Segment dock, and in the layers it made."""
         if self.trained is None:
             self.status.value = "Train a model first."
             return None
@@ -209,10 +212,16 @@ class TrainWidget(Container):
         try:
             out = save_trained_model(self.trained, Path(path), in_use)
         except MedfcnError as e:
-            self.status.value = str(e)
+            self.status.value = for_viewer(str(e))
             return None
-        self.status.value = f"Model saved to {out}"
-        return out
+        old, self.trained = self.trained, Path(out)
+        if segment is not None and segment.model_in_use() == old:
+            segment.use_model(out)
+        for layer in self._viewer.layers:  # the layers it made name the file that lasts
+            if (layer.metadata or {}).get("model_path") == str(old):
+                layer.metadata["model_path"] = str(out)
+        self.status.value = f"Model saved to {out}; it is the one used from now on."
+        return Path(out)
 
     def segment_with_model(self):
         """Hand the trained model to the Segment dock and segment the chosen image with it; returns its worker."""
@@ -225,32 +234,111 @@ class TrainWidget(Container):
             segment.image.value = self.image.value
         return segment.run()
 
+    def accept(self) -> int | None:
+        """Copy the labels the trained model segmented (its newest layer) into the chosen label layer where nothing
+        is painted, as one undo step; returns how many voxels changed (``None`` after a one-line status)."""
+        labels = self.label_layer.value
+        made = [
+            layer
+            for layer in self._viewer.layers
+            if layer is not labels
+            and self.trained is not None
+            and layer.metadata.get("model_path") == str(self.trained)
+        ]
+        try:
+            if labels is None or not made:
+                raise MedfcnError("Segment with this model first, then accept its labels.")
+            check_same_grid(labels, made[-1])
+            painted = np.asarray(labels.data)
+            accepted = accept_prediction(painted, np.asarray(made[-1].data), name=labels.name)
+        except MedfcnError as e:
+            self.status.value = str(e)
+            return None
+        index = np.nonzero(accepted != painted)
+        with labels.block_history():  # one undo step
+            labels.data_setitem(index, accepted[index])
+        n = int(index[0].size)
+        self.status.value = (
+            f"{labels.name}: {n:,} voxels from {made[-1].name} where nothing was painted (Ctrl-Z undoes it)."
+        )
+        return n
+
+    def dock_closed(self) -> None:
+        """The dock or the viewer closed: end the training process and the thread driving it, remove the temporary
+        folder (called once, by :mod:`._docks`)."""
+        self._cancel.set()
+        try:
+            self._timer.stop()
+        except RuntimeError:  # the timer went with the dock's widgets
+            pass
+        process, run = self._process, self.worker
+        if process is not None and process.is_alive():
+            process.terminate()
+            process.join(5)
+        if run is not None:
+            run.thread.join(5)  # its loop sees the process gone within 0.1 s
+        if self._watched is not None:
+            self._watch(None)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        self._folder.cleanup()
+
     # -- inputs --------------------------------------------------------------------------------------------------
+    def _label_choices(self, _widget=None) -> list[tuple[str, object]]:
+        """The Labels layers one may learn from: never a Review overlay."""
+        layers = getattr(self, "_viewer", None)
+        layers = layers.layers if layers is not None else []
+        return [(layer.name, layer) for layer in layers if is_user_labels(layer)]
+
+    def reset_choices(self, *_) -> None:
+        """Refresh the layer choices (napari calls this when layers come and go); the corrected labels default to
+        the newest Segment result unless the user chose another layer that is still there."""
+        super().reset_choices()
+        choices = [layer for _, layer in self._label_choices()]
+        if self._user_choice is not None and any(c is self._user_choice for c in choices):
+            if self.label_layer.value is not self._user_choice:
+                self._set_label(self._user_choice)
+            return
+        made = [c for c in choices if "prediction" in (c.metadata or {})]
+        if made or choices:
+            self._set_label((made or choices)[-1])
+
+    def _set_label(self, layer) -> None:
+        chosen = self._user_choice
+        self.label_layer.value = layer
+        self._user_choice = chosen
+
     def _inputs(self) -> tuple:
-        """(scan, partial label on the scan's grid, start model, annotated slices); raises MedfcnError."""
+        """(scan, partial label on the scan's grid, start model, what is learnt, slices); raises MedfcnError."""
         image, labels = self.image.value, self.label_layer.value
         if image is None or labels is None:
             raise MedfcnError("Choose an image layer and the label layer you corrected.")
         check_same_grid(image, labels)
         scan = layer_scan(*image.as_layer_data_tuple()[:2])
         attrs = labels.as_layer_data_tuple()[1]
-        corrected = layer_scan(np.asarray(labels.data), attrs)
+        data = np.asarray(labels.data)
+        if self.mode.value == CorrectionMode.WHOLE:
+            corrected = layer_scan(data, attrs).array
+            label, _ = correction_label(None, corrected, CorrectionMode.WHOLE, name=labels.name)
+            return scan, label, self._start_model(labels), "the whole layer", 0
+        planes, off_plane = painted_planes(labels)
         prediction = labels.metadata.get("prediction")
-        if prediction is not None:
-            prediction = layer_scan(np.asarray(prediction), attrs).array
-        label, slices = correction_label(
-            prediction, corrected.array, self.mode.value, axis=self._slicing_axis(labels), name=labels.name
-        )
-        return scan, label, self._start_model(labels), slices
-
-    def _slicing_axis(self, labels) -> int | None:
-        """The axis of the scan's ``(X, Y, Z)`` the viewer slices along now (None in 3-D view)."""
-        dims = self._viewer.dims
-        if dims.ndisplay != 2 or labels.ndim != 3:
-            return None
-        shown_axis = dims.not_displayed[-1] - (dims.ndim - labels.ndim)
-        _, axes, _ = layer_geometry(labels.data.shape, labels.as_layer_data_tuple()[1])
-        return int(axes[shown_axis])
+        whole = CorrectionMode.WHOLE.value
+        if off_plane:
+            raise MedfcnError(
+                f"{labels.name}: {off_plane:,} voxels were painted in 3-D (a 3-D brush or the 3-D view), not on "
+                f"slices: paint the corrections slice by slice in a 2-D view, or choose '{whole}'"
+            )
+        if not planes:
+            if prediction is not None and np.any(np.asarray(prediction) != data):
+                raise MedfcnError(
+                    f"{labels.name}: its changes were not painted in this viewer (edited from code, or before medfcn "
+                    f"watched the layer), so which slices were checked is not known: paint the corrections slice "
+                    f"by slice, or choose '{whole}'"
+                )
+            raise MedfcnError(f"{labels.name}: no slice painted yet: paint the corrections (in any view), then Train")
+        display, kept = painted_label(data, planes, prediction=prediction, name=labels.name)
+        label = layer_scan(display, attrs).array
+        return scan, label, self._start_model(labels), planes_text(kept), sum(len(k) for k in kept.values())
 
     def _start_model(self, labels) -> StartModel:
         from medfcn.model.checkpoint import DEFAULT_MODEL_PATH
@@ -267,7 +355,8 @@ class TrainWidget(Container):
             if not path.is_file():
                 raise MedfcnError(f"{path}: choose a model file (.safetensors) to start from")
             return StartModel(path)
-        return StartModel(None, tuple(self.label_names.value.split(",")))
+        names = tuple(self.label_names.value.split(","))
+        return StartModel(DEFAULT_MODEL_PATH if choice is StartChoice.STRUCTURE else None, names)
 
     def _segment_widget(self, *, create: bool):
         """The Segment dock of this viewer (opened when ``create``), or None."""
@@ -280,14 +369,61 @@ class TrainWidget(Container):
             return None
         return self._viewer.window.add_plugin_dock_widget("medfcn", "Segment")[1]
 
+    # -- the plan: what training will learn, said before it starts ------------------------------------------------
+    def _on_label_layer(self, layer) -> None:
+        self._user_choice = layer
+        self._watch(layer)
+        self._update_plan()
+
+    def _watch(self, layer) -> None:
+        if self._watched is not None:
+            try:
+                self._watched.events.paint.disconnect(self._update_plan)
+            except (TypeError, RuntimeError, ValueError):
+                pass
+        self._watched = layer
+        if layer is not None:
+            layer.events.paint.connect(self._update_plan)
+
+    def _update_plan(self, *_) -> None:
+        labels = self.label_layer.value
+        if labels is None:
+            self.plan.value = ""
+        elif self.mode.value == CorrectionMode.WHOLE:
+            self.plan.value = f"Will learn all of {labels.name}, every voxel as it is."
+        else:
+            planes, off = painted_planes(labels)
+            text = planes_text(planes) if planes else "no slice painted yet"
+            self.plan.value = f"Will learn {text}" + (f" ({off:,} voxels painted in 3-D: refused)" if off else ".")
+
     # -- callbacks -----------------------------------------------------------------------------------------------
+    def _poll(self) -> None:
+        """Pass the run's new messages on (in the viewer's thread): progress, then its end."""
+        run = self.worker
+        if run is None:
+            self._timer.stop()
+            return
+        for kind, value in run.drain():
+            if kind == "item":
+                run.items.append(value)
+                self._on_progress(value)
+                continue
+            self._timer.stop()
+            self._on_done(value) if kind == "done" else self._on_error(value)
+            self._on_finished()
+
+    def _started(self, process) -> None:
+        self._process = process
+
     def _on_start(self, value: str) -> None:
         self.model_file.visible = value == StartChoice.FILE
-        self.label_names.visible = value == StartChoice.NEW
+        self.label_names.visible = value in (StartChoice.NEW, StartChoice.STRUCTURE)
 
     def _on_progress(self, p) -> None:
+        if isinstance(p, ScanChange):
+            self.change = p
+            return
         if p.epoch_done:
-            self.status.value = f"epoch {p.epoch}: loss {p.loss:.3f}, Dice on annotated voxels {p.dice:.3f}"
             return
         self._loss.append(p.loss)
         self._dice.append(p.dice)
@@ -295,7 +431,12 @@ class TrainWidget(Container):
         if now - self._drawn >= _REDRAW_S:
             self._drawn = now
             self.plot.show_progress(self._loss, self._dice)
-            self.status.value = f"epoch {p.epoch}, step {p.step}/{p.steps}: loss {p.loss:.3f}, {p.minutes:.1f} min"
+            left = p.minutes * (1 - p.fraction) / p.fraction if p.fraction > 0 else float("nan")
+            eta = f"about {left:.1f} min left" if np.isfinite(left) else "time left not known yet"
+            self.status.value = (
+                f"epoch {p.epoch}, step {p.step}/{p.steps}: loss {smoothed(self._loss)[-1]:.3f} (smoothed), "
+                f"{p.minutes:.1f} min, {eta}"
+            )
 
     def _on_done(self, result) -> None:
         config, summary = result
@@ -304,21 +445,38 @@ class TrainWidget(Container):
         if summary.written:
             self.trained = Path(config.output)
             self.status.value = (
-                f"Trained {summary.epochs} epoch(s) ({how}); Dice on annotated voxels "
-                f"{summary.best_validation_dice:.3f}. Save it, or segment with it."
+                f"Trained {summary.epochs} epoch(s) ({how}). {self._change_text()} Training data: Dice "
+                f"{summary.best_validation_dice:.3f} on the painted slices. Save it, or segment with it."
             )
         else:
             kept = "the previous trained model is kept" if self.trained else "no new model"
             self.status.value = f"Cancelled before the first epoch ended: {kept}."
-        self.save_button.enabled = self.segment_button.enabled = self.trained is not None
+        self.save_button.enabled = self.segment_button.enabled = self.accept_button.enabled = self.trained is not None
+
+    def _change_text(self) -> str:
+        """What the tuned model changes on the whole scan against its start model, in the viewer's planes."""
+        change, image = self.change, self.image.value
+        if change is None:
+            return "(Not compared with the start model: a new model, or the run was stopped.)"
+        text = (
+            f"On the whole scan it changes {change.voxels:,} voxels ({change.changed_ml:.2f} mL) against the start "
+            f"model: +{change.added_ml:.2f} mL, -{change.removed_ml:.2f} mL"
+        )
+        meta = (image.metadata or {}) if image is not None else {}
+        if change.voxels and "display_axes" in meta:
+            axis, flip = int(meta["display_axes"][0]), bool(meta["display_flip"][0])
+            counts = np.asarray(change.per_axis[axis])[::-1] if flip else np.asarray(change.per_axis[axis])
+            hit = np.flatnonzero(counts)
+            text += f", in axial slices {hit[0]}-{hit[-1]} (most in {int(np.argmax(counts))})"
+        return text + "."
 
     def _on_error(self, error: BaseException) -> None:
         if isinstance(error, MedfcnError):
-            self.status.value = str(error)
+            self.status.value = for_viewer(str(error))
         else:
             log.error("training failed", exc_info=error)
             self.status.value = f"Training failed: {type(error).__name__}: {error}"
 
     def _on_finished(self) -> None:
-        self.worker = None
+        self.worker, self._process = None, None
         self.train_button.enabled, self.cancel_button.enabled = True, False

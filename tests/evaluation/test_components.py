@@ -89,3 +89,21 @@ def test_the_anchor_of_a_shell_is_on_the_shell_not_at_its_empty_centre():
     assert shell.centroid == pytest.approx((10.0, 10.0, 10.0)) and ref[10, 10, 10] == 1  # the centre is not wrong
     assert overlap_map(pred, ref)[shell.anchor] == Overlap.FP
     assert min(abs(a - 10) for a in shell.anchor) == 0 and max(abs(a - 10) for a in shell.anchor) == 6
+
+
+def test_thin_rims_are_edge_noise_and_regions_are_not():
+    """Hand-worked on a 0.9 x 0.9 x 6.5 mm grid: a rim one voxel thick lies 0.9 mm deep at most (edge: under
+    1.5 x 0.9 mm); a missed 5 x 5 x 3 chunk 2.7 mm (its centre 3 voxels in-plane from its side); a spurious patch
+    one thick slice deep but 4 x 4 voxels wide 1.8 mm (two in-plane voxels): a region, not noise."""
+    import numpy as np
+
+    from medfcn.evaluation.components import error_components
+
+    ref = np.zeros((20, 20, 10), np.uint8)
+    ref[4:16, 4:16, 2:8] = 1
+    pred = ref.copy()
+    pred[3, 4:16, 2:8] = 1
+    pred[4:9, 4:9, 2:5] = 0
+    pred[10:14, 10:14, 8] = 1
+    got = [(c.kind, c.voxels, round(c.depth_mm, 3), c.edge) for c in error_components(pred, ref, (0.9, 0.9, 6.5))]
+    assert got == [("missed", 75, 2.7, False), ("spurious", 72, 0.9, True), ("spurious", 16, 1.8, False)]

@@ -18,6 +18,7 @@ from medfcn.batch.outputs import OutputFormat
 from medfcn.data.reader import read_scan
 from medfcn.dicom.seg import display_rgb
 from medfcn.errors import MedfcnError
+from napari_plugin._reader import read_layers
 from tests.support.dicom import make_series, synthetic_labels, write_all
 from tests.support.napari import TIMEOUT_MS, gui, segment_widget
 
@@ -87,19 +88,59 @@ def test_seg_and_rtstruct_opened_with_their_series_lie_on_its_image(viewer, tmp_
     assert_lies_on(rt, nifti)
 
 
-@gui
-def test_an_rtstruct_without_its_series_says_what_to_do(viewer, tmp_path):
-    _, files = outputs(tmp_path, "lps_shuffled")
+def _rtstruct_alone(tmp_path):
+    """A series and medfcn's RTSTRUCT of it moved to a folder of its own: ``(series folder, rtstruct, nifti)``."""
+    series, files = outputs(tmp_path, "lps_shuffled")
     alone = tmp_path / "alone" / files[OutputFormat.RTSTRUCT].name
     alone.parent.mkdir()
     shutil.move(files[OutputFormat.RTSTRUCT], alone)
+    return series, alone, files[OutputFormat.NIFTI]
+
+
+def _answer_folder_dialog(monkeypatch, answer: str) -> list:
+    """Answer napari's folder dialog with ``answer`` ("" = Cancel); returns the titles it was asked with."""
+    from qtpy.QtWidgets import QFileDialog
+
+    asked = []
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *a, **k: (asked.append(a[1]), answer)[1])
+    return asked
+
+
+@gui
+def test_an_rtstruct_without_its_series_says_what_to_do(viewer, tmp_path, monkeypatch):
+    _, alone, _ = _rtstruct_alone(tmp_path)
+    asked = _answer_folder_dialog(monkeypatch, "")  # the user cancels the question
     with pytest.raises(Exception) as info:
         viewer.open(str(alone), plugin="medfcn")
     error = info.value.__cause__ or info.value
     while getattr(error, "__cause__", None) is not None:
         error = error.__cause__
-    assert isinstance(error, MedfcnError)
-    assert str(alone) in str(error) and "open the folder holding both" in str(error) and "\n" not in str(error)
+    assert isinstance(error, MedfcnError) and asked and alone.name in asked[0]
+    text = str(error)
+    assert str(alone) in text and "open that series first (File > Open Folder)" in text and "\n" not in text
+
+
+@gui
+def test_an_rtstruct_finds_its_series_wherever_each_lies(viewer, tmp_path, monkeypatch):
+    series, alone, nifti_path = _rtstruct_alone(tmp_path)
+    asked = _answer_folder_dialog(monkeypatch, "")
+    (nifti,) = viewer.open(str(nifti_path), plugin="medfcn")
+
+    # both paths given, each where it lies (``napari SERIES RTSTRUCT``: napari reads them one after the other)
+    both = viewer.open([str(series), str(alone)], plugin="medfcn")
+    (rt,) = [la for la in both if la.name.endswith("rtstruct")]
+    assert_lies_on(rt, nifti) and len(both) == 2 and not asked
+    (rt,) = [
+        la for la in read_layers([str(alone), str(series)]) if la[0].dtype == np.uint8 and "rtstruct" in la[1]["name"]
+    ]
+    np.testing.assert_array_equal(rt[0], nifti.data)  # one call with both, in either order
+    viewer.layers.clear()
+
+    (nifti,) = viewer.open(str(nifti_path), plugin="medfcn")
+    asked = _answer_folder_dialog(monkeypatch, str(series))  # alone: napari asks for the series' folder
+    layers = viewer.open(str(alone), plugin="medfcn")
+    assert len(asked) == 1 and {type(la).__name__ for la in layers} == {"Labels", "Image"}
+    assert_lies_on(next(la for la in layers if la.name.endswith("rtstruct")), nifti)
 
 
 @gui

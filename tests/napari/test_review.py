@@ -106,6 +106,7 @@ def test_next_error_goes_to_the_largest_blob_centred_and_zoomed(viewer, qtbot, b
     pred, ref, widget = open_review(viewer, *blobs)
     result = computed(widget, qtbot)
     assert [(b.kind, b.voxels) for b in result.errors] == [("missed", 216), ("spurious", 27), ("spurious", 1)]
+    assert not any(b.edge for b in result.errors)  # a speck on its own is not a rim along the boundary
     assert len(widget.error_list.choices) == 2 and widget.hidden == 1  # the 2 mm³ speck: under 10 mm³
     widget.min_mm3.value = 0
     assert len(widget.error_list.choices) == 3
@@ -150,9 +151,10 @@ def test_overlay_reads_right_and_the_dock_does_not_widen(viewer, qtbot, blobs):
     widget.prediction.value, widget.reference.value = pred, ref
     computed(widget, qtbot)
     overlay = viewer.layers["pred vs ref"]
-    assert ref.contour >= 1 and pred.contour >= 1 and viewer.layers[-1] is ref  # both outlined, the reference on top
+    assert ref.contour >= 1 and viewer.layers[-1] is ref  # the reference outlined, on top
+    assert pred.contour == 0 and pred.opacity == pytest.approx(0.7)  # the layer the user paints: as it was
     colours = overlay.colormap.color_dict
-    assert colours[1][3] < 0.5 and colours[2][3] == colours[3][3] == 1.0  # agreement faint, errors strong
+    assert colours[1][3] == 0 and 0.3 < colours[2][3] == colours[3][3] < 1.0  # the anatomy shows through errors
     fn = tuple(int(v) for v in np.argwhere(overlay.data == 3)[0])
     viewer.dims.set_point(0, overlay.data_to_world(fn)[0])
     status = overlay.get_status(overlay.data_to_world(fn), world=True)

@@ -87,9 +87,7 @@ def test_colours_are_told_apart_with_each_deficiency_and_each_has_a_swatch(viewe
     colours = {
         "missed": overlay.colormap.map(int(Overlap.FN))[:3],
         "spurious": overlay.colormap.map(int(Overlap.FP))[:3],
-        "agreed": overlay.colormap.map(int(Overlap.TP))[:3],
         "reference": ref.colormap.map(1)[:3],
-        "prediction": pred.colormap.map(1)[:3],
     }
     np.testing.assert_allclose(colours["reference"], np.divide(REFERENCE_RGB, 255), atol=0.01)
     for matrix in [np.eye(3), *_SIMULATIONS.values()]:
@@ -98,9 +96,10 @@ def test_colours_are_told_apart_with_each_deficiency_and_each_has_a_swatch(viewe
         for i, a in enumerate(names):
             for b in names[i + 1 :]:
                 assert np.linalg.norm(seen[a] - seen[b]) > 40, (a, b, matrix)  # clearly different colours
-    assert OVERLAP_COLORS[Overlap.TP][3] < 0.5 and ref.contour >= 1 and pred.contour >= 1  # nothing mixes
+    assert OVERLAP_COLORS[Overlap.TP] == "transparent" and ref.contour >= 1 and pred.contour == 0  # nothing mixes
     assert viewer.layers[-1] is ref  # the reference's contour on top
-    assert widget.legend.value.count("<span") == 5  # missed, spurious, agreed, reference, prediction
+    assert widget.legend.value.count("<span") == 4  # missed, spurious, edge noise, reference
+    assert "spurious (FP)" in widget.legend.value and "predicted only" not in widget.legend.value  # the list's words
     assert pred.name == "case" and ref.name == "case (labels)"  # not "case [1]"
 
 

@@ -212,6 +212,6 @@ def test_review_refuses_layers_on_different_grids(viewer, tmp_path):
     viewer.window.add_dock_widget(widget)
     widget.prediction.value, widget.reference.value = la, lb
     assert widget.compute() is None
-    assert "different grids" in widget.status.value
+    assert "does not lie on the grid of" in widget.status.value and "mm away" in widget.status.value
     lb.data = to_display(head_labels()[:, :, :30], (1, 2, 0), (True, True, False))
-    assert widget.compute() is None and "different shapes" in widget.status.value
+    assert widget.compute() is None and "voxels against" in widget.status.value

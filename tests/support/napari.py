@@ -69,3 +69,21 @@ def computed(widget, qtbot):
     assert widget.compute() is not None
     qtbot.waitUntil(lambda: widget.result is not before and not widget._computing, timeout=TIMEOUT_MS)
     return widget.result
+
+
+def paint_slices(viewer, image, labels, axis: int, slices) -> None:
+    """Correct whole slices of ``labels`` to the true labels of :func:`tests.support.scans.head_labels` (brain 1) as
+    a user does, slice by slice in the view of data ``axis``: each a stroke napari records in the layer's history
+    (``data_setitem``, what its brush and fill end in), so the slices painted are recorded as painted."""
+    import numpy as np
+
+    from napari_plugin._layers import labels_to_display
+    from tests.support.scans import head_labels
+
+    truth = labels_to_display((head_labels() > 0).astype(np.uint8), image.as_layer_data_tuple()[1])
+    viewer.dims.order = (axis, *(a for a in range(3) if a != axis))
+    for k in slices:
+        viewer.dims.set_current_step(axis, k)
+        index = list(np.nonzero(np.ones(np.delete(truth.shape, axis), bool)))
+        index.insert(axis, np.full(index[0].size, k))
+        labels.data_setitem(tuple(index), truth[tuple(index)])

@@ -34,6 +34,23 @@ def test_edited_slices_are_annotated_whole_and_the_rest_ignored():
     assert auto == [1, 3]  # axis 1 ties with 2 slices and comes first
 
 
+def test_painted_slices_of_a_fresh_layer_are_annotated_whole_without_a_prediction():
+    """A new structure painted on a few slices of an empty layer (issue 34): those slices count whole (their
+    unpainted voxels as background), every other slice is not annotated; a prediction, if any, is not looked at."""
+    fixed = np.zeros(SHAPE, np.uint8)
+    fixed[2:4, 3:5, 1] = 1
+    fixed[1, 1, 6] = 2
+    for prediction in (None, np.ones(SHAPE, np.uint8)):
+        label, slices = correction_label(prediction, fixed, CorrectionMode.PAINTED, axis=2)
+        assert slices == [1, 6]
+        assert np.array_equal(label[..., [1, 6]], fixed[..., [1, 6]]) and (label[..., [1, 6]] == 0).sum() == 2 * 42 - 5
+        assert np.all(np.delete(label, [1, 6], axis=2) == 255)
+    _, auto = correction_label(None, fixed, "painted slices only")  # no axis: the one with the fewest slices
+    assert len(auto) == 2
+    with pytest.raises(MedfcnError, match="my labels: no slice holds a label: paint the structure"):
+        correction_label(None, np.zeros(SHAPE, np.uint8), CorrectionMode.PAINTED, axis=2, name="my labels")
+
+
 def test_whole_layer_is_the_label_and_bad_input_is_refused_in_one_line():
     pred = np.zeros(SHAPE, np.uint8)
     fixed = pred.copy()

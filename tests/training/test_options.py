@@ -105,8 +105,28 @@ def test_a_config_is_frozen_and_resolved_once_against_its_start_model():
     assert 2 * net.context + 1 == card.network["in_channels"]
     new = TrainConfig(images="i", labels="l").resolve(None)
     assert new.lr == SCRATCH_LR and new.label_names == ("background", "brain") and new.network.width == 16
-    with pytest.raises(UsageError, match="a fine-tuned model keeps its labels"):
-        TrainConfig(images="i", labels="l", init="x", label_names=("background", "tumour")).resolve(card)
+    # other label names start a new task: its labels, a new model's learning rate, no distillation nor replay
+    task = TrainConfig(images="i", labels="l", init="x", label_names=("background", "tumour"), replay=0.5)
+    assert task.new_task(card) and not config.new_task(card)
+    resolved = task.resolve(card)
+    assert resolved.label_names == ("background", "tumour") and resolved.lr == SCRATCH_LR
+    assert resolved.distill == 0 and resolved.replay == 0
+
+
+def test_the_train_dock_starts_a_new_structure_on_the_bundled_models_encoder(tmp_path):
+    """StartModel(bundled, other names): a new task from the bundled model, post-processing without the largest
+    component (a new structure may have several parts); the bundled model alone still fine-tunes it."""
+    label = np.full(SHAPE, IGNORE, np.uint8)
+    label[:, :, 2] = 1
+    card = load_model(DEFAULT_MODEL_PATH).card
+    start = StartModel(DEFAULT_MODEL_PATH, ("background", "tumour"))
+    config = prepare_correction_run(tmp_path / "a", _scan(), label, start, minutes=1, output=tmp_path / "a.st")
+    assert config.init == str(DEFAULT_MODEL_PATH) and config.new_task(card)
+    assert config.label_names == ("background", "tumour") and config.postprocess == ("fill_holes",)
+    plain = prepare_correction_run(
+        tmp_path / "b", _scan(), label, StartModel(DEFAULT_MODEL_PATH), minutes=1, output=tmp_path / "b.st"
+    )
+    assert not plain.new_task(card) and plain.postprocess == TrainConfig(images="i", labels="l").postprocess
 
 
 def test_from_args_takes_the_command_it_is_given_not_sys_argv(monkeypatch):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -13,6 +14,7 @@ from medfcn.errors import MedfcnError, NoScansError, OutputError
 from medfcn.model.checkpoint import file_sha256, load_model
 from medfcn.training.dataset import sample_batch
 from medfcn.training.options import NetworkOptions
+from medfcn.training.record import build_card
 from medfcn.training.train import TrainConfig, train
 from tests.support.scans import affine_from_codes, head_labels, head_volume, write_scan_file
 
@@ -204,6 +206,42 @@ def test_init_starts_from_a_models_weights_and_refuses_another_network(dataset, 
         train(
             _config(dataset, output=str(tmp_path / "y.safetensors"), variant="fcn16s", init=str(first)), progress=False
         )
+
+
+def test_init_with_other_label_names_keeps_the_encoder_and_starts_a_new_classifier(dataset, tmp_path):
+    """A new task (issue 34): the start model's encoder (weights and batch-norm statistics) kept exactly (lr 0),
+    the classifier at its initialisation, the card with the new labels and post-processing and both models named."""
+    first = tmp_path / "first.safetensors"
+    train(_config(dataset, output=str(first), epochs=1), progress=False)
+    task = tmp_path / "task.safetensors"
+    config = _config(
+        dataset,
+        output=str(task),
+        epochs=1,
+        lr=0.0,
+        init=str(first),
+        label_names=("background", "blob"),
+        postprocess=("fill_holes",),
+        distill=1.0,
+    )
+    train(config, progress=False)
+    start, new = load_model(first), load_model(task)
+    a, b = start.network.state_dict(), new.network.state_dict()
+    encoder = [k for k in a if k.startswith(("stem.", "levels."))]
+    assert encoder and all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in encoder)
+    classifier = [k for k in a if k.startswith(("score.", "head.")) and k.endswith("weight")]
+    assert classifier and not any(np.array_equal(a[k].numpy(), b[k].numpy()) for k in classifier)
+    card = new.card
+    assert card.labels == {"background": 0, "blob": 1} and card.postprocess == ("fill_holes",)
+    assert card.spacing == start.card.spacing and card.class_weights == ()
+    assert set(card.expectations.get("volume_ml", {})) <= {"blob"}
+    # the start model's expectations are of its own labels: a new task's card starts without them
+    label = next(n for n in start.card.labels if n != "background")
+    known = dataclasses.replace(start.card, expectations={"volume_ml": {label: [1.0, 2.0]}, "source": "hand-made"})
+    assert known.expectations and build_card(config, known)[1].expectations == {}
+    record = card.training["init"]
+    assert record["sha256"] == file_sha256(first) and record["new_task"]["start_labels"] == start.card.labels
+    assert card.training["settings"]["distill"] == 0.0  # the start model's predictions are of another structure
 
 
 # -- training's errors are named before any epoch runs (issue 11, point 10) ----------------------------------------

@@ -277,8 +277,6 @@ def record_expectations(results: list[tuple[Evidence, dict[str, float]]], source
         )
         for n in names
     }
-    if not frames:  # the model found nothing in any of its training cases: only the references' volumes are known
-        return Expectations(volume_ml=volumes, source=source)
     centres = np.array([f.centre for f in frames if f.centre is not None])
     centre = (
         tuple(

@@ -39,7 +39,6 @@ import dataclasses
 import functools
 import logging
 import os
-import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -64,6 +63,7 @@ from medfcn.batch.cases import (
 from medfcn.batch.cluster import RUN_HERE, ClusterSettings, remove_stale_scratch
 from medfcn.batch.manifest import MANIFEST_NAME, CaseResult, Manifest, Status, now_iso
 from medfcn.batch.outputs import FLAT, PLAIN, Layout, OutputOptions, parse_formats
+from medfcn.data import lock
 from medfcn.data.discovery import CaseSpec, find_cases, input_key, resolve_input, safe_name
 from medfcn.data.writer import check_writable, remove_stale_partials
 from medfcn.errors import OutputError
@@ -100,45 +100,18 @@ _LOCKS: dict[Path, object] = {}  # the output folders this process holds locked,
 
 
 def _lock(out_dir: Path) -> None:
-    """Hold ``OUT/.medfcn.lock`` (``flock``) until :func:`_unlock`: a second run into the same folder is refused, so
-    two runs never write one manifest (the last to finish would drop the other's cases). Raises OutputError."""
-    import fcntl
-
-    path = out_dir / LOCK_NAME
-    for _ in range(5):
-        handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the run)
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise OutputError(
-                f"{out_dir}: another medfcn segment is writing into this folder ({holder}); wait for it to finish "
-                "or choose another output folder"
-            ) from None
-        try:
-            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-        except FileNotFoundError:  # the run before us removed it as we opened it: lock the new one
-            same = False
-        if same:
-            break
-        handle.close()
-    else:
-        raise OutputError(f"{path}: cannot take the lock of the output folder (it keeps being replaced)")
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-    handle.flush()
-    _LOCKS[out_dir.resolve()] = handle
+    """Hold ``OUT/.medfcn.lock`` (:mod:`medfcn.data.lock`) until :func:`_unlock`: a second run into the same folder
+    is refused, so two runs never write one manifest (the last to finish would drop the other's cases). Raises
+    OutputError."""
+    busy = f"{out_dir}: another medfcn segment is writing into this folder ({{holder}}); wait for it to finish or "
+    _LOCKS[out_dir.resolve()] = lock.acquire(out_dir / LOCK_NAME, busy + "choose another output folder")
 
 
 def _unlock(out_dir: Path) -> None:
-    """Release the lock and remove its file (removed while held: a run that opened it before sees it gone)."""
+    """Release the lock and remove its file."""
     handle = _LOCKS.pop(out_dir.resolve(), None)
     if handle is not None:
-        (out_dir / LOCK_NAME).unlink(missing_ok=True)
-        handle.close()
+        lock.release(out_dir / LOCK_NAME, handle)
 
 
 def _earlier_results(out_dir: Path) -> dict[str, CaseResult]:

@@ -17,6 +17,7 @@ import hashlib
 import logging
 import os
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -298,7 +299,8 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, into: FileS
     the rest of that unit, when its ``commit`` is called).
 
     ``write`` raises :class:`OutputError` (or any exception, which is re-raised) to abandon the file: the
-    temporary is removed and nothing appears under ``path``.
+    temporary is removed and nothing appears under ``path``. An OSError, or any exception once the disk is full or
+    the file size limit reached (:func:`_no_room`), becomes one :class:`OutputError` line naming the cause.
     """
     path = Path(path)
     _ensure_folder(path.parent)
@@ -309,9 +311,36 @@ def atomic_write(path: str | Path, write: Callable[[Path], None], *, into: FileS
         tmp.unlink(missing_ok=True)
         raise OutputError(f"{path}: cannot write ({e.strerror or e})") from None
     except BaseException:
+        cause = _no_room(tmp, sys.exc_info()[1])
         tmp.unlink(missing_ok=True)
+        if cause:  # torch and safetensors report a full disk in their own words (RuntimeError, SafetensorError)
+            raise OutputError(f"{path}: cannot write ({cause})") from None
         raise
     return _commit(tmp, path, into)
+
+
+def _no_room(tmp: Path, exc: BaseException | None) -> str | None:
+    """Why writing ``tmp`` failed, when a library said it in its own words (``exc``) and the cause is room: the
+    operating system's error it quotes (safetensors: ``os error 28``), the file size limit (``ulimit -f``) reached,
+    or less than 1 MiB left on the file system (torch says neither); else None."""
+    import errno
+    import re
+    import resource
+    import shutil
+
+    quoted = re.search(r"\(os error (\d+)\)", str(exc))
+    if quoted and int(quoted.group(1)) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return os.strerror(int(quoted.group(1)))
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        if limit != resource.RLIM_INFINITY and tmp.exists() and tmp.stat().st_size >= limit:
+            return f"{os.strerror(errno.EFBIG)}: the file size limit is {limit:,} bytes"
+        free = shutil.disk_usage(tmp.parent).free
+    except OSError:
+        return None
+    if free < 1 << 20:
+        return f"{os.strerror(errno.ENOSPC)}: {free:,} bytes free"
+    return None
 
 
 def _pid_alive(pid: int) -> bool:

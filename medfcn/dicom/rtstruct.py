@@ -289,7 +289,17 @@ def _labels(ds, path: Path, scan: Scan, by_uid: dict) -> np.ndarray:
 
 def _check_rois(ds, path: Path, frames: set[str]) -> None:
     """Refuse ROI numbers a label map cannot hold (outside 1-65535), repeated ones (two ROIs would merge into one
-    label), ROIs on another Frame of Reference than the series' (``frames``), and contours of undescribed ROIs."""
+    label), ROIs on another Frame of Reference than the series' (``frames``), and contours of undescribed ROIs; and a
+    structure set without one of the standard's three Type 1 sequences of ROIs, or whose items hold an item tag (a
+    damaged length or tag swallows what follows it: what was lost cannot be scored as empty)."""
+    names = ("StructureSetROISequence", "ROIContourSequence", "RTROIObservationsSequence")
+    for name in names:
+        if not ds.get(name):
+            raise MedfcnError(f"{path}: no {name} (the standard requires it): damaged or incomplete; not read")
+    items = [item for name in names for item in ds[name].value]
+    items += [c for roi in ds.ROIContourSequence for c in roi.get("ContourSequence", [])]
+    if any(tag.group == 0xFFFE for item in items for tag in item.keys()):  # tags only: no value is parsed
+        raise MedfcnError(f"{path}: an item holds an item tag (a damaged length swallowed what follows); not read")
     try:
         described = [
             (int(r.ROINumber), str(r.get("ReferencedFrameOfReferenceUID", ""))) for r in ds.StructureSetROISequence

@@ -1,17 +1,19 @@
-"""Where a trained model may be written, and how: refused before any training when it would lose data
-(:func:`check_output`), the training state saved atomically (:func:`save_state`), a trained model copied where the
-user wants it (:func:`save_trained_model`)."""
+"""Where a trained model may be written, and how: one run at a time (:func:`writing`: a second run writing the same
+model is refused), refused before any training when it would lose data (:func:`check_output`), the training state
+saved atomically (:func:`save_state`), a trained model copied where the user wants it (:func:`save_trained_model`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from medfcn.data.pairs import LabelledPair
 from medfcn.errors import OutputError
 
-__all__ = ["check_output", "save_state", "save_trained_model", "state_path"]
+__all__ = ["check_output", "save_state", "save_trained_model", "state_path", "writing"]
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +23,35 @@ def state_path(output: Path) -> Path:
     return output.with_name(output.name + ".state.pt")
 
 
+def hidden_best(output: Path) -> Path:
+    """Where a run writing over an existing model at ``output`` keeps its best model until it ends."""
+    return output.with_name(f".{output.name}.training.safetensors")
+
+
+@contextmanager
+def writing(output: Path) -> Iterator[None]:
+    """Hold ``output``'s lock (``.NAME.lock`` beside it, :mod:`medfcn.data.lock`) for the ``with`` block: the model
+    at ``output``, its hidden best and its ``.state.pt`` are one run's (two runs writing one model had each said
+    "model written", leaving one run's model beside the other's state). Creates ``output``'s folder. Raises
+    :class:`OutputError` when another run holds it or the folder cannot be written."""
+    from medfcn.data.lock import holding
+    from medfcn.data.writer import check_writable
+
+    check_writable(output.parent, "the model")
+    busy = (
+        f"{output}: another medfcn train is writing this model ({{holder}}); wait for it to end or write another file"
+    )
+    with holding(output.with_name(f".{output.name}.lock"), busy):
+        yield
+
+
 def check_output(output: Path, pairs: list[LabelledPair], init: str = "") -> Path:
     """Refuse, before any training, a model path that would lose data; returns where each epoch's best model is
     written. A new OUTPUT is written after every epoch that beats the last; an existing model at OUTPUT is kept
     until the run ends (each epoch's best goes to a hidden sibling, renamed over OUTPUT at the end), so that a
     killed run never leaves a worse model in its place. Raises :class:`OutputError` when OUTPUT is a folder, one
-    of the training images or label maps, the ``--init`` model, or an existing file that is not a medfcn model."""
+    of the training images or label maps, the ``--init`` model, or an existing file that is not a medfcn model.
+    Called under :func:`writing`'s lock."""
     from medfcn.data.writer import check_writable
     from medfcn.errors import ModelError
     from medfcn.model.checkpoint import load_model
@@ -47,7 +72,7 @@ def check_output(output: Path, pairs: list[LabelledPair], init: str = "") -> Pat
         raise OutputError(
             f"{output}: exists and is not a medfcn model; medfcn will not overwrite it: choose a new file"
         ) from None
-    best = output.with_name(f".{output.name}.training.safetensors")
+    best = hidden_best(output)
     log.warning("%s exists: it is replaced when this run ends (until then the best model is %s)", output, best)
     return best
 

@@ -49,11 +49,11 @@ import numpy as np
 import torch
 
 from medfcn.data.pairs import find_pairs
-from medfcn.errors import CancelledError, UsageError
+from medfcn.errors import CancelledError, OutputError, UsageError
 from medfcn.model.checkpoint import save_model
 from medfcn.training.dataset import TrainingVolume, cache_volumes, sample_batch
 from medfcn.training.options import TrainConfig
-from medfcn.training.output import check_output, save_state, state_path
+from medfcn.training.output import check_output, save_state, state_path, writing
 from medfcn.training.progress import TrainProgress, TrainSummary
 from medfcn.training.record import build_card, record_expectations_in, training_record
 from medfcn.training.validation import NO_VALIDATION, frame_dice, split_cases
@@ -90,10 +90,17 @@ Cancel = Callable[[], bool]
 
 def iter_train(config: TrainConfig, *, cancel: Cancel | None = None) -> Generator[TrainProgress, None, TrainSummary]:
     """Train as configured, yielding :class:`TrainProgress`; returns the :class:`TrainSummary` :func:`train`
-    returns. ``cancel()`` is polled after every step and during validation: when it returns true the run ends as it
-    would at its time limit, without finishing the epoch: OUTPUT holds the last finished epoch's model (none if no
-    epoch finished; ``summary.cancelled``). Raises :class:`MedfcnError` subclasses for bad input, before any
-    training."""
+    returns. The run holds OUTPUT's lock (:func:`medfcn.training.output.writing`) from before its checks until it
+    ends: a second run writing the same model is refused (:class:`OutputError`). ``cancel()`` is polled after every
+    step and during validation: when it returns true the run ends as it would at its time limit, without finishing
+    the epoch: OUTPUT holds the last finished epoch's model (none if no epoch finished; ``summary.cancelled``).
+    Raises :class:`MedfcnError` subclasses for bad input, before any training."""
+    with writing(Path(config.output)):
+        return (yield from _run(config, cancel))
+
+
+def _run(config: TrainConfig, cancel: Cancel | None) -> Generator[TrainProgress, None, TrainSummary]:
+    """:func:`iter_train`'s run, under OUTPUT's lock."""
     from medfcn.inference.engine import select_device
     from medfcn.training.finetune import load_start_model, replay_pairs
 
@@ -112,6 +119,7 @@ def iter_train(config: TrainConfig, *, cancel: Cancel | None = None) -> Generato
     keep_last = validation == NO_VALIDATION
     trainer = _Trainer(config, card, device, train_items, init=init, replay=cache_volumes(replayed, card))
     run = trainer.restore(state_path(output)) if config.resume else _Standing()
+    ours = run.epoch > 0 and best_path.exists()  # the best model so far is this run's (resumed), not one left before
 
     t0 = time.monotonic() - run.elapsed
     epoch, stopped_by_time, cancelled = run.epoch, False, False
@@ -166,14 +174,16 @@ def iter_train(config: TrainConfig, *, cancel: Cancel | None = None) -> Generato
                 replayed=replayed,
                 start_labels=init.card.labels if init is not None else None,
             )
-            save_model(best_path, trainer.network, card)
-        save_state(state_path(output), trainer.state(run))
+            _saving(lambda: save_model(best_path, trainer.network, card), best_path if ours else None, output)
+            ours = True
+        _saving(lambda: save_state(state_path(output), trainer.state(run)), best_path if ours else None, output)
         if stopped_by_time or cancel():
             cancelled = not stopped_by_time
             break
-    if best_path.exists() and run.epoch > 0 and not cancelled:
-        record_expectations_in(best_path, pairs, config.ignore_label, cancel)  # for quality verdicts
-    if best_path != output and best_path.exists():
+    if ours and run.epoch > 0 and not cancelled:
+        expect = lambda: record_expectations_in(best_path, pairs, config.ignore_label, cancel)  # noqa: E731
+        _saving(expect, best_path, output)  # the card's expectations, for quality verdicts
+    if best_path != output and ours:
         os.replace(best_path, output)  # the earlier model at OUTPUT is replaced only by a finished run's best
     if cancelled:
         log.info("cancelled after %d finished epoch(s)", run.epoch)
@@ -188,6 +198,17 @@ def iter_train(config: TrainConfig, *, cancel: Cancel | None = None) -> Generato
         stopped_by_time=stopped_by_time,
         cancelled=cancelled,
     )
+
+
+def _saving(save: Callable[[], Any], kept: Path | None, output: Path) -> None:
+    """``save()``; a failed write (a full disk) ends the run with one line saying where its best model so far is
+    (``kept``, None before the first)."""
+    try:
+        save()
+    except OutputError as e:
+        so_far = f"; this run's best model so far is {kept}" if kept else ""
+        so_far += f"; {output} is unchanged" if kept != output and output.exists() else ""
+        raise OutputError(f"{e}{so_far}; make room and run again with --resume to continue") from None
 
 
 def train(config: TrainConfig, *, progress: bool = True, cancel: Cancel | None = None) -> TrainSummary:

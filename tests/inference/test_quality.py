@@ -204,6 +204,11 @@ def test_record_expectations_from_runs():
     assert Expectations.from_dict(e.to_dict()) == e
 
 
+def test_record_expectations_of_a_model_that_found_nothing_records_none():
+    runs = [(Evidence(_frame(mask_voxels=0), {"brain": 0.0}), {"brain": 1000.0})]  # was: ValueError from max()
+    assert record_expectations(runs, "empty") == Expectations(source="empty")
+
+
 def test_a_tiny_risk_nudges_the_score_without_a_reason():
     v = judge(Evidence(_frame(outside_largest=0.012), {"brain": 1400.0}), EXPECT)  # risk 0.5 x 0.002 / 0.1 = 0.01
     assert v.reasons == [] and v.score == pytest.approx(0.99) and not v.review

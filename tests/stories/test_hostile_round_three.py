@@ -599,6 +599,45 @@ def test_an_rtstruct_that_cannot_lie_as_it_says_is_never_scored(tmp_path, seg_ca
     assert str(rt) in str(e.value) and "\n" not in str(e.value)
 
 
+# -- bench_fuzz's RTSTRUCT seeds: a damaged tag or item length swallows what follows it ---------------------------
+def _rename_roi_contours(raw: bytes) -> bytes:
+    """ROIContourSequence's tag (3006,0039) with one byte changed, as fuzz seed 51 did: the contours are gone."""
+    tag = b"\x06\x309\x00SQ"
+    assert raw.count(tag) == 1
+    return raw.replace(tag, b"\x06W9\x00SQ")
+
+
+def _long_contour_item(raw: bytes) -> bytes:
+    """The first contour item's length with its second byte changed, as fuzz seeds 111 and 112 did: the item runs
+    into the contours after it, which pydicom reads as elements of that item (the file keeps its other sequences)."""
+    at = raw.find(b"\xfe\xff\x00\xe0", raw.find(b"\x06\x30\x40\x00SQ"))  # ContourSequence's first item
+    assert raw[at + 8 : at + 12] == b"\x06\x30\x16\x00"  # it opens with ContourImageSequence: a contour item
+    return raw[: at + 5] + b"\xb6" + raw[at + 6 :]
+
+
+@pytest.mark.parametrize(
+    ("damage", "fault"),
+    [(_rename_roi_contours, "no ROIContourSequence"), (_long_contour_item, "holds an item tag")],
+    ids=["roi-contours-tag", "contour-item-length"],
+)
+def test_an_rtstruct_whose_damage_swallows_contours_is_never_scored(tmp_path, seg_case, damage, fault):
+    from medfcn.batch.outputs import OutputFormat
+    from medfcn.errors import MedfcnError
+    from napari_plugin._reader import read_layers
+    from tests.support.dicom import dciodvfy_errors
+
+    series, _, _, files = seg_case
+    rt = series.parent / "series.rtstruct.dcm"
+    rt.write_bytes(damage(_rt(files).read_bytes()))
+    assert set(dciodvfy_errors(rt)) - set(dciodvfy_errors(_rt(files)))  # an independent validator: damaged
+    status, cases, said = _evaluate(rt, files[OutputFormat.NIFTI], series.parent, tmp_path / "report")
+    assert status == 1 and not (cases or {}).get("series"), said  # was: scored (empty, or short of contours)
+    assert str(rt) in said and fault in said, said
+    with pytest.raises(MedfcnError, match=fault) as e:
+        read_layers(str(rt))
+    assert str(rt) in str(e.value) and "\n" not in str(e.value)
+
+
 # -- 5. a --pairs list of a million rows of one pair: bounded before any image is read -------------------------
 @pytest.fixture
 def one_pair(tmp_path):

@@ -107,6 +107,15 @@ def _output_options(args: argparse.Namespace, **fixed):
     return OutputOptions(**{**values, "statistics": args.statistics, **fixed})
 
 
+def _inference_settings(args: argparse.Namespace):
+    """The :class:`~medfcn.inference.settings.InferenceSettings` of segment's and bids' options."""
+    from medfcn.inference.settings import InferenceSettings
+
+    return InferenceSettings(
+        device=args.device, tta=args.tta, amp=False if args.float32 else None, backend=args.backend
+    )
+
+
 def _add_bids(sub: argparse._SubParsersAction) -> None:
     p = _command(sub, "bids", _bids)
     p.add_argument("bids_dir", metavar="BIDS_DIR", help="the BIDS dataset (raw data)")
@@ -119,6 +128,7 @@ def _add_bids(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", nargs="+", default=["T1w"], metavar="SUFFIX", help="image suffixes (default: T1w)")
     p.add_argument("--model", metavar="MODEL", help="model file (default: the bundled T1 brain-extraction model)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--backend", default="auto", help=BACKEND_HELP)
     p.add_argument("--tta", action="store_true", help="test-time augmentation (in-plane flips, 4x slower)")
     p.add_argument("--float32", action="store_true", help="compute in float32 throughout (see segment --help)")
     p.add_argument("--overwrite", action="store_true", help="redo images whose outputs already exist")
@@ -145,7 +155,6 @@ def _bids(args: argparse.Namespace) -> int:
     options = _output_options(args, masked_image=True)  # before the model is loaded: a bad --border writes nothing
     from medfcn.batch.bids import run_bids
     from medfcn.batch.cluster import ClusterSettings
-    from medfcn.inference.settings import InferenceSettings
     from medfcn.model.checkpoint import load_model
 
     manifest = run_bids(
@@ -155,7 +164,7 @@ def _bids(args: argparse.Namespace) -> int:
         model=load_model(args.model),
         options=options,
         first_suffix=args.suffix[0],
-        settings=InferenceSettings(device=args.device, tta=args.tta, amp=False if args.float32 else None),
+        settings=_inference_settings(args),
         cluster=ClusterSettings(workers=args.workers, scheduler=args.scheduler),
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -278,11 +287,8 @@ def _segment(args: argparse.Namespace) -> int:
     """
     from medfcn.batch.cluster import ClusterSettings
     from medfcn.batch.run import run_batch
-    from medfcn.inference.settings import InferenceSettings
 
-    settings = InferenceSettings(
-        device=args.device, tta=args.tta, amp=False if args.float32 else None, backend=args.backend
-    )
+    settings = _inference_settings(args)
     manifest = run_batch(
         args.inputs,
         args.output,

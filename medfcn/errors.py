@@ -13,6 +13,7 @@ __all__ = [
     "ScanReadError",
     "UnsupportedScanError",
     "DicomSeriesError",
+    "SeriesNotFoundError",
     "NoScansError",
     "OutputError",
     "GridMismatchError",
@@ -53,6 +54,10 @@ class UnsupportedScanError(MedfcnError):
 
 class DicomSeriesError(MedfcnError):
     """A DICOM series that cannot be assembled into a volume (missing or duplicate slices, mixed grids)."""
+
+
+class SeriesNotFoundError(MedfcnError):
+    """An RTSTRUCT whose image series is not among the series given: its contours cannot be put on a grid."""
 
 
 class NoScansError(MedfcnError):

@@ -84,7 +84,7 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
     from medfcn.data.discovery import find_cases
     from medfcn.dicom.label_objects import label_object_files
     from medfcn.dicom.refs import SeriesIndex, dicom_label_kind
-    from medfcn.errors import MedfcnError, NoScansError
+    from medfcn.errors import MedfcnError, NoScansError, SeriesNotFoundError
 
     paths = [Path(p) for p in (path if isinstance(path, list | tuple) else [path])]
     objects = [p for p in paths if p.is_file() and dicom_label_kind(p)]
@@ -115,9 +115,9 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
     for obj in dict.fromkeys(objects):
         try:
             layers.append(_label_object_layer(obj, series))
-        except MedfcnError as first:
+        except SeriesNotFoundError as first:  # only a missing series is worth a question; a damaged file is not
             error = first  # Python unbinds an except clause's name when the clause ends
-            asked = _ask_series_folder(obj) if dicom_label_kind(obj) == "rtstruct" else None
+            asked = _ask_series_folder(obj)
             if asked is not None:  # the folder the user pointed at: the series read from there too
                 try:
                     layers.append(_label_object_layer(obj, SeriesIndex([asked, *series.folders])))
@@ -125,12 +125,15 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
                     continue
                 except MedfcnError as again:
                     error = again
-            if dicom_label_kind(obj) == "rtstruct" and "not beside it" in str(error):
-                error = MedfcnError(
+            if isinstance(error, SeriesNotFoundError):
+                error = SeriesNotFoundError(
                     f"{obj}: an RT Structure Set is drawn on the slices of its image series, which is not open "
                     "and not beside it: open that series first (File > Open Folder), then this file, or open both "
                     "together"
                 )
+            log.warning("%s", error)
+            errors.append(error)
+        except MedfcnError as error:
             log.warning("%s", error)
             errors.append(error)
     if not layers:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,3 +66,28 @@ def pytest_collection_finish(session) -> None:
     for key in ("QT_QPA_PLATFORM_PLUGIN_PATH", "QT_QPA_FONTDIR"):
         if "cv2" in os.environ.get(key, ""):
             del os.environ[key]
+
+
+@pytest.fixture(autouse=True)
+def _no_modal_dialog_waits_forever(monkeypatch):
+    """A file dialog opened by the code under test fails the test at once instead of waiting for a click that never
+    comes (CI hung for 90 minutes on one). A test that means to answer a dialog sets its own answer after this."""
+    if "qtpy.QtWidgets" not in sys.modules:  # no Qt in this process yet: no application, so no dialog can open
+        return
+    from qtpy.QtWidgets import QFileDialog
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a modal file dialog opened unanswered: {args[1] if len(args) > 1 else args}")
+
+    for name in ("getExistingDirectory", "getOpenFileName", "getOpenFileNames", "getSaveFileName"):
+        monkeypatch.setattr(QFileDialog, name, refuse)
+
+
+@pytest.fixture(autouse=True)
+def _viewer_teardown_scans_only_this_tests_objects(request):
+    """napari's viewer fixture ends each test with a full garbage collection (a closed viewer lives in reference
+    cycles); with torch, MONAI and hundreds of earlier tests' objects on the heap that took 1.5-2 s a test (120 s of
+    the suite). Objects alive before a viewer test starts are moved out of the collector's sight (``gc.freeze``),
+    so its collection scans only what the test made."""
+    if "make_napari_viewer" in request.fixturenames:
+        gc.freeze()

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ItkInterpolator", "itk_interpolate", "fill_labels"]
+__all__ = ["ItkInterpolator", "shared_interpolator", "itk_interpolate", "fill_labels"]
 
 log = logging.getLogger(__name__)
 
@@ -308,6 +308,23 @@ class ItkInterpolator:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_shared: ItkInterpolator | None = None
+_shared_lock = threading.Lock()
+
+
+def shared_interpolator() -> ItkInterpolator:
+    """This process's one long-lived ITK child, started on first use (the napari Annotate docks share it): loading
+    ITK takes 10 s or more, so a second dock or viewer must not pay it again. It is never closed here; it ends when
+    this process ends (its input closes, or its watcher sees the parent gone), and a killed child is started again
+    by the next call."""
+    global _shared
+    with _shared_lock:
+        if _shared is None:
+            _shared = ItkInterpolator()
+        _shared.start()
+        return _shared
 
 
 if __name__ == "__main__":

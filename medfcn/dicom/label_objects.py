@@ -25,7 +25,7 @@ from pathlib import Path
 from medfcn.data.discovery import CaseSpec
 from medfcn.data.scan import Scan
 from medfcn.dicom.refs import SeriesIndex, dicom_label_kind, series_referenced_by
-from medfcn.errors import MedfcnError
+from medfcn.errors import MedfcnError, SeriesNotFoundError
 
 __all__ = [
     "label_object_cases",
@@ -123,8 +123,9 @@ def open_label_object(path: Path, series: SeriesIndex) -> Scan:
     on the grid of its own frames (:func:`medfcn.dicom.seg.read_seg_alone`).
 
     Raises:
-        MedfcnError: not a SEG or RTSTRUCT, unreadable, or an RTSTRUCT whose series is not in ``series`` (its
-            contours are drawn on that series' slices).
+        SeriesNotFoundError: an RTSTRUCT whose series is not in ``series`` (its contours are drawn on that
+            series' slices).
+        MedfcnError: not a SEG or RTSTRUCT, or unreadable.
     """
     from medfcn.dicom.rtstruct import read_rtstruct
     from medfcn.dicom.seg import read_seg, read_seg_alone
@@ -138,7 +139,7 @@ def open_label_object(path: Path, series: SeriesIndex) -> Scan:
         return (read_seg if kind == "seg" else read_rtstruct)(path, series)
     if kind == "seg":
         return read_seg_alone(path)
-    raise MedfcnError(
+    raise SeriesNotFoundError(
         f"{path}: an RT Structure Set is drawn on the slices of its image series ({uid}), which is not beside it; "
         "open the folder holding both"
     )

@@ -23,7 +23,7 @@ from napari.qt.threading import thread_worker
 from qtpy.QtWidgets import QSizePolicy
 
 from medfcn.annotation.interpolate import Interpolation, interpolate_labels
-from medfcn.annotation.itk_process import ItkInterpolator
+from medfcn.annotation.itk_process import shared_interpolator
 from medfcn.data.display import AXIS_LABELS
 from medfcn.errors import MedfcnError
 
@@ -79,10 +79,7 @@ class AnnotateWidget(Container):
         self.preview = None  # the preview layer
         self._preview_for: tuple | None = None  # (labels layer, checksum of the data it was made from, fill axis)
         self._bound = None
-        self._interpolator = ItkInterpolator()
-        self._interpolator.start()  # ITK loads in its own process while the person paints
-        interpolator = self._interpolator
-        self.native.destroyed.connect(lambda *_: interpolator.close(timeout=1.0))
+        self._interpolator = shared_interpolator()  # ITK loads in its own process while the person paints
         self._bind_key(self.label_layer.value)
 
     # -- actions -------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from medfcn.annotation.interpolate import (
     parse_key_slices,
     plane_axis,
 )
-from medfcn.annotation.itk_process import ItkInterpolator
+from medfcn.annotation.itk_process import shared_interpolator
 from medfcn.errors import OutputError, UnsupportedScanError, UsageError
 from tests.support.scans import affine_from_codes, head_labels, head_volume, lps_geometry, write_scan_file
 
@@ -35,9 +35,8 @@ pytestmark = pytest.mark.slow  # ITK's first use in a process takes 10-40 s
 
 @pytest.fixture(scope="module")
 def fill():
-    """One ITK child process for the module's tests (its first use loads ITK)."""
-    with ItkInterpolator() as interpolator:
-        yield interpolator
+    """The process's shared ITK child (its first use loads ITK: 10 s or more), as napari's Annotate docks use it."""
+    return shared_interpolator()
 
 
 def _square(shape, k, lo, hi, axis=2):
@@ -278,7 +277,7 @@ def test_the_command_writes_the_filled_map_on_the_input_grid_and_exits_0(tmp_pat
     written = np.asanyarray(nib.load(out).dataobj)
     assert np.array_equal(written, interpolate_labels(sparse, 1, spacing=(0.9, 2.5, 1.1), interpolator=fill).labels)
     auto = tmp_path / "auto.nii.gz"
-    assert _cli("interpolate", str(src), "-o", str(auto)).returncode == 0  # auto finds index axis 1
+    interpolate_file(src, auto, interpolator=fill)  # the command's own function: auto finds index axis 1
     assert np.array_equal(np.asanyarray(nib.load(auto).dataobj), written)
 
 

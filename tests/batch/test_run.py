@@ -228,6 +228,8 @@ def test_killed_run_is_finished_by_a_rerun(tmp_path, model_file, segmenter):
         str(model_file),
         "--device",
         "cpu",
+        "--backend",
+        "torch",  # as the in-process segmenter compared with (auto may measure another backend faster)
         "--quiet",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO)}

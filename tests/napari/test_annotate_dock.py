@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from medfcn.annotation.interpolate import interpolate_file
+from medfcn.annotation.itk_process import shared_interpolator
 from napari_plugin._layers import labels_to_display
 from napari_plugin._writer import save_labels_layer
 from tests.support.napari import TIMEOUT_MS, empty_labels_on, gui
@@ -72,7 +73,7 @@ def test_fill_preview_apply_undo_and_the_same_as_the_command(viewer, qtbot, tmp_
     painted_file = tmp_path / "painted.nii.gz"
     labels.data = painted
     save_labels_layer(labels, painted_file)
-    interpolate_file(painted_file, tmp_path / "cli.nii.gz", plane="axial")
+    interpolate_file(painted_file, tmp_path / "cli.nii.gz", plane="axial", interpolator=shared_interpolator())
     labels.data = filled
     save_labels_layer(labels, tmp_path / "dock.nii.gz")
     cli, dock = (np.asanyarray(nib.load(tmp_path / f).dataobj) for f in ("cli.nii.gz", "dock.nii.gz"))

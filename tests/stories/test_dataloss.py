@@ -98,6 +98,7 @@ def test_a_full_disk_never_leaves_a_short_output_that_resume_accepts(tmp_path, m
     [scan] = write_cases(inputs, 1, shape=(100, 110, 90))  # a label map of ~6 KB
     out = tmp_path / "out"
     args = ["segment", str(inputs), "-o", str(out), "--model", str(model_file), "--device", "cpu", "--quiet"]
+    args += ["--backend", "torch"]  # as the in-process segmenter compared with (auto may measure another faster)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     labels = direct(segmenter, scan)
     from medfcn.data.reader import read_scan

@@ -57,7 +57,7 @@ def test_a_second_train_run_writing_the_same_model_is_refused(tmp_path, data):
     model = tmp_path / "m" / "model.safetensors"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(
-        _train(data, model, "--epochs", "1000", "--steps-per-epoch", "2", "--max-minutes", "0.4"),
+        _train(data, model, "--epochs", "1000", "--steps-per-epoch", "2", "--max-minutes", "0.25"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,

@@ -121,6 +121,21 @@ def test_an_rtstruct_without_its_series_says_what_to_do(viewer, tmp_path, monkey
 
 
 @gui
+def test_a_damaged_rtstruct_beside_its_series_says_why_and_asks_nothing(viewer, tmp_path, monkeypatch):
+    """Its series is found; what is wrong is the file itself: one line naming it, and no folder dialog (which asked
+    for a series that was there, and left a test run waiting for a click for 90 minutes)."""
+    series, files = outputs(tmp_path, "lps_shuffled")
+    rt = series.parent / files[OutputFormat.RTSTRUCT].name  # beside its series, as a user keeps it
+    ds = pydicom.dcmread(files[OutputFormat.RTSTRUCT])
+    ds.ROIContourSequence[0].ReferencedROINumber = 70000  # contours of an ROI the file does not define
+    ds.save_as(rt)
+    asked = _answer_folder_dialog(monkeypatch, str(series))
+    with pytest.raises(MedfcnError, match=r"ROI number") as info:
+        read_layers(str(rt))
+    assert str(rt) in str(info.value) and "\n" not in str(info.value) and asked == []
+
+
+@gui
 def test_an_rtstruct_finds_its_series_wherever_each_lies(viewer, tmp_path, monkeypatch):
     series, alone, nifti_path = _rtstruct_alone(tmp_path)
     asked = _answer_folder_dialog(monkeypatch, "")

@@ -8,23 +8,28 @@ the good (Dice >= :data:`GOOD`) ones, and the rank correlation of score and Dice
 >>> a = flag_agreement({"a": 0.97, "b": 0.80, "c": 0.96}, {"a": {"review": False, "score": 0.9},
 ...     "b": {"review": True, "score": 0.2}, "c": {"review": True, "score": 0.4}})
 >>> a.line()
-'quality flags: 1 of 1 cases with Dice < 0.90 flagged; 1 of 2 with Dice >= 0.95 flagged; Spearman (score, Dice) 1.00'
+'quality flags: 1 of 1 cases with Dice < 0.90 flagged; 1 of 2 with Dice >= 0.95 flagged'
+
+The rank correlation is given from :data:`MIN_RANKED` cases on (over 3 cases it is one of four values, and the
+README's first command printed "-1.00" for the sample's three good cases).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-__all__ = ["POOR", "GOOD", "FlagAgreement", "flag_agreement"]
+__all__ = ["POOR", "GOOD", "MIN_RANKED", "FlagAgreement", "flag_agreement"]
 
 POOR = 0.90  # Dice below this: a case that should have been flagged
 GOOD = 0.95  # Dice at or above this: a case that should not have been
+MIN_RANKED = 5  # fewest cases for a rank correlation of score and Dice
 
 
 @dataclass(frozen=True)
 class FlagAgreement:
     """Counts over the scored cases that have a verdict: ``poor`` / ``middling`` / ``good`` cases and how many of
-    each were flagged; ``spearman``: rank correlation of score and Dice (None for fewer than 3 cases or no spread)."""
+    each were flagged; ``spearman``: rank correlation of score and Dice over ``ranked`` cases (None for fewer than
+    :data:`MIN_RANKED` cases or no spread)."""
 
     poor: int
     poor_flagged: int
@@ -33,9 +38,10 @@ class FlagAgreement:
     good: int
     good_flagged: int
     spearman: float | None
+    ranked: int = 0
 
     def line(self) -> str:
-        rho = "" if self.spearman is None else f"; Spearman (score, Dice) {self.spearman:.2f}"
+        rho = "" if self.spearman is None else f"; Spearman (score, Dice) {self.spearman:.2f} over {self.ranked} cases"
         return (
             f"quality flags: {self.poor_flagged} of {self.poor} cases with Dice < {POOR:.2f} flagged; "
             f"{self.good_flagged} of {self.good} with Dice >= {GOOD:.2f} flagged{rho}"
@@ -58,7 +64,7 @@ def flag_agreement(dice: dict[str, float], verdicts: dict[str, dict]) -> FlagAgr
     rho = None
     scores = [float(verdicts[c].get("score", 0.0)) for c in cases]
     values = [dice[c] for c in cases]
-    if len(cases) >= 3 and len(set(scores)) > 1 and len(set(values)) > 1:
+    if len(cases) >= MIN_RANKED and len(set(scores)) > 1 and len(set(values)) > 1:
         from scipy.stats import spearmanr
 
         rho = round(float(spearmanr(scores, values).statistic), 4)
@@ -70,4 +76,5 @@ def flag_agreement(dice: dict[str, float], verdicts: dict[str, dict]) -> FlagAgr
         good=len(good),
         good_flagged=sum(flagged[c] for c in good),
         spearman=rho,
+        ranked=len(cases) if rho is not None else 0,
     )

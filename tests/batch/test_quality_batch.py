@@ -146,4 +146,6 @@ def test_flag_agreement_by_hand():
     a = flag_agreement(dice, verdicts)
     assert (a.poor, a.poor_flagged, a.middling, a.middling_flagged, a.good, a.good_flagged) == (2, 1, 1, 0, 2, 1)
     # ranks of score: b1 c2 e3 d4 a5; of Dice: b1 e2 d3 c4 a5 -> d^2 = 0+4+1+1+0 = 6 -> rho = 1 - 6*6/(5*24) = 0.7
-    assert a.spearman == 0.7
+    assert a.spearman == 0.7 and a.line().endswith("Spearman (score, Dice) 0.70 over 5 cases")
+    few = flag_agreement({k: dice[k] for k in "abcd"}, verdicts)  # 4 cases: too few to rank
+    assert few.spearman is None and "Spearman" not in few.line()

@@ -10,6 +10,7 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 work="${1:-$(mktemp -d)}"
+mkdir -p "$work"
 [ $# -ge 1 ] || trap 'rm -rf "$work"' EXIT
 python="${PYTHON:-python3.11}"
 step() { printf '\n== %s\n' "$*"; }

@@ -402,7 +402,7 @@ def _export(args: argparse.Namespace) -> int:
     graph (input padding, output, normalisation) in its metadata; check it against PyTorch on real slices (to 1e-4
     in the logits) where onnxruntime is installed.
     """
-    from medfcn.inference.runtime import real_slices
+    from medfcn.inference.pipeline import real_slices
     from medfcn.model.checkpoint import load_model
     from medfcn.model.export import export_onnx
 

@@ -31,7 +31,7 @@ import torch
 
 import medfcn.inference.frame as model_frame
 from medfcn.data.scan import Scan
-from medfcn.inference.engine import SliceEngine
+from medfcn.inference.engine import SliceEngine, slice_stack
 from medfcn.inference.frame import ModelFrame, foreground_box, probabilities_to_labels
 from medfcn.inference.postprocess import apply_to_probabilities, argmax_classes
 from medfcn.inference.quality import (
@@ -47,7 +47,7 @@ from medfcn.inference.verdict import Verdict, judge
 from medfcn.model.checkpoint import Model, ModelCard, load_model
 from medfcn.model.expectations import Expectations
 
-__all__ = ["Segmenter", "Segmentation", "segment_scan", "frame_for_model", "normalise_for_model"]
+__all__ = ["Segmenter", "Segmentation", "segment_scan", "frame_for_model", "normalise_for_model", "real_slices"]
 
 log = logging.getLogger(__name__)
 
@@ -276,3 +276,18 @@ def segment_scan(
 ) -> np.ndarray:
     """uint8 labels (X, Y, Z) for one scan on its own grid; see :class:`Segmenter` (which loads a model once)."""
     return Segmenter(model, settings).segment(scan, progress=progress, cancel=cancel)
+
+
+def real_slices(model: Model, scan: str | Path, n: int = 8) -> list[torch.Tensor]:
+    """``n`` neighbouring stacks of slices (n, K, H, W) through the middle of ``scan`` (a file) on ``model``'s frame,
+    normalised as the model expects, one batch per slice axis of its card: what the network sees in a real run."""
+    from medfcn.data.reader import read_scan
+
+    card = model.card
+    volume = torch.from_numpy(normalise_for_model(frame_for_model(read_scan(scan), card), card))
+    batches = []
+    for axis in card.slice_axes:
+        start = max(0, volume.shape[axis] // 2 - n // 2)
+        stop = min(volume.shape[axis], start + n)
+        batches.append(slice_stack(volume, start, stop, axis=axis, context=card.context))
+    return batches

@@ -43,7 +43,6 @@ __all__ = [
     "make_runner",
     "choose_backend",
     "cache_dir",
-    "real_slices",
     "PROBE_SHAPES",
     "PROBE_ROUNDS",
 ]
@@ -321,20 +320,3 @@ def choose_backend(
         except OSError as e:
             log.info("cannot cache the backend choice in %s (%s)", store, e)
     return runners[Backend(fastest)]
-
-
-def real_slices(model: Model, scan: str | Path, n: int = 8) -> list[torch.Tensor]:
-    """``n`` neighbouring stacks of slices (n, K, H, W) through the middle of ``scan`` (a file) on ``model``'s frame,
-    normalised as the model expects, one batch per slice axis of its card: what the network sees in a real run."""
-    from medfcn.data.reader import read_scan
-    from medfcn.inference.engine import slice_stack
-    from medfcn.inference.pipeline import frame_for_model, normalise_for_model
-
-    card = model.card
-    volume = torch.from_numpy(normalise_for_model(frame_for_model(read_scan(scan), card), card))
-    batches = []
-    for axis in card.slice_axes:
-        start = max(0, volume.shape[axis] // 2 - n // 2)
-        stop = min(volume.shape[axis], start + n)
-        batches.append(slice_stack(volume, start, stop, axis=axis, context=card.context))
-    return batches

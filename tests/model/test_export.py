@@ -50,7 +50,7 @@ def test_onnx_runtime_gives_pytorchs_logits_on_real_slices_of_both_heads(exporte
     model's frame, padded to the stride; the unfolded network (batch norm as stored) as the reference."""
     import onnxruntime as ort
 
-    from medfcn.inference.runtime import real_slices
+    from medfcn.inference.pipeline import real_slices
 
     model = load_model(None)
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])

@@ -114,25 +114,10 @@ def read_layers(path: str | os.PathLike | list) -> list[tuple]:
     series = SeriesIndex(list(dict.fromkeys([*folders, *(o.parent for o in objects), *_open_series_folders()])))
     for obj in dict.fromkeys(objects):
         try:
-            layers.append(_label_object_layer(obj, series))
-        except SeriesNotFoundError as first:  # only a missing series is worth a question; a damaged file is not
-            error = first  # Python unbinds an except clause's name when the clause ends
-            asked = _ask_series_folder(obj)
-            if asked is not None:  # the folder the user pointed at: the series read from there too
-                try:
-                    layers.append(_label_object_layer(obj, SeriesIndex([asked, *series.folders])))
-                    layers.extend(_scan_layer(c.read(), c.path, taken) for c in find_cases([asked]))
-                    continue
-                except MedfcnError as again:
-                    error = again
-            if isinstance(error, SeriesNotFoundError):
-                error = SeriesNotFoundError(
-                    f"{obj}: an RT Structure Set is drawn on the slices of its image series, which is not open "
-                    "and not beside it: open that series first (File > Open Folder), then this file, or open both "
-                    "together"
-                )
-            log.warning("%s", error)
-            errors.append(error)
+            try:
+                layers.append(_label_object_layer(obj, series))
+            except SeriesNotFoundError:  # only a missing series is worth a question; a damaged file is not
+                layers.extend(_with_asked_series(obj, series, taken))
         except MedfcnError as error:
             log.warning("%s", error)
             errors.append(error)
@@ -200,6 +185,28 @@ def _open_series_folders() -> list[Path]:
         if meta.get("series_uid") and source and Path(source).is_dir():
             folders.append(Path(source))
     return list(dict.fromkeys(folders))
+
+
+def _with_asked_series(obj: Path, series, taken: set[str]) -> list[tuple]:
+    """An RTSTRUCT whose series is not open: ask for the series' folder (:func:`_ask_series_folder`); its layer and
+    the series' layers from there. Raises :class:`SeriesNotFoundError` in the viewer's terms when no folder is chosen
+    or the chosen one lacks the series, the reader's error for anything else."""
+    from medfcn.data.discovery import find_cases
+    from medfcn.dicom.refs import SeriesIndex
+    from medfcn.errors import SeriesNotFoundError
+
+    asked = _ask_series_folder(obj)
+    if asked is not None:
+        try:
+            layer = _label_object_layer(obj, SeriesIndex([asked, *series.folders]))
+        except SeriesNotFoundError:  # not in the folder chosen either
+            asked = None
+    if asked is None:
+        raise SeriesNotFoundError(
+            f"{obj}: an RT Structure Set is drawn on the slices of its image series, which is not open and not "
+            "beside it: open that series first (File > Open Folder), then this file, or open both together"
+        )
+    return [layer, *(_scan_layer(c.read(), c.path, taken) for c in find_cases([asked]))]
 
 
 def _ask_series_folder(path: Path) -> Path | None:

@@ -28,7 +28,7 @@ MIN_RANKED = 5  # fewest cases for a rank correlation of score and Dice
 @dataclass(frozen=True)
 class FlagAgreement:
     """Counts over the scored cases that have a verdict: ``poor`` / ``middling`` / ``good`` cases and how many of
-    each were flagged; ``spearman``: rank correlation of score and Dice over ``ranked`` cases (None for fewer than
+    each were flagged; ``spearman``: rank correlation of score and Dice over all of them (None for fewer than
     :data:`MIN_RANKED` cases or no spread)."""
 
     poor: int
@@ -38,10 +38,10 @@ class FlagAgreement:
     good: int
     good_flagged: int
     spearman: float | None
-    ranked: int = 0
 
     def line(self) -> str:
-        rho = "" if self.spearman is None else f"; Spearman (score, Dice) {self.spearman:.2f} over {self.ranked} cases"
+        cases = self.poor + self.middling + self.good  # every case scored falls in one of the three
+        rho = "" if self.spearman is None else f"; Spearman (score, Dice) {self.spearman:.2f} over {cases} cases"
         return (
             f"quality flags: {self.poor_flagged} of {self.poor} cases with Dice < {POOR:.2f} flagged; "
             f"{self.good_flagged} of {self.good} with Dice >= {GOOD:.2f} flagged{rho}"
@@ -76,5 +76,4 @@ def flag_agreement(dice: dict[str, float], verdicts: dict[str, dict]) -> FlagAgr
         good=len(good),
         good_flagged=sum(flagged[c] for c in good),
         spearman=rho,
-        ranked=len(cases) if rho is not None else 0,
     )

@@ -9,7 +9,15 @@ import numpy as np
 
 from ._scan_views import unwrap
 
-__all__ = ["EditWatch", "PAINTED_KEY", "record_paint", "painted_planes", "track_painting", "planes_text"]
+__all__ = [
+    "EditWatch",
+    "PAINTED_KEY",
+    "record_paint",
+    "painted_planes",
+    "track_painting",
+    "planes_text",
+    "sliced_axis",
+]
 
 
 class EditWatch:
@@ -117,13 +125,19 @@ def track_painting(viewer, layer) -> None:
     layer._medfcn_painting = True
 
     def on_paint(event) -> None:
-        dims = viewer.dims
-        axis = None
-        if dims.ndisplay == 2:
-            axis = dims.not_displayed[-1] - (dims.ndim - layer.ndim) if dims.not_displayed else None
-        record_paint(layer, event.value, axis if axis is not None and axis >= 0 else None)
+        record_paint(layer, event.value, sliced_axis(viewer, layer.ndim))
 
     layer.events.paint.connect(on_paint)
+
+
+def sliced_axis(viewer, ndim: int) -> int | None:
+    """The axis of an ``ndim``-dimensional layer's data that ``viewer`` slices through (the last axis not on
+    screen, counted from the layer's first); ``None`` in a 3-D view or when that axis is not one of the layer's."""
+    dims = viewer.dims
+    if dims.ndisplay != 2 or not dims.not_displayed:
+        return None
+    axis = dims.not_displayed[-1] - (dims.ndim - ndim)
+    return int(axis) if 0 <= axis < ndim else None
 
 
 def planes_text(planes: dict[int, list[int]]) -> str:

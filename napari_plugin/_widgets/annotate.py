@@ -29,6 +29,7 @@ from medfcn.errors import MedfcnError
 
 from .._layers import labels_checksum, labels_to_display, layer_geometry, layer_scan
 from . import _scan_views
+from ._edits import sliced_axis
 
 if TYPE_CHECKING:
     import napari
@@ -92,7 +93,7 @@ class AnnotateWidget(Container):
         if layer is None:
             self.status.value = "Choose the Labels layer you paint on (or add one: Segment > New labels on this scan)."
             return None
-        axis = self._sliced_axis(layer)
+        axis = sliced_axis(self._viewer, layer.ndim)
         if axis is None:
             self.status.value = "Switch to a 2-D view of the slices you painted (the fill runs across them)."
             return None
@@ -148,14 +149,6 @@ class AnnotateWidget(Container):
         self.apply_button.enabled = self.discard_button.enabled = False
 
     # -- callbacks -----------------------------------------------------------------------------------------------
-    def _sliced_axis(self, layer) -> int | None:
-        """The layer's data axis the viewer slices through (``None`` in a 3-D view)."""
-        dims = self._viewer.dims
-        if dims.ndisplay != 2:
-            return None
-        sliced = dims.order[-3] - (dims.ndim - layer.ndim)
-        return int(sliced) if 0 <= sliced < layer.ndim else None
-
     def _on_key(self, layer) -> None:
         if self.preview is not None and self._preview_for is not None and self._preview_for[0] is layer:
             self.apply()

@@ -50,7 +50,7 @@ from medfcn.training.process import ThreadedRun, train_correction
 
 from .._layers import check_same_grid, layer_scan
 from .._messages import for_viewer
-from ._edits import painted_planes, planes_text
+from ._edits import painted_planes, planes_text, sliced_axis
 from ._plot import TrainingPlot, smoothed
 from ._scan_views import is_user_labels
 
@@ -348,10 +348,8 @@ class TrainWidget(Container):
     def _held_planes(self, data: np.ndarray) -> dict[int, list[int]]:
         """``{axis: [slice, ...]}``: the slices of the layer's data that hold a label, along the axis the viewer
         slices through (in a 3-D view, the axis with the fewest); raises MedfcnError when none does."""
-        dims = self._viewer.dims
-        axes = list(range(data.ndim))
-        if dims.ndisplay == 2 and dims.not_displayed and 0 <= dims.not_displayed[-1] - (dims.ndim - data.ndim):
-            axes = [dims.not_displayed[-1] - (dims.ndim - data.ndim)]
+        on_screen = sliced_axis(self._viewer, data.ndim)
+        axes = list(range(data.ndim)) if on_screen is None else [on_screen]
         held = {a: np.flatnonzero(data.any(axis=tuple(b for b in range(data.ndim) if b != a))).tolist() for a in axes}
         axis = min(held, key=lambda a: len(held[a]))
         if not held[axis]:

@@ -3,7 +3,9 @@ its screenshots: ``docs/images/session_*.png`` and ``napari_train.png``.
 
 The scan is the second sample head rendered as a 6.5 mm axial thick-slice scan (``benchmarks/support/thick.py``),
 which the bundled model gets wrong; its reference mask stands for the user's corrections. The session: open the
-scan, Segment (cancelled once, then to the end), Review against the reference (one region judged), layers added and
+scan, Segment (cancelled once, then to the end, with the map of where the model is unsure), Review with no reference
+(the places where the model is unsure, the first visited), Review against the reference (one region judged), layers
+added and
 removed, the 3 axial slices the model gets most wrong painted as a user paints them, a coronal view on screen when
 the Train dock opens (it must still say "3 corrected axial slices"), training cancelled early and then run, the model
 saved, the scan segmented with it; then the window made a laptop's (1366 x 768) and every control of every dock
@@ -130,15 +132,27 @@ def main() -> int:
     segment.cancel()
     wait(lambda: segment.run_button.enabled)
     check("thick_head_labels" not in viewer.layers, f"Segment cancelled: {segment.status.value}")
+    segment.uncertainty.value = True
     segment.run()
     wait(lambda: "thick_head_labels" in viewer.layers and segment.run_button.enabled)
     labels = viewer.layers["thick_head_labels"]
     print("segment:", segment.status.value)
 
+    # Review with no reference yet: where the model is unsure, largest first
+    _, review = viewer.window.add_plugin_dock_widget("medfcn", "Review")
+    check(review.prediction.value is labels and review.reference.value is None, "Review: a prediction, no reference")
+    review.compute()
+    wait(lambda: not review._computing)
+    print("review, no reference:", review.status.value)
+    check(bool(review.shown) and review.shown[0].kind == "unsure", "places where the model is unsure listed")
+    review.next_error()
+    check(review.status.value.startswith("Unsure region 1"), review.status.value)
+    shot(viewer, "session_unsure.png")
+    segment.uncertainty.value = False  # hides the map; the next runs make none
+
     # Review against the reference; a region judged; layers come and go
     truth = labels_to_display(reference, image.as_layer_data_tuple()[1])
     ref = viewer.add_labels(truth, name="thick_head_reference", metadata=dict(image.metadata), opacity=0.5)
-    _, review = viewer.window.add_plugin_dock_widget("medfcn", "Review")
     review.prediction.value, review.reference.value = labels, ref
     review.compute()
     wait(lambda: review.result is not None and not review._computing)

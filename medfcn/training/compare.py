@@ -3,7 +3,8 @@
 The Train dock's loss and "Dice on the annotated voxels" describe the few painted slices; a reader asks whether the
 model got better on the scan. :func:`scan_change` segments the whole scan with both models and counts the voxels
 whose label differs, the volume each model labels alone, and where along each axis the changes lie, so the dock can
-say "the tuned model changes 1,234 voxels (0.9 mL) of the whole scan against the start model".
+say "the tuned model changes 1,234 voxels (0.9 mL) of the whole scan against the start model". :func:`scan_preview`
+is the tuned model's segmentation alone, for the live preview of the Train dock's live mode.
 
 >>> a = np.zeros((4, 5, 6), np.uint8); b = a.copy(); b[1, 2, 3:5] = 1; b[3, 0, 0] = 1; a[0, 0, 0] = 1
 >>> c = label_change(a, b, (1.0, 1.0, 2.0))
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ScanChange", "label_change", "scan_change"]
+__all__ = ["ScanChange", "label_change", "scan_change", "Preview", "scan_preview"]
 
 
 @dataclass(frozen=True)
@@ -61,3 +62,21 @@ def scan_change(image: str | Path, start: str | Path, tuned: str | Path, device:
     before = Segmenter(Path(start), settings).segment(scan)
     after = Segmenter(Path(tuned), settings).segment(scan)
     return label_change(before, after, scan.spacing)
+
+
+@dataclass(frozen=True)
+class Preview:
+    """The labels (uint8, on the scan's own axes) that the model file ``model`` segments on a training scan."""
+
+    labels: np.ndarray
+    model: str
+
+
+def scan_preview(image: str | Path, model: str | Path, device: str = "cpu") -> Preview:
+    """Segment the scan file ``image`` with the model file ``model``. Raises :class:`~medfcn.errors.MedfcnError`."""
+    from medfcn.data.reader import read_scan
+    from medfcn.inference.pipeline import Segmenter
+    from medfcn.inference.settings import InferenceSettings
+
+    labels = Segmenter(Path(model), InferenceSettings(device=device)).segment(read_scan(Path(image)))
+    return Preview(np.asarray(labels, np.uint8), str(model))

@@ -36,6 +36,7 @@ __all__ = [
     "correction_label",
     "painted_label",
     "prepare_correction_run",
+    "corrected_cases_run",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,6 +177,31 @@ def correction_label(
 
 def _case_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("._") or "scan"
+
+
+def corrected_cases_run(pairs: Path, start: StartModel, *, minutes: float, output: Path, name: str = "") -> TrainConfig:
+    """The configuration of one fine-tuning run of ``start.path`` on the corrected cases listed in ``pairs`` (the
+    Review queue's ``OUT/corrected/pairs.csv``: the user's own files, read where they lie, nothing copied) for
+    ``minutes``, the model written to ``output`` and named ``name`` (``{start}`` in it: the start model's name).
+    Raises :class:`MedfcnError` (no start model, one that cannot be fine-tuned, a list that is not one)."""
+    from medfcn.data.pairs import find_pairs
+    from medfcn.training.finetune import load_start_model
+
+    if start.path is None:
+        raise MedfcnError("the corrected cases fine-tune a model: choose the model the batch was run with")
+    n = len(find_pairs("", "", str(pairs)))  # a list that cannot be read is refused before anything starts
+    start_name = load_start_model(start.path).card.name
+    return TrainConfig.for_corrections(
+        "",
+        "",
+        str(output),
+        pairs=str(pairs),
+        minutes=float(minutes),
+        init=str(start.path),
+        steps_per_epoch=STEPS_PER_EPOCH,
+        name=name.replace("{start}", start_name),
+        command=f"napari Review queue: {n} corrected cases ({pairs}), {minutes:g} min",
+    )
 
 
 def prepare_correction_run(

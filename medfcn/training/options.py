@@ -269,8 +269,10 @@ class TrainConfig:
         name: str = "",
         command: str = "",
         postprocess: tuple[str, ...] | None = None,
+        pairs: str = "",
     ) -> TrainConfig:
-        """A run on one corrected scan (the napari Train dock's): fine-tuning ``init`` (its labels, network and the
+        """A run on one corrected scan (the napari Train dock's), or on the list ``pairs`` of corrected cases (``image``
+        and ``label`` empty; the Review queue's): fine-tuning ``init`` (its labels, network and the
         fine-tuning learning rate resolved from it; its name too unless ``name`` is given), or a new model with
         ``label_names``; ``minutes`` of training
         (the time budget ends the run), no held-out case, the model written to ``output``."""
@@ -283,6 +285,7 @@ class TrainConfig:
         return cls(
             images=image,
             labels=label,
+            pairs=pairs,
             output=output,
             init=init,
             label_names=label_names,

@@ -1,6 +1,7 @@
 """Training in a child process, for an interactive caller (the napari Train dock): :func:`iter_train_process` runs
 :func:`~medfcn.training.train.iter_train` in a spawned process, and :func:`train_correction` is the dock's one call
-(write the corrected case, then train on it there).
+(write the corrected case, then train on it there); :func:`train_corrected_cases` trains on a list of them (the
+Review queue's).
 
 A thread that trains in the viewer's own process holds the GIL in stretches (imports, C code) and stalled the
 viewer's event loop for 0.5-2.5 s on a busy 2-core machine; a process costs a few seconds to start (torch and MONAI
@@ -25,14 +26,15 @@ if TYPE_CHECKING:
     from medfcn.training.options import TrainConfig
     from medfcn.training.progress import TrainProgress, TrainSummary
 
-__all__ = ["iter_train_process", "train_correction", "ThreadedRun"]
+__all__ = ["iter_train_process", "train_correction", "train_corrected_cases", "ThreadedRun"]
 
 
-def _train_child(config: TrainConfig, queue, cancel, compare: bool = False) -> None:
-    """The child process of :func:`iter_train_process`: the run's progress, then, when ``compare`` and a model
-    was written, ("change", :class:`~medfcn.training.compare.ScanChange` of the tuned model against its start
-    model on the run's first image), then ("done", summary) or ("error", exception) on ``queue``. It stops as if
-    cancelled when its parent is gone (a viewer that died cannot say so)."""
+def _train_child(config: TrainConfig, queue, cancel, compare: bool = False, preview: bool = False) -> None:
+    """The child process of :func:`iter_train_process`: the run's progress, then, when a model was written and
+    ``compare``, ("change", :class:`~medfcn.training.compare.ScanChange` of the tuned model against its start
+    model on the run's first image), when ``preview``, ("change", :class:`~medfcn.training.compare.Preview`: the
+    tuned model's labels of that image), then ("done", summary) or ("error", exception) on ``queue``. It stops as
+    if cancelled when its parent is gone (a viewer that died cannot say so)."""
     import multiprocessing
     import os
 
@@ -57,6 +59,10 @@ def _train_child(config: TrainConfig, queue, cancel, compare: bool = False) -> N
                     from medfcn.training.compare import scan_change
 
                     queue.put(("change", scan_change(config.images, config.init, summary.output)))
+                if preview and summary.written and not stopped():
+                    from medfcn.training.compare import scan_preview
+
+                    queue.put(("change", scan_preview(config.images, summary.output)))
                 queue.put(("done", summary))
                 return
     except MedfcnError as exc:
@@ -71,19 +77,22 @@ def iter_train_process(
     *,
     started: Callable[[object], None] | None = None,
     compare: bool = False,
+    preview: bool = False,
 ) -> Generator[TrainProgress, None, TrainSummary]:
     """:func:`~medfcn.training.train.iter_train` in a child process (spawned), as a generator of its
     :class:`~medfcn.training.progress.TrainProgress` that returns its
     :class:`~medfcn.training.progress.TrainSummary`; ``cancel()`` is polled every 0.1 s and passed on;
     ``started(process)`` is called once the child runs (its owner may end it: the generator then raises).
     With ``compare``, a :class:`~medfcn.training.compare.ScanChange` is yielded after the last progress (the
-    tuned model against its start model on the whole scan). Raises what the run raised (:class:`MedfcnError`),
+    tuned model against its start model on the whole scan); with ``preview``, a
+    :class:`~medfcn.training.compare.Preview` (the tuned model's labels of the scan). Raises what the run raised
+    (:class:`MedfcnError`),
     or MedfcnError if the process dies."""
     import multiprocessing
 
     context = multiprocessing.get_context("spawn")
     messages, stop = context.Queue(), context.Event()
-    process = context.Process(target=_train_child, args=(config, messages, stop, compare), daemon=True)
+    process = context.Process(target=_train_child, args=(config, messages, stop, compare, preview), daemon=True)
     process.start()
     if started is not None:
         started(process)
@@ -127,12 +136,15 @@ def train_correction(
     *,
     name: str = "",
     started: Callable[[object], None] | None = None,
+    preview: bool = False,
 ) -> Generator[TrainProgress, None, tuple[TrainConfig, TrainSummary]]:
     """The Train dock's run: write ``scan`` and its partial ``label`` under ``folder``, readable by the user alone
     (:func:`~medfcn.training.corrections.prepare_correction_run`; the new model named ``name``), then train on them
     for ``minutes`` in a child process (``started`` as in :func:`iter_train_process`), the model written to
     ``folder``/model.safetensors; yields the progress and, for a fine-tuned model, its
-    :class:`~medfcn.training.compare.ScanChange` against the start model; returns (config, summary). The copies of
+    :class:`~medfcn.training.compare.ScanChange` against the start model (with ``preview``, a live round: the
+    tuned model's :class:`~medfcn.training.compare.Preview` of the scan instead); returns (config, summary). The
+    copies of
     the scan and label are removed when the run ends, however it ends. Raises :class:`MedfcnError`."""
     import shutil
 
@@ -142,10 +154,31 @@ def train_correction(
         config = prepare_correction_run(
             folder, scan, label, start, minutes=minutes, output=folder / "model.safetensors", name=name
         )
-        summary = yield from iter_train_process(config, cancel, started=started, compare=True)
+        summary = yield from iter_train_process(config, cancel, started=started, compare=not preview, preview=preview)
     finally:  # a patient's scan stays on disk no longer than its run
         for kind in ("images", "labels"):
             shutil.rmtree(folder / kind, ignore_errors=True)
+    return config, summary
+
+
+def train_corrected_cases(
+    folder: Path,
+    pairs: Path,
+    start: StartModel,
+    minutes: float,
+    cancel: Callable[[], bool],
+    *,
+    name: str = "",
+    started: Callable[[object], None] | None = None,
+) -> Generator[TrainProgress, None, tuple[TrainConfig, TrainSummary]]:
+    """One fine-tuning run of ``start`` on the corrected cases listed in ``pairs``
+    (:func:`~medfcn.training.corrections.corrected_cases_run`; read where they lie, nothing copied) for ``minutes``
+    in a child process, the model written to ``folder``/model.safetensors; yields the progress, returns (config,
+    summary) as :func:`train_correction`. Raises :class:`MedfcnError`."""
+    from medfcn.training.corrections import corrected_cases_run
+
+    config = corrected_cases_run(pairs, start, minutes=minutes, output=folder / "model.safetensors", name=name)
+    summary = yield from iter_train_process(config, cancel, started=started)
     return config, summary
 
 

@@ -21,7 +21,7 @@ import weakref
 from qtpy.QtCore import QEvent, QObject, Qt, QTimer
 from qtpy.QtWidgets import QDockWidget, QScrollArea
 
-__all__ = ["install_dock_layout", "arrange_docks", "medfcn_docks", "is_medfcn_widget"]
+__all__ = ["install_dock_layout", "arrange_docks", "medfcn_docks", "is_medfcn_widget", "find_dock"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,18 @@ _PACKAGE = __name__.split(".")[0]  # "napari_plugin"
 def is_medfcn_widget(widget) -> bool:
     """Whether ``widget`` (a magicgui or Qt widget) is one of this package's docks."""
     return type(widget).__module__.split(".")[0] == _PACKAGE
+
+
+def find_dock(viewer, kind: type, name: str, *, create: bool):
+    """The widget of ``viewer``'s medfcn dock ``name`` (an instance of ``kind``), that dock opened when ``create``
+    and there is none; else ``None``. How one dock hands work to another (Train to Segment, the Review queue to
+    Train)."""
+    for widget in viewer.window.dock_widgets.values():
+        if isinstance(widget, kind):
+            return widget
+    if not create:
+        return None
+    return viewer.window.add_plugin_dock_widget("medfcn", name)[1]
 
 
 def _inner(dock: QDockWidget):

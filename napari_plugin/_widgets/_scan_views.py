@@ -45,6 +45,7 @@ __all__ = [
     "new_labels_on_scan",
     "scan_image_of",
     "is_user_labels",
+    "unsure_map",
     "prefer_medfcn_reader",
     "READER_PATTERNS",
 ]
@@ -80,8 +81,25 @@ def orientation_text(viewer: napari.viewer.Viewer) -> str:
 
 
 def is_user_labels(layer) -> bool:
-    """A Labels layer a person may paint on (not a Review overlay, whose metadata holds ``overlap_codes``)."""
-    return layer.__class__.__name__ == "Labels" and "overlap_codes" not in (layer.metadata or {})
+    """A Labels layer a person may paint on (not a Review overlay, whose metadata holds ``overlap_codes``, nor a
+    map of where the model is unsure, whose metadata holds ``unsure_of``)."""
+    meta = layer.metadata or {}
+    return layer.__class__.__name__ == "Labels" and "overlap_codes" not in meta and "unsure_of" not in meta
+
+
+def unsure_map(viewer, labels):
+    """The map of where the model is unsure (the Segment dock's ``<image>_uncertain``) made with the Labels layer
+    ``labels``, else the newest on its grid, or ``None``."""
+    from .._layers import grid_mismatch_text
+
+    maps = [
+        layer
+        for layer in reversed(list(viewer.layers))
+        if "unsure_of" in (layer.metadata or {})
+        and layer.data.shape == labels.data.shape
+        and not grid_mismatch_text(layer, labels)
+    ]
+    return next((m for m in maps if m.metadata["unsure_of"] == labels.name), maps[0] if maps else None)
 
 
 def _shows_scans(viewer) -> bool:

@@ -8,8 +8,9 @@ correction" record the decision; "Save correction" writes the labels layer as pa
 ``OUT/corrected/<case>.nii.gz`` (never over the batch's output) and records ``corrected``. Everything recorded is in
 ``OUT/review.json``, so closing napari loses nothing. Opening the next case removes the layers of the previous one
 unless its labels were painted on and not saved. "Train on the corrected cases" writes them as one list,
-``OUT/corrected/pairs.csv``, and gives the ``medfcn train`` command that fine-tunes the model on all of them (the
-Train dock trains on one image at a time).
+``OUT/corrected/pairs.csv``, and starts one fine-tuning run of the batch's model on all of them in the Train dock
+(its minutes, its plot, Save and "Segment with this model"), giving the ``medfcn train`` command that does the same
+from a shell.
 """
 
 from __future__ import annotations
@@ -114,7 +115,7 @@ class QueueWidget(Container):
         self.accept_button.clicked.connect(lambda: self.decide(Decision.ACCEPTED))
         self.needs_button.clicked.connect(lambda: self.decide(Decision.NEEDS_CORRECTION))
         self.save_button.clicked.connect(self.save_correction)
-        self.train_button.clicked.connect(self.corrected_pairs)
+        self.train_button.clicked.connect(self.train_on_corrected)
 
     @property
     def out_dir(self) -> Path:
@@ -182,20 +183,43 @@ class QueueWidget(Container):
         self._record(Decision.CORRECTED, saved)
         return saved
 
-    def corrected_pairs(self) -> Path | None:
-        """Write ``OUT/corrected/pairs.csv`` (:func:`write_corrected_pairs`) and say how to train on it."""
+    def corrected_pairs(self) -> tuple[Path, int, str] | None:
+        """Write ``OUT/corrected/pairs.csv`` (:func:`write_corrected_pairs`): ``(the list, its cases, the model the
+        batch was run with)``, and say how to train on it from a shell; ``None`` after a one-line error."""
         import shlex
+
+        from medfcn.model.checkpoint import DEFAULT_MODEL_PATH
 
         try:
             path, n = write_corrected_pairs(self.out_dir)
         except MedfcnError as e:
             self.status.value = str(e)
             return None
-        model = self._model_path()
+        model = self._model_path() or str(DEFAULT_MODEL_PATH)
         trained = self.out_dir / "corrected" / "model.safetensors"
-        command = ["medfcn", "train", "--pairs", str(path), "-o", str(trained), *(["--init", model] if model else [])]
-        self.status.value = f"{n} corrected cases listed in {path}. Fine-tune on all of them:\n{shlex.join(command)}"
-        return path
+        command = ["medfcn", "train", "--pairs", str(path), "-o", str(trained), "--init", model]
+        self.status.value = f"{n} corrected cases listed in {path}. From a shell:\n{shlex.join(command)}"
+        return path, n, model
+
+    def train_on_corrected(self):
+        """The button "Train on the corrected cases": list them (:meth:`corrected_pairs`) and start one fine-tuning
+        run on all
+        of them in the Train dock (opened if needed); returns that run, or ``None``."""
+        from ._docks import find_dock
+        from .train import TrainWidget
+
+        listed = self.corrected_pairs()
+        if listed is None:
+            return None
+        path, n, model = listed
+        train = find_dock(self._viewer, TrainWidget, "Train", create=True)
+        run = train.train_on_cases(path, Path(model), n)
+        said = self.status.value.split("\n", 1)[1]
+        if run is None:
+            self.status.value = f"Not started: {train.status.value}"
+        else:
+            self.status.value = f"Training on the {n} corrected cases in the Train dock. The same from a shell:\n{said}"
+        return run
 
     def _model_path(self) -> str | None:
         """The model file the batch was run with, from its manifest (``None``: unknown)."""

@@ -9,6 +9,10 @@ from code followed by ``refresh()``) mark the numbers stale and recompute them (
 edits" is on. The error list is rebuilt from the result whenever napari refreshes the dock's choices (as it does
 when any layer is added or removed), so it never empties under the user.
 
+Without a reference, Compute lists where the model is unsure over more than the thin band every boundary has
+(:func:`medfcn.evaluation.components.unsure_regions`, on the Segment dock's ``<image>_uncertain`` map), largest
+first, and Next / Previous visit them as they visit errors.
+
 The picture (:mod:`napari_plugin._widgets._overlay`): an overlay of where prediction and reference disagree in
 colour-blind-safe colours, the reference as a contour in a colour no error uses, the prediction as a white outline;
 a legend with a swatch for each, and hovering the overlay names what a voxel is.
@@ -42,7 +46,14 @@ from qtpy.QtWidgets import QAbstractScrollArea, QHeaderView, QSizePolicy
 
 from medfcn.data.display import AXIS_LABELS
 from medfcn.errors import MedfcnError
-from medfcn.evaluation.components import MIN_ERROR_MM3, ErrorComponent, large_errors, worst_slice_box
+from medfcn.evaluation.components import (
+    MIN_ERROR_MM3,
+    UNSURE_DEPTH_MM,
+    ErrorComponent,
+    large_errors,
+    unsure_regions,
+    worst_slice_box,
+)
 from medfcn.evaluation.review import Review, review
 
 from .._dicom_writer import save_seg_layer
@@ -53,7 +64,7 @@ from ._camera import go_to_box, slicing_axis
 from ._edits import EditWatch
 from ._overlay import OVERLAP_COLORS, OVERLAP_NAMES, display_codes, legend_html, restore_style, show_overlap
 from ._plot import SliceDicePlot
-from ._scan_views import unwrap
+from ._scan_views import unsure_map, unwrap
 
 if TYPE_CHECKING:
     import napari
@@ -95,6 +106,8 @@ class ReviewWidget(Container):
         self._overlay = None  # this dock's overlay layer
         self._styled: tuple = (None, None)  # (the reference restyled as a contour, its style before)
         self._closed = False
+        self._unsure: list[ErrorComponent] = []  # without a reference: where the model is unsure, largest first
+        self._unsure_of: tuple = (None, 0)  # (the unsure map those regions came from, the axis they are listed by)
         _scan_views.install(viewer)
         self._make_widgets()
         nav = Container(widgets=[self.previous_button, self.next_button], layout="horizontal", labels=False)
@@ -229,7 +242,8 @@ class ReviewWidget(Container):
             return
         labels = [la for la in self.prediction.choices if la is not None]
         labels = [la for la in labels if "overlap_codes" not in la.metadata]
-        if len(labels) < 2:
+        if len(labels) < 2:  # one labels layer: a prediction without a reference (Compute lists where it is unsure)
+            self.prediction.value, self.reference.value = (labels[-1] if labels else None), None
             return
         pred = ([la for la in labels if la.metadata.get("model")] or labels)[-1]
         others = [la for la in labels if la is not pred]
@@ -254,6 +268,8 @@ class ReviewWidget(Container):
         if self._computing:  # one computation at a time: try again once this one is done
             self._timer.start()
             return None
+        if self.prediction.value is not None and self.reference.value is None:
+            return self._compute_unsure(self.prediction.value)
         try:
             pred, ref = self._pair()
         except MedfcnError as e:
@@ -271,15 +287,38 @@ class ReviewWidget(Container):
         self.worker.start()
         return self.worker
 
+    def _compute_unsure(self, pred):
+        """No reference: find where the model is unsure in a worker thread, from the Segment dock's map on ``pred``'s
+        grid; returns the worker (``None`` when there is no map)."""
+        found = unsure_map(self._viewer, pred)
+        if found is None:
+            self.status.value = (
+                f"No reference chosen, and no map of where the model is unsure on the grid of {pred.name}: choose a "
+                'reference, or tick "Show where the model is unsure" in Segment and segment again.'
+            )
+            return None
+        axis = slicing_axis(self._viewer, pred.ndim)
+        self.status.value = f"No reference: finding where the model is unsure ({found.name}) ..."
+        self.compute_button.enabled, self._computing = False, True
+        self.worker = thread_worker(unsure_regions, start_thread=False, ignore_errors=True)(
+            np.asarray(found.data) > 0, tuple(pred.scale)
+        )
+        self.worker.returned.connect(lambda regions: self._show_unsure(pred, found, regions, axis))
+        self.worker.errored.connect(self._on_error)
+        self.worker.finished.connect(self._computed)
+        self.worker.start()
+        return self.worker
+
     def go_to_error(self, k: int) -> ErrorComponent | None:
         """Centre and zoom the view on listed error blob ``k`` (0: the largest) and move to its slice (the blob's
-        anchor voxel, which its description names)."""
-        if self.result is None or not self.shown or self.prediction.value is None:
+        anchor voxel, which its description names); without a reference, on unsure region ``k``."""
+        if not self.shown or self.prediction.value is None:
             return None
         k %= len(self.shown)
         self.error_index = k
         blob = self.shown[k]
-        self.status.value = f"Error {k + 1} of {len(self.shown)}: {self._describe(blob)}"
+        what = "Unsure region" if blob.kind == "unsure" else "Error"
+        self.status.value = f"{what} {k + 1} of {len(self.shown)}: {self._describe(blob)}"
         go_to_box(self._viewer, self.prediction.value, blob.box, blob.anchor)
         with self.verdict.changed.blocked():  # the region's own verdict shown, not recorded again
             self.verdict.value = self.verdicts.get(blob.anchor, VERDICTS[0])
@@ -356,11 +395,30 @@ class ReviewWidget(Container):
         return self.worker
 
     # -- results -------------------------------------------------------------------------------------------------
+    def _show_unsure(self, pred, found, regions: list[ErrorComponent], axis: int) -> None:
+        if (pred, None) != self._scored:
+            self.verdicts = {}
+        self.result, self.stale, self.error_index = None, False, -1
+        self._unsure, self._unsure_of, self._scored = regions, (found, axis), (pred, None)
+        self.table.value = {"data": [], "index": [], "columns": []}
+        self._fit_table()
+        self._scored_against(reference=False)
+        self.worst_button.enabled = False
+        found.visible = True
+        self._list_errors()
+
+    def _scored_against(self, *, reference: bool) -> None:
+        """Show the legend of the error colours and the slice Dice plot with a reference only."""
+        self.legend.visible = reference
+        self.plot.setVisible(reference)
+        self.error_list.label = "Errors" if reference else "Unsure"
+
     def _show(self, pred, ref, reviewed: tuple) -> None:
         result, self.checksums, codes = reviewed
         if (pred, ref) != self._scored:
             self.verdicts = {}
-        self.result, self.stale, self.error_index = result, False, -1
+        self.result, self.stale, self.error_index, self._unsure = result, False, -1, []
+        self._scored_against(reference=True)
         names = pred.metadata.get("label_names") or ref.metadata.get("label_names") or {}
         columns = [
             [round(m.dice, 4), round(m.iou, 4), round(m.hd95_mm, 2), round(m.vol_pred_ml, 2), round(m.vol_ref_ml, 2)]
@@ -396,15 +454,19 @@ class ReviewWidget(Container):
     def _list_errors(self, *_) -> None:
         """List the error blobs of at least the chosen size and say how many smaller ones are hidden."""
         result = self.result
-        if result is None:
+        if result is None and not self._unsure:
             self.shown, self.hidden = [], 0
-            self.error_list.reset_choices()
+            self._relist()
             return
-        regions = [e for e in result.errors if not e.edge]  # edge noise is summarised, not listed
-        self.shown, self.hidden = large_errors(regions, float(self.min_mm3.value))
+        regions = [e for e in result.errors if not e.edge] if result is not None else self._unsure  # edge noise is
+        self.shown, self.hidden = large_errors(regions, float(self.min_mm3.value))  # summarised, not listed
         self.error_index = -1
-        self.error_list.reset_choices()
+        self._relist()
         self.next_button.enabled = self.previous_button.enabled = bool(self.shown)
+        self.verdict.enabled = bool(self.shown)
+        if result is None:
+            self.status.value = self._unsure_text()
+            return
         pred, ref = self._scored
         names = (pred.metadata.get("label_names") or ref.metadata.get("label_names") or {}) if pred else {}
         summary = ", ".join(f"{_label_name(names, k)} Dice {m.dice:.4f}" for k, m in result.metrics.items())
@@ -417,8 +479,23 @@ class ReviewWidget(Container):
                 f"; noise: {len(edge):,} thin blob{'s' if len(edge) != 1 else ''} (rims along the boundary and "
                 f"specks), {sum(e.volume_ml for e in edge):.2f} mL, drawn faint, not listed"
             )
-        self.verdict.enabled = bool(self.shown)
         self.status.value = (summary + blobs) if summary else "Neither layer holds a label."
+
+    def _unsure_text(self) -> str:
+        found = self._unsure_of[0]
+        across = f"{2 * UNSURE_DEPTH_MM:g} mm across or more"
+        if not self.shown:
+            smaller = f" ({self.hidden:,} smaller than {self.min_mm3.value:g} mm\u00b3 hidden)" if self.hidden else ""
+            return (
+                f"No reference. Nowhere is the model unsure over more than a thin band ({across}){smaller}; "
+                f"{found.name} shows every unsure voxel."
+            )
+        hidden = f" ({self.hidden:,} smaller hidden)" if self.hidden else ""
+        return (
+            f"No reference. {len(self.shown):,} place{'s' if len(self.shown) != 1 else ''} where the model is unsure "
+            f"over more than a thin band ({across}), largest first{hidden}: Next visits them; {found.name} shows "
+            "every unsure voxel."
+        )
 
     def _describe(self, blob: ErrorComponent) -> str:
         return blob.describe(AXIS_LABELS if len(blob.centroid) == 3 else None)
@@ -426,7 +503,7 @@ class ReviewWidget(Container):
     def _error_choices(self) -> list[str]:
         """One short line per listed blob (``"1. missed 12 mL, axial 161"``: the slice the view goes to); the
         status gives the whole description of the blob chosen."""
-        axis = self.result.axis if self.result is not None else 0
+        axis = self.result.axis if self.result is not None else self._unsure_of[1]
         plane = AXIS_LABELS[axis] if axis < 3 else "slice"
         out = []
         for i, b in enumerate(self.shown):
@@ -449,9 +526,19 @@ class ReviewWidget(Container):
             return
         self.verdicts[self.shown[k].anchor] = verdict
         index = self.error_index
-        self.error_list.reset_choices()
+        self._relist()
         self.error_index = index
+        if 0 <= index < len(self.shown):
+            with self.error_list.changed.blocked():  # the region shown stays chosen
+                self.error_list.value = self._error_choices()[index]
         self._save_state()
+
+    def _relist(self) -> None:
+        """List the regions in their order. (magicgui keeps the rows whose text did not change and adds the others
+        at the end: a region just judged, or every new one after a recompute, went to the bottom of the list.)"""
+        with self.error_list.changed.blocked():
+            self.error_list.native.clear()
+            self.error_list.reset_choices()
 
     def _on_verdict(self, value) -> None:
         if self.error_index >= 0:
@@ -525,11 +612,11 @@ class ReviewWidget(Container):
         """A new prediction or reference (chosen, or the old one removed from the viewer): the numbers, the list
         and the jumps were of the old pair, so they go."""
         self._watch()
-        if self.result is not None and (self.prediction.value, self.reference.value) != self._scored:
+        if (self.result is not None or self._unsure) and (self.prediction.value, self.reference.value) != self._scored:
             if self._styled[0] is not self.reference.value:
                 restore_style(*self._styled)
                 self._styled = (None, None)
-            self.result, self._scored, self.stale = None, (None, None), False
+            self.result, self._scored, self.stale, self._unsure = None, (None, None), False, []
             self._list_errors()
             self.worst_button.enabled = self.next_button.enabled = self.previous_button.enabled = False
             self.status.value = "New layers chosen: press Compute."
@@ -566,7 +653,7 @@ class ReviewWidget(Container):
             self.plot.mark(self._current_index())
 
     def _on_order(self, *_) -> None:
-        if self.result is not None and self.prediction.value is not None:
+        if (self.result is not None or self._unsure) and self.prediction.value is not None:
             self.compute()
 
 

@@ -292,7 +292,7 @@ class SegmentWidget(Container):
                 self._viewer, layer, display, name=name, metadata=metadata, features=features
             )
         if unsure is not None:
-            self._show_unsure(layer, unsure)
+            self._show_unsure(layer, unsure, out.name)
         if self.progress.value != 100:  # Qt repaints a progress bar at once: 0.3-0.5 s of the window under Xvfb
             self.progress.value = 100
         found = volumes_text(volumes, card_labels)
@@ -300,13 +300,18 @@ class SegmentWidget(Container):
         where = f"{segmenter.device}, {segmenter.engine.backend}"
         self.status.value = f"{out.name}: {found} ({segmenter.model.name} on {where}){kept}{judged}"
 
-    def _show_unsure(self, layer, unsure: np.ndarray) -> None:
-        """``<image>_uncertain``: the voxels the model is unsure of, in one colour (replaced on every run)."""
+    def _show_unsure(self, layer, unsure: np.ndarray, result: str) -> None:
+        """``<image>_uncertain``: the voxels the model is unsure of in the labels layer ``result``, in one colour
+        (replaced on every run)."""
         from napari.utils.colormaps import DirectLabelColormap
 
         name = f"{layer.name}_uncertain"
         colours = DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), 1: (1.0, 0.85, 0.0, 1.0)})
-        metadata = {"image": layer.name, "what": "voxels the model is unsure of (medfcn.inference.quality)"}
+        metadata = {
+            "image": layer.name,
+            "unsure_of": result,
+            "what": "voxels the model is unsure of (medfcn.inference.quality)",
+        }
         if name in self._viewer.layers:
             self._viewer.layers.remove(name)  # derived from the result, never edited: replaced whole
         out = _scan_views.add_labels_like(self._viewer, layer, unsure, name=name, metadata=metadata, opacity=0.6)

@@ -20,7 +20,9 @@ from then on, for Segment and the layers it made) and "Segment with this model",
 Segment dock and segments the image with it as a new layer. Closing the dock or the viewer ends the training process
 and removes the temporary folder (copies of the scan live there only during a run, readable by the user alone).
 "Accept its labels where not painted" copies the newest layer that model made into the label layer wherever nothing
-is painted (one undo step). A new structure: "painted slices only" on a fresh layer (painted, or filled between by
+is painted (one undo step). The Review queue's "Train on the corrected cases" starts one run here on all of them
+(:meth:`TrainWidget.train_on_cases`, :func:`medfcn.training.process.train_corrected_cases`). A new structure:
+"painted slices only" on a fresh layer (painted, or filled between by
 the Annotate dock) and the start "new structure (bundled model's encoder)" with its label names.
 """
 
@@ -46,7 +48,7 @@ from medfcn.errors import MedfcnError
 from medfcn.training.compare import ScanChange
 from medfcn.training.corrections import CorrectionMode, StartModel, correction_label, painted_label
 from medfcn.training.output import save_trained_model
-from medfcn.training.process import ThreadedRun, train_correction
+from medfcn.training.process import ThreadedRun, train_corrected_cases, train_correction
 
 from .._layers import check_same_grid, layer_scan
 from .._messages import for_viewer
@@ -129,6 +131,7 @@ class TrainWidget(Container):
         self.trained: Path | None = None  # the last model training wrote (the last good one), or where it was saved
         self.start_path: Path | None = None  # the model the last run started from
         self.change: ScanChange | None = None  # what the last run changed on the whole scan
+        self._cases = 0  # the corrected cases the last run learnt from (0: the slices painted in this viewer)
         self._cancel = threading.Event()
         self._folder = tempfile.TemporaryDirectory(prefix="medfcn-train-")  # 0700: the user's alone
         self._process = None
@@ -166,13 +169,8 @@ class TrainWidget(Container):
             self.status.value = for_viewer(str(e))
             return None
         self._user_choice = self.label_layer.value  # the layer trained on stays chosen (Accept writes into it)
-        self._runs += 1
-        folder = self.folder / f"run{self._runs}"
-        self._cancel.clear()
-        self._loss, self._dice, self.change = [], [], None
-        self.start_path = start.path
-        stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
         learnt = f", {n} slice{'s' if n != 1 else ''}" if n else ""
+        folder = self._new_run(start, cases=0)
         generator = train_correction(
             folder,
             scan,
@@ -180,11 +178,41 @@ class TrainWidget(Container):
             start,
             float(self.minutes.value),
             self._cancel.is_set,
-            name=f"{{start}} fine-tuned on {scan.case}{learnt} ({stamp})",
+            name=f"{{start}} fine-tuned on {scan.case}{learnt} ({_stamp()})",
             started=self._started,
         )
+        return self._launch(generator, f"Training on {what} of {self.image.value.name} ...")
+
+    def train_on_cases(self, pairs: Path, model: Path, n: int):
+        """One fine-tuning run of ``model`` on the ``n`` corrected cases listed in ``pairs`` (the Review queue's
+        ``OUT/corrected/pairs.csv``) for the dock's minutes; returns the run (``None`` after a one-line error in the
+        status: a run already going, a list or model that cannot be used)."""
+        if self.worker is not None:
+            self.status.value = "A training run is already going: wait for it, or cancel it."
+            return None
+        start = StartModel(Path(model))
+        folder = self._new_run(start, cases=n)
+        generator = train_corrected_cases(
+            folder,
+            Path(pairs),
+            start,
+            float(self.minutes.value),
+            self._cancel.is_set,
+            name=f"{{start}} fine-tuned on {n} corrected case{'s' if n != 1 else ''} ({_stamp()})",
+            started=self._started,
+        )
+        return self._launch(generator, f"Training on {n} corrected case{'s' if n != 1 else ''} ({pairs}) ...")
+
+    def _new_run(self, start: StartModel, *, cases: int) -> Path:
+        self._runs += 1
+        self._cancel.clear()
+        self._loss, self._dice, self.change, self._cases = [], [], None, cases
+        self.start_path = start.path
+        return self.folder / f"run{self._runs}"
+
+    def _launch(self, generator, text: str) -> ThreadedRun:
         self.train_button.enabled, self.cancel_button.enabled = False, True
-        self.status.value = f"Training on {what} of {self.image.value.name} ..."
+        self.status.value = text
         self.worker = ThreadedRun(generator).start()
         self._timer.start()
         return self.worker
@@ -376,14 +404,10 @@ class TrainWidget(Container):
 
     def _segment_widget(self, *, create: bool):
         """The Segment dock of this viewer (opened when ``create``), or None."""
+        from ._docks import find_dock
         from .segment import SegmentWidget
 
-        for widget in self._viewer.window.dock_widgets.values():
-            if isinstance(widget, SegmentWidget):
-                return widget
-        if not create:
-            return None
-        return self._viewer.window.add_plugin_dock_widget("medfcn", "Segment")[1]
+        return find_dock(self._viewer, SegmentWidget, "Segment", create=create)
 
     # -- the plan: what training will learn, said before it starts ------------------------------------------------
     def _on_label_layer(self, layer) -> None:
@@ -465,9 +489,10 @@ class TrainWidget(Container):
         how = "cancelled" if summary.cancelled else f"{summary.minutes:.1f} min"
         if summary.written:
             self.trained = Path(config.output)
+            on = f"the {self._cases} corrected cases" if self._cases else "the painted slices"
             self.status.value = (
                 f"Trained {summary.epochs} epoch(s) ({how}). {self._change_text()} Training data: Dice "
-                f"{summary.best_validation_dice:.3f} on the painted slices. Save it, or segment with it."
+                f"{summary.best_validation_dice:.3f} on {on}. Save it, or segment with it."
             )
         else:
             kept = "the previous trained model is kept" if self.trained else "no new model"
@@ -477,6 +502,8 @@ class TrainWidget(Container):
     def _change_text(self) -> str:
         """What the tuned model changes on the whole scan against its start model, in the viewer's planes."""
         change, image = self.change, self.image.value
+        if self._cases:
+            return f"(Fine-tuned on {self._cases} corrected cases: not compared on one scan.)"
         if change is None:
             return "(Not compared with the start model: a new model, or the run was stopped.)"
         text = (
@@ -501,3 +528,7 @@ class TrainWidget(Container):
     def _on_finished(self) -> None:
         self.worker, self._process = None, None
         self.train_button.enabled, self.cancel_button.enabled = True, False
+
+
+def _stamp() -> str:
+    return datetime.datetime.now().strftime("%Y-%m-%d %H:%M")

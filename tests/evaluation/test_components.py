@@ -107,3 +107,49 @@ def test_thin_rims_are_edge_noise_and_regions_are_not():
     pred[10:14, 10:14, 8] = 1
     got = [(c.kind, c.voxels, round(c.depth_mm, 3), c.edge) for c in error_components(pred, ref, (0.9, 0.9, 6.5))]
     assert got == [("missed", 75, 2.7, False), ("spurious", 72, 0.9, True), ("spurious", 16, 1.8, False)]
+
+
+def _brute_unsure_regions(unsure: np.ndarray, spacing, depth_mm: float) -> list[set[tuple[int, ...]]]:
+    """The regions of ``unsure_regions`` from their definition, by distances between every pair of voxels: a
+    voxel's depth is its distance (mm) to the nearest sure voxel, the array's outside counting as sure; the core lies
+    deeper than ``depth_mm``; a region is a flood-filled component of the unsure voxels within ``depth_mm`` of it."""
+    padded = np.pad(unsure, 1)
+    s = np.asarray(spacing, float)
+    inside = (np.argwhere(padded) * s)[:, None, :]
+    sure = (np.argwhere(~padded) * s)[None, :, :]
+    depth = np.sqrt(((inside - sure) ** 2).sum(-1)).min(1)
+    coords = np.argwhere(padded)
+    core = coords[depth > depth_mm]
+    if not len(core):
+        return []
+    near = np.sqrt((((coords[:, None, :] - core[None, :, :]) * s) ** 2).sum(-1)).min(1) <= depth_mm
+    grown = np.zeros(padded.shape, bool)
+    grown[tuple((coords[near]).T)] = True
+    return flood_components(grown[1:-1, 1:-1, 1:-1])
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.8, 0.8, 2.5)])
+def test_unsure_regions_match_their_definition_computed_pair_by_pair(spacing):
+    """Two thick unsure places on a thin band, on an anisotropic grid too: the regions, their voxels, volumes and
+    boxes equal a brute-force computation of the definition; the anchor lies in the core; the band lists nothing."""
+    from medfcn.evaluation.components import unsure_regions
+
+    rng = np.random.default_rng(4)
+    unsure = np.zeros((22, 20, 12), bool)
+    unsure[1:21, 1:19, 1:3] = True  # a thin band along a boundary
+    unsure[3:13, 3:12, 2:9] = True  # a thick place on it
+    unsure[15:21, 12:19, 5:11] = rng.random((6, 7, 6)) < 0.9  # a ragged one apart
+    found = unsure_regions(unsure, spacing, depth_mm=2.0)
+    expected = sorted(_brute_unsure_regions(unsure, spacing, 2.0), key=len, reverse=True)
+    assert [r.voxels for r in found] == [len(b) for b in expected] and found
+    voxel_ml = float(np.prod(spacing)) / 1000
+    for region, blob in zip(found, expected, strict=True):
+        lo, hi = np.min(list(blob), 0), np.max(list(blob), 0) + 1
+        assert region.box == tuple(zip(lo.tolist(), hi.tolist(), strict=True))
+        assert region.kind == "unsure" and region.anchor in blob
+        assert region.volume_ml == pytest.approx(len(blob) * voxel_ml)
+        assert region.depth_mm > 2.0
+    band = np.zeros_like(unsure)
+    band[1:21, 1:19, 1:3] = True
+    assert unsure_regions(band, spacing, depth_mm=3.0) == []  # 2 voxels thick: at most 2.5 mm deep
+    assert unsure_regions(np.zeros_like(unsure), spacing) == []

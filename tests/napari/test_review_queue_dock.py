@@ -72,8 +72,8 @@ def test_the_queue_is_driven_in_a_viewer_and_survives_a_new_dock(viewer, qtbot, 
     review = json.loads((out / "review.json").read_text(encoding="utf-8"))["cases"]
     assert review["case01"]["corrected"] == "corrected/case01.nii.gz"
 
-    listed = widget.corrected_pairs()  # "Train on the corrected cases": one list, and the command that trains on it
-    assert listed == out / "corrected" / "pairs.csv" and "medfcn train --pairs" in widget.status.value
+    listed = widget.corrected_pairs()  # one list, and the command that trains on it
+    assert listed[:2] == (out / "corrected" / "pairs.csv", 1) and "medfcn train --pairs" in widget.status.value
     assert widget.status.value.startswith("1 corrected cases listed")
 
     # painted on and not saved: opening another case keeps the layer
@@ -81,3 +81,44 @@ def test_the_queue_is_driven_in_a_viewer_and_survives_a_new_dock(viewer, qtbot, 
     blank_labels.data = np.ones_like(blank_labels.data)
     _open(widget, qtbot, viewer, "case00")
     assert "blank_labels" in viewer.layers and "was painted on and not saved: it is kept" in widget.status.value
+
+
+@gui
+def test_train_on_the_corrected_cases_is_one_run_in_the_train_dock(viewer, qtbot, tmp_path, model_file):
+    """Two cases corrected in the queue; "Train on the corrected cases" fine-tunes the batch's model on both in
+    one run of the Train dock (its plot, Save, Segment with this model): the model's card records both cases and the
+    model it started from; no output and no correction is touched."""
+    from medfcn.model.checkpoint import load_model
+    from napari_plugin._widgets.train import TrainWidget
+
+    out = _batch(tmp_path, model_file)
+    widget = QueueWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.load(out)
+    widget.train_button.clicked()  # nothing corrected yet: said, nothing started
+    assert "no case recorded as corrected yet" in widget.status.value
+    assert not any(isinstance(w, TrainWidget) for w in viewer.window.dock_widgets.values())
+    for case in ("case00", "case01"):
+        _, labels = _open(widget, qtbot, viewer, case)
+        painted = labels.data.copy()
+        painted[painted.shape[0] // 2] = 1
+        labels.data = painted
+        assert widget.save_correction() is not None
+    kept = {p.relative_to(out): file_sha256(p) for p in out.rglob("*.nii.gz")}
+    _, train = viewer.window.add_plugin_dock_widget("medfcn", "Train")
+    train.minutes.value = 0.1
+
+    widget.train_button.clicked()
+    assert train.worker is not None and widget.status.value.startswith("Training on the 2 corrected cases")
+    assert "medfcn train --pairs" in widget.status.value
+    widget.train_button.clicked()  # pressed again while it runs: refused, the run goes on
+    assert widget.status.value.startswith("Not started: A training run is already going")
+    qtbot.waitUntil(lambda: train.worker is None, timeout=120_000)
+    assert train.trained is not None and "on the 2 corrected cases" in train.status.value, train.status.value
+    assert train.save_button.enabled and train.segment_button.enabled
+    card = load_model(train.trained).card
+    assert card.name.startswith(f"{load_model(model_file).card.name} fine-tuned on 2 corrected cases")
+    assert card.training["init"]["sha256"] == file_sha256(model_file)
+    assert sorted(d["case"] for d in card.training["data"]) == ["case00", "case01"], card.training["data"]
+    assert "napari Review queue: 2 corrected cases" in card.training["command"]
+    assert {p.relative_to(out): file_sha256(p) for p in out.rglob("*.nii.gz")} == kept

@@ -115,13 +115,17 @@ def _segment_for_layer(
 def _warm_first_labels_layer() -> None:
     """Do here, in the worker, what napari does the first time a Labels layer is added or drawn and needs no Qt:
     import pandas (napari's first features table: 1.8 s of the viewer's thread), its Labels visual and controls
-    modules, and fill vispy's dash-pattern cache (its first line visual computes 13 patterns in Python)."""
+    modules, build a label colormap (every Labels layer builds its random colours through ``skimage.color``, whose
+    first import, with ``scipy.linalg``, took 0.05-0.08 s of the viewer's thread), and fill vispy's dash-pattern cache
+    (its first line visual computes 13 patterns in Python)."""
     import napari._qt.layer_controls.qt_labels_controls  # noqa: F401
     import napari._vispy.layers.labels  # noqa: F401
     import napari._vispy.overlays.labels_polygon  # noqa: F401
     import pandas  # noqa: F401
+    from napari.utils.colormaps import label_colormap
     from vispy.visuals.line.dash_atlas import DashAtlas
 
+    label_colormap(49)  # what napari's Labels layer builds (imports skimage.color the first time)
     DashAtlas()
 
 

@@ -1,11 +1,17 @@
 """The Segment dock on a large scan in a real viewer (run under ``xvfb-run -a``): progress moves and Cancel works
 while the scan is still being resampled onto the model's frame, the viewer's event loop never stops for more than
 0.5 s from the press of Segment to the result (napari's own adding of the result layer, 0.25-1 s on this machine
-whatever its size, comes after), and the status names each label's volume in mL."""
+whatever its size, comes after), the viewer's thread imports nothing when it adds the first result layer (the
+worker readied it), and the status names each label's volume in mL."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,3 +92,39 @@ def test_the_event_loop_never_blocks_and_volumes_are_named_in_ml(viewer, qtbot, 
         ml = np.count_nonzero(np.asarray(labels.data) == int(name)) * 0.5**3 / 1000  # voxels x 0.125 mm³
         assert f"{value} {ml:,.1f} mL" in widget.status.value
         assert labels.metadata["volumes_ml"][int(name)] == pytest.approx(ml)
+
+
+FIRST_LAYER = r"""
+import json, sys, threading
+import numpy as np
+import napari
+from qtpy.QtWidgets import QApplication
+from napari_plugin._widgets import _scan_views, segment
+
+viewer = napari.Viewer(show=False)
+image = viewer.add_image(np.zeros((6, 7, 8), np.float32), scale=(0.5, 0.5, 0.5), units="mm")
+worker = threading.Thread(target=segment._warm_first_labels_layer)  # what the Segment dock's worker does last
+worker.start()
+worker.join()
+before = set(sys.modules)
+layer = _scan_views.add_labels_like(  # as the dock adds its result: metadata, features, the image's placement
+    viewer, image, np.ones((6, 7, 8), np.uint8), name="head_labels", metadata={"model": "m"},
+    features={"index": [0, 1], "label": ["background", "brain"]},
+)
+QApplication.processEvents()
+print("NEW " + json.dumps(sorted(set(sys.modules) - before)))
+viewer.close()
+"""
+
+
+@gui
+def test_the_first_result_layer_imports_nothing_on_the_viewers_thread(tmp_path):
+    """The first Labels layer of a process builds napari's random label colours through ``skimage.color`` (with
+    ``scipy.linalg``: 0.05-0.08 s of the viewer's thread) and a features table through pandas: the worker imports
+    them, so adding the result layer imports no module. In a process of its own: this one has imported them all."""
+    env = {**os.environ, "NAPARI_CONFIG": str(tmp_path / "napari.yaml")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", FIRST_LAYER], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    new = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("NEW "))[4:])
+    assert new == [], new

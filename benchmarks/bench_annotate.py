@@ -6,6 +6,8 @@ Usage:
     python benchmarks/bench_annotate.py new-structure [--aal PATH] [--structure 73,74] [--plan N:START:LABELS,...]
         [--epochs 2,6] [--steps-per-epoch 50] [--parallel 2]
         [--json benchmarks/results_annotate_new_structure.json]
+    xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_annotate.py live [--aal PATH] [--slices 5]
+        [--json benchmarks/results_annotate_live.json]
 
 **interpolation**: the AAL atlas drawn on Colin27 (116 structures, 1 mm; ``benchmarks/support/aal.py`` says where it
 comes from) is cut down to every 2nd, 4th or 8th slice along each plane (slices whose index is a multiple of the
@@ -34,6 +36,11 @@ to each of ``--epochs``; after each, its model segments Colin27 (``medfcn segmen
 structure (Dice), with the CPU minutes the training processes used so far (user + system time: the issue's "CPU
 minutes"; wall time depends on who shares the machine). The annotated slices come from the scan that is segmented:
 this is "annotate a few slices of this scan, get the rest", the use the issue measures.
+
+**live**: the Train dock's live mode in a real napari viewer (``benchmarks/support/live_session.py``, in a process of
+its own): the putamina painted on Colin27 one whole axial slice at a time, a new structure from the bundled model's
+encoder; after each slice, the latency from the stroke to the preview that includes it, and the preview's Dice
+against the whole structure.
 
 This process imports ITK but never SimpleITK (the two crash together at exit), and leaves with ``os._exit``.
 """
@@ -344,6 +351,16 @@ def new_structure(args: argparse.Namespace) -> dict:
     return {**summary(), "complete": True}
 
 
+def live(args: argparse.Namespace) -> dict:
+    import json
+
+    out = Path(tempfile.mkdtemp(prefix="medfcn-live-")) / "live.json"
+    script = ROOT / "benchmarks" / "support" / "live_session.py"
+    command = [sys.executable, str(script), "--aal", str(args.aal), "--slices", str(args.slices), "--json", str(out)]
+    subprocess.run(command, check=True)
+    return json.loads(out.read_text())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)
@@ -364,8 +381,13 @@ def main() -> None:
     p.add_argument("--steps-per-epoch", type=int, default=50)
     p.add_argument("--parallel", type=int, default=2, help="runs side by side (each one thread)")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results_annotate_new_structure.json")
+    p = sub.add_parser("live")
+    p.add_argument("--aal", type=Path, default=DEFAULT_AAL)
+    p.add_argument("--slices", type=int, default=5, help="axial slices painted one after the other")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results_annotate_live.json")
     args = parser.parse_args()
-    result = interpolation(args) if args.part == "interpolation" else new_structure(args)
+    parts = {"interpolation": interpolation, "new-structure": new_structure, "live": live}
+    result = parts[args.part](args)
     print(f"written {write_result(args.json, result)}", flush=True)
     sys.stdout.flush()
     os._exit(0)  # ITK's wrapping can crash in interpreter teardown, after the work

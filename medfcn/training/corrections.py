@@ -60,6 +60,8 @@ class StartModel:
 
     path: Path | None = None
     label_names: tuple[str, ...] = ()
+    continues: bool = False  # ``path`` is an earlier round of the same run (the Train dock's live mode): trained on
+    # at that round's learning rate and distillation weight (a new structure's rounds all learn at a new model's rate)
 
 
 def painted_label(
@@ -231,12 +233,16 @@ def prepare_correction_run(
     names = tuple(n.strip() for n in start.label_names if n.strip()) or None
     # a new structure may have several parts (two putamina, metastases): no largest component unless asked
     postprocess = ("fill_holes",) if names is not None and start.path is not None else None
-    start_name = "medfcn"
+    start_name, carried = "medfcn", {}
     if start.path is not None:
         from medfcn.training.finetune import load_start_model
 
         # a start model that cannot be fine-tuned is refused before anything is written
-        start_name = load_start_model(start.path).card.name
+        card = load_start_model(start.path).card
+        start_name = card.name
+        if start.continues:
+            settings = (card.training or {}).get("settings") or {}
+            carried = {k: settings[k] for k in ("lr", "distill") if settings.get(k) is not None}
     config = TrainConfig.for_corrections(  # checked before the scan is written anywhere
         str(folder / "images" / f"{case}.nii.gz"),
         str(folder / "labels" / f"{case}.nii.gz"),
@@ -249,6 +255,7 @@ def prepare_correction_run(
         name=name.replace("{start}", start_name) if name else ("" if start.path else f"medfcn-{case}"),
         command=f"napari Train dock: {case}, {minutes:g} min",
         postprocess=postprocess,
+        **carried,
     )
     for path, array in ((config.images, scan.array), (config.labels, label)):
         Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)

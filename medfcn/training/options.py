@@ -270,12 +270,15 @@ class TrainConfig:
         command: str = "",
         postprocess: tuple[str, ...] | None = None,
         pairs: str = "",
+        lr: float | None = None,
+        distill: float = 1.0,
     ) -> TrainConfig:
         """A run on one corrected scan (the napari Train dock's), or on the list ``pairs`` of corrected cases (``image``
         and ``label`` empty; the Review queue's): fine-tuning ``init`` (its labels, network and the
         fine-tuning learning rate resolved from it; its name too unless ``name`` is given), or a new model with
         ``label_names``; ``minutes`` of training
-        (the time budget ends the run), no held-out case, the model written to ``output``."""
+        (the time budget ends the run), no held-out case, the model written to ``output``; ``lr`` and ``distill``
+        as an earlier round of the same run had them (the Train dock's live mode), else resolved as usual."""
         if init and not label_names:  # fine-tuning: the start model's name unless the run names the new model
             new = {"name": name} if name else {}
         else:
@@ -295,5 +298,7 @@ class TrainConfig:
             val_cases=0,
             seed=seed,
             command=command,
+            lr=lr,
+            distill=distill,
             **new,
         )

@@ -81,10 +81,10 @@ def orientation_text(viewer: napari.viewer.Viewer) -> str:
 
 
 def is_user_labels(layer) -> bool:
-    """A Labels layer a person may paint on (not a Review overlay, whose metadata holds ``overlap_codes``, nor a
-    map of where the model is unsure, whose metadata holds ``unsure_of``)."""
+    """A Labels layer a person may paint on: not a Review overlay (its metadata holds ``overlap_codes``), a map of
+    where the model is unsure (``unsure_of``) or the Train dock's live preview (``preview_of``)."""
     meta = layer.metadata or {}
-    return layer.__class__.__name__ == "Labels" and "overlap_codes" not in meta and "unsure_of" not in meta
+    return layer.__class__.__name__ == "Labels" and not {"overlap_codes", "unsure_of", "preview_of"} & set(meta)
 
 
 def unsure_map(viewer, labels):

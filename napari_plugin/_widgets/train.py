@@ -23,7 +23,8 @@ and removes the temporary folder (copies of the scan live there only during a ru
 is painted (one undo step). The Review queue's "Train on the corrected cases" starts one run here on all of them
 (:meth:`TrainWidget.train_on_cases`, :func:`medfcn.training.process.train_corrected_cases`). A new structure:
 "painted slices only" on a fresh layer (painted, or filled between by
-the Annotate dock) and the start "new structure (bundled model's encoder)" with its label names.
+the Annotate dock) and the start "new structure (bundled model's encoder)" with its label names. "Live" learns while
+the user paints: short rounds and a preview layer (:mod:`._live`).
 """
 
 from __future__ import annotations
@@ -39,13 +40,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FileEdit, FloatSpinBox, Label, LineEdit, PushButton, create_widget
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    LineEdit,
+    PushButton,
+    create_widget,
+)
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QSizePolicy
 
 from medfcn.annotation.accept import accept_prediction
 from medfcn.errors import MedfcnError
-from medfcn.training.compare import ScanChange
+from medfcn.training.compare import Preview, ScanChange
 from medfcn.training.corrections import CorrectionMode, StartModel, correction_label, painted_label
 from medfcn.training.output import save_trained_model
 from medfcn.training.process import ThreadedRun, train_corrected_cases, train_correction
@@ -53,6 +64,7 @@ from medfcn.training.process import ThreadedRun, train_corrected_cases, train_co
 from .._layers import check_same_grid, layer_scan
 from .._messages import for_viewer
 from ._edits import painted_planes, planes_text, sliced_axis
+from ._live import ROUND_MINUTES, LiveRounds
 from ._plot import TrainingPlot, smoothed
 from ._scan_views import is_user_labels
 
@@ -89,6 +101,7 @@ class TrainWidget(Container):
         self.model_file = FileEdit(label="Model file", mode="r", filter="*.safetensors", visible=False)
         self.label_names = LineEdit(label="Label names", value="background,structure", visible=False)
         self.minutes = FloatSpinBox(label="Minutes", value=4.0, min=0.05, max=600.0, step=0.5)
+        self.live = CheckBox(text="Live: learn while I paint (a preview layer)", value=False)
         self.train_button = PushButton(text="Train")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.save_button = PushButton(text="Save model...", enabled=False)
@@ -105,6 +118,7 @@ class TrainWidget(Container):
                 self.model_file,
                 self.label_names,
                 self.minutes,
+                self.live,
                 self.train_button,
                 self.cancel_button,
                 self.status,
@@ -144,6 +158,9 @@ class TrainWidget(Container):
         self._timer = QTimer(self.native)  # drains the run's messages in the viewer's thread; dies with the dock
         self._timer.setInterval(50)
         self._timer.timeout.connect(self._poll)
+        self._live = LiveRounds(self)
+        self._live_what = ""  # what the running live round learns ("" when the run is not a live round)
+        self.live.changed.connect(self._live.switch)
         self.reset_choices()
 
     @property
@@ -158,9 +175,10 @@ class TrainWidget(Container):
         return process.pid if process is not None and process.is_alive() else None
 
     # -- actions -------------------------------------------------------------------------------------------------
-    def run(self):
+    def run(self, *, live: bool = False):
         """Start training (a :class:`~medfcn.training.process.ThreadedRun`); returns the run (``None`` after a
-        one-line error in the status)."""
+        one-line error in the status). ``live``: a live round (:mod:`._live`): :data:`ROUND_MINUTES`, from the
+        previous round's model, the round's preview of the scan sent back."""
         if self.worker is not None:
             return None
         try:
@@ -170,18 +188,17 @@ class TrainWidget(Container):
             return None
         self._user_choice = self.label_layer.value  # the layer trained on stays chosen (Accept writes into it)
         learnt = f", {n} slice{'s' if n != 1 else ''}" if n else ""
+        name = f"{{start}} fine-tuned on {scan.case}{learnt} ({_stamp()})"
+        if live and self._live.model is not None:  # the next round goes on from the last one, under its name
+            start, name = StartModel(self._live.model, continues=True), ""
         folder = self._new_run(start, cases=0)
+        self._live_what = what if live else ""
+        minutes = ROUND_MINUTES if live else float(self.minutes.value)
         generator = train_correction(
-            folder,
-            scan,
-            label,
-            start,
-            float(self.minutes.value),
-            self._cancel.is_set,
-            name=f"{{start}} fine-tuned on {scan.case}{learnt} ({_stamp()})",
-            started=self._started,
+            folder, scan, label, start, minutes, self._cancel.is_set, name=name, started=self._started, preview=live
         )
-        return self._launch(generator, f"Training on {what} of {self.image.value.name} ...")
+        doing = f"Live round {self._live.rounds + 1}: learning" if live else "Training on"
+        return self._launch(generator, f"{doing} {what} of {self.image.value.name} ...")
 
     def train_on_cases(self, pairs: Path, model: Path, n: int):
         """One fine-tuning run of ``model`` on the ``n`` corrected cases listed in ``pairs`` (the Review queue's
@@ -296,6 +313,7 @@ class TrainWidget(Container):
         """The dock or the viewer closed: end the training process and the thread driving it, remove the temporary
         folder (called once, by :mod:`._docks`)."""
         self._cancel.set()
+        self._live.stop()
         try:
             self._timer.stop()
         except RuntimeError:  # the timer went with the dock's widgets
@@ -413,17 +431,22 @@ class TrainWidget(Container):
     def _on_label_layer(self, layer) -> None:
         self._user_choice = layer
         self._watch(layer)
+        self._live.restart()
         self._update_plan()
 
     def _watch(self, layer) -> None:
         if self._watched is not None:
             try:
-                self._watched.events.paint.disconnect(self._update_plan)
+                self._watched.events.paint.disconnect(self._on_paint)
             except (TypeError, RuntimeError, ValueError):
                 pass
         self._watched = layer
         if layer is not None:
-            layer.events.paint.connect(self._update_plan)
+            layer.events.paint.connect(self._on_paint)
+
+    def _on_paint(self, *_) -> None:
+        self._update_plan()
+        self._live.edited()
 
     def _update_plan(self, *_) -> None:
         labels = self.label_layer.value
@@ -465,6 +488,9 @@ class TrainWidget(Container):
         self.label_names.visible = value in (StartChoice.NEW, StartChoice.STRUCTURE)
 
     def _on_progress(self, p) -> None:
+        if isinstance(p, Preview):
+            self._live.show(p)
+            return
         if isinstance(p, ScanChange):
             self.change = p
             return
@@ -487,7 +513,13 @@ class TrainWidget(Container):
         config, summary = result
         self.plot.show_progress(self._loss, self._dice)
         how = "cancelled" if summary.cancelled else f"{summary.minutes:.1f} min"
-        if summary.written:
+        if summary.written and self._live_what:
+            self.trained = Path(config.output)
+            self.status.value = (
+                f"Live round {self._live.rounds}: {self.label_layer.value.name}_preview shows what the model learnt "
+                f"from {self._live_what}{self._live.latency_text()}. Keep painting, or accept its labels."
+            )
+        elif summary.written:
             self.trained = Path(config.output)
             on = f"the {self._cases} corrected cases" if self._cases else "the painted slices"
             self.status.value = (
@@ -526,8 +558,9 @@ class TrainWidget(Container):
             self.status.value = f"Training failed: {type(error).__name__}: {error}"
 
     def _on_finished(self) -> None:
-        self.worker, self._process = None, None
+        self.worker, self._process, self._live_what = None, None, ""
         self.train_button.enabled, self.cancel_button.enabled = True, False
+        self._live.finished()
 
 
 def _stamp() -> str:

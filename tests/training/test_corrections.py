@@ -103,6 +103,30 @@ def test_a_run_fine_tunes_the_start_model_or_makes_a_new_one(tmp_path):
         )
 
 
+def test_a_live_round_goes_on_as_the_round_before_was_trained(tmp_path):
+    """The Train dock's next live round starts from the last round's model: at that round's learning rate and
+    distillation weight (a new structure's rounds all learn at a new model's rate, without the last round's
+    predictions as targets), not a fine-tuning run's."""
+    from dataclasses import replace
+
+    from medfcn.model.checkpoint import replace_card
+    from medfcn.training.options import SCRATCH_LR
+
+    card = load_model(DEFAULT_MODEL_PATH).card
+    earlier = replace_card(
+        DEFAULT_MODEL_PATH, replace(card, training={"settings": {"lr": SCRATCH_LR, "distill": 0.0}}), tmp_path / "r1"
+    )
+    label = np.full(SHAPE, 255, np.uint8)
+    label[:, :, 3] = 1
+    go_on = prepare_correction_run(
+        tmp_path, _scan(), label, StartModel(earlier, continues=True), minutes=1, output=tmp_path / "r2"
+    )
+    assert (go_on.init, go_on.lr, go_on.distill) == (str(earlier), SCRATCH_LR, 0.0)
+    assert go_on.resolve(load_model(earlier).card).lr == SCRATCH_LR
+    tune = prepare_correction_run(tmp_path, _scan(), label, StartModel(earlier), minutes=1, output=tmp_path / "t")
+    assert (tune.lr, tune.distill) == (None, 1.0) and tune.resolve(load_model(earlier).card).lr == FINETUNE_LR
+
+
 def test_saving_never_overwrites_a_model_in_use(tmp_path):
     trained = tmp_path / "trained.safetensors"
     trained.write_bytes(b"the trained model")

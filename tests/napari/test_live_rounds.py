@@ -1,0 +1,79 @@
+"""The Train dock's live mode in a real viewer (issue 34, point 3; run under ``xvfb-run -a``): strokes on a fresh
+layer start short training rounds in the background; each round's model segments the scan into ``<labels>_preview``
+(never the user's layer, which stays selected and unchanged); the next round goes on from the last one's model;
+unticked, strokes start nothing; Accept copies the preview where nothing is painted."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medfcn.inference.pipeline import Segmenter
+from medfcn.inference.settings import InferenceSettings
+from medfcn.model.checkpoint import file_sha256, load_model
+from medfcn.training.corrections import CorrectionMode
+from napari_plugin._layers import labels_to_display, layer_scan
+from napari_plugin._widgets.train import StartChoice
+from tests.support.napari import TIMEOUT_MS, empty_labels_on, gui
+from tests.support.scans import affine_from_codes, head_volume, write_scan_file
+
+pytestmark = pytest.mark.slow  # three short training runs in child processes
+
+
+def _stroke(labels, k: int, half: int) -> None:
+    """One stroke on display slice ``k``: a square of label 1, as napari's brush records it."""
+    index = np.nonzero(np.pad(np.ones((2 * half, 2 * half), bool), ((14 - half, 16 - half), (13 - half, 15 - half))))
+    labels.data_setitem((np.full(index[0].size, k), *index), 1)
+
+
+@gui
+def test_live_rounds_follow_the_strokes_into_a_preview_layer(viewer, qtbot, tmp_path, monkeypatch, tiny_model):
+    import medfcn.training.corrections
+    import napari_plugin._widgets.train
+
+    monkeypatch.setattr(medfcn.training.corrections, "STEPS_PER_EPOCH", 4)  # short rounds for a short test
+    monkeypatch.setattr(napari_plugin._widgets.train, "ROUND_MINUTES", 0.05)
+    scan = write_scan_file(tmp_path / "head.nii.gz", head_volume((34, 30, 28)), affine_from_codes("LSA"))
+    (image,) = viewer.open(str(scan), plugin="medfcn")
+    labels = empty_labels_on(viewer, image, name="blob")
+    _, train = viewer.window.add_plugin_dock_widget("medfcn", "Train")
+    train.image.value, train.label_layer.value = image, labels
+    train.start.value = StartChoice.FILE.value
+    train.model_file.value = tiny_model
+    train.mode.value = CorrectionMode.PAINTED.value
+
+    for k, half in ((3, 3), (9, 5)):
+        _stroke(labels, k, half)
+    assert train.worker is None  # live is off: strokes start nothing
+    train.live.value = True  # ticked: a round on what is painted so far
+    qtbot.waitUntil(lambda: train.worker is not None, timeout=TIMEOUT_MS)
+    assert "Live round 1: learning 2 corrected" in train.status.value, train.status.value
+    _stroke(labels, 15, 4)  # painted while round 1 runs: round 2 follows it
+    qtbot.waitUntil(lambda: "blob_preview" in viewer.layers, timeout=10 * TIMEOUT_MS)
+    preview = viewer.layers["blob_preview"]
+    assert not preview.editable and viewer.layers.selection.active is labels  # the brush stays on the user's layer
+    first = preview.metadata["model_path"]
+    assert load_model(first).card.training["init"]["sha256"] == file_sha256(tiny_model)
+    assert "blob_preview" not in [la.name for la in train.label_layer.choices if la is not None]
+
+    qtbot.waitUntil(lambda: preview.metadata["live_round"] == 2 and train.worker is None, timeout=10 * TIMEOUT_MS)
+    second = preview.metadata["model_path"]
+    assert second != first and train.trained == type(train.trained)(second)
+    record = load_model(second).card.training
+    assert record["init"]["sha256"] == file_sha256(first)  # round 2 went on from round 1's model
+    assert record["data"][0]["annotated_slices"][int(image.metadata["display_axes"][0])] == 3
+    assert len(train._live.latencies) == 2 and "Live round 2: blob_preview shows" in train.status.value
+    expected = Segmenter(second, InferenceSettings(device="cpu")).segment(layer_scan(*image.as_layer_data_tuple()[:2]))
+    assert np.array_equal(preview.data, labels_to_display(expected, image.as_layer_data_tuple()[1]))
+
+    painted = np.asarray(labels.data).copy()
+    assert np.count_nonzero(painted) == 36 + 100 + 64  # the three strokes, nothing else written into the layer
+    preview.data = np.where(painted > 0, 0, 1).astype(preview.data.dtype)  # a known preview to accept
+    n = train.accept()
+    assert n == int((painted == 0).sum()) and np.array_equal(labels.data, np.where(painted > 0, painted, 1))
+    labels.undo()
+
+    train.live.value = False
+    _stroke(labels, 20, 3)
+    qtbot.wait(1500)  # longer than the pause before a round
+    assert train.worker is None and train._live.rounds == 2

@@ -18,8 +18,8 @@ from pathlib import Path
 import napari
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QApplication
 
+from benchmarks.support.qt import wait
 from benchmarks.support.record import write_result
 from medfcn.data.reader import read_scan
 from medfcn.data.scan import Scan
@@ -34,15 +34,6 @@ def half_mm_head() -> Scan:
     t1 = read_scan(sample_files()[0])
     big = np.repeat(np.repeat(np.repeat(t1.array, 2, 0), 2, 1), 2, 2)
     return Scan(big, tuple(s / 2 for s in t1.spacing), t1.origin, t1.direction, case="head05")
-
-
-def wait(condition, timeout_s: float = 900.0) -> None:
-    t0 = time.monotonic()
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.005)
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError
 
 
 def run(widget, *, cancel: bool = False) -> dict:

@@ -28,18 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.support.aal import DEFAULT_AAL, SAMPLE_IMAGE, load_aal  # noqa: E402
-
-
-def wait(condition, timeout_s: float = 300.0) -> float:
-    from qtpy.QtWidgets import QApplication
-
-    t0 = time.monotonic()
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.01)
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError
-    return time.monotonic() - t0
+from benchmarks.support.qt import wait  # noqa: E402
 
 
 def dice(a: np.ndarray, b: np.ndarray) -> float:

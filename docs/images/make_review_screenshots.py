@@ -28,16 +28,8 @@ import napari  # noqa: E402
 from qtpy.QtWidgets import QApplication  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-
-
-def wait(condition, timeout_s: float = 900.0) -> None:
-    """Process Qt events until ``condition()`` holds (the widgets work in threads)."""
-    t0 = time.monotonic()
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.05)
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError("the widget did not finish")
+sys.path.insert(0, str(HERE.parents[1]))
+from benchmarks.support.qt import wait  # noqa: E402
 
 
 def settle(n: int = 20) -> None:

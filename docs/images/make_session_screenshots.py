@@ -36,6 +36,7 @@ from qtpy.QtWidgets import QApplication, QDockWidget, QScrollArea
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.support.qt import wait  # noqa: E402
 from benchmarks.support.thick import render_thick  # noqa: E402
 
 FAILED: list[str] = []
@@ -45,16 +46,6 @@ def check(ok: bool, what: str) -> None:
     print(("ok    " if ok else "FAIL  ") + what, flush=True)
     if not ok:
         FAILED.append(what)
-
-
-def wait(condition, timeout_s: float = 900.0) -> None:
-    """Process Qt events until ``condition()`` holds (the docks work in threads)."""
-    t0 = time.monotonic()
-    while not condition():
-        QApplication.processEvents()
-        time.sleep(0.02)
-        if time.monotonic() - t0 > timeout_s:
-            raise TimeoutError("the dock did not finish")
 
 
 def settle(seconds: float = 0.6) -> None:

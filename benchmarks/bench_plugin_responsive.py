@@ -12,6 +12,7 @@ pressed during the resampling. Writes ``results_plugin_responsive.json`` beside 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -19,13 +20,15 @@ import napari
 import numpy as np
 from qtpy.QtCore import QTimer
 
-from benchmarks.support.qt import wait
-from benchmarks.support.record import write_result
-from medfcn.data.reader import read_scan
-from medfcn.data.scan import Scan
-from medfcn.inference import pipeline
-from napari_plugin._layers import scan_layer_data
-from napari_plugin._sample_data import sample_files
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.support.qt import wait  # noqa: E402
+from benchmarks.support.record import write_result  # noqa: E402
+from medfcn.data.reader import read_scan  # noqa: E402
+from medfcn.data.scan import Scan  # noqa: E402
+from medfcn.inference import pipeline  # noqa: E402
+from napari_plugin._layers import scan_layer_data  # noqa: E402
+from napari_plugin._sample_data import sample_files  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

@@ -102,8 +102,8 @@ def _segment_for_layer(
     verdict, and the unsure voxels reordered alike when asked. Last, a full garbage collection: with napari, torch
     and MONAI loaded the process holds ~0.5 M objects, and the full collection that the layer's thousands of new
     objects triggered fell inside its adding 0.35 s out of 0.5-0.68 s; here it stops the viewer's thread just as
-    long, but apart from the adding, with the event loop running between the two. Returns ``(segmenter, display labels, {label: mL},
-    checksum, verdict, display unsure voxels or None)``."""
+    long, but apart from the adding, with the event loop running between the two. Returns ``(segmenter, display
+    labels, {label: mL}, checksum, verdict, display unsure voxels or None)``."""
     from medfcn.evaluation.metrics import label_volumes_ml
 
     scan = layer_scan(data, attributes)

@@ -1,8 +1,8 @@
 """The Segment dock on a large scan in a real viewer (run under ``xvfb-run -a``): progress moves and Cancel works
 while the scan is still being resampled onto the model's frame, the viewer's event loop never stops for more than
 0.5 s from the press of Segment to the result (the adding of the result layer comes after:
-``benchmarks/bench_plugin_responsive.py`` measures it), the viewer's thread imports nothing when it adds the first result layer (the
-worker readied it), and the status names each label's volume in mL."""
+``benchmarks/bench_plugin_responsive.py`` measures it), the viewer's thread imports nothing when it adds the first
+result layer (the worker readied it), and the status names each label's volume in mL."""
 
 from __future__ import annotations
 

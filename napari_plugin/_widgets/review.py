@@ -411,7 +411,6 @@ class ReviewWidget(Container):
         """Show the legend of the error colours and the slice Dice plot with a reference only."""
         self.legend.visible = reference
         self.plot.setVisible(reference)
-        self.error_list.label = "Errors" if reference else "Unsure"
 
     def _show(self, pred, ref, reviewed: tuple) -> None:
         result, self.checksums, codes = reviewed

@@ -162,22 +162,12 @@ def train_correction(
 
 
 def train_corrected_cases(
-    folder: Path,
-    pairs: Path,
-    start: StartModel,
-    minutes: float,
-    cancel: Callable[[], bool],
-    *,
-    name: str = "",
-    started: Callable[[object], None] | None = None,
+    config: TrainConfig, cancel: Callable[[], bool], *, started: Callable[[object], None] | None = None
 ) -> Generator[TrainProgress, None, tuple[TrainConfig, TrainSummary]]:
-    """One fine-tuning run of ``start`` on the corrected cases listed in ``pairs``
-    (:func:`~medfcn.training.corrections.corrected_cases_run`; read where they lie, nothing copied) for ``minutes``
-    in a child process, the model written to ``folder``/model.safetensors; yields the progress, returns (config,
-    summary) as :func:`train_correction`. Raises :class:`MedfcnError`."""
-    from medfcn.training.corrections import corrected_cases_run
-
-    config = corrected_cases_run(pairs, start, minutes=minutes, output=folder / "model.safetensors", name=name)
+    """One fine-tuning run on corrected cases (``config`` from
+    :func:`~medfcn.training.corrections.corrected_cases_run`: the files read where they lie, nothing copied) in a
+    child process; yields the progress, returns (config, summary) as :func:`train_correction`. Raises
+    :class:`MedfcnError`."""
     summary = yield from iter_train_process(config, cancel, started=started)
     return config, summary
 

@@ -89,7 +89,7 @@ def is_user_labels(layer) -> bool:
 
 def unsure_map(viewer, labels):
     """The map of where the model is unsure (the Segment dock's ``<image>_uncertain``) made with the Labels layer
-    ``labels``, else the newest on its grid, or ``None``."""
+    ``labels`` (never another result's map on the same grid), or ``None``."""
     from .._layers import grid_mismatch_text
 
     maps = [
@@ -99,7 +99,7 @@ def unsure_map(viewer, labels):
         and layer.data.shape == labels.data.shape
         and not grid_mismatch_text(layer, labels)
     ]
-    return next((m for m in maps if m.metadata["unsure_of"] == labels.name), maps[0] if maps else None)
+    return next((m for m in maps if m.metadata["unsure_of"] == labels.name), None)
 
 
 def _shows_scans(viewer) -> bool:

@@ -183,9 +183,10 @@ class QueueWidget(Container):
         self._record(Decision.CORRECTED, saved)
         return saved
 
-    def corrected_pairs(self) -> tuple[Path, int, str] | None:
+    def corrected_pairs(self) -> tuple[Path, int, str, str] | None:
         """Write ``OUT/corrected/pairs.csv`` (:func:`write_corrected_pairs`): ``(the list, its cases, the model the
-        batch was run with)``, and say how to train on it from a shell; ``None`` after a one-line error."""
+        batch was run with (the bundled one when its manifest names none), a sentence saying so or "")``, and say
+        how to train on it from a shell; ``None`` after a one-line error."""
         import shlex
 
         from medfcn.model.checkpoint import DEFAULT_MODEL_PATH
@@ -195,30 +196,33 @@ class QueueWidget(Container):
         except MedfcnError as e:
             self.status.value = str(e)
             return None
-        model = self._model_path() or str(DEFAULT_MODEL_PATH)
+        model = self._model_path()
+        unknown = "" if model else " The batch's manifest names no model file: the bundled model is fine-tuned."
+        model = model or str(DEFAULT_MODEL_PATH)
         trained = self.out_dir / "corrected" / "model.safetensors"
         command = ["medfcn", "train", "--pairs", str(path), "-o", str(trained), "--init", model]
-        self.status.value = f"{n} corrected cases listed in {path}. From a shell:\n{shlex.join(command)}"
-        return path, n, model
+        self.status.value = f"{n} corrected cases listed in {path}.{unknown} From a shell:\n{shlex.join(command)}"
+        return path, n, model, unknown
 
     def train_on_corrected(self):
         """The button "Train on the corrected cases": list them (:meth:`corrected_pairs`) and start one fine-tuning
-        run on all
-        of them in the Train dock (opened if needed); returns that run, or ``None``."""
+        run on all of them in the Train dock (opened if needed); returns that run, or ``None``."""
         from ._docks import find_dock
         from .train import TrainWidget
 
         listed = self.corrected_pairs()
         if listed is None:
             return None
-        path, n, model = listed
+        path, n, model, unknown = listed
         train = find_dock(self._viewer, TrainWidget, "Train", create=True)
         run = train.train_on_cases(path, Path(model), n)
         said = self.status.value.split("\n", 1)[1]
         if run is None:
             self.status.value = f"Not started: {train.status.value}"
         else:
-            self.status.value = f"Training on the {n} corrected cases in the Train dock. The same from a shell:\n{said}"
+            self.status.value = (
+                f"Training on the {n} corrected cases in the Train dock.{unknown} The same from a shell:\n{said}"
+            )
         return run
 
     def _model_path(self) -> str | None:

@@ -396,6 +396,11 @@ class ReviewWidget(Container):
 
     # -- results -------------------------------------------------------------------------------------------------
     def _show_unsure(self, pred, found, regions: list[ErrorComponent], axis: int) -> None:
+        if self._closed:
+            return
+        if (self.prediction.value, self.reference.value) != (pred, None) or found not in self._viewer.layers:
+            self.status.value = "New layers chosen: press Compute."  # the inputs changed while it was computing
+            return
         if (pred, None) != self._scored:
             self.verdicts = {}
         self.result, self.stale, self.error_index = None, False, -1

@@ -57,7 +57,13 @@ from qtpy.QtWidgets import QSizePolicy
 from medfcn.annotation.accept import accept_prediction
 from medfcn.errors import MedfcnError
 from medfcn.training.compare import Preview, ScanChange
-from medfcn.training.corrections import CorrectionMode, StartModel, correction_label, painted_label
+from medfcn.training.corrections import (
+    CorrectionMode,
+    StartModel,
+    corrected_cases_run,
+    correction_label,
+    painted_label,
+)
 from medfcn.training.output import save_trained_model
 from medfcn.training.process import ThreadedRun, train_corrected_cases, train_correction
 
@@ -159,8 +165,9 @@ class TrainWidget(Container):
         self._timer.setInterval(50)
         self._timer.timeout.connect(self._poll)
         self._live = LiveRounds(self)
-        self._live_what = ""  # what the running live round learns ("" when the run is not a live round)
         self.live.changed.connect(self._live.switch)
+        for widget in (self.image, self.start, self.mode, self.label_names, self.model_file):
+            widget.changed.connect(self._live.restart)
         self.reset_choices()
 
     @property
@@ -192,13 +199,15 @@ class TrainWidget(Container):
         if live and self._live.model is not None:  # the next round goes on from the last one, under its name
             start, name = StartModel(self._live.model, continues=True), ""
         folder = self._new_run(start, cases=0)
-        self._live_what = what if live else ""
         minutes = ROUND_MINUTES if live else float(self.minutes.value)
         generator = train_correction(
             folder, scan, label, start, minutes, self._cancel.is_set, name=name, started=self._started, preview=live
         )
         doing = f"Live round {self._live.rounds + 1}: learning" if live else "Training on"
-        return self._launch(generator, f"{doing} {what} of {self.image.value.name} ...")
+        run = self._launch(generator, f"{doing} {what} of {self.image.value.name} ...")
+        if live:
+            self._live.begin(self.image.value, self.label_layer.value, what)
+        return run
 
     def train_on_cases(self, pairs: Path, model: Path, n: int):
         """One fine-tuning run of ``model`` on the ``n`` corrected cases listed in ``pairs`` (the Review queue's
@@ -208,16 +217,19 @@ class TrainWidget(Container):
             self.status.value = "A training run is already going: wait for it, or cancel it."
             return None
         start = StartModel(Path(model))
-        folder = self._new_run(start, cases=n)
-        generator = train_corrected_cases(
-            folder,
-            Path(pairs),
-            start,
-            float(self.minutes.value),
-            self._cancel.is_set,
-            name=f"{{start}} fine-tuned on {n} corrected case{'s' if n != 1 else ''} ({_stamp()})",
-            started=self._started,
-        )
+        try:  # a list or model that cannot be used is said now, before anything starts
+            config = corrected_cases_run(
+                Path(pairs),
+                start,
+                minutes=float(self.minutes.value),
+                output=self.folder / f"run{self._runs + 1}" / "model.safetensors",
+                name=f"{{start}} fine-tuned on {n} corrected case{'s' if n != 1 else ''} ({_stamp()})",
+            )
+        except MedfcnError as e:
+            self.status.value = for_viewer(str(e))
+            return None
+        self._new_run(start, cases=n)
+        generator = train_corrected_cases(config, self._cancel.is_set, started=self._started)
         return self._launch(generator, f"Training on {n} corrected case{'s' if n != 1 else ''} ({pairs}) ...")
 
     def _new_run(self, start: StartModel, *, cases: int) -> Path:
@@ -301,7 +313,8 @@ class TrainWidget(Container):
             self.status.value = str(e)
             return None
         index = np.nonzero(accepted != painted)
-        with labels.block_history():  # one undo step
+        with self._live.muted(), labels.block_history():  # one undo step (its paint event comes as it closes), not a
+            # stroke for Live to learn
             labels.data_setitem(index, accepted[index])
         n = int(index[0].size)
         self.status.value = (
@@ -477,8 +490,10 @@ class TrainWidget(Container):
                 self._on_progress(value)
                 continue
             self._timer.stop()
-            self._on_done(value) if kind == "done" else self._on_error(value)
-            self._on_finished()
+            try:
+                self._on_done(value) if kind == "done" else self._on_error(value)
+            finally:  # the dock takes a new run whatever the end said
+                self._on_finished()
 
     def _started(self, process) -> None:
         self._process = process
@@ -513,12 +528,9 @@ class TrainWidget(Container):
         config, summary = result
         self.plot.show_progress(self._loss, self._dice)
         how = "cancelled" if summary.cancelled else f"{summary.minutes:.1f} min"
-        if summary.written and self._live_what:
-            self.trained = Path(config.output)
-            self.status.value = (
-                f"Live round {self._live.rounds}: {self.label_layer.value.name}_preview shows what the model learnt "
-                f"from {self._live_what}{self._live.latency_text()}. Keep painting, or accept its labels."
-            )
+        if self._live.round is not None:
+            output = Path(config.output) if summary.written else None
+            self.trained, self.status.value = self._live.done(output, self.trained)
         elif summary.written:
             self.trained = Path(config.output)
             on = f"the {self._cases} corrected cases" if self._cases else "the painted slices"
@@ -558,7 +570,7 @@ class TrainWidget(Container):
             self.status.value = f"Training failed: {type(error).__name__}: {error}"
 
     def _on_finished(self) -> None:
-        self.worker, self._process, self._live_what = None, None, ""
+        self.worker, self._process = None, None
         self.train_button.enabled, self.cancel_button.enabled = True, False
         self._live.finished()
 

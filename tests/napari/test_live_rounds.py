@@ -1,9 +1,12 @@
 """The Train dock's live mode in a real viewer (issue 34, point 3; run under ``xvfb-run -a``): strokes on a fresh
 layer start short training rounds in the background; each round's model segments the scan into ``<labels>_preview``
 (never the user's layer, which stays selected and unchanged); the next round goes on from the last one's model;
-unticked, strokes start nothing; Accept copies the preview where nothing is painted."""
+Accept copies the preview where nothing is painted and starts no round; a round whose labels layer goes while it
+runs shows nothing and leaves the dock ready; unticked, strokes start nothing."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +16,7 @@ from medfcn.inference.settings import InferenceSettings
 from medfcn.model.checkpoint import file_sha256, load_model
 from medfcn.training.corrections import CorrectionMode
 from napari_plugin._layers import labels_to_display, layer_scan
+from napari_plugin._widgets import _live
 from napari_plugin._widgets.train import StartChoice
 from tests.support.napari import TIMEOUT_MS, empty_labels_on, gui
 from tests.support.scans import affine_from_codes, head_volume, write_scan_file
@@ -20,10 +24,10 @@ from tests.support.scans import affine_from_codes, head_volume, write_scan_file
 pytestmark = pytest.mark.slow  # three short training runs in child processes
 
 
-def _stroke(labels, k: int, half: int) -> None:
-    """One stroke on display slice ``k``: a square of label 1, as napari's brush records it."""
+def _stroke(labels, k: int, half: int, value: int = 1) -> None:
+    """One stroke on display slice ``k``: a square of ``value`` (0: the eraser), as napari's brush records it."""
     index = np.nonzero(np.pad(np.ones((2 * half, 2 * half), bool), ((14 - half, 16 - half), (13 - half, 15 - half))))
-    labels.data_setitem((np.full(index[0].size, k), *index), 1)
+    labels.data_setitem((np.full(index[0].size, k), *index), value)
 
 
 @gui
@@ -54,13 +58,15 @@ def test_live_rounds_follow_the_strokes_into_a_preview_layer(viewer, qtbot, tmp_
     assert not preview.editable and viewer.layers.selection.active is labels  # the brush stays on the user's layer
     first = preview.metadata["model_path"]
     assert load_model(first).card.training["init"]["sha256"] == file_sha256(tiny_model)
+    first_sha = file_sha256(first)
     assert "blob_preview" not in [la.name for la in train.label_layer.choices if la is not None]
 
     qtbot.waitUntil(lambda: preview.metadata["live_round"] == 2 and train.worker is None, timeout=10 * TIMEOUT_MS)
     second = preview.metadata["model_path"]
     assert second != first and train.trained == type(train.trained)(second)
     record = load_model(second).card.training
-    assert record["init"]["sha256"] == file_sha256(first)  # round 2 went on from round 1's model
+    assert record["init"]["sha256"] == first_sha  # round 2 went on from round 1's model ...
+    assert not Path(first).exists()  # ... whose file went once round 2's was shown (not one file per round)
     assert record["data"][0]["annotated_slices"][int(image.metadata["display_axes"][0])] == 3
     assert len(train._live.latencies) == 2 and "Live round 2: blob_preview shows" in train.status.value
     expected = Segmenter(second, InferenceSettings(device="cpu")).segment(layer_scan(*image.as_layer_data_tuple()[:2]))
@@ -71,9 +77,23 @@ def test_live_rounds_follow_the_strokes_into_a_preview_layer(viewer, qtbot, tmp_
     preview.data = np.where(painted > 0, 0, 1).astype(preview.data.dtype)  # a known preview to accept
     n = train.accept()
     assert n == int((painted == 0).sum()) and np.array_equal(labels.data, np.where(painted > 0, painted, 1))
-    labels.undo()
+    qtbot.wait(_live.PAUSE_MS + 500)
+    assert train.worker is None and train._live.rounds == 2  # Accept is not a stroke: no round learns the preview
 
+    kept = train.trained
+    _stroke(labels, 20, 3, value=0)  # an erasing stroke (the accepted preview holds 1 there): round 3 starts ...
+    qtbot.waitUntil(lambda: train.worker is not None, timeout=TIMEOUT_MS)
+    viewer.layers.remove(labels)  # ... and its labels layer goes while it runs
+    qtbot.waitUntil(lambda: train.worker is None, timeout=10 * TIMEOUT_MS)
+    assert "ended before its preview" in train.status.value, train.status.value
+    assert train.trained == kept and kept.is_file() and preview.metadata["live_round"] == 2  # nothing misplaced
+
+    other = empty_labels_on(viewer, image, name="other")
+    train.label_layer.value = other
     train.live.value = False
-    _stroke(labels, 20, 3)
-    qtbot.wait(1500)  # longer than the pause before a round
-    assert train.worker is None and train._live.rounds == 2
+    _stroke(other, 5, 3)
+    qtbot.wait(_live.PAUSE_MS + 500)
+    assert train.worker is None and "other_preview" not in viewer.layers  # unticked: strokes start nothing
+    train.minutes.value = 0.05
+    assert train.run() is not None  # and the dock takes a run
+    qtbot.waitUntil(lambda: train.worker is None, timeout=10 * TIMEOUT_MS)

@@ -74,6 +74,7 @@ def test_the_queue_is_driven_in_a_viewer_and_survives_a_new_dock(viewer, qtbot, 
 
     listed = widget.corrected_pairs()  # one list, and the command that trains on it
     assert listed[:2] == (out / "corrected" / "pairs.csv", 1) and "medfcn train --pairs" in widget.status.value
+    assert listed[2:] == (str(model_file), "")  # the batch's model, from its manifest
     assert widget.status.value.startswith("1 corrected cases listed")
 
     # painted on and not saved: opening another case keeps the layer
@@ -107,6 +108,8 @@ def test_train_on_the_corrected_cases_is_one_run_in_the_train_dock(viewer, qtbot
     kept = {p.relative_to(out): file_sha256(p) for p in out.rglob("*.nii.gz")}
     _, train = viewer.window.add_plugin_dock_widget("medfcn", "Train")
     train.minutes.value = 0.1
+    assert train.train_on_cases(tmp_path / "gone.csv", model_file, 2) is None  # said at once, nothing started
+    assert "gone.csv" in train.status.value and "\n" not in train.status.value and train.worker is None
 
     widget.train_button.clicked()
     assert train.worker is not None and widget.status.value.startswith("Training on the 2 corrected cases")

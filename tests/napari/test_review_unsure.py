@@ -8,7 +8,7 @@ import numpy as np
 
 from medfcn.evaluation.components import unsure_regions
 from napari_plugin._widgets.review import ReviewWidget
-from tests.support.napari import TIMEOUT_MS, gui, segment_widget
+from tests.support.napari import TIMEOUT_MS, empty_labels_on, gui, segment_widget
 
 SAMPLE = "sample_data/images/robex_head.nii.gz"
 
@@ -27,17 +27,17 @@ def test_without_a_reference_review_visits_where_the_model_is_unsure(viewer, qtb
     review.compute()  # nothing to review yet: says so, starts nothing
     assert review.worker is None and not review.shown
 
-    segment.run()  # first without the map: the dock says how to get one
-    qtbot.waitUntil(lambda: "robex_head_labels" in viewer.layers and segment.run_button.enabled, timeout=TIMEOUT_MS)
-    labels = viewer.layers["robex_head_labels"]
-    qtbot.waitUntil(lambda: review.prediction.value is labels, timeout=TIMEOUT_MS)
+    drawn = empty_labels_on(viewer, image)  # labels with no map of where a model is unsure: the dock says how
+    qtbot.waitUntil(lambda: review.prediction.value is drawn, timeout=TIMEOUT_MS)
     assert review.reference.value is None  # one labels layer: a prediction without a reference
     assert review.compute() is None and 'tick "Show where the model is unsure"' in review.status.value
+    viewer.layers.remove(drawn)
 
     segment.uncertainty.value = True
     segment.run()
     qtbot.waitUntil(lambda: "robex_head_uncertain" in viewer.layers and segment.run_button.enabled, timeout=TIMEOUT_MS)
-    unsure = viewer.layers["robex_head_uncertain"]
+    labels, unsure = viewer.layers["robex_head_labels"], viewer.layers["robex_head_uncertain"]
+    qtbot.waitUntil(lambda: review.prediction.value is labels, timeout=TIMEOUT_MS)
     assert unsure not in review.prediction.choices  # the map is not a labels layer to score
     assert review.prediction.value is labels and review.reference.value is None
     assert review.compute() is not None

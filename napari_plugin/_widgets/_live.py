@@ -50,6 +50,7 @@ class _Round:
     image: object
     labels: object
     what: str
+    previous: Path | None = None  # the round before's model, where this one started
     shown: bool = False
 
 
@@ -113,7 +114,7 @@ class LiveRounds:
     def begin(self, image, labels, what: str) -> None:
         """The dock started a round on ``image`` and ``labels``, learning ``what``."""
         self.rounds += 1
-        self.round = _Round(self._generation, image, labels, what)
+        self.round = _Round(self._generation, image, labels, what, self.model)
 
     def _due(self) -> None:
         if not self.on:
@@ -151,13 +152,15 @@ class LiveRounds:
     def done(self, output: Path | None, trained: Path | None) -> tuple[Path | None, str]:
         """The round ended, its model written to ``output`` (``None``: none); ``trained`` is the dock's model
         before it. Returns the dock's model from now on (this round's when its preview was shown) and the status.
-        The round before's model file goes (the temporary folder would keep one per round) unless it was saved."""
+        The round before's model file goes (the temporary folder would keep one per round) unless it was saved
+        elsewhere or something still uses it (a layer it segmented, the Segment dock: :meth:`model_in_use`)."""
         r, self.round = self.round, None
         if r is None or not r.shown or output is None:
             return trained, f"Live round {self.rounds} ended before its preview (stopped, or the layers changed)."
-        folder = Path(self._dock.folder)
-        if trained is not None and trained != output and folder in trained.parents:
-            trained.unlink(missing_ok=True)
+        old = r.previous
+        if old is not None and old != output and Path(self._dock.folder) in old.parents:
+            if not self._dock.model_in_use(old):
+                old.unlink(missing_ok=True)
         latency = f", {self.latencies[-1]:.0f} s after your edit" if self.latencies else ""
         return output, (
             f"Live round {self.rounds}: {r.labels.name}_preview shows what the model learnt from {r.what}{latency}. "

@@ -281,6 +281,13 @@ class TrainWidget(Container):
         self.status.value = f"Model saved to {out}; it is the one used from now on."
         return Path(out)
 
+    def model_in_use(self, path: Path) -> bool:
+        """Whether a layer in the viewer names the model file ``path`` or the Segment dock segments with it."""
+        segment = self._segment_widget(create=False)
+        if segment is not None and segment.model_in_use() == path:
+            return True
+        return any((layer.metadata or {}).get("model_path") == str(path) for layer in self._viewer.layers)
+
     def segment_with_model(self):
         """Hand the trained model to the Segment dock and segment the chosen image with it; returns its worker."""
         if self.trained is None:

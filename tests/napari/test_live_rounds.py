@@ -94,3 +94,28 @@ def test_live_rounds_follow_the_strokes_into_a_preview_layer(viewer, qtbot, tmp_
     _stroke(other, 5, 3)
     qtbot.wait(_live.PAUSE_MS + 500)
     assert train.worker is None and "other_preview" not in viewer.layers  # unticked: strokes start nothing
+
+
+@gui
+def test_a_round_keeps_the_model_before_while_a_layer_uses_it(viewer):
+    """The round before's model leaves the temporary folder when a round's preview is shown, but not while a layer
+    it segmented ("Segment with this model") still names it."""
+    from napari_plugin._widgets._live import _Round
+
+    image = viewer.add_image(np.zeros((4, 5, 6), np.float32))
+    labels = viewer.add_labels(np.zeros((4, 5, 6), np.uint8), name="blob")
+    _, train = viewer.window.add_plugin_dock_widget("medfcn", "Train")
+    live = train._live
+
+    def round_after(previous: Path, output: Path):
+        for path in (previous, output):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"a model")
+        live.round = _Round(0, image, labels, "2 slices", previous, shown=True)
+        return live.done(output, previous)[0]
+
+    r1, r2, r3 = (train.folder / f"run{k}" / "model.safetensors" for k in (1, 2, 3))
+    segmented = viewer.add_labels(np.zeros((4, 5, 6), np.uint8), name="seg", metadata={"model_path": str(r1)})
+    assert round_after(r1, r2) == r2 and r1.is_file()  # a layer names it: kept
+    viewer.layers.remove(segmented)
+    assert round_after(r2, r3) == r3 and not r2.exists() and r3.is_file()  # nothing uses it: gone

@@ -277,11 +277,15 @@ class ReviewWidget(Container):
             return None
         axis = slicing_axis(self._viewer, pred.ndim)
         self.status.value = f"Scoring {pred.name} against {ref.name} ..."
+        arrays = (np.array(pred.data), np.array(ref.data), tuple(pred.scale), axis)
+        return self._start(_review_with_checksums, arrays, lambda r: self._show(pred, ref, r))
+
+    def _start(self, function, args: tuple, shown) -> object:
+        """Run ``function(*args)`` in a worker thread, one computation at a time, its result to ``shown``; returns
+        the worker."""
         self.compute_button.enabled, self._computing = False, True
-        self.worker = thread_worker(_review_with_checksums, start_thread=False, ignore_errors=True)(
-            np.array(pred.data), np.array(ref.data), tuple(pred.scale), axis
-        )
-        self.worker.returned.connect(lambda r: self._show(pred, ref, r))
+        self.worker = thread_worker(function, start_thread=False, ignore_errors=True)(*args)
+        self.worker.returned.connect(shown)
         self.worker.errored.connect(self._on_error)
         self.worker.finished.connect(self._computed)
         self.worker.start()
@@ -299,15 +303,8 @@ class ReviewWidget(Container):
             return None
         axis = slicing_axis(self._viewer, pred.ndim)
         self.status.value = f"No reference: finding where the model is unsure ({found.name}) ..."
-        self.compute_button.enabled, self._computing = False, True
-        self.worker = thread_worker(unsure_regions, start_thread=False, ignore_errors=True)(
-            np.asarray(found.data) > 0, tuple(pred.scale)
-        )
-        self.worker.returned.connect(lambda regions: self._show_unsure(pred, found, regions, axis))
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._computed)
-        self.worker.start()
-        return self.worker
+        args = (np.asarray(found.data) > 0, tuple(pred.scale))
+        return self._start(unsure_regions, args, lambda regions: self._show_unsure(pred, found, regions, axis))
 
     def go_to_error(self, k: int) -> ErrorComponent | None:
         """Centre and zoom the view on listed error blob ``k`` (0: the largest) and move to its slice (the blob's

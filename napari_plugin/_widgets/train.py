@@ -222,7 +222,7 @@ class TrainWidget(Container):
                 Path(pairs),
                 start,
                 minutes=float(self.minutes.value),
-                output=self.folder / f"run{self._runs + 1}" / "model.safetensors",
+                output=self._next_folder / "model.safetensors",
                 name=f"{{start}} fine-tuned on {n} corrected case{'s' if n != 1 else ''} ({_stamp()})",
             )
         except MedfcnError as e:
@@ -232,12 +232,18 @@ class TrainWidget(Container):
         generator = train_corrected_cases(config, self._cancel.is_set, started=self._started)
         return self._launch(generator, f"Training on {n} corrected case{'s' if n != 1 else ''} ({pairs}) ...")
 
+    @property
+    def _next_folder(self) -> Path:
+        """The folder of the next run, inside the dock's temporary folder."""
+        return self.folder / f"run{self._runs + 1}"
+
     def _new_run(self, start: StartModel, *, cases: int) -> Path:
+        folder = self._next_folder
         self._runs += 1
         self._cancel.clear()
         self._loss, self._dice, self.change, self._cases = [], [], None, cases
         self.start_path = start.path
-        return self.folder / f"run{self._runs}"
+        return folder
 
     def _launch(self, generator, text: str) -> ThreadedRun:
         self.train_button.enabled, self.cancel_button.enabled = False, True

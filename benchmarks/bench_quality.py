@@ -34,7 +34,7 @@ from support.record import write_result  # noqa: E402
 
 from medfcn.data.reader import read_scan  # noqa: E402
 from medfcn.inference.pipeline import Segmenter  # noqa: E402
-from medfcn.inference.quality import Evidence  # noqa: E402
+from medfcn.inference.quality import EVIDENCE_VERSION, Evidence  # noqa: E402
 from medfcn.inference.settings import InferenceSettings  # noqa: E402
 from medfcn.inference.verdict import judge  # noqa: E402
 from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, load_model  # noqa: E402
@@ -153,7 +153,7 @@ def main() -> None:
         cases = {k: v for k, v in cases.items() if k in args.only.split(",")}
     # The evidence depends on the weights and the frame, not on the card's expectations: it is kept per case in
     # WORK/evidence_<weights>.json, so the verdicts of a re-recorded card are judged again without segmenting again.
-    cache = Path(args.work) / f"evidence_{weights_key(model)}.json"
+    cache = Path(args.work) / f"evidence_{weights_key(model)}_v{EVIDENCE_VERSION}.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     every = max(1, len(cases) // max(args.timed, 1))
     warm = False

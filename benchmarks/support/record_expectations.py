@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medfcn.data.reader import read_scan  # noqa: E402
 from medfcn.inference.pipeline import Segmenter  # noqa: E402
-from medfcn.inference.quality import Evidence, record_expectations  # noqa: E402
+from medfcn.inference.quality import EVIDENCE_VERSION, Evidence, record_expectations  # noqa: E402
 from medfcn.inference.settings import InferenceSettings  # noqa: E402
 from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, load_model, replace_card  # noqa: E402
 from medfcn.training.record import publishable  # noqa: E402
@@ -50,7 +50,8 @@ def main() -> None:
     segmenter = Segmenter(model, InferenceSettings(device="cpu"))
     results = []
     cases = calibration_cases(Path(args.work))
-    cache = Path(args.work) / f"evidence_{model.sha256[:12]}.json"  # a rerun with the same model reuses the runs
+    # a rerun with the same model and the same measures reuses the runs
+    cache = Path(args.work) / f"evidence_{model.sha256[:12]}_v{EVIDENCE_VERSION}.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     for name, case in cases.items():
         if name not in known:

@@ -221,11 +221,15 @@ class Segmenter:
         shape = tuple(len(range(*b.indices(n))) for b, n in zip(box, volume.shape, strict=True))
         votes = AxisVotes(shape, len(card.slice_axes)) if check else None
         probs = self.probabilities(volume, progress=inner, cancel=cancel, box=box, votes=votes)
-        seen = measure_frame(volume, probs, box, votes, card.spacing) if check else None
         unsure = uncertain_voxels(probs, box, votes) if uncertainty else None
-        del volume, votes  # the normalised copy is not needed on the way back: free it before resampling
-        _trim_heap()
+        raw = probs.copy() if check else None  # the evidence needs them before and after post-processing
         self.postprocess(probs)
+        seen = None
+        if raw is not None:
+            delivered = argmax_classes(probs[(slice(None), *box)]) > 0
+            seen = measure_frame(volume, raw, box, votes, card.spacing, delivered=delivered)
+        del volume, votes, raw  # the normalised copy is not needed on the way back: free it before resampling
+        _trim_heap()
         back = None if progress is None else (lambda f: progress(_INFERENCE_SHARE + (1 - _INFERENCE_SHARE) * f))
         labels = self.to_scan(probs, frame, progress=back)
         _trim_heap()  # and the resampling's slab blocks, before the labels are written

@@ -9,19 +9,27 @@ puts the case up for review, and so do several that are each half-way there:
 
 | check | risk 0 up to | flagged from (risk 0.5) | needs expectations |
 |---|---|---|---|
-| slice directions disagree (share of the mask) | the model's own training maximum | 2x that | no |
-| uncertain boundary (share of the mask) | the model's own training maximum | 2x that | no |
+| slice directions disagree near the mask (share of the mask) | the model's own training maximum | 2x that | no |
+| uncertain near the mask (share of the mask) | the model's own training maximum | 2x that | no |
+| little contrast inside the mask (its spread over the training's least) | 0.5 | 0.25 | yes |
+| few distinct intensities (flat steps of the object's profile) | :data:`FLAT_OK` of 18 | :data:`FLAT_FLAG` of 18 | no |
 | raw mask outside its largest piece | the training maximum | + 0.10 | no |
 | a label's volume | inside the training range (widened) | just outside it | yes |
 | intensity profile's distance from the training inputs' | the training maximum | 2x that | yes |
 | the mask's centre in the object's box | inside the training range (widened) | well outside | yes |
 | the mask touches the field of view's edge | (a note: risk at most 0.3, never flags alone) | | no |
 
+"Near the mask" is inside the delivered mask or within 3 mm of it (:func:`medfcn.inference.quality.at_stake`).
+A real scan's intensities vary from voxel to voxel, so the 19 quantiles of its object's intensities all differ; a
+phantom, a label map or a drawing given as a scan has a few flat levels, and most of its quantiles repeat (a
+Shepp-Logan phantom: 16 of the 18 steps between them are flat).
+
 Without expectations in the card (older models, :data:`DEFAULT_LEVELS`), the first three use the levels measured on
 the bundled model's training data. An empty mask has score 0.
 
 >>> from medfcn.inference.quality import Evidence, FrameEvidence
->>> frame = FrameEvidence(1000, 0.2, 0.1, 0.0, 1, None, 4000.0, [0.0] * 19, [0.0] * 19)
+>>> profile = [q / 20 for q in range(19)]
+>>> frame = FrameEvidence(1000, 0.2, 0.1, 0.0, 1, None, 4000.0, profile, profile)
 >>> v = judge(Evidence(frame, {"brain": 1400.0}), Expectations(disagreement=0.05, uncertain=0.3))
 >>> v.review, v.reasons[0]
 (True, 'the three slice directions disagree on a volume 20 % the size of the mask (at most 5 % on the training scans)')
@@ -33,17 +41,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medfcn.inference.quality import Evidence
+from medfcn.inference.quality import Evidence, mask_spread
 from medfcn.model.expectations import Expectations
 
-__all__ = ["Verdict", "DEFAULT_LEVELS", "REVIEW_BELOW", "judge"]
+__all__ = ["Verdict", "DEFAULT_LEVELS", "REVIEW_BELOW", "judge", "flat_steps"]
 
 REVIEW_BELOW = 0.5  # a score under this puts the case up for review
 NOTE_RISK = 0.3  # the most a note (touching the field of view) takes off
+FLAT_OK, FLAT_FLAG = 3, 9  # flat steps (of 18) between the object's intensity quantiles: risk 0 up to, 0.5 at
 SAY_FROM = 0.05  # a check's reason is given from this risk on (below, it only nudges the score)
 
 # Levels of the model-independent checks for a card without its own (the bundled model's, on its training data).
-DEFAULT_LEVELS = {"disagreement": 0.21, "uncertain": 0.20, "outside_largest": 0.0}
+DEFAULT_LEVELS = {"disagreement": 0.17, "uncertain": 0.18, "outside_largest": 0.0}
 
 
 @dataclass(frozen=True)
@@ -126,6 +135,15 @@ def judge(evidence: Evidence, expectations: Expectations, *, axes: int = 3) -> V
             f"{_pct(f.outside_largest)} of the raw mask lies outside its largest piece ({f.pieces} of over 1 % "
             f"of it; at most {_pct(ok)} on the training scans)"
         )
+    flats = flat_steps(f.object_quantiles)
+    risks["levels"] = _ramp(flats, FLAT_OK, FLAT_FLAG)
+    if risks["levels"] >= SAY_FROM:
+        reasons.insert(
+            0,
+            f"not a scan like the training scans: its intensities take few distinct values ({flats} of the "
+            f"{len(f.object_quantiles) - 1} steps of its intensity profile are flat): a phantom, a label map or a "
+            "drawing?",
+        )
     for name, ml in evidence.volume_ml.items():
         if name in e.volume_ml:
             lo, hi = e.volume_ml[name]
@@ -145,6 +163,15 @@ def judge(evidence: Evidence, expectations: Expectations, *, axes: int = 3) -> V
             )
         elif risks["profile"] >= SAY_FROM:
             reasons.append(f"unusual intensity profile: {distance:.2f} from the training scans' (at most {ok:.2f})")
+    if e.mask_spread:
+        spread = mask_spread(f.mask_quantiles)
+        risks["contrast"] = _ramp(1.0 - spread / e.mask_spread, 0.5, 0.75)
+        if risks["contrast"] >= SAY_FROM:
+            reasons.insert(
+                0,
+                f"little contrast inside the mask: its intensities span {spread:.2f} of the scan's range (at least "
+                f"{e.mask_spread:.2f} on the training scans): another modality (CT?) or an unknown contrast",
+            )
     if e.centre and f.centre is not None:
         off = max(max(lo - c, c - hi, 0.0) for c, (lo, hi) in zip(f.centre, e.centre, strict=True))
         risks["position"] = float(min(1.0, 4 * off))  # 0.125 of the box outside the range: flagged
@@ -162,6 +189,15 @@ def judge(evidence: Evidence, expectations: Expectations, *, axes: int = 3) -> V
     score = float(np.prod([1.0 - r for r in risks.values()]))
     score = round(score, 3)
     return Verdict(score < REVIEW_BELOW, score, reasons, {k: round(v, 3) for k, v in risks.items()})
+
+
+def flat_steps(quantiles: list[float]) -> int:
+    """How many steps between neighbouring ``quantiles`` (recorded to 4 decimals) are flat.
+
+    >>> flat_steps([0.2, 0.2, 0.2, 0.5, 1.0, 1.0])
+    3
+    """
+    return int(np.count_nonzero(np.diff(np.asarray(quantiles, dtype=float)) < 1e-4))
 
 
 def _profile_distance(f, e: Expectations) -> float:

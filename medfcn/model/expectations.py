@@ -9,6 +9,8 @@ The card's ``expectations`` (JSON) hold, for the model's labels and training inp
 - ``object_quantiles`` / ``mask_quantiles``: the intensity profile of the training inputs (normalised as the model
   sees them: :data:`medfcn.inference.quality.QUANTILES` of the object's and of the label's voxels, the median
   over the training cases) and ``profile_distance``, the largest distance of a training input from that median;
+- ``mask_spread``: the least spread of the label's normalised intensities (95th minus 5th percentile) on a training
+  input: the contrast inside the structure that the model learnt from (a CT's brain spans a few hundredths);
 - ``disagreement``, ``uncertain``, ``outside_largest``: the largest values the model itself showed on its training
   inputs (see :mod:`medfcn.inference.quality`), so that its verdict thresholds are its own;
 - ``source``: how they were recorded.
@@ -68,6 +70,7 @@ class Expectations:
     object_quantiles: tuple[float, ...] = ()
     mask_quantiles: tuple[float, ...] = ()
     profile_distance: float | None = None
+    mask_spread: float | None = None
     disagreement: float | None = None
     uncertain: float | None = None
     outside_largest: float | None = None
@@ -92,7 +95,8 @@ class Expectations:
         if centre and len(centre) != 3:
             raise ModelError(f"model card expectations: centre must be three [low, high] pairs, got {centre!r}")
         pieces = data.get("pieces")
-        optional = {k: data.get(k) for k in ("profile_distance", "disagreement", "uncertain", "outside_largest")}
+        numbers = ("profile_distance", "mask_spread", "disagreement", "uncertain", "outside_largest")
+        optional = {k: data.get(k) for k in numbers}
         return cls(
             volume_ml={str(k): _pair(v, f"volume_ml of {k}") for k, v in volumes.items()},
             centre=tuple(_pair(c, "centre", -10.0, 10.0) for c in centre),
@@ -112,6 +116,7 @@ class Expectations:
             "object_quantiles": list(self.object_quantiles),
             "mask_quantiles": list(self.mask_quantiles),
             "profile_distance": self.profile_distance,
+            "mask_spread": self.mask_spread,
             "disagreement": self.disagreement,
             "uncertain": self.uncertain,
             "outside_largest": self.outside_largest,

@@ -70,16 +70,51 @@ def test_measure_frame_by_hand():
     box = (slice(None),) * 3
     votes = AxisVotes((20, 20, 20), n_axes=3)
     votes.differs[5:8, 5, 5] = True
+    votes.differs[15, 2, 2] = True  # 4 city-block voxels or more from the mask: not at stake
+    votes.differs[10, 12, 12] = True  # 2 voxels (3 mm) from the second piece: at stake
     f = measure_frame(volume, probs, box, votes, (1.5, 1.5, 1.5))
     assert f.mask_voxels == 35
-    assert f.uncertain == pytest.approx(2 / 35, abs=1e-4)
-    assert f.disagreement == pytest.approx(3 / 35, abs=1e-4)
+    assert f.uncertain == pytest.approx(1 / 35, abs=1e-4)  # (0, 0, 0) lies 15 voxels from the mask
+    assert f.disagreement == pytest.approx(4 / 35, abs=1e-4)
     assert f.outside_largest == pytest.approx(8 / 35, abs=1e-4)
     assert f.pieces == 2
     assert f.object_ml == pytest.approx(16**3 * 1.5**3 / 1000, abs=0.1)
     # the largest piece's centre (6, 6, 6) in the object's extent 2..17
     assert f.centre == pytest.approx(((6 - 2) / 15,) * 3, abs=1e-3)
     assert f.mask_quantiles == [0.5] * 19 and f.object_quantiles == [0.5] * 19
+
+
+def test_doubt_counts_near_the_delivered_mask_only():
+    """The post-processed mask decides where doubt counts: a dropped piece's doubt does not, and the shares are of
+    the delivered mask's voxels."""
+    volume = np.full((20, 20, 20), 0.5, np.float32)
+    probs = np.zeros((2, 20, 20, 20), np.uint16)
+    probs[0] = 3 * 255
+    probs[:, 2:6, 2:6, 2:6] = [[[[0]]], [[[3 * 255]]]]  # a piece of 64 voxels, kept
+    probs[:, 14:17, 14:17, 14:17] = [[[[300]]], [[[400]]]]  # a piece of 27 voxels, unsure, dropped
+    votes = AxisVotes((20, 20, 20), n_axes=3)
+    votes.differs[14:17, 14:17, 14:17] = True
+    votes.differs[2, 2, 2] = True
+    delivered = np.zeros((20, 20, 20), bool)
+    delivered[2:6, 2:6, 2:6] = True
+    f = measure_frame(volume, probs, (slice(None),) * 3, votes, (1.5, 1.5, 1.5), delivered=delivered)
+    assert (f.mask_voxels, f.disagreement, f.uncertain) == (91, round(1 / 64, 4), 0.0)
+    raw = measure_frame(volume, probs, (slice(None),) * 3, votes, (1.5, 1.5, 1.5))  # the raw mask delivered
+    assert (raw.disagreement, raw.uncertain) == (round(28 / 91, 4), round(27 / 91, 4))
+
+
+def test_at_stake_is_the_city_block_neighbourhood_of_stake_mm():
+    from scipy import ndimage
+
+    from medfcn.inference.quality import STAKE_MM, at_stake
+
+    rng = np.random.default_rng(4)
+    mask = rng.random((24, 20, 16)) > 0.995
+    for spacing, steps in (((1.5, 1.5, 1.5), 2), ((1.0, 1.0, 1.0), 3), ((0.5, 2.0, 2.0), 6)):
+        assert steps == round(STAKE_MM / min(spacing))
+        distance = ndimage.distance_transform_cdt(~mask, metric="taxicab")  # an independent distance
+        assert (at_stake(mask, spacing) == (distance <= steps)).all()
+    assert not at_stake(np.zeros((4, 4, 4), bool), (1.5, 1.5, 1.5)).any()
 
 
 def test_intensity_quantiles_match_numpy():
@@ -90,6 +125,8 @@ def test_intensity_quantiles_match_numpy():
 def test_segment_and_check_matches_segment_and_an_independent_vote(segmenter):
     """The labels are those of ``segment``; the disagreement is that of each direction's labels recomputed from
     the engine's probabilities one direction at a time (weighted as the pipeline weights them)."""
+    from scipy import ndimage
+
     from medfcn.inference.frame import foreground_box
     from medfcn.inference.postprocess import argmax_classes
 
@@ -111,9 +148,12 @@ def test_segment_and_check_matches_segment_and_an_independent_vote(segmenter):
     differs = np.zeros(inner.shape, bool)
     for labels in per_axis[1:]:
         differs |= labels != per_axis[0]
+    probs = segmenter.postprocess(segmenter.probabilities(volume, box=box))
+    delivered = argmax_classes(probs[(slice(None), *box)]) > 0
+    near = ndimage.distance_transform_cdt(~delivered, metric="taxicab") <= 2  # within 3 mm on the 1.5 mm frame
     f = found.evidence.frame
-    if f.mask_voxels:
-        assert f.disagreement == pytest.approx(differs.sum() / f.mask_voxels, abs=2e-3)
+    assert delivered.any() and f.mask_voxels
+    assert f.disagreement == pytest.approx((differs & near).sum() / delivered.sum(), abs=2e-3)
     assert found.evidence.volume_ml["brain"] == pytest.approx(found.labels.astype(bool).sum() * 1.5**3 / 1000, abs=0.05)
     assert isinstance(found.verdict, Verdict) and 0.0 <= found.verdict.score <= 1.0
 
@@ -185,7 +225,34 @@ def test_an_empty_mask_scores_zero():
 
 def test_without_expectations_the_model_independent_checks_use_the_defaults():
     v = judge(Evidence(_frame(disagreement=3 * DEFAULT_LEVELS["disagreement"]), {"brain": 50.0}), Expectations())
-    assert v.review and set(v.risks) == {"disagreement", "uncertain", "pieces"}  # no volume check without a range
+    assert v.review and set(v.risks) == {"disagreement", "uncertain", "pieces", "levels"}  # no volume check: no range
+
+
+def test_little_contrast_inside_the_mask_flags_another_modality():
+    import dataclasses
+
+    trained = dataclasses.replace(EXPECT, mask_spread=0.36)  # PD, the flattest of the bundled model's inputs
+    ct = [0.529 + 0.0015 * i for i in range(19)]  # a CT-like head's brain, measured: spread 0.027
+    v = judge(Evidence(_frame(mask_quantiles=ct), {"brain": 1400.0}), trained)
+    assert v.review and v.reasons[0].startswith("little contrast inside the mask: its intensities span 0.03")
+    assert v.risks["contrast"] == pytest.approx(min(1.0, 0.5 * (1 - 0.027 / 0.36 - 0.5) / 0.25), abs=1e-3)
+    pd = [0.4 + 0.3 * i / 18 for i in range(19)]  # spread 0.30, as a PD rendering's: no risk
+    assert judge(Evidence(_frame(mask_quantiles=pd), {"brain": 1400.0}), trained).risks["contrast"] == 0.0
+    assert "contrast" not in judge(Evidence(_frame(mask_quantiles=ct), {"brain": 1400.0}), EXPECT).risks  # no level
+
+
+def test_few_distinct_intensities_flag_a_phantom_or_label_map_as_not_a_scan():
+    from medfcn.inference.verdict import FLAT_FLAG, flat_steps
+
+    phantom = [0.0] + [0.2] * 16 + [1.0, 1.0]  # a Shepp-Logan phantom's object profile, measured
+    assert flat_steps(phantom) == 16
+    v = judge(Evidence(_frame(object_quantiles=phantom), {"brain": 1400.0}), Expectations())
+    assert v.review and v.reasons[0].startswith("not a scan like the training scans: its intensities take few")
+    assert "16 of the 18 steps" in v.reasons[0]
+    almost = [0.05 * i for i in range(19 - FLAT_FLAG)] + [0.5] * FLAT_FLAG  # FLAT_FLAG - 1 flat steps: not alone
+    assert not judge(Evidence(_frame(object_quantiles=almost), {"brain": 1400.0}), Expectations()).review
+    real = judge(Evidence(_frame(), {"brain": 1400.0}), Expectations())  # strictly rising: no risk at all
+    assert real.risks["levels"] == 0.0 and not real.review
 
 
 def test_record_expectations_from_runs():
@@ -199,6 +266,7 @@ def test_record_expectations_from_runs():
     e = record_expectations(runs, "two runs")
     assert e.volume_ml == {"brain": (750.0, 2100.0)}  # 0.6 x 1250, 1.4 x 1500
     assert e.disagreement == 0.06 and e.uncertain == 0.1
+    assert e.mask_spread == 0.0  # both profiles flat at 0.3
     assert e.centre[2] == pytest.approx((0.45, 0.85))
     assert e.profile_distance == 0.0 and e.source == "two runs"
     assert Expectations.from_dict(e.to_dict()) == e

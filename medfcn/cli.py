@@ -303,7 +303,7 @@ def _segment(args: argparse.Namespace) -> int:
     print(manifest.flagged_line())
     code = manifest.exit_code
     if args.reference:
-        from medfcn.batch.manifest import read_verdicts
+        from medfcn.batch.manifest import read_verdicts, segmented_cases
         from medfcn.data.discovery import find_cases
         from medfcn.evaluation.evaluate import evaluate
         from medfcn.model.checkpoint import load_model
@@ -312,9 +312,6 @@ def _segment(args: argparse.Namespace) -> int:
         scans = {c.case: c for c in find_cases(args.inputs) if c.error is None}  # drawn under the overlays
         report = Path(args.output) / "evaluation"
         series = [p for p in args.inputs if Path(p).is_dir()]  # what a DICOM output references
-        from medfcn.batch.outputs import MASKED_SUFFIX
-
-        masked = [f for c in manifest.cases for f in c.outputs or [] if f.endswith(MASKED_SUFFIX)]
         stats = {c.case: c.statistics for c in manifest.cases if c.statistics}
         result = evaluate(
             args.output,
@@ -323,7 +320,7 @@ def _segment(args: argparse.Namespace) -> int:
             label_names=names,
             images=scans,
             series=series,
-            not_predictions=masked,
+            predictions=segmented_cases(args.output),
             statistics=stats,
             quality=read_verdicts(args.output),
         )
@@ -337,15 +334,24 @@ def _segment(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     """Score label maps against references (Dice, IoU, HD95, ASSD, surface Dice, volumes).
 
-    Score predicted label maps against references, paired by case name. Writes REPORT/metrics.csv,
-    REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case could not be scored.
+    Score predicted label maps against references, paired by case name. An output folder of medfcn segment is
+    scored on the cases its manifest.json records as segmented (never its masked images or the review's corrected/
+    label maps). Writes REPORT/metrics.csv, REPORT/metrics.json and REPORT/report.html. Exit status 1 if a case
+    could not be scored.
     """
-    from medfcn.batch.manifest import read_verdicts
+    from medfcn.batch.manifest import read_verdicts, segmented_cases
     from medfcn.evaluation.evaluate import evaluate
 
-    quality = read_verdicts(args.pred)  # a batch's output folder: its cases' quality verdicts
+    predictions = segmented_cases(args.pred)  # a batch's output folder: the cases its manifest records
+    quality = read_verdicts(args.pred)  # and their quality verdicts
     result = evaluate(
-        args.pred, args.ref, args.output, tolerance_mm=args.tolerance, series=args.series, quality=quality
+        args.pred,
+        args.ref,
+        args.output,
+        tolerance_mm=args.tolerance,
+        series=args.series,
+        predictions=predictions,
+        quality=quality,
     )
     for line in result.summary_lines():
         print(line)

@@ -47,9 +47,20 @@ from pathlib import Path
 from typing import Any
 
 from medfcn import __version__
+from medfcn.data.discovery import CaseSpec, is_batch_output, safe_name
 from medfcn.data.writer import atomic_write_text
+from medfcn.errors import UsageError
 
-__all__ = ["Status", "CaseResult", "Manifest", "MANIFEST_NAME", "now_iso", "read_verdicts"]
+__all__ = [
+    "Status",
+    "CaseResult",
+    "Manifest",
+    "MANIFEST_NAME",
+    "now_iso",
+    "read_manifest",
+    "segmented_cases",
+    "read_verdicts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -223,6 +234,11 @@ class Manifest:
         """A manifest from its JSON file (raises ``OSError``/``ValueError`` for a missing or damaged one)."""
         path = Path(path)
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict) or not isinstance(data.get("cases", []), list):
+            raise ValueError("not an object with a list of cases")
+        odd = next((i for i, c in enumerate(data.get("cases", []), 1) if not isinstance(c, dict)), None)
+        if odd is not None:
+            raise ValueError(f"case {odd} is not an entry")
         return cls(
             path=path,
             model=data.get("model", {}),
@@ -235,6 +251,61 @@ class Manifest:
             cases=[CaseResult.from_dict(c) for c in data.get("cases", [])],
             medfcn_version=data.get("medfcn_version", ""),
         )
+
+
+def read_manifest(out_dir: str | Path) -> Manifest:
+    """The manifest of the batch whose output folder is ``out_dir``. Raises :class:`UsageError`, one line naming the
+    file, when there is none or it cannot be read (damaged, or edited by hand into something else)."""
+    path = Path(out_dir) / MANIFEST_NAME
+    try:
+        return Manifest.read(path)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        message = f"{path}: not a medfcn batch's manifest ({e}); medfcn segment writes one into its output folder"
+        raise UsageError(message) from None
+
+
+def _batch_file(recorded: str, folder: Path) -> Path:
+    """Where a file the manifest records lies now: as recorded when that is inside ``folder``, else by its name in
+    ``folder`` (a batch folder moved or copied since its run), else as recorded."""
+    path = Path(recorded)
+    if path.resolve().is_relative_to(folder.resolve()):
+        return path
+    here = folder / path.name
+    return here if here.exists() else path
+
+
+def segmented_cases(folder: str | Path) -> list[CaseSpec] | None:
+    """The label maps of the batch whose output folder is ``folder``, in the manifest's order: one case for each entry
+    segmented (``ok``, or ``skipped``: kept from an earlier run), its file as the entry records it, or by its name in
+    ``folder`` (a folder moved or copied since). ``None`` when ``folder`` is not a folder holding a medfcn manifest
+    (:func:`medfcn.data.discovery.is_batch_output`).
+
+    An entry that names no file, a file that does not exist or one outside ``folder`` (a manifest edited by hand, a
+    file removed) keeps its case with ``error`` set, one line naming the file: reading it reports that case and the
+    others go on. Raises :class:`UsageError` for a manifest that cannot be read (:func:`read_manifest`)."""
+    folder = Path(folder)
+    if not folder.is_dir() or not is_batch_output(folder):
+        return None
+    manifest = read_manifest(folder)
+    specs = []
+    for c in manifest.cases:
+        if c.status not in (Status.OK, Status.SKIPPED):
+            continue
+        case = safe_name(str(c.case))
+        if not (isinstance(c.output, str) and c.output):
+            specs.append(
+                CaseSpec(manifest.path, case, error=f"{manifest.path}: the entry of {case} names no label map")
+            )
+            continue
+        path = _batch_file(c.output, folder)
+        where = f"the label map {manifest.path} records for {case}"
+        error = None
+        if not path.exists():
+            error = f"{path}: {where} does not exist"
+        elif not path.resolve().is_relative_to(folder.resolve()):
+            error = f"{path}: {where} lies outside the batch's folder {folder}; not read"
+        specs.append(CaseSpec(path, case, error=error))
+    return specs
 
 
 def read_verdicts(pred: str | Path) -> dict[str, dict]:

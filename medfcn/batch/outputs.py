@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from medfcn.choices import choices_of, parse_choice
+from medfcn.data.filenames import MASKED_SUFFIX  # OUT/<case>.masked.nii.gz in the flat layout
 from medfcn.data.scan import Scan
 from medfcn.errors import MedfcnError, OutputError, UnsupportedScanError, UsageError
 
@@ -78,7 +79,6 @@ SUFFIXES = {OutputFormat.NIFTI: ".nii.gz", OutputFormat.DICOM_SEG: ".seg.dcm", O
 
 
 MASKED_IMAGE = "masked-image"  # the key of the masked image among a case's files (the formats' keys are their values)
-MASKED_SUFFIX = ".masked.nii.gz"  # OUT/<case>.masked.nii.gz in the flat layout
 _MOST_MM = 100.0  # a border moved further than this is a typing mistake, not a brain mask
 
 

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from medfcn.batch.manifest import MANIFEST_NAME, Manifest, Status, now_iso
+from medfcn.batch.manifest import MANIFEST_NAME, Status, now_iso, read_manifest
 from medfcn.choices import parse_choice
+from medfcn.data.filenames import CORRECTED_FOLDER
 from medfcn.data.writer import atomic_write_text
 from medfcn.errors import OutputError, UsageError
 
@@ -43,7 +44,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 REVIEW_NAME = "review.json"
-CORRECTED_FOLDER = "corrected"
 
 
 class Decision(StrEnum):
@@ -74,15 +74,6 @@ class QueueItem:
         why = f"  ({self.reasons[0]})" if self.reasons else ""
         done = f"  [{self.decision}]" if self.decision else ""
         return f"{mark} {self.score:.2f}  {self.case}{why}{done}"
-
-
-def _manifest(out_dir: Path) -> Manifest:
-    path = out_dir / MANIFEST_NAME
-    try:
-        return Manifest.read(path)
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        message = f"{path}: not a medfcn batch's manifest ({e}); open the output folder of medfcn segment"
-        raise UsageError(message) from None
 
 
 def _existing(path: str | None, *others: Path) -> Path | None:
@@ -116,7 +107,7 @@ def read_queue(out_dir: str | Path) -> list[QueueItem]:
     """The judged cases of the batch in ``out_dir``, flagged first, lowest score first, with their decisions.
     Raises :class:`UsageError` when ``out_dir`` holds no readable manifest or a damaged review file."""
     out_dir = Path(out_dir)
-    manifest = _manifest(out_dir)
+    manifest = read_manifest(out_dir)
     decisions = read_decisions(out_dir)
     items = []
     for c in manifest.cases:
@@ -158,7 +149,7 @@ def record_decision(
     corrected file that is missing or outside ``OUT``."""
     out_dir = Path(out_dir)
     decision = parse_choice(Decision, decision, what="decision", error=UsageError)
-    if case not in {c.case for c in _manifest(out_dir).cases}:
+    if case not in {c.case for c in read_manifest(out_dir).cases}:
         raise UsageError(f"{case!r}: no such case in {out_dir / MANIFEST_NAME}")
     relative = None
     if corrected is not None:

@@ -4,7 +4,10 @@ Pairing: ``pred`` and ``ref`` are files or folders of anything :func:`medfcn.dat
 :func:`medfcn.data.discovery.find_cases`, and DICOM SEG and RTSTRUCT files, rebuilt on the grid of the series they
 reference (given with ``series``; see :mod:`medfcn.dicom.label_objects`); cases pair by case name (file name without its
 extension; :func:`medfcn.data.discovery.pair_cases`, the rule training uses too). Two single files always pair, under
-the prediction's name. Cases on one side only are listed in
+the prediction's name. In a folder of predictions, a batch's masked images (``<case>.masked.nii.gz``) and the
+review queue's ``corrected/`` folder are never predictions; a batch's output folder is scored on the cases its
+manifest records as segmented (``predictions``, which the CLI reads with
+:func:`medfcn.batch.manifest.segmented_cases`), not on every file in it. Cases on one side only are listed in
 :attr:`Evaluation.unmatched_pred` and :attr:`Evaluation.unmatched_ref`; a case that cannot be read, or whose grids
 differ, is one line in :attr:`Evaluation.failed` and the others go on. A prediction stored in another index order on
 the same voxels (axes permuted or flipped, e.g. a DICOM series read in reverse) is reordered exactly, not refused
@@ -39,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from medfcn.data.discovery import CaseSpec, find_cases, pair_cases
+from medfcn.data.filenames import CORRECTED_FOLDER, MASKED_SUFFIX
 from medfcn.data.scan import Scan
 from medfcn.data.writer import atomic_write_text
 from medfcn.dicom.label_objects import label_object_cases, read_label_object
@@ -73,18 +77,41 @@ def _find(path: Path, series: SeriesIndex) -> list[CaseSpec]:
                 raise
     taken = {c.case for c in specs}
     objects = [o for o in objects if o.case not in taken]
+    _check_series(objects, series)
+    return specs + objects
+
+
+def _check_series(specs: Sequence[CaseSpec], series: SeriesIndex) -> None:
+    """Refuse DICOM SEG/RTSTRUCT files among ``specs`` when no series folder is given to rebuild them on."""
+    objects = [c for c in specs if not c.error and c.path.is_file() and dicom_label_kind(c.path) is not None]
     if objects and not series.folders:
         raise UsageError(
             f"{objects[0].path}: a DICOM {dicom_label_kind(objects[0].path).upper()} is rebuilt on the series it "
             "references: give the folder holding that series with --series DIR"
         )
-    return specs + objects
+
+
+def _predictions(pred: Path, series: SeriesIndex, listed: Sequence[CaseSpec] | None) -> list[CaseSpec]:
+    """The predictions: ``listed`` (a batch's segmented cases) when given, else the cases found at ``pred``; in a
+    folder, never a batch's masked images (``<case>.masked.nii.gz``) nor a review's ``corrected/`` label maps."""
+    if listed is not None:
+        _check_series(listed, series)
+        return list(listed)
+    found = _find(pred, series)
+    if not pred.is_dir():
+        return found
+    corrected = (pred / CORRECTED_FOLDER).absolute()
+    return [
+        c
+        for c in found
+        if not c.path.name.lower().endswith(MASKED_SUFFIX) and not c.path.absolute().is_relative_to(corrected)
+    ]
 
 
 def _pair(
-    pred: Path, ref: Path, series: SeriesIndex, not_pred: frozenset[Path] = frozenset()
+    pred: Path, ref: Path, series: SeriesIndex, listed: Sequence[CaseSpec] | None = None
 ) -> tuple[list[tuple[str, CaseSpec, CaseSpec]], list[str], list[str]]:
-    preds, refs = [p for p in _find(pred, series) if p.path.absolute() not in not_pred], _find(ref, series)
+    preds, refs = _predictions(pred, series, listed), _find(ref, series)
     if pred.is_file() and ref.is_file():  # two files named on the command line are one case, whatever their names
         return [(preds[0].case, preds[0], refs[0])], [], []
     paired = pair_cases(preds, refs, sides=(f"predictions in {pred}", f"references in {ref}"))
@@ -220,7 +247,7 @@ def evaluate(
     label_names: Mapping[int, str] | Mapping[str, int] | None = None,
     images: Mapping[str, str | Path | CaseSpec] | str | Path | None = None,
     series: Sequence[str | Path] = (),
-    not_predictions: Sequence[str | Path] = (),
+    predictions: Sequence[CaseSpec] | None = None,
     statistics: Mapping[str, Mapping[str, Mapping]] | None = None,
     quality: Mapping[str, dict] | None = None,
 ) -> Evaluation:
@@ -236,7 +263,9 @@ def evaluate(
             a DICOM folder) or a folder (see the module docstring).
         series: folders holding the DICOM series that SEG and RTSTRUCT files in ``pred`` or ``ref`` reference
             (searched recursively); each such file is rebuilt on its series' grid (:mod:`medfcn.dicom.label_objects`).
-        not_predictions: files in ``pred`` that are not label maps (a batch's masked images): left out.
+        predictions: the predictions to score, when ``pred`` is a batch's output folder: the cases its manifest
+            records as segmented (:func:`medfcn.batch.manifest.segmented_cases`). Without them, every label map
+            found in ``pred`` but a batch's masked images and a review's ``corrected/`` folder (module docstring).
         statistics: ``{case: {label: statistics}}`` of the batch (``segment --statistics``), shown in the report.
         quality: ``{case: verdict}`` (a batch manifest's ``quality`` entries,
             :func:`medfcn.batch.manifest.read_verdicts`), carried into the outputs with how well the flags matched.
@@ -254,8 +283,7 @@ def evaluate(
     pred, ref, out_dir = Path(pred), Path(ref), Path(out_dir)
     names = _label_map(label_names)
     index = SeriesIndex([Path(f) for f in series])
-    skip = frozenset(Path(p).absolute() for p in not_predictions)
-    pairs, unmatched_pred, unmatched_ref = _pair(pred, ref, index, skip)
+    pairs, unmatched_pred, unmatched_ref = _pair(pred, ref, index, predictions)
     image_specs = _image_specs(images, ref)
     results: dict[str, dict[int, LabelMetrics]] = {}
     ev = Evaluation(

@@ -11,7 +11,8 @@ when any layer is added or removed), so it never empties under the user.
 
 Without a reference, Compute lists where the model is unsure over more than the thin band every boundary has
 (:func:`medfcn.evaluation.components.unsure_regions`, on the Segment dock's ``<image>_uncertain`` map), largest
-first, and Next / Previous visit them as they visit errors.
+first, and Next / Previous visit them as they visit errors (the buttons and the verdicts worded for it:
+:data:`UNSURE_VERDICTS`).
 
 The picture (:mod:`napari_plugin._widgets._overlay`): an overlay of where prediction and reference disagree in
 colour-blind-safe colours, the reference as a contour in a colour no error uses, the prediction as a white outline;
@@ -90,6 +91,8 @@ def _review_with_checksums(pred: np.ndarray, ref: np.ndarray, spacing, axis: int
 
 VERDICTS = ("not judged", "model wrong", "reference wrong here", "accepted")
 """What a reviewer may record of a listed error region; kept with the review and written with the report."""
+UNSURE_VERDICTS = tuple(v for v in VERDICTS if v != "reference wrong here")
+"""What a reviewer may record of a region where the model is unsure: there is no reference to be wrong."""
 
 
 class ReviewWidget(Container):
@@ -144,6 +147,7 @@ class ReviewWidget(Container):
         self._choose_default_pair()
         self._restore()
         self._watch()
+        self._follow_mode()
 
     def _make_widgets(self) -> None:
         # never a Review overlay among the layers to score
@@ -156,8 +160,10 @@ class ReviewWidget(Container):
         self.plot = SliceDicePlot()
         self.min_mm3 = FloatSpinBox(label="Min. blob mm\u00b3", value=MIN_ERROR_MM3, min=0.0, max=1e6, step=5.0)
         # choices from a callable: napari refreshes every dock's choices when a layer is added or removed
-        self.error_list = Select(label="Errors", choices=lambda _: self._error_choices(), allow_multiple=False)
-        self.verdict = ComboBox(label="Verdict", choices=list(VERDICTS), value=VERDICTS[0], enabled=False)
+        # "Regions": errors against a reference, or where the model is unsure without one (a label renamed later
+        # widened the dock for good; the buttons' texts, not labels, follow the mode: _follow_mode)
+        self.error_list = Select(label="Regions", choices=lambda _: self._error_choices(), allow_multiple=False)
+        self.verdict = ComboBox(label="Verdict", choices=lambda _: self._verdict_choices(), enabled=False)
         self.previous_button = PushButton(text="< Previous error", enabled=False)
         self.next_button = PushButton(text="Next error >", enabled=False)
         self.worst_button = PushButton(text="Go to worst slice", enabled=False)
@@ -249,6 +255,23 @@ class ReviewWidget(Container):
         others = [la for la in labels if la is not pred]
         refs = [la for la in others if not la.metadata.get("model")] or others
         self.prediction.value, self.reference.value = pred, refs[-1]
+
+    @property
+    def unsure_mode(self) -> bool:
+        """Whether the dock is about where the model is unsure (a prediction without a reference), not errors."""
+        return self.reference.value is None
+
+    def _verdict_choices(self) -> tuple[str, ...]:
+        return UNSURE_VERDICTS if self.unsure_mode else VERDICTS
+
+    def _follow_mode(self) -> None:
+        """Word the navigation and the verdicts after what the list holds: errors against a reference, else where
+        the model is unsure (no "reference wrong here" without a reference)."""
+        what = "unsure region" if self.unsure_mode else "error"
+        self.previous_button.text, self.next_button.text = f"< Previous {what}", f"Next {what} >"
+        with self.verdict.changed.blocked():  # no verdict recorded by the change of choices
+            self.verdict.native.clear()  # in their order (magicgui appends the ones it did not have: see _relist)
+            self.verdict.reset_choices()
 
     def _pair(self):
         pred, ref = self.prediction.value, self.reference.value
@@ -521,9 +544,9 @@ class ReviewWidget(Container):
             self.go_to_error(choices.index(chosen))
 
     def judge(self, k: int, verdict: str) -> None:
-        """Record ``verdict`` (one of :data:`VERDICTS`) for listed region ``k``; kept with the review and written
-        with the report (``verdicts.csv``)."""
-        if not 0 <= k < len(self.shown) or verdict not in VERDICTS:
+        """Record ``verdict`` (one of :data:`VERDICTS`, :data:`UNSURE_VERDICTS` without a reference) for listed
+        region ``k``; kept with the review and written with the report (``verdicts.csv``)."""
+        if not 0 <= k < len(self.shown) or verdict not in self._verdict_choices():
             return
         self.verdicts[self.shown[k].anchor] = verdict
         index = self.error_index
@@ -613,6 +636,7 @@ class ReviewWidget(Container):
         """A new prediction or reference (chosen, or the old one removed from the viewer): the numbers, the list
         and the jumps were of the old pair, so they go."""
         self._watch()
+        self._follow_mode()
         if (self.result is not None or self._unsure) and (self.prediction.value, self.reference.value) != self._scored:
             if self._styled[0] is not self.reference.value:
                 restore_style(*self._styled)

@@ -20,9 +20,9 @@ The frame keeps an oblique scan's rotation (:func:`medfcn.inference.frame.to_mod
 are parallel to the frame's slices and snap the same way; a grid whose axes are not parallel to the frame's (no frame
 medfcn makes has one) would be sampled by nearest neighbour alone.
 
->>> axis_table(1.5, 0.0, 4, 6)  # a 1 mm axis of 6 slices onto 4 slices 1.5 mm apart: slices 1 and 5 snap
-array([[ 0,  2,  3,  4],
-       [-1,  1, -1,  5]])
+>>> axis_table(1.5, 0.0, 4, 6)  # a 1 mm axis of 6 slices onto 4 slices 1.5 mm apart: slices 1 and 4 snap
+array([[ 0,  2,  3,  5],
+       [-1,  1, -1,  4]])
 """
 
 from __future__ import annotations
@@ -79,15 +79,21 @@ def _slices(n: int, plane: str) -> str:
     return f"{n} painted {plane} slice{'s' if n != 1 else ''}"
 
 
+def _round(x: np.ndarray) -> np.ndarray:
+    """The nearest integers (int64), halves up: a position within 1e-4 of a half counts as one, so that float noise
+    in a header (1.2 mm stored as float32 puts 1.5 / 1.2 * 22 at 27.4999989) never decides a tie."""
+    return np.floor(x + (0.5 + 1e-4)).astype(np.int64)
+
+
 def axis_table(scale: float, offset: float, n_out: int, n_in: int) -> np.ndarray:
     """For one axis of the frame, whose slice ``i`` lies at scan index ``scale * i + offset``: the scan slices
     each frame slice takes, (rows, ``n_out``) int64. Row 0: the nearest-neighbour sample (clamped to the scan, as
     the frame's border padding is); further rows, nearest first: the other scan slices whose nearest frame slice it
-    is (-1: none), which fill what the rows above leave unannotated."""
+    is (-1: none), which fill what the rows above leave unannotated. Ties go to the higher index."""
     centres = scale * np.arange(n_out, dtype=np.float64) + offset
-    nearest = np.clip(np.rint(centres), 0, n_in - 1).astype(np.int64)
+    nearest = np.clip(_round(centres), 0, n_in - 1)
     k = np.arange(n_in)
-    home = np.rint((k - offset) / scale).astype(np.int64)  # each scan slice's nearest frame slice
+    home = _round((k - offset) / scale)  # each scan slice's nearest frame slice
     inside = (home >= 0) & (home < n_out)
     extra = k[inside & (k != nearest[np.clip(home, 0, n_out - 1)])]
     extra = extra[np.argsort(np.abs(extra - centres[home[extra]]), kind="stable")]

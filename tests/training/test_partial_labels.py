@@ -179,8 +179,9 @@ def test_a_slice_painted_between_two_frame_samples_is_learnt_on_the_nearest(tmp_
 
 def test_a_painted_slice_of_an_oblique_scan_reaches_the_frame(tmp_path):
     # The frame keeps an oblique scan's rotation: its slices stay parallel to the scan's, and a slice snaps the same
-    # way (here 0.5 mm axial slices, slice 20 between two samples of the 1.5 mm frame).
-    label = _painted(tmp_path, [20], oblique_affine(spacing=(1.5, 1.5, 0.5), degrees=(12.0, -8.0, 5.0)))
+    # way. Here the frame's slices lie at scan slices 3 i - 1.5 (0.5 mm axial slices): nearest-neighbour sampling
+    # takes only pairs of slices beside them, never a multiple of 3 such as 21 (0.75 mm from frame slices 7 and 8).
+    label = _painted(tmp_path, [21], oblique_affine(spacing=(1.5, 1.5, 0.5), degrees=(12.0, -8.0, 5.0)))
     vol = prepare_volume(_pair(tmp_path), _card())
     assert len(_frame_slices(vol.label)) == 1 and "1 painted axial slice" in vol.note and "snapped" in vol.note
     assert [int((vol.label == c).sum()) for c in (1, 2)] == [int((label == c).sum()) for c in (1, 2)]

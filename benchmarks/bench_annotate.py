@@ -6,6 +6,8 @@ Usage:
     python benchmarks/bench_annotate.py new-structure [--aal PATH] [--structure 73,74] [--plan N:START:LABELS,...]
         [--epochs 2,6] [--steps-per-epoch 50] [--parallel 2]
         [--json benchmarks/results_annotate_new_structure.json]
+    python benchmarks/bench_annotate.py frame [--aal PATH] [--structure 73,74] [--slices 79,85,92;60,61,62;...]
+        [--json benchmarks/results_annotate_frame.json]
     xvfb-run -a -s "-screen 0 1920x1080x24" python benchmarks/bench_annotate.py live [--aal PATH] [--slices 5]
         [--json benchmarks/results_annotate_live.json]
 
@@ -36,6 +38,14 @@ to each of ``--epochs``; after each, its model segments Colin27 (``medfcn segmen
 structure (Dice), with the CPU minutes the training processes used so far (user + system time: the issue's "CPU
 minutes"; wall time depends on who shares the machine). The annotated slices come from the scan that is segmented:
 this is "annotate a few slices of this scan, get the rest", the use the issue measures.
+
+**frame** (issue 34): what reaches the model's frame (the bundled model's 1.5 mm) of a structure painted on a few
+whole axial slices of Colin27 (1 mm), the rest 255 (not annotated): training's own data preparation
+(:func:`medfcn.training.dataset.prepare_volume` on NIfTI files) against nearest-neighbour sampling alone (what it did
+before: MONAI's ``Spacing``). Per set of slices (``--slices``, sets separated by ``;``): per painted slice, the frame
+slices that hold it and how far (mm) their centres lie from it; annotated and structure voxels on the frame; whether
+each annotated frame slice holds exactly its painted slice's labels (sampled in-plane by nearest neighbour); the
+note training writes; seconds to bring the label map onto the frame, both ways.
 
 **live**: the Train dock's live mode in a real napari viewer (``benchmarks/support/live_session.py``, in a process of
 its own): the putamina painted on Colin27 one whole axial slice at a time, a new structure from the bundled model's
@@ -209,9 +219,11 @@ def _annotated(full: np.ndarray, n: int, interpolated: np.ndarray | None) -> tup
     """The training label: ``n`` whole axial slices of ``full`` (0/1) evenly spaced over its extent, 255 elsewhere;
     with ``interpolated``, the slices between the first and last annotated one taken from it as well.
 
-    The slices are multiples of 3 (1 mm): training resamples labels to the model's 1.5 mm frame by nearest
-    neighbour, which samples only two 1 mm slices in three, and a single annotated slice between two samples is
-    dropped (at the first try all three annotated slices were, and training refused: "holds only background")."""
+    The slices are multiples of 3 (1 mm): training resampled labels to the model's 1.5 mm frame by nearest
+    neighbour, which samples only two 1 mm slices in three, and a single annotated slice between two samples was
+    dropped (at the first try all three annotated slices were, and training refused: "holds only background").
+    Since issue 34 such a slice is snapped to its nearest frame slice (``frame`` measures it); the choice is kept so
+    that these runs compare with the earlier ones."""
     z = np.flatnonzero(full.any(axis=(0, 1)))
     keys = sorted({3 * int(round((z[0] + (i + 1) * (z[-1] - z[0]) / (n + 1)) / 3)) for i in range(n)})
     label = np.full(full.shape, 255, np.uint8)
@@ -351,6 +363,97 @@ def new_structure(args: argparse.Namespace) -> dict:
     return {**summary(), "complete": True}
 
 
+def frame(args: argparse.Namespace) -> dict:
+    import nibabel as nib
+
+    from medfcn.data.pairs import LabelledPair, read_pair
+    from medfcn.inference.frame import axis_sources, frame_to_scan_coordinates
+    from medfcn.inference.pipeline import frame_for_model
+    from medfcn.model.checkpoint import DEFAULT_MODEL_PATH, load_model
+    from medfcn.training.dataset import prepare_volume
+    from medfcn.training.frame_labels import axis_table, labels_on_frame
+
+    aal, names, affine = load_aal(args.aal)
+    ids = [int(i) for i in args.structure.split(",")]
+    full = np.isin(aal, ids).astype(np.uint8)
+    card = load_model(DEFAULT_MODEL_PATH).card
+    image = ROOT / "sample_data" / "images" / "colin27.nii.gz"
+    result: dict = {
+        "structure": {"aal_labels": ids, "names": [names.get(i, str(i)) for i in ids], "voxels": int(full.sum())},
+        "structure_axial_slices": [int(z) for z in np.flatnonzero(full.any(axis=(0, 1)))[[0, -1]]],
+        "frame_mm": list(card.spacing),
+        "runs": [],
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        for text in args.slices.split(";"):
+            keys = [int(k) for k in text.split(",")]
+            label = np.full(full.shape, 255, np.uint8)
+            label[..., keys] = full[..., keys]
+            path = Path(folder) / "colin27.nii.gz"
+            nib.save(nib.Nifti1Image(label, affine), str(path))
+            pair = LabelledPair("colin27", image, path)
+            scan, lab = read_pair(pair)
+            image_frame = frame_for_model(scan, card)
+            t = time.perf_counter()
+            before = np.rint(frame_for_model(scan, card, array=lab.array, mode="nearest").volume).astype(np.uint8)
+            t_before = time.perf_counter() - t
+            t = time.perf_counter()
+            labels_on_frame(scan, lab.array, image_frame, card, 255)
+            t_after = time.perf_counter() - t
+            volume = prepare_volume(pair, card)  # what training uses
+            m = np.linalg.inv(frame_to_scan_coordinates(image_frame))
+            assert axis_sources(m) == [0, 1, 2]  # Colin27 is stored RAS: frame axis 2 runs along scan axis 2
+            zc = m[2, 2] * np.arange(volume.label.shape[2]) + m[2, 3]  # frame slice centres, in scan slices
+            rows = [axis_table(m[o, o], m[o, 3], volume.label.shape[o], full.shape[o])[0] for o in (0, 1)]
+            truth = {k: full[..., k][np.ix_(*rows)] for k in keys}  # each painted slice, sampled in-plane
+            half = card.spacing[2] / 2 / float(scan.spacing[2]) + 1e-6  # half a frame voxel, in scan slices
+            run: dict = {"painted_axial_slices": keys, "painted_voxels": int((label != 255).sum())}
+            # the scan slice each frame slice holds: before, MONAI's sample (an index volume through the same
+            # sampling); after, the painted slice within half a frame voxel whose labels it holds exactly
+            index = np.broadcast_to(np.arange(full.shape[2], dtype=np.float32), full.shape)
+            source = np.rint(frame_for_model(scan, card, array=index, mode="nearest").volume).astype(int)
+            assert (source == source[:1, :1]).all()  # one scan slice per frame slice
+            for name, got in (("before", before), ("after", volume.label)):
+                held = np.flatnonzero((got != 255).any(axis=(0, 1)))
+                if name == "before":
+                    holds = {int(i): [int(source[0, 0, i])] for i in held}
+                else:
+                    near = {int(i): [k for k in keys if abs(zc[i] - k) <= half] for i in held}
+                    holds = {i: [k for k in ks if np.array_equal(got[..., i], truth[k])] for i, ks in near.items()}
+                per_slice = {
+                    str(k): {
+                        "frame_slices": [i for i, ks in holds.items() if k in ks],
+                        "mm_from_painted": [
+                            round(abs(float(zc[i]) - k) * float(scan.spacing[2]), 3)
+                            for i, ks in holds.items()
+                            if k in ks
+                        ],
+                    }
+                    for k in keys
+                }
+                run[name] = {
+                    "painted_slices_reaching_the_frame": sum(bool(v["frame_slices"]) for v in per_slice.values()),
+                    "per_painted_slice": per_slice,
+                    "annotated_frame_voxels": int((got != 255).sum()),
+                    "structure_frame_voxels": int((got == 1).sum()),
+                }
+            run["after"]["every_annotated_frame_slice_holds_one_painted_slice_exactly"] = all(holds.values())
+            run["seconds_labels_onto_the_frame"] = {"before": round(t_before, 2), "after": round(t_after, 2)}
+            run["note"] = volume.note
+            result["runs"].append(run)
+            b, a = run["before"], run["after"]
+            print(
+                f"slices {keys}: reach the frame {b['painted_slices_reaching_the_frame']}/{len(keys)} before, "
+                f"{a['painted_slices_reaching_the_frame']}/{len(keys)} after; annotated frame voxels "
+                f"{b['annotated_frame_voxels']} -> {a['annotated_frame_voxels']}, structure "
+                f"{b['structure_frame_voxels']} -> {a['structure_frame_voxels']}; "
+                f"exact {a['every_annotated_frame_slice_holds_one_painted_slice_exactly']}; "
+                f"note: {volume.note or '(none)'}",
+                flush=True,
+            )
+    return result
+
+
 def live(args: argparse.Namespace) -> dict:
     import json
 
@@ -361,17 +464,27 @@ def live(args: argparse.Namespace) -> dict:
     return json.loads(out.read_text())
 
 
+def _part(sub, name: str, *, structure: bool = False) -> argparse.ArgumentParser:
+    """The subcommand ``name``: its ``--aal``, its ``--json`` (results_annotate_<name>.json) and, with ``structure``,
+    ``--structure``."""
+    p = sub.add_parser(name)
+    p.add_argument("--aal", type=Path, default=DEFAULT_AAL)
+    default = ROOT / "benchmarks" / f"results_annotate_{name.replace('-', '_')}.json"
+    p.add_argument("--json", type=Path, default=default)
+    if structure:
+        p.add_argument(
+            "--structure", default="73,74", help="AAL labels taken as one structure (default: both putamina)"
+        )
+    return p
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)
-    p = sub.add_parser("interpolation")
-    p.add_argument("--aal", type=Path, default=DEFAULT_AAL)
+    p = _part(sub, "interpolation")
     p.add_argument("--steps", default="2,4,8")
     p.add_argument("--planes", default="axial,coronal,sagittal")
-    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results_annotate_interpolation.json")
-    p = sub.add_parser("new-structure")
-    p.add_argument("--aal", type=Path, default=DEFAULT_AAL)
-    p.add_argument("--structure", default="73,74", help="AAL labels taken as one structure (default: both putamina)")
+    p = _part(sub, "new-structure", structure=True)
     p.add_argument(
         "--plan",
         default="3:scratch:slices,3:scratch:interpolated,3:init:slices,3:init:interpolated,1:init:slices,5:init:interpolated",
@@ -380,13 +493,16 @@ def main() -> None:
     p.add_argument("--epochs", default="2,6", help="cumulative epochs at which each run's model is scored")
     p.add_argument("--steps-per-epoch", type=int, default=50)
     p.add_argument("--parallel", type=int, default=2, help="runs side by side (each one thread)")
-    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results_annotate_new_structure.json")
-    p = sub.add_parser("live")
-    p.add_argument("--aal", type=Path, default=DEFAULT_AAL)
+    p = _part(sub, "frame", structure=True)
+    p.add_argument(
+        "--slices",
+        default="67,74,80;64,68,73,77,82;73,74,75;70,72,74",
+        help="sets of painted axial slices, ';' between sets",
+    )
+    p = _part(sub, "live")
     p.add_argument("--slices", type=int, default=5, help="axial slices painted one after the other")
-    p.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results_annotate_live.json")
     args = parser.parse_args()
-    parts = {"interpolation": interpolation, "new-structure": new_structure, "live": live}
+    parts = {"interpolation": interpolation, "new-structure": new_structure, "frame": frame, "live": live}
     result = parts[args.part](args)
     print(f"written {write_result(args.json, result)}", flush=True)
     sys.stdout.flush()

@@ -37,6 +37,7 @@ __all__ = [
     "foreground_box",
     "probabilities_to_labels",
     "frame_to_scan_coordinates",
+    "axis_sources",
 ]
 
 
@@ -84,7 +85,7 @@ def _frame_geometry(
     return np.asarray(x.peek_pending_affine(), dtype=np.float64), shape  # type: ignore[return-value]
 
 
-def _axis_sources(m: np.ndarray, tol: float = 1e-6) -> list[int] | None:
+def axis_sources(m: np.ndarray, tol: float = 1e-6) -> list[int] | None:
     """For ``m`` (output voxel indices -> input voxel indices): the input axis each output axis runs along, when
     ``m`` is a scaled permutation (grids with parallel axes); ``None`` otherwise."""
     a = np.abs(m[:3, :3])
@@ -116,7 +117,7 @@ def _resample_slabs(
     values: torch.Tensor, m: np.ndarray, sources: list[int], shape: tuple[int, int, int], slab: int
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Trilinear resampling (border-clamped) of ``values`` (C, *in_shape) onto ``shape``, for an axis-parallel
-    ``m`` (output indices -> input indices; see :func:`_axis_sources`): three 1-D linear interpolations, the same
+    ``m`` (output indices -> input indices; see :func:`axis_sources`): three 1-D linear interpolations, the same
     numbers as a 3-D ``grid_sample``. Yields ``(k0, k1, block)``: block (C, X, Y, k1 - k0) float32, slab by slab
     along the output's last axis; only the input slices a slab needs are converted to float."""
     v = values.permute(0, *(1 + s for s in sources))  # input axes in output order, a view
@@ -180,7 +181,7 @@ def to_model_frame(
     check_frame_size(scan, shape, spacing)
     if mode == "bilinear":
         m = np.linalg.inv(scan.affine) @ affine  # frame indices -> scan indices
-        sources = _axis_sources(m)
+        sources = axis_sources(m)
         if sources is not None:
             volume = np.empty(shape, dtype=np.float32)
             for k0, k1, block in _resample_slabs(torch.from_numpy(np.asarray(data))[None], m, sources, shape, 8):
@@ -284,7 +285,7 @@ def probabilities_to_labels(
     n_classes, *fshape = probs.shape
     dtype = np.uint8 if n_classes <= 256 else np.uint16
     nx, ny, nz = frame.scan_shape
-    sources = _axis_sources(frame_to_scan_coordinates(frame))
+    sources = axis_sources(frame_to_scan_coordinates(frame))
     if sources is not None:  # parallel axes (every scan): separable, ~4x faster and ~8x less memory
         out = np.empty((nx, ny, nz), dtype=dtype, order="F")
         m = frame_to_scan_coordinates(frame)

@@ -6,7 +6,8 @@ spacing), made through the inference pipeline's own first two stages so that tra
 neighbours exactly as at inference (:func:`medfcn.inference.engine.slice_stack`), with foreground oversampling.
 
 Partial labels: a label map may mark voxels "not annotated" with an ignore value (``ignore``, ``options.IGNORE`` by
-default). It travels through the frame and the augmentation as a value of its own (nearest neighbour), batches are
+default). It travels through the frame (nearest neighbour, every painted slice snapped to the frame slice nearest to
+it: :mod:`medfcn.training.frame_labels`) and the augmentation as a value of its own (nearest neighbour), batches are
 drawn only from slices that hold annotated voxels (along every slice axis: an annotated axial slice crosses every
 coronal and sagittal slice), and the loss (:mod:`medfcn.training.loss`) counts only annotated voxels."""
 
@@ -21,6 +22,7 @@ import torch
 
 from medfcn.data.pairs import LabelledPair, read_pair
 from medfcn.errors import MedfcnError
+from medfcn.training.frame_labels import labels_on_frame, whole_slices
 from medfcn.training.options import IGNORE, check_ignore
 
 if TYPE_CHECKING:
@@ -42,6 +44,7 @@ class TrainingVolume:
     label: np.ndarray
     tissue: np.ndarray | None = None
     annotation: dict = field(default_factory=dict)  # of the label file: see annotation_summary
+    note: str = ""  # what bringing the label map onto the frame did to its painted slices, when anything
 
 
 def annotated_foreground(label: np.ndarray, ignore: int = IGNORE) -> np.ndarray:
@@ -58,7 +61,7 @@ def annotation_summary(label: np.ndarray, ignore: int = IGNORE) -> dict[str, obj
     {'voxels': 24, 'annotated_voxels': 6, 'annotated_slices': [0, 0, 1]}
     """
     annotated = label != ignore
-    whole = [int(annotated.all(axis=tuple(a for a in range(3) if a != k)).sum()) for k in range(3)]
+    whole = [int(whole_slices(annotated, k).sum()) for k in range(3)]
     return {"voxels": int(label.size), "annotated_voxels": int(annotated.sum()), "annotated_slices": whole}
 
 
@@ -82,9 +85,12 @@ def prepare_volume(pair: LabelledPair, card: ModelCard, ignore: int = IGNORE) ->
     if values.size == 1 and values[0] == ignore:
         raise MedfcnError(f"{pair.label}: no voxel is annotated (every voxel is {ignore}, the ignore label)")
     frame = frame_for_model(image, card)
-    lab = frame_for_model(image, card, array=label.array, mode="nearest").volume
-    summary = annotation_summary(label.array, ignore)
-    return TrainingVolume(pair.case, normalise_for_model(frame, card), np.rint(lab).astype(np.uint8), None, summary)
+    lab = labels_on_frame(image, label.array, frame, card, ignore)
+    summary = annotation_summary(label.array, ignore) | ({"moved_to_frame": lab.moved} if lab.moved else {})
+    note = lab.note(pair.case)
+    if note:
+        log.warning("%s", note)
+    return TrainingVolume(pair.case, normalise_for_model(frame, card), lab.label, None, summary, note)
 
 
 def cache_volumes(pairs: list[LabelledPair], card: ModelCard, ignore: int = IGNORE) -> list[TrainingVolume]:

@@ -39,7 +39,8 @@ class TrainSummary:
     """How a run ended. ``written``: ``output`` holds a model of this run (false when it was cancelled before its
     first epoch ended); ``best_validation_dice``: the Dice of the kept epoch (on the annotated training voxels when
     ``kept_last``: fine-tuning with no held-out case keeps its last epoch); ``history``: one record per finished
-    epoch (epoch, loss, val_dice, minutes)."""
+    epoch (epoch, loss, val_dice, minutes); ``notes``: what preparing the data did that the user should know, one
+    line each (painted slices snapped onto the model's frame: :mod:`medfcn.training.frame_labels`)."""
 
     output: Path
     written: bool
@@ -50,6 +51,7 @@ class TrainSummary:
     minutes: float
     stopped_by_time: bool
     cancelled: bool
+    notes: tuple[str, ...] = ()
 
     @property
     def dice_kind(self) -> str:

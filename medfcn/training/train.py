@@ -197,6 +197,7 @@ def _run(config: TrainConfig, cancel: Cancel | None) -> Generator[TrainProgress,
         minutes=round((time.monotonic() - t0) / 60, 2),
         stopped_by_time=stopped_by_time,
         cancelled=cancelled,
+        notes=tuple(v.note for v in volumes if v.note),
     )
 
 

@@ -554,6 +554,8 @@ class TrainWidget(Container):
         else:
             kept = "the previous trained model is kept" if self.trained else "no new model"
             self.status.value = f"Cancelled before the first epoch ended: {kept}."
+        for note in summary.notes:  # painted slices snapped onto the model's frame, said by training
+            self.status.value += f" {for_viewer(note)}."
         self.save_button.enabled = self.segment_button.enabled = self.accept_button.enabled = self.trained is not None
 
     def _change_text(self) -> str:

@@ -98,6 +98,9 @@ def test_train_dock_end_to_end(viewer, qtbot, tiny_model, scan_file, tmp_path, m
     qtbot.waitUntil(lambda: _finished(train), timeout=TIMEOUT_MS)
     watch.watch("checks", running=False)
     assert train.trained is not None and train.trained != first and "Trained" in train.status.value
+    # The head's axial slices are 1.2 mm apart, the model's frame 1.5 mm: one of the three painted slices falls
+    # between the frame's samples and is snapped to its nearest frame slice (issue 34), which the dock says.
+    assert "1 painted axial slice fell between the samples of the model's 1.5 mm frame" in train.status.value
     assert len(train._loss) > 0 and np.all(np.isfinite(train._loss))  # the live plot's data
     card = load_model(train.trained).card
     record = card.training
@@ -107,6 +110,7 @@ def test_train_dock_end_to_end(viewer, qtbot, tiny_model, scan_file, tmp_path, m
     # three whole slices annotated, along the axis of the scan file the viewer sliced
     axis = int(image.metadata["display_axes"][viewer.dims.not_displayed[-1]])
     assert record["data"][0]["annotated_slices"][axis] == 3
+    assert record["data"][0]["moved_to_frame"]["axial"]["snapped"] == 1
     assert (
         record["data"][0]["annotated_voxels"]
         == 3 * np.prod(image.data.shape) // image.data.shape[viewer.dims.not_displayed[-1]]

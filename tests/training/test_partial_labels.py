@@ -16,7 +16,7 @@ from medfcn.training.dataset import prepare_volume, sample_batch
 from medfcn.training.loss import PartialDiceCELoss, annotated_dice, soft_target_loss
 from medfcn.training.train import TrainConfig, iter_train, train
 from medfcn.training.validation import NO_VALIDATION
-from tests.support.scans import affine_from_codes, head_labels, head_volume, write_scan_file
+from tests.support.scans import affine_from_codes, head_labels, head_volume, oblique_affine, write_scan_file
 from tests.training.test_train import _config as train_config
 
 SHAPE = (24, 28, 22)
@@ -127,6 +127,111 @@ def test_cli_refuses_an_ignore_label_that_is_a_class_id(partial, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ignore-label" in err[0] and "is also a class id" in err[0]
     assert not (partial / "m.safetensors").exists()
+
+
+# -- painted slices on the model's frame (issue 34) ----------------------------------------------------------------
+THIN = (14, 16, 48)  # 1.5 x 1.5 x 0.5 mm: three axial slices to each of the 1.5 mm frame's
+NAMES = ("background", "square", "bar")
+
+
+def _painted(root, slices, affine, shape=THIN, name="head"):
+    """A scan of ``shape`` and a label map painted on whole axial ``slices`` (scan axis 2), each slice's labels
+    its own: a square of class 1 and one of class 2 placed by the slice number, so a mix of two slices shows. The
+    rest is 255. Returns the label array written."""
+    label = np.full(shape, 255, np.uint8)
+    for k in slices:
+        label[..., k] = 0
+        label[1 + k % 7 : 5 + k % 7, 2:6, k] = 1
+        label[6:9, 3 + k % 9 : 6 + k % 9, k] = 2
+    write_scan_file(root / "images" / f"{name}.nii.gz", head_volume(shape), affine)
+    write_scan_file(root / "labels" / f"{name}.nii.gz", label, affine)
+    return label
+
+
+def _card(spacing=(1.5, 1.5, 1.5)):
+    from medfcn.model.card import ModelCard
+
+    labels = {name: i for i, name in enumerate(NAMES)}
+    return ModelCard(labels=labels, network={"num_classes": 3, "in_channels": 3}, spacing=spacing)
+
+
+def _frame_slices(label: np.ndarray) -> list[int]:
+    return np.flatnonzero((label != 255).any(axis=(0, 1))).tolist()
+
+
+def test_a_slice_painted_between_two_frame_samples_is_learnt_on_the_nearest(tmp_path, caplog):
+    # Frame slice i lies at scan slice 3 i: nearest-neighbour sampling takes slices 0, 3, 6, ... only, and slice 19
+    # (0.5 mm from frame slice 6, 1 mm from 7) was dropped: the map reached training with no annotated voxel.
+    label = _painted(tmp_path, [19], affine_from_codes("RAS", spacing=(1.5, 1.5, 0.5)))
+    with caplog.at_level(logging.WARNING, logger="medfcn"):
+        vol = prepare_volume(_pair(tmp_path), _card())
+    assert _frame_slices(vol.label) == [6]  # the frame slice nearest to it, and only that one
+    assert np.array_equal(vol.label[..., 6], label[..., 19])  # its labels, exactly (1.5 mm in-plane: the same grid)
+    assert vol.note == (
+        "case head: 1 painted axial slice fell between the samples of the model's 1.5 mm frame: "
+        "snapped to the nearest frame slice (0.5 mm away)"
+    )
+    assert [r.getMessage() for r in caplog.records] == [vol.note]  # one line, in the CLI's log
+    assert vol.annotation["moved_to_frame"] == {
+        "axial": {"snapped": 1, "left_out": 0, "frame_mm": 1.5, "snapped_mm": 0.5}
+    }  # recorded with the case in the model's training record
+
+
+def test_a_painted_slice_of_an_oblique_scan_reaches_the_frame(tmp_path):
+    # The frame keeps an oblique scan's rotation: its slices stay parallel to the scan's, and a slice snaps the same
+    # way. Here the frame's slices lie at scan slices 3 i - 1.5 (0.5 mm axial slices): nearest-neighbour sampling
+    # takes only pairs of slices beside them, never a multiple of 3 such as 21 (0.75 mm from frame slices 7 and 8).
+    label = _painted(tmp_path, [21], oblique_affine(spacing=(1.5, 1.5, 0.5), degrees=(12.0, -8.0, 5.0)))
+    vol = prepare_volume(_pair(tmp_path), _card())
+    assert len(_frame_slices(vol.label)) == 1 and "1 painted axial slice" in vol.note and "snapped" in vol.note
+    assert [int((vol.label == c).sum()) for c in (1, 2)] == [int((label == c).sum()) for c in (1, 2)]
+
+
+@pytest.mark.parametrize("affine", [affine_from_codes("RAS", spacing=(1.0, 1.0, 1.0)), oblique_affine()])
+def test_a_fully_labelled_map_is_sampled_as_before_bit_for_bit(tmp_path, affine):
+    from medfcn.data.pairs import read_pair
+    from medfcn.inference.pipeline import frame_for_model
+
+    full = head_labels(SHAPE)
+    write_scan_file(tmp_path / "images" / "head.nii.gz", head_volume(SHAPE), affine)
+    write_scan_file(tmp_path / "labels" / "head.nii.gz", full, affine)
+    vol = prepare_volume(_pair(tmp_path), _card())
+    image, label = read_pair(_pair(tmp_path))
+    before = np.rint(frame_for_model(image, _card(), array=label.array, mode="nearest").volume).astype(np.uint8)
+    assert vol.label.dtype == before.dtype and np.array_equal(vol.label, before) and vol.note == ""
+    assert "moved_to_frame" not in vol.annotation
+
+
+def test_painted_slices_near_each_other_each_keep_their_own_labels(tmp_path):
+    # Frame slice i at scan slice 3 i (0.5 mm axial slices, a 1.5 mm frame). Slices 30 and 31 share frame slice 10
+    # (30 is its sample: 31 is left out, said); 34 snaps to 11 (33 is not painted); 38 and 39 share 13 (39, its
+    # sample, keeps it); 45 is sampled by 15, and 47 by 16 (at scan slice 48, past the last: the border slice is its
+    # sample). No frame slice mixes two painted slices, and none holds a slice from more than 0.75 mm away.
+    painted = [30, 31, 34, 38, 39, 45, 47]
+    label = _painted(tmp_path, painted, affine_from_codes("RAS", spacing=(1.5, 1.5, 0.5)))
+    vol = prepare_volume(_pair(tmp_path), _card())
+    held = {10: 30, 11: 34, 13: 39, 15: 45, 16: 47}
+    assert _frame_slices(vol.label) == sorted(held)
+    for i, k in held.items():
+        assert np.array_equal(vol.label[..., i], label[..., k]), (i, k)
+        assert abs(3 * i - k) * 0.5 <= 0.75  # mm from the frame slice's centre
+    assert vol.note == (
+        "case head: 1 painted axial slice fell between the samples of the model's 1.5 mm frame: snapped to the "
+        "nearest frame slice (0.5 mm away); 2 painted axial slices are not learnt: the slices of the model's 1.5 mm "
+        "frame nearest to them hold other painted slices, less than 1.5 mm away"
+    )
+    # slices never painted stay not annotated: every frame voxel is either a painted slice's label or 255
+    assert set(np.unique(vol.label[..., [i for i in range(vol.label.shape[2]) if i not in held]])) == {255}
+
+
+def test_the_run_says_what_it_snapped_in_its_summary(tmp_path):
+    _painted(tmp_path, [19], affine_from_codes("RAS", spacing=(1.5, 1.5, 0.5)))
+    config = _config(
+        tmp_path, output=str(tmp_path / "m.safetensors"), epochs=1, steps_per_epoch=1, spacing=1.5, label_names=NAMES
+    )
+    summary = train(config, progress=False)
+    assert summary.written and summary.notes == (prepare_volume(_pair(tmp_path), load_model(config.output).card).note,)
+    assert "snapped to the nearest frame slice" in summary.notes[0]
 
 
 # -- fine-tuning ---------------------------------------------------------------------------------------------------

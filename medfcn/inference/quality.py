@@ -166,9 +166,11 @@ def measure_frame(
     mask = raw > 0
     n = int(mask.sum())
     delivered = mask if delivered is None else delivered
-    stake = at_stake(delivered, spacing)
     n_delivered = int(np.count_nonzero(delivered))
-    uncertain = int(np.count_nonzero(_unsure(inner) & stake))
+    # doubt counts only near the delivered mask: computed on its bounding box grown by the stake's reach
+    near = _bounding_box(delivered, pad=_stake_steps(spacing))
+    stake = at_stake(delivered[near], spacing)
+    uncertain = int(np.count_nonzero(_unsure(inner[(slice(None), *near)]) & stake))
     obj = object_mask(volume)
     voxel_ml = float(np.prod(spacing)) / 1000.0
     obj_values = volume[::_SAMPLE, ::_SAMPLE, ::_SAMPLE][obj[::_SAMPLE, ::_SAMPLE, ::_SAMPLE]]
@@ -176,14 +178,20 @@ def measure_frame(
     mask_values = sub[::_SAMPLE, ::_SAMPLE, ::_SAMPLE][mask[::_SAMPLE, ::_SAMPLE, ::_SAMPLE]]
     disagreement = None
     if votes is not None and votes.n_axes > 1:
-        disagreement = float(np.count_nonzero(votes.differs & stake)) / max(n_delivered, 1)
+        disagreement = float(np.count_nonzero(votes.differs[near] & stake)) / max(n_delivered, 1)
     outside, pieces, centre = 0.0, 0, None
     if n:
-        components, count = ndimage.label(mask)
-        sizes = np.bincount(components.ravel())[1:]
+        around = _bounding_box(mask, pad=0)  # the raw mask's pieces lie inside its bounding box
+        components, count = ndimage.label(mask[around])
+        if count == 1:  # the usual case: no sizes to count
+            sizes, largest = np.array([n]), mask
+        else:
+            sizes = np.bincount(components.ravel())[1:]
+            largest = np.zeros(mask.shape, dtype=bool)
+            largest[around] = components == (int(sizes.argmax()) + 1)
         outside = 1.0 - float(sizes.max()) / n
         pieces = int(np.count_nonzero(sizes > 0.01 * n))
-        centre = _centre(components == (int(sizes.argmax()) + 1), box, obj)
+        centre = _centre(largest, box, obj)
     return FrameEvidence(
         mask_voxels=n,
         disagreement=None if disagreement is None else round(disagreement, 4),
@@ -197,6 +205,23 @@ def measure_frame(
     )
 
 
+def _stake_steps(spacing: tuple[float, float, float]) -> int:
+    """How many 6-connected steps :data:`STAKE_MM` is on a grid of ``spacing`` (at least 1)."""
+    return max(1, int(round(STAKE_MM / float(min(spacing)))))
+
+
+def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
+    """The slices of ``mask``'s bounding box grown by ``pad`` voxels on every side (within the array); the whole
+    array for an empty mask."""
+    out = []
+    for axis in range(mask.ndim):
+        rows = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if rows.size == 0:
+            return tuple(slice(None) for _ in range(mask.ndim))
+        out.append(slice(max(0, int(rows[0]) - pad), min(mask.shape[axis], int(rows[-1]) + 1 + pad)))
+    return tuple(out)
+
+
 def at_stake(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
     """Bool, the voxels where a doubt would change ``mask``: the mask and every voxel within :data:`STAKE_MM` of it
     in city-block distance (a 6-connected dilation by :data:`STAKE_MM` over the smallest voxel size, rounded: 2 steps
@@ -205,10 +230,17 @@ def at_stake(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarra
     >>> at_stake(np.eye(1, 9, 4, dtype=bool), (1.5, 1.5, 1.5)).astype(int).tolist()
     [[0, 0, 1, 1, 1, 1, 1, 0, 0]]
     """
-    steps = max(1, int(round(STAKE_MM / float(min(spacing)))))
-    if not mask.any():
-        return np.zeros(mask.shape, dtype=bool)
-    return ndimage.binary_dilation(mask, iterations=steps)
+    steps = _stake_steps(spacing)
+    out = np.array(mask, dtype=bool)
+    for _ in range(steps):  # one 6-connected step: each voxel ORed with its two neighbours along each axis
+        before = out.copy()
+        for axis in range(out.ndim):
+            lo = [slice(None)] * out.ndim
+            hi = [slice(None)] * out.ndim
+            lo[axis], hi[axis] = slice(None, -1), slice(1, None)
+            out[tuple(hi)] |= before[tuple(lo)]
+            out[tuple(lo)] |= before[tuple(hi)]
+    return out
 
 
 def mask_spread(quantiles: list[float] | tuple[float, ...]) -> float:
@@ -243,14 +275,16 @@ def uncertain_voxels(probabilities: np.ndarray, box: tuple[slice, slice, slice],
 
 def _centre(largest: np.ndarray, box: tuple[slice, ...], obj: np.ndarray) -> tuple[float, float, float] | None:
     """The centre of mass of ``largest`` (on ``box``) in fractions of the object's extent along each frame axis."""
-    com = ndimage.center_of_mass(largest)
     out = []
+    across = obj.any(axis=2)  # one pass over the object for all three extents
+    extents = (across.any(axis=1), across.any(axis=0), obj.any(axis=(0, 1)))
     for axis in range(3):
         other = tuple(a for a in range(3) if a != axis)
-        rows = np.flatnonzero(obj.any(axis=other))
+        rows = np.flatnonzero(extents[axis])
         if rows.size < 2:
             return None
-        position = com[axis] + (box[axis].start or 0)
+        counts = np.count_nonzero(largest, axis=other)  # the centre of mass from the mask's projection on this axis
+        position = float(np.dot(np.arange(counts.size), counts)) / max(int(counts.sum()), 1) + (box[axis].start or 0)
         out.append(round(float((position - rows[0]) / (rows[-1] - rows[0])), 3))
     return tuple(out)  # type: ignore[return-value]
 
@@ -299,7 +333,7 @@ def measure_labels(
     for axis in range(3):
         area_cm2 = float(np.prod([s for a, s in enumerate(spacing) if a != axis])) / 100.0
         for k, end in enumerate((0, -1)):
-            face = np.take(labels, end, axis=axis)
+            face = labels[(slice(None),) * axis + (end,)]  # a view: np.take would copy the face
             touching = int(np.count_nonzero(face))
             if touching:
                 contact[face_names[2 * axis + k]] = round(touching * area_cm2, 2)

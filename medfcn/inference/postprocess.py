@@ -113,12 +113,18 @@ def _faces_with_axis(a: np.ndarray) -> list[tuple[int, np.ndarray]]:
 def argmax_classes(probs: np.ndarray) -> np.ndarray:
     """uint8 (int32 beyond 256 classes) index of the largest of ``probs`` (C, ...) along its first axis, the first
     on ties (as ``argmax(0)``, which reduces over the strided class axis ~20x slower)."""
-    labels = np.zeros(probs.shape[1:], dtype=np.uint8 if probs.shape[0] <= 256 else np.int32)
-    best = probs[0]
-    for c in range(1, probs.shape[0]):
-        better = probs[c] > best
-        labels[better] = c
-        best = np.maximum(best, probs[c])
+    n = probs.shape[0]
+    if n == 1:
+        return np.zeros(probs.shape[1:], dtype=np.uint8)
+    first = probs[1] > probs[0]  # class 1 against class 0: the labels, as bytes (30x faster than assigning into zeros)
+    labels = first.view(np.uint8) if n <= 256 else first.astype(np.int32)
+    if n > 2:
+        best = np.maximum(probs[0], probs[1])
+        for c in range(2, n):
+            better = probs[c] > best
+            labels[better] = c
+            if c + 1 < n:
+                best = np.maximum(best, probs[c])
     return labels
 
 

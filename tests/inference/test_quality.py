@@ -318,3 +318,28 @@ def test_the_uncertainty_map_is_the_unsure_and_disagreeing_voxels_on_the_scan_gr
         unsure |= labels != per_axis[0]
     assert unsure.any() and not unsure.all()  # a test that could fail either way
     assert int(found.uncertain.sum()) == pytest.approx(int(unsure.sum()), abs=2 + 0.01 * unsure.sum())
+
+
+@pytest.mark.parametrize("levels", [255, 63])
+def test_a_real_head_stored_in_few_grey_levels_has_no_flat_profile(levels):
+    """An 8-bit or even 6-bit copy of the sample head (256 or 64 grey levels) is a scan, not a drawing: its object's
+    profile has no flat step, so the few-intensities check takes nothing off (16 levels would: measured 11 flat)."""
+    from pathlib import Path
+
+    import nibabel as nib
+
+    from medfcn.inference.frame import normalise_intensity, to_model_frame
+    from medfcn.inference.quality import object_mask
+    from medfcn.inference.verdict import flat_steps
+    from medfcn.model.checkpoint import load_model
+
+    img = nib.load(Path(__file__).resolve().parents[2] / "sample_data" / "images" / "colin27.nii.gz")
+    a = np.asanyarray(img.dataobj).astype(np.float32)
+    coarse = np.round(a / np.percentile(a, 99.9) * levels).clip(0, levels)
+    card = load_model(None).card
+    scan = Scan(coarse, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3))
+    volume = normalise_intensity(
+        to_model_frame(scan, card.spacing, orientation=card.orientation).volume, card.normalisation
+    )
+    obj = object_mask(volume)
+    assert flat_steps(intensity_quantiles(volume[::2, ::2, ::2][obj[::2, ::2, ::2]])) == 0

@@ -4,7 +4,7 @@ Usage:
     python benchmarks/bench_annotate.py interpolation [--aal PATH] [--steps 2,4,8] [--planes axial,coronal,sagittal]
         [--json benchmarks/results_annotate_interpolation.json]
     python benchmarks/bench_annotate.py new-structure [--aal PATH] [--structure 73,74] [--plan N:START:LABELS,...]
-        [--epochs 2,6] [--steps-per-epoch 50] [--parallel 2]
+        [--epochs 2,6] [--steps-per-epoch 50] [--parallel 2] [--lesion SEED]
         [--json benchmarks/results_annotate_new_structure.json]
     python benchmarks/bench_annotate.py frame [--aal PATH] [--structure 73,74] [--slices 79,85,92;60,61,62;...]
         [--json benchmarks/results_annotate_frame.json]
@@ -37,7 +37,9 @@ its encoder kept, a new classifier), with the annotated slices alone or with the
 to each of ``--epochs``; after each, its model segments Colin27 (``medfcn segment``) and is scored against the whole
 structure (Dice), with the CPU minutes the training processes used so far (user + system time: the issue's "CPU
 minutes"; wall time depends on who shares the machine). The annotated slices come from the scan that is segmented:
-this is "annotate a few slices of this scan, get the rest", the use the issue measures.
+this is "annotate a few slices of this scan, get the rest", the use the issue measures. ``--lesion SEED``: instead
+of an AAL structure, a synthetic enhancing lesion drawn on Colin27 and its label (``support/lesion_head.py``): a
+stand-in for the issue's tumour, easier than a real one (round, uniform core and rim).
 
 **frame** (issue 34): what reaches the model's frame (the bundled model's 1.5 mm) of a structure painted on a few
 whole axial slices of Colin27 (1 mm), the rest 255 (not annotated): training's own data preparation
@@ -264,11 +266,18 @@ def new_structure(args: argparse.Namespace) -> dict:
     from medfcn.evaluation.metrics import dice
     from medfcn.model.checkpoint import DEFAULT_MODEL_PATH
 
-    aal, names, affine = load_aal(args.aal)
-    ids = [int(i) for i in args.structure.split(",")]
-    full = np.isin(aal, ids).astype(np.uint8)
-    image = ROOT / "sample_data" / "images" / "colin27.nii.gz"
     work = Path(tempfile.mkdtemp(prefix="medfcn-bench-annotate-"))
+    if args.lesion is None:
+        aal, names, affine = load_aal(args.aal)
+        ids = [int(i) for i in args.structure.split(",")]
+        full = np.isin(aal, ids).astype(np.uint8)
+        image = ROOT / "sample_data" / "images" / "colin27.nii.gz"
+    else:  # a synthetic enhancing lesion on Colin27 and its label (support/lesion_head.py), kept beside the results
+        from support.lesion_head import lesion_head
+
+        image, _, full = lesion_head(work / "lesion", args.lesion)
+        affine = nib.load(str(image)).affine
+        ids, names = [1], {1: f"lesion (support/lesion_head.py, seed {args.lesion})"}
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     checkpoints = [int(e) for e in args.epochs.split(",")]
     annotations: dict[int, dict] = {}
@@ -278,11 +287,11 @@ def new_structure(args: argparse.Namespace) -> dict:
         folder = work / name
         (folder / "images").mkdir(parents=True)
         (folder / "labels").mkdir()
-        (folder / "images" / "colin27.nii.gz").symlink_to(image)
+        (folder / "images" / image.name).symlink_to(image)
         keys_only, keys = _annotated(full, n, None)
         filled = interpolate_labels(np.where(keys_only == 255, 0, keys_only), 2).labels if labels != "slices" else None
         label, _ = _annotated(full, n, filled)
-        nib.save(nib.Nifti1Image(label, affine), str(folder / "labels" / "colin27.nii.gz"))
+        nib.save(nib.Nifti1Image(label, affine), str(folder / "labels" / image.name))
         model = folder / "model.safetensors"
         base = [
             sys.executable, "-m", "medfcn.cli", "train", "--images", str(folder / "images"),
@@ -310,7 +319,7 @@ def new_structure(args: argparse.Namespace) -> dict:
             )  # fmt: skip
             stage["segment_exit"] = seg.returncode
             if code == 0 and seg.returncode == 0:
-                pred = np.asanyarray(nib.load(str(out / "colin27.nii.gz")).dataobj) > 0
+                pred = np.asanyarray(nib.load(str(out / image.name)).dataobj) > 0
                 stage |= {
                     "dice": round(dice(pred, full > 0), 4),
                     "voxels": int(pred.sum()),
@@ -493,6 +502,9 @@ def main() -> None:
     p.add_argument("--epochs", default="2,6", help="cumulative epochs at which each run's model is scored")
     p.add_argument("--steps-per-epoch", type=int, default=50)
     p.add_argument("--parallel", type=int, default=2, help="runs side by side (each one thread)")
+    p.add_argument(
+        "--lesion", type=int, default=None, help="SEED: a synthetic enhancing lesion on Colin27 instead of AAL"
+    )
     p = _part(sub, "frame", structure=True)
     p.add_argument(
         "--slices",

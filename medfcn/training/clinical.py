@@ -133,25 +133,39 @@ class Clinical:
 
     def anatomy(self, img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """The image with a lesion (mass effect, oedema) and/or contrast enhancement; the label does not change."""
+        return self.anatomy_and_lesion(img, lab, rng)[0]
+
+    def anatomy_and_lesion(
+        self, img: torch.Tensor, lab: torch.Tensor, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`anatomy`'s image and its lesion (bool, empty without one; see :meth:`lesion_and_mask`)."""
+        lesion = torch.zeros(img.shape, dtype=torch.bool)
         brain = lab > 0
         if not brain.any():
-            return img
+            return img, lesion
         inside = _inside_distance(lab, self.spacing)
         white = float(torch.quantile(img[brain][:: max(1, int(brain.sum()) // 200000)], 0.9))
         enhanced = rng.random() < self.p_enhance
         if rng.random() < self.p_lesion:
-            img = self.lesion(img, brain, inside, white, enhanced, rng)
+            img, lesion = self.lesion_and_mask(img, brain, inside, white, enhanced, rng)
         if enhanced:
             img = self.enhance(img, brain, inside, white, rng)
-        return img
+        return img, lesion
 
     def lesion(self, img, brain, inside, white: float, enhanced: bool, rng: np.random.Generator) -> torch.Tensor:
         """A lesion of radius 6-22 mm inside the brain: the tissue around it pushed outward (a radial map that leaves
         the label's outline in place), then a core, a rim (bright after contrast) and oedema (darker) painted."""
+        return self.lesion_and_mask(img, brain, inside, white, enhanced, rng)[0]
+
+    def lesion_and_mask(
+        self, img, brain, inside, white: float, enhanced: bool, rng: np.random.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`lesion`'s image and the lesion itself (bool: its core and rim, without the oedema; what a tumour
+        annotation holds), from the same draws."""
         radius = float(rng.uniform(*self.lesion_mm))
         candidates = torch.nonzero(inside > 0.6 * radius)
         if len(candidates) == 0:
-            return img
+            return img, torch.zeros(img.shape, dtype=torch.bool)
         centre = candidates[int(rng.integers(len(candidates)))].to(torch.float32)
         axes = [torch.arange(n, dtype=torch.float32) for n in img.shape]
         p = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (X, Y, Z, 3) voxel indices
@@ -175,7 +189,7 @@ class Clinical:
         out = torch.where(brain & (r < oedema) & (r >= 1), img * float(rng.uniform(0.55, 0.85)), out)
         out = torch.where(brain & (r < 1) & (r >= 1 - rim), torch.full_like(img, rim_value), out)
         out = torch.where(brain & (r < 1 - rim), torch.full_like(img, core_value), out)
-        return out
+        return out, brain & (r < 1)
 
     def enhance(self, img, brain, inside, white: float, rng: np.random.Generator) -> torch.Tensor:
         """Post-contrast brightness: patchy dura along the skull's inner surface, the superior sagittal sinus,

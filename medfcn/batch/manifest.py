@@ -48,6 +48,7 @@ from typing import Any
 
 from medfcn import __version__
 from medfcn.data.discovery import CaseSpec, is_batch_output, safe_name
+from medfcn.data.filenames import MASKED_SUFFIX
 from medfcn.data.writer import atomic_write_text
 from medfcn.errors import UsageError
 
@@ -274,6 +275,18 @@ def _batch_file(recorded: str, folder: Path) -> Path:
     return here if here.exists() else path
 
 
+def _label_map(entry) -> str | None:
+    """The file of a case's entry to score: its NIfTI label map when the run wrote one among its formats (``output``
+    is the first format's file, maybe a DICOM SEG or RTSTRUCT, which is rebuilt on its series), else ``output``."""
+
+    def nifti(name) -> bool:
+        return isinstance(name, str) and name.endswith((".nii.gz", ".nii")) and not name.endswith(MASKED_SUFFIX)
+
+    if nifti(entry.output):
+        return entry.output
+    return next((name for name in entry.outputs or () if nifti(name)), entry.output)
+
+
 def segmented_cases(folder: str | Path) -> list[CaseSpec] | None:
     """The label maps of the batch whose output folder is ``folder``, in the manifest's order: one case for each entry
     segmented (``ok``, or ``skipped``: kept from an earlier run), its file as the entry records it, or by its name in
@@ -292,12 +305,13 @@ def segmented_cases(folder: str | Path) -> list[CaseSpec] | None:
         if c.status not in (Status.OK, Status.SKIPPED):
             continue
         case = safe_name(str(c.case))
-        if not (isinstance(c.output, str) and c.output):
+        output = _label_map(c)
+        if not (isinstance(output, str) and output):
             specs.append(
                 CaseSpec(manifest.path, case, error=f"{manifest.path}: the entry of {case} names no label map")
             )
             continue
-        path = _batch_file(c.output, folder)
+        path = _batch_file(output, folder)
         where = f"the label map {manifest.path} records for {case}"
         error = None
         if not path.exists():

@@ -133,3 +133,30 @@ def test_a_damaged_manifest_is_one_line(batch, tmp_path, capsys):
         f"medfcn: error: {copy / 'manifest.json'}: not a medfcn batch's manifest (case 2 is not an entry); "
         "medfcn segment writes one into its output folder"
     ]
+
+
+def test_a_batch_written_as_rtstruct_and_nifti_is_scored_on_its_label_maps(model_file, tmp_path, capsys):
+    """``--format rtstruct,nifti`` records the RTSTRUCT as the entry's first output; the score is the NIfTI label
+    map's (exact), not a contour rebuilt on the series (which needs ``--series``): the manifest's case is read the
+    way the folder's files were before manifests were read."""
+    from tests.support.dicom import make_series
+
+    series = tmp_path / "in" / "a"
+    series.mkdir(parents=True)
+    make_series("lps_shuffled", series)
+    out = tmp_path / "out"
+    run_batch(
+        [series], out, model=model_file, settings=InferenceSettings(device="cpu"), progress=False,
+        formats=("rtstruct", "nifti"),
+    )  # fmt: skip
+    entry = json.loads((out / "manifest.json").read_text())["cases"][0]
+    assert entry["output"].endswith(".dcm") and entry["outputs"][1].endswith(".nii.gz")
+    (tmp_path / "ref").mkdir()
+    shutil.copyfile(entry["outputs"][1], tmp_path / "ref" / f"{entry['case']}.nii.gz")
+
+    code, printed, cases = _evaluate(out, tmp_path / "ref", tmp_path / "report", capsys)
+
+    assert code == 0, printed
+    assert cases == {entry["case"]}
+    with open(tmp_path / "report" / "metrics.csv", newline="", encoding="utf-8") as f:
+        assert {float(row["dice"]) for row in csv.DictReader(f)} == {1.0}

@@ -46,6 +46,7 @@ __all__ = [
     "CONFIDENT",
     "EVIDENCE_VERSION",
     "STAKE_MM",
+    "PROFILE_VOXELS",
     "OBJECT_LEVEL",
     "QUANTILES",
     "AxisVotes",
@@ -64,6 +65,7 @@ __all__ = [
 
 EVIDENCE_VERSION = 2  # raised when a measure changes meaning (2: doubt counted near the delivered mask), so that
 # evidence kept by benchmarks under an older version is measured again
+PROFILE_VOXELS = 1000  # fewer mask voxels than this: its profile is taken whole, and its spread is not judged
 STAKE_MM = 3.0  # disagreement and uncertainty count inside the delivered mask and this far around it
 CONFIDENT = 0.75  # a voxel is uncertain when its winning class holds less than this share of the summed probabilities
 OBJECT_LEVEL = 0.1  # normalised intensity above which a voxel belongs to the object (as the engine's foreground box)
@@ -176,6 +178,8 @@ def measure_frame(
     obj_values = volume[::_SAMPLE, ::_SAMPLE, ::_SAMPLE][obj[::_SAMPLE, ::_SAMPLE, ::_SAMPLE]]
     sub = volume[box]
     mask_values = sub[::_SAMPLE, ::_SAMPLE, ::_SAMPLE][mask[::_SAMPLE, ::_SAMPLE, ::_SAMPLE]]
+    if mask_values.size < PROFILE_VOXELS:  # a small mask: every voxel of it (a sample of a few says nothing)
+        mask_values = sub[mask]
     disagreement = None
     if votes is not None and votes.n_axes > 1:
         disagreement = float(np.count_nonzero(votes.differs[near] & stake)) / max(n_delivered, 1)
@@ -205,16 +209,18 @@ def measure_frame(
     )
 
 
-def _stake_steps(spacing: tuple[float, float, float]) -> int:
-    """How many 6-connected steps :data:`STAKE_MM` is on a grid of ``spacing`` (at least 1)."""
-    return max(1, int(round(STAKE_MM / float(min(spacing)))))
+def _stake_steps(spacing: tuple[float, ...]) -> tuple[int, ...]:
+    """How many voxels :data:`STAKE_MM` is along each axis of a grid of ``spacing`` (at least 1)."""
+    return tuple(max(1, int(round(STAKE_MM / float(s)))) for s in spacing)
 
 
-def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
-    """The slices of ``mask``'s bounding box grown by ``pad`` voxels on every side (within the array); the whole
-    array for an empty mask."""
+def _bounding_box(mask: np.ndarray, pad: int | tuple[int, ...]) -> tuple[slice, ...]:
+    """The slices of ``mask``'s bounding box grown by ``pad`` voxels (per axis, or the same on every axis) on every
+    side (within the array); the whole array for an empty mask."""
+    pads = (pad,) * mask.ndim if isinstance(pad, int) else tuple(pad)
     out = []
     for axis in range(mask.ndim):
+        pad = pads[axis]
         rows = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
         if rows.size == 0:
             return tuple(slice(None) for _ in range(mask.ndim))
@@ -223,18 +229,19 @@ def _bounding_box(mask: np.ndarray, pad: int) -> tuple[slice, ...]:
 
 
 def at_stake(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
-    """Bool, the voxels where a doubt would change ``mask``: the mask and every voxel within :data:`STAKE_MM` of it
-    in city-block distance (a 6-connected dilation by :data:`STAKE_MM` over the smallest voxel size, rounded: 2 steps
-    on a 1.5 mm frame).
+    """Bool, the voxels where a doubt would change ``mask``: the mask and the voxels a 6-connected dilation reaches
+    from it in :data:`STAKE_MM` / voxel size steps, rounded, along each axis (an axis takes part in that many of the
+    steps): on an isotropic 1.5 mm frame, every voxel within a city-block distance of 2 voxels (3 mm); on a frame of
+    1 x 1 x 5 mm, 3 voxels in-plane but 1 (5 mm) across.
 
     >>> at_stake(np.eye(1, 9, 4, dtype=bool), (1.5, 1.5, 1.5)).astype(int).tolist()
     [[0, 0, 1, 1, 1, 1, 1, 0, 0]]
     """
-    steps = _stake_steps(spacing)
+    steps = _stake_steps(tuple(spacing)[: mask.ndim])
     out = np.array(mask, dtype=bool)
-    for _ in range(steps):  # one 6-connected step: each voxel ORed with its two neighbours along each axis
+    for step in range(max(steps)):  # a 6-connected step: each voxel ORed with its neighbours along the axes in it
         before = out.copy()
-        for axis in range(out.ndim):
+        for axis in (a for a in range(out.ndim) if step < steps[a]):
             lo = [slice(None)] * out.ndim
             hi = [slice(None)] * out.ndim
             lo[axis], hi[axis] = slice(None, -1), slice(1, None)
@@ -385,7 +392,9 @@ def record_expectations(results: list[tuple[Evidence, dict[str, float]]], source
     )
     disagreement = [f.disagreement for f in frames if f.disagreement is not None]
     return Expectations(
-        mask_spread=round(min(mask_spread(f.mask_quantiles) for f in frames), 4),
+        mask_spread=min(
+            (round(mask_spread(f.mask_quantiles), 4) for f in frames if f.mask_voxels >= PROFILE_VOXELS), default=None
+        ),
         volume_ml=volumes,
         centre=centre,
         pieces=max(f.pieces for f in frames),

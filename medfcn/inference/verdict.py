@@ -11,7 +11,7 @@ puts the case up for review, and so do several that are each half-way there:
 |---|---|---|---|
 | slice directions disagree near the mask (share of the mask) | the model's own training maximum | 2x that | no |
 | uncertain near the mask (share of the mask) | the model's own training maximum | 2x that | no |
-| little contrast inside the mask (its spread over the training's least) | 0.5 | 0.25 | yes |
+| little contrast in a mask of 1,000 voxels or more (spread / training's least) | 0.5 | 0.25 | yes |
 | few distinct intensities (flat steps of the object's profile) | :data:`FLAT_OK` of 18 | :data:`FLAT_FLAG` of 18 | no |
 | raw mask outside its largest piece | the training maximum | + 0.10 | no |
 | a label's volume | inside the training range (widened) | just outside it | yes |
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medfcn.inference.quality import Evidence, mask_spread
+from medfcn.inference.quality import PROFILE_VOXELS, Evidence, mask_spread
 from medfcn.model.expectations import Expectations
 
 __all__ = ["Verdict", "DEFAULT_LEVELS", "REVIEW_BELOW", "judge", "flat_steps"]
@@ -163,7 +163,7 @@ def judge(evidence: Evidence, expectations: Expectations, *, axes: int = 3) -> V
             )
         elif risks["profile"] >= SAY_FROM:
             reasons.append(f"unusual intensity profile: {distance:.2f} from the training scans' (at most {ok:.2f})")
-    if e.mask_spread:
+    if e.mask_spread and f.mask_voxels >= PROFILE_VOXELS:  # a few voxels' spread says nothing of the contrast
         spread = mask_spread(f.mask_quantiles)
         risks["contrast"] = _ramp(1.0 - spread / e.mask_spread, 0.5, 0.75)
         if risks["contrast"] >= SAY_FROM:
@@ -197,7 +197,7 @@ def flat_steps(quantiles: list[float]) -> int:
     >>> flat_steps([0.2, 0.2, 0.2, 0.5, 1.0, 1.0])
     3
     """
-    return int(np.count_nonzero(np.diff(np.asarray(quantiles, dtype=float)) < 1e-4))
+    return int(np.count_nonzero(np.diff(np.asarray(quantiles, dtype=float)) < 0.5e-4))
 
 
 def _profile_distance(f, e: Expectations) -> float:

@@ -110,11 +110,22 @@ def test_at_stake_is_the_city_block_neighbourhood_of_stake_mm():
 
     rng = np.random.default_rng(4)
     mask = rng.random((24, 20, 16)) > 0.995
-    for spacing, steps in (((1.5, 1.5, 1.5), 2), ((1.0, 1.0, 1.0), 3), ((0.5, 2.0, 2.0), 6)):
+    for spacing, steps in (((1.5, 1.5, 1.5), 2), ((1.0, 1.0, 1.0), 3)):
         assert steps == round(STAKE_MM / min(spacing))
         distance = ndimage.distance_transform_cdt(~mask, metric="taxicab")  # an independent distance
         assert (at_stake(mask, spacing) == (distance <= steps)).all()
     assert not at_stake(np.zeros((4, 4, 4), bool), (1.5, 1.5, 1.5)).any()
+    # an anisotropic frame: 3 mm is 6 voxels along a 0.5 mm axis and 1 (rounded up from 0.6) along a 5 mm one
+    point = np.zeros((15, 15, 7), bool)
+    point[7, 7, 3] = True
+    reach = at_stake(point, (0.5, 1.0, 5.0))
+    assert [int(np.count_nonzero(reach[:, 7, 3])), int(np.count_nonzero(reach[7, :, 3])), int(reach[7, 7].sum())] == [
+        13,
+        7,
+        3,
+    ]
+    distance = ndimage.distance_transform_cdt(~point, metric="taxicab")
+    assert (reach <= (distance <= 6)).all() and reach[10, 8, 4]  # 3 + 1 + 1 steps, each axis within its reach
 
 
 def test_intensity_quantiles_match_numpy():
@@ -239,6 +250,29 @@ def test_little_contrast_inside_the_mask_flags_another_modality():
     pd = [0.4 + 0.3 * i / 18 for i in range(19)]  # spread 0.30, as a PD rendering's: no risk
     assert judge(Evidence(_frame(mask_quantiles=pd), {"brain": 1400.0}), trained).risks["contrast"] == 0.0
     assert "contrast" not in judge(Evidence(_frame(mask_quantiles=ct), {"brain": 1400.0}), EXPECT).risks  # no level
+
+
+def test_a_small_mask_is_profiled_whole_and_its_spread_not_judged():
+    """A 27-voxel lesion: a sample of every 2nd voxel held one value (spread 0: 'little contrast, CT?', score 0)."""
+    import dataclasses
+
+    from medfcn.inference.quality import PROFILE_VOXELS
+
+    rng = np.random.default_rng(2)
+    volume = rng.uniform(0.1, 0.9, (20, 20, 20)).astype(np.float32)
+    probs = np.zeros((2, 20, 20, 20), np.uint16)
+    probs[0] = 3 * 255
+    probs[:, 5:8, 5:8, 5:8] = [[[[0]]], [[[3 * 255]]]]
+    f = measure_frame(volume, probs, (slice(None),) * 3, None, (1.5, 1.5, 1.5))
+    inside = volume[5:8, 5:8, 5:8].ravel()
+    assert f.mask_quantiles == intensity_quantiles(inside)  # every voxel, not 1 in 8
+    assert f.mask_voxels < PROFILE_VOXELS
+    trained = dataclasses.replace(EXPECT, mask_spread=0.36)
+    flat = _frame(mask_voxels=27, mask_quantiles=[0.64] * 19)
+    assert "contrast" not in judge(Evidence(flat, {"brain": 1400.0}), trained).risks
+    runs = [(Evidence(_frame(mask_quantiles=[0.3 + 0.02 * i for i in range(19)]), {"brain": 1e3}), {"brain": 1e3})]
+    runs.append((Evidence(flat, {"brain": 1e3}), {"brain": 1e3}))  # a tiny training mask does not set the level
+    assert record_expectations(runs, "").mask_spread == 0.36
 
 
 def test_few_distinct_intensities_flag_a_phantom_or_label_map_as_not_a_scan():

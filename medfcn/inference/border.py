@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
+from medfcn.inference.postprocess import mask_box
+
 __all__ = ["move_border"]
 
 
@@ -38,8 +40,7 @@ def move_border(labels: np.ndarray, spacing: Sequence[float], mm: float) -> np.n
     if mm == 0 or not fg.any():
         return labels
     spacing = tuple(float(s) for s in spacing)
-    lo, hi = _box(fg, spacing, max(mm, 0.0))
-    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    box = mask_box(fg, [int(np.ceil(max(mm, 0.0) / s)) + 1 for s in spacing])  # the border and one voxel more
     out = labels.copy()
     inner, sub = out[box], fg[box]
     if mm > 0:
@@ -56,14 +57,3 @@ def move_border(labels: np.ndarray, spacing: Sequence[float], mm: float) -> np.n
         dist = ndimage.distance_transform_edt(np.pad(sub, 1, mode="edge"), sampling=spacing)[1:-1, 1:-1, 1:-1]
         inner[sub & (dist <= -mm)] = 0
     return out
-
-
-def _box(fg: np.ndarray, spacing: tuple[float, ...], mm: float) -> tuple[list[int], list[int]]:
-    """The index box of ``fg``, widened by ``mm`` (in voxels along each axis) and one voxel, clipped to the array."""
-    lo, hi = [], []
-    for axis, s in enumerate(spacing):
-        hit = np.flatnonzero(fg.any(axis=tuple(a for a in range(fg.ndim) if a != axis)))
-        pad = int(np.ceil(mm / s)) + 1
-        lo.append(max(int(hit[0]) - pad, 0))
-        hi.append(min(int(hit[-1]) + 1 + pad, fg.shape[axis]))
-    return lo, hi

@@ -20,7 +20,15 @@ from scipy import ndimage
 from medfcn.choices import parse_choice
 from medfcn.model.card import PostStep
 
-__all__ = ["PostStep", "clean_mask", "apply_to_probabilities", "argmax_classes", "fill_holes", "fill_slice_holes"]
+__all__ = [
+    "PostStep",
+    "clean_mask",
+    "apply_to_probabilities",
+    "argmax_classes",
+    "mask_box",
+    "fill_holes",
+    "fill_slice_holes",
+]
 
 
 def clean_mask(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:
@@ -46,8 +54,7 @@ def clean_mask(mask: np.ndarray, steps: Sequence[str]) -> np.ndarray:
 def _fill_all_slices(mask: np.ndarray) -> np.ndarray:
     """``mask`` with the holes of every slice along each axis filled, then those in 3-D; computed inside the mask's
     bounding box (every voxel outside it is background joined to the border, so no hole lies outside it)."""
-    nz = [np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != k))) for k in range(mask.ndim)]
-    box = tuple(slice(int(i[0]), int(i[-1]) + 1) for i in nz)
+    box = mask_box(mask)
     inner = mask[box]
     for axis in range(mask.ndim):
         inner = fill_slice_holes(inner, axis)
@@ -108,6 +115,24 @@ def _faces_with_axis(a: np.ndarray) -> list[tuple[int, np.ndarray]]:
             faces.append((axis, a[tuple(index)]))
         index[axis] = slice(None)
     return faces
+
+
+def mask_box(mask: np.ndarray, pad: int | Sequence[int] = 0) -> tuple[slice, ...]:
+    """The slices of ``mask``'s bounding box grown by ``pad`` voxels on every side (one number for every axis, or one
+    per axis), clipped to the array; the whole array for an empty mask.
+
+    >>> m = np.zeros((5, 6), bool); m[2, 3] = True
+    >>> mask_box(m), mask_box(m, (1, 9))
+    ((slice(2, 3, None), slice(3, 4, None)), (slice(1, 4, None), slice(0, 6, None)))
+    """
+    pads = (pad,) * mask.ndim if isinstance(pad, int) else tuple(pad)
+    out = []
+    for axis in range(mask.ndim):
+        rows = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if rows.size == 0:
+            return (slice(None),) * mask.ndim
+        out.append(slice(max(0, int(rows[0]) - pads[axis]), min(mask.shape[axis], int(rows[-1]) + 1 + pads[axis])))
+    return tuple(out)
 
 
 def argmax_classes(probs: np.ndarray) -> np.ndarray:

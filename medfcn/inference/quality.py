@@ -161,7 +161,7 @@ def measure_frame(
     the box, the mask after post-processing (default: the raw mask), near which disagreement and uncertainty are
     counted (:func:`at_stake`).
     """
-    from medfcn.inference.postprocess import argmax_classes
+    from medfcn.inference.postprocess import argmax_classes, mask_box
 
     inner = probabilities[(slice(None), *box)]
     raw = argmax_classes(inner)
@@ -170,7 +170,7 @@ def measure_frame(
     delivered = mask if delivered is None else delivered
     n_delivered = int(np.count_nonzero(delivered))
     # doubt counts only near the delivered mask: computed on its bounding box grown by the stake's reach
-    near = _bounding_box(delivered, pad=_stake_steps(spacing))
+    near = mask_box(delivered, pad=_stake_steps(spacing))
     stake = at_stake(delivered[near], spacing)
     uncertain = int(np.count_nonzero(_unsure(inner[(slice(None), *near)]) & stake))
     obj = object_mask(volume)
@@ -185,7 +185,7 @@ def measure_frame(
         disagreement = float(np.count_nonzero(votes.differs[near] & stake)) / max(n_delivered, 1)
     outside, pieces, centre = 0.0, 0, None
     if n:
-        around = _bounding_box(mask, pad=0)  # the raw mask's pieces lie inside its bounding box
+        around = mask_box(mask)  # the raw mask's pieces lie inside its bounding box
         components, count = ndimage.label(mask[around])
         if count == 1:  # the usual case: no sizes to count
             sizes, largest = np.array([n]), mask
@@ -212,20 +212,6 @@ def measure_frame(
 def _stake_steps(spacing: tuple[float, ...]) -> tuple[int, ...]:
     """How many voxels :data:`STAKE_MM` is along each axis of a grid of ``spacing`` (at least 1)."""
     return tuple(max(1, int(round(STAKE_MM / float(s)))) for s in spacing)
-
-
-def _bounding_box(mask: np.ndarray, pad: int | tuple[int, ...]) -> tuple[slice, ...]:
-    """The slices of ``mask``'s bounding box grown by ``pad`` voxels (per axis, or the same on every axis) on every
-    side (within the array); the whole array for an empty mask."""
-    pads = (pad,) * mask.ndim if isinstance(pad, int) else tuple(pad)
-    out = []
-    for axis in range(mask.ndim):
-        pad = pads[axis]
-        rows = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if rows.size == 0:
-            return tuple(slice(None) for _ in range(mask.ndim))
-        out.append(slice(max(0, int(rows[0]) - pad), min(mask.shape[axis], int(rows[-1]) + 1 + pad)))
-    return tuple(out)
 
 
 def at_stake(mask: np.ndarray, spacing: tuple[float, float, float]) -> np.ndarray:
